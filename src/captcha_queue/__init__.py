@@ -1,0 +1,51 @@
+"""captcha-queue: a reliable Redis-backed queue for CAPTCHA-solving tasks."""
+
+from __future__ import annotations
+
+from .errors import (
+    AccountError,
+    CaptchaQueueError,
+    ConfigError,
+    InvalidTask,
+    LeaseLost,
+    RedisUnavailable,
+    ScriptError,
+    ServerVersionError,
+    SolverBusy,
+    SolverError,
+    TaskCancelled,
+    TaskNotFound,
+    TaskRejected,
+    TransientError,
+    Unsolvable,
+)
+from .models import AccountInfo, Claim, DeadLetter, Result, Solution, Stats, Task, TaskSpec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AccountError",
+    "AccountInfo",
+    "CaptchaQueueError",
+    "Claim",
+    "ConfigError",
+    "DeadLetter",
+    "InvalidTask",
+    "LeaseLost",
+    "RedisUnavailable",
+    "Result",
+    "ScriptError",
+    "ServerVersionError",
+    "Solution",
+    "SolverBusy",
+    "SolverError",
+    "Stats",
+    "Task",
+    "TaskCancelled",
+    "TaskNotFound",
+    "TaskRejected",
+    "TaskSpec",
+    "TransientError",
+    "Unsolvable",
+    "__version__",
+]

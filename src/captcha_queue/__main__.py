@@ -1,0 +1,3 @@
+from captcha_queue.cli import main
+
+main()

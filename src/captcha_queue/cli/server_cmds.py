@@ -1,0 +1,50 @@
+"""Commands that run servers: ``redis`` (and, until it exists, the ``demo`` placeholder)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import click
+
+from ..redis_server import EmbeddedRedis, Persistence, check_redis
+from .app import cli
+
+
+@cli.command("redis")
+@click.option("--port", type=int, default=None, help="Port to listen on (default: a free one).")
+@click.option("--appendonly", is_flag=True, help="Keep data in an append-only file.")
+@click.option(
+    "--appendfsync",
+    type=click.Choice(["always", "everysec", "no"]),
+    default="everysec",
+    show_default=True,
+)
+@click.option("--dir", "directory", default=None, help="Data directory (with --appendonly).")
+def redis_cmd(port: int | None, appendonly: bool, appendfsync: str, directory: str | None) -> None:
+    """Run a private Redis-compatible server in the foreground and print its URL."""
+    persistence = Persistence(appendonly=appendonly, appendfsync=appendfsync, directory=directory)
+    server = EmbeddedRedis(port=port, persistence=persistence).start()
+    try:
+        check_redis(server.url)
+        click.echo(server.url)
+        click.echo(f"export REDIS_URL={server.url}   # Ctrl-C stops the server", err=True)
+        sys.stdout.flush()
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        assert server.process is not None
+        server.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+@cli.command("demo")
+def demo_cmd() -> None:
+    """The one-command demo (placeholder until the worker and CLI issues land)."""
+    from ..redis_server import resolved_redis
+
+    with resolved_redis() as (url, _server):
+        click.echo(f"Redis ready at {url}", err=True)
+        click.echo("error: the demo is not built yet", err=True)
+        sys.exit(2)

@@ -1,0 +1,100 @@
+"""The one place where redis-py is configured and its errors become ours.
+
+Client settings that hold under load (measured with redis-py 8.1 and Redis 7.0): a bounded
+*blocking* pool (callers wait for a free connection instead of opening thousands), an explicit
+``socket_timeout`` that every blocking command (claim, waiters) stays well under, and no silent
+client-side retries of commands (a retried EVALSHA could apply a state transition twice).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.connection import BlockingConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from .errors import RedisUnavailable
+from .redis_server import check_version, redact_url
+
+__all__ = [
+    "BLOCK_MAX_S",
+    "SOCKET_TIMEOUT_S",
+    "check_server",
+    "make_client",
+    "redis_errors",
+    "redis_errors_async",
+]
+
+#: Read timeout for every socket. Blocking commands never wait longer than BLOCK_MAX_S.
+SOCKET_TIMEOUT_S = 15.0
+#: The longest any blocking command (BLPOP in claim, BLPOP/XREAD in waiters) waits server-side.
+BLOCK_MAX_S = 5.0
+
+
+def make_client(
+    url: str,
+    *,
+    max_connections: int = 32,
+    socket_timeout_s: float = SOCKET_TIMEOUT_S,
+    pool_timeout_s: float = 30.0,
+) -> aioredis.Redis:
+    """An asyncio client with a bounded blocking pool and explicit timeouts."""
+    try:
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=pool_timeout_s,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=5.0,
+            socket_keepalive=True,
+            health_check_interval=30,
+            retry_on_timeout=False,
+        )
+    except ValueError as exc:
+        raise RedisUnavailable(f"bad Redis URL {redact_url(url)}: {exc}") from exc
+    # No client-side retries: a retried EVALSHA could apply a transition twice.
+    client = aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+    return client
+
+
+async def check_server(client: aioredis.Redis) -> None:
+    """Ping the server and refuse versions older than Redis 7.0 / Valkey 7.2."""
+    async with redis_errors_async(client):
+        info = await client.info("server")
+    check_version(info)
+
+
+def _describe(client: aioredis.Redis | None) -> str:
+    if client is None:
+        return "Redis"
+    kwargs = client.connection_pool.connection_kwargs
+    host = kwargs.get("host") or kwargs.get("path") or "?"
+    port = kwargs.get("port")
+    return f"Redis at {host}:{port}" if port else f"Redis at {host}"
+
+
+def _translate(exc: BaseException, client: aioredis.Redis | None) -> RedisUnavailable:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return RedisUnavailable(f"cannot reach {_describe(client)}: {first}")
+
+
+@contextlib.contextmanager
+def redis_errors(client: aioredis.Redis | None = None) -> Iterator[None]:
+    """Translate connection-level redis-py errors into RedisUnavailable (sync code paths)."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        raise _translate(exc, client) from exc
+
+
+@contextlib.asynccontextmanager
+async def redis_errors_async(client: aioredis.Redis | None = None) -> AsyncIterator[None]:
+    """Translate connection-level redis-py errors into RedisUnavailable."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        raise _translate(exc, client) from exc

@@ -1,0 +1,137 @@
+"""Every error captcha-queue raises, under one root.
+
+    CaptchaQueueError
+    ├── ConfigError                 bad or missing configuration (CAPTCHAAI_KEY unset, bad URL, ...)
+    ├── RedisUnavailable            Redis cannot be reached, or the connection was lost mid-call
+    ├── ServerVersionError          the Redis server is too old (Redis >= 7.0 or Valkey >= 7.2 needed)
+    ├── InvalidTask                 a submission failed validation; nothing was written (.field)
+    ├── TaskNotFound                no task (or dead letter) with that id
+    ├── LeaseLost                   fencing: this worker no longer holds the task's lease
+    │   └── TaskCancelled           ... because the task was cancelled while claimed
+    ├── ScriptError                 a Lua script answered with a code this version does not know
+    └── SolverError                 the solver service said no (.code: the service's code)
+        ├── TaskRejected            the input is wrong: fail the task now
+        ├── Unsolvable              the service gave up; a fresh solve may succeed
+        ├── SolverBusy              no free capacity: back off, costs no attempt
+        ├── TransientError          5xx, HTML pages, timeouts, resets, garbage: retry with backoff
+        └── AccountError            bad key, no threads, IP not allowed or banned: pause the fleet
+
+Third-party errors (redis-py, aiohttp) are translated where they are caught, with ``raise ... from exc``.
+Messages never contain the solver API key.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccountError",
+    "CaptchaQueueError",
+    "ConfigError",
+    "InvalidTask",
+    "LeaseLost",
+    "RedisUnavailable",
+    "ScriptError",
+    "ServerVersionError",
+    "SolverBusy",
+    "SolverError",
+    "TaskCancelled",
+    "TaskNotFound",
+    "TaskRejected",
+    "TransientError",
+    "Unsolvable",
+]
+
+
+class CaptchaQueueError(Exception):
+    """The root of every error this package raises."""
+
+
+class ConfigError(CaptchaQueueError):
+    """Configuration is missing or malformed."""
+
+
+class RedisUnavailable(CaptchaQueueError):
+    """Redis could not be reached, or the connection broke during a call."""
+
+
+class ServerVersionError(CaptchaQueueError):
+    """The Redis server lacks what captcha-queue needs."""
+
+
+class InvalidTask(CaptchaQueueError):
+    """A submission was refused before anything was written."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class TaskNotFound(CaptchaQueueError):
+    """No task with that id exists (or it has expired)."""
+
+
+class LeaseLost(CaptchaQueueError):
+    """The caller's lease on a task is gone: another worker may own it now. Nothing was written."""
+
+    def __init__(self, task_id: str, message: str | None = None) -> None:
+        super().__init__(message or f"lease lost on task {task_id}")
+        self.task_id = task_id
+
+
+class TaskCancelled(LeaseLost):
+    """The task was cancelled while this worker held it: drop it and free its solver slot."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(task_id, f"task {task_id} was cancelled")
+
+
+class ScriptError(CaptchaQueueError):
+    """A Lua script returned a code that this version does not know."""
+
+
+class SolverError(CaptchaQueueError):
+    """The solver service refused or failed a request.
+
+    ``code`` is the service's own code (``ERROR_PAGEURL``, ``HTTP_502``, ``TIMEOUT``...);
+    ``retry_after_s`` is a hint for how long to wait, where the service or the spec suggests one.
+    """
+
+    def __init__(self, code: str, message: str = "", *, retry_after_s: float | None = None) -> None:
+        self.code = code
+        self.message = message or code
+        self.retry_after_s = retry_after_s
+        super().__init__(f"{code}: {self.message}" if message and message != code else code)
+
+
+class TaskRejected(SolverError):
+    """The service rejected the task's input (ERROR_PAGEURL, bad image, bad proxy...): fail it now."""
+
+
+class Unsolvable(SolverError):
+    """ERROR_CAPTCHA_UNSOLVABLE: the service gave up on this one; a fresh solve may succeed."""
+
+
+class SolverBusy(SolverError):
+    """The account has no free capacity (no slot, zero balance while busy, 429): back off, no attempt."""
+
+
+class TransientError(SolverError):
+    """A server error, an HTML page, a timeout, a reset or an unparseable body: retry with backoff."""
+
+
+class AccountError(SolverError):
+    """The account cannot work (bad key, no threads, IP not allowed or banned): pause the fleet.
+
+    ``pause_s`` is how long to pause before probing again; None means until an operator resumes
+    or an account probe succeeds.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str = "",
+        *,
+        pause_s: float | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(code, message, retry_after_s=retry_after_s)
+        self.pause_s = pause_s

@@ -1,0 +1,139 @@
+"""Every Redis key of a namespace, built here and nowhere else.
+
+All keys of a namespace share one hash tag, ``{<namespace>}``, so they live in one Redis Cluster slot
+and every Lua script can touch all of them atomically. Scripts receive their keys through ``KEYS``;
+no script builds a key name. Per-task data lives in fields of namespace-level hashes (with an expiry
+index reaped by the scripts), not in per-task keys, so a script never needs a key it was not given.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+__all__ = ["Keys", "validate_namespace"]
+
+_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+def validate_namespace(namespace: str) -> str:
+    """Return ``namespace`` if it is usable inside a hash tag, else raise ValueError."""
+    if not _NAMESPACE_RE.match(namespace):
+        raise ValueError(
+            f"namespace {namespace!r} must be 1-64 characters of letters, digits, '_', '.', ':', '-'"
+        )
+    return namespace
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The key names of one namespace."""
+
+    namespace: str
+    prefix: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        validate_namespace(self.namespace)
+        object.__setattr__(self, "prefix", "{" + self.namespace + "}")
+
+    def _k(self, name: str) -> str:
+        return f"{self.prefix}:{name}"
+
+    # -- the queue --------------------------------------------------------------------------
+    def queue(self, priority: str) -> str:
+        """LIST of task ids waiting at one priority, head first."""
+        return self._k(f"queue:{priority}")
+
+    @property
+    def wake(self) -> str:
+        """LIST used only as a wake-up marker for blocked claimers."""
+        return self._k("wake")
+
+    @property
+    def tasks(self) -> str:
+        """HASH id -> task JSON (the immutable part)."""
+        return self._k("tasks")
+
+    @property
+    def state(self) -> str:
+        """HASH id -> task state JSON (status, attempt, lease, remote id, history)."""
+        return self._k("state")
+
+    @property
+    def active(self) -> str:
+        """ZSET id -> lease deadline (ms, Redis server time) of claimed tasks."""
+        return self._k("active")
+
+    @property
+    def delayed(self) -> str:
+        """ZSET id -> time (ms) a retry becomes claimable."""
+        return self._k("delayed")
+
+    @property
+    def results(self) -> str:
+        """HASH id -> final Result JSON."""
+        return self._k("results")
+
+    @property
+    def expiry(self) -> str:
+        """ZSET id -> time (ms) when a finished task's fields are deleted everywhere."""
+        return self._k("expiry")
+
+    @property
+    def idempotency(self) -> str:
+        """HASH idempotency key -> task id."""
+        return self._k("idem")
+
+    @property
+    def dead(self) -> str:
+        """HASH id -> DeadLetter JSON."""
+        return self._k("dead")
+
+    @property
+    def dead_index(self) -> str:
+        """ZSET id -> time (ms) it was dead-lettered."""
+        return self._k("dead:index")
+
+    @property
+    def counters(self) -> str:
+        """HASH of monotonically increasing counters (completed, failed, ...): bounded fields."""
+        return self._k("counters")
+
+    @property
+    def events(self) -> str:
+        """STREAM of final results (capped), for listeners that resume after a disconnect."""
+        return self._k("events")
+
+    @property
+    def channel(self) -> str:
+        """PUB/SUB channel: one message per final result (task id and status)."""
+        return self._k("done")
+
+    @property
+    def epoch(self) -> str:
+        """STRING: a random id written once per data set; a change means Redis lost its data."""
+        return self._k("epoch")
+
+    # -- the fleet -----------------------------------------------------------------------------
+    @property
+    def workers(self) -> str:
+        """ZSET worker id -> heartbeat deadline (ms)."""
+        return self._k("workers")
+
+    @property
+    def worker_info(self) -> str:
+        """HASH worker id -> registration JSON (host, pid, started, in flight, version)."""
+        return self._k("workers:info")
+
+    @property
+    def paused(self) -> str:
+        """HASH: reason, since, until (ms) while claiming is paused fleet-wide."""
+        return self._k("paused")
+
+    def slots(self, account: str) -> str:
+        """ZSET slot holder -> lease deadline (ms): solver slots in use on one account."""
+        return self._k(f"slots:{account}")
+
+    def slot_limit(self, account: str) -> str:
+        """HASH: configured, effective (after back-off) limit, and when it last changed."""
+        return self._k(f"slots:{account}:limit")

@@ -1,0 +1,178 @@
+"""The shapes that travel: tasks, results, claims, stats. msgspec structs, JSON on the wire.
+
+Timestamps that are stored (``*_at``) are wall-clock seconds since the epoch as a float, taken
+from Redis server time where Redis writes them; durations (``*_s``) are seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+__all__ = [
+    "PRIORITIES",
+    "AccountInfo",
+    "Attempt",
+    "Claim",
+    "DeadLetter",
+    "Priority",
+    "RenewOutcome",
+    "Result",
+    "Solution",
+    "Stats",
+    "Status",
+    "Task",
+    "TaskSpec",
+]
+
+Priority = Literal["high", "normal", "low"]
+#: Claim order: every "high" task is taken before any "normal", and so on.
+PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low")
+
+Status = Literal["success", "error", "cancelled", "expired"]
+
+#: A task parameter: what the solver protocol can carry in a form field.
+ParamValue = str | int | float
+
+
+class Solution(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What the solver answered.
+
+    ``text`` is the answer exactly as the service sent it (token, OCR text, or a JSON document as
+    text); ``data`` holds the parsed JSON for methods that answer with JSON (GeeTest, grid, BLS,
+    Lemin); ``user_agent`` is set when the service says which browser produced a token.
+    """
+
+    text: str
+    user_agent: str | None = None
+    data: Any = None
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class AccountInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The solver account as the service reports it."""
+
+    threads: int | None = None
+    working_threads: int | None = None
+    balance: float | None = None
+
+
+class Task(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A submitted task as stored in Redis (its immutable part)."""
+
+    id: str
+    method: str
+    params: dict[str, ParamValue]
+    priority: Priority = "normal"
+    max_attempts: int = 3
+    submitted_at: float = 0.0
+    expires_at: float | None = None
+    metadata: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+
+
+class TaskSpec(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One entry of ``submit_many``: the same arguments as ``submit``."""
+
+    method: str
+    params: dict[str, ParamValue]
+    priority: Priority = "normal"
+    idempotency_key: str | None = None
+    max_attempts: int = 3
+    expires_in_s: float | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class Attempt(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One try at a task, kept in its history (and in a dead letter)."""
+
+    attempt: int
+    worker_id: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    outcome: str = ""  # "error", "retry", "stalled", "released", ...
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+class Result(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The one final result of a task."""
+
+    id: str
+    status: Status
+    method: str
+    priority: Priority
+    attempts: int
+    submitted_at: float
+    finished_at: float
+    solution: Solution | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    started_at: float | None = None
+    queue_wait_s: float | None = None
+    solve_s: float | None = None
+    metadata: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "success"
+
+
+class Claim(msgspec.Struct, frozen=True):
+    """A task a worker holds under a lease. Every write about it must present ``lease_token``."""
+
+    task: Task
+    attempt: int
+    lease_token: str
+    worker_id: str
+    lease_deadline_ms: int
+    remote_id: str | None = None
+    remote_submitted_at: float | None = None
+
+    @property
+    def task_id(self) -> str:
+        return self.task.id
+
+
+class RenewOutcome(msgspec.Struct, frozen=True):
+    """What one ``renew`` call found: leases that were lost, and tasks cancelled meanwhile."""
+
+    renewed: list[str]
+    lost: list[str]
+    cancelled: list[str]
+
+
+class DeadLetter(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A task that ran out of attempts or could not be read, with the reason and its history."""
+
+    id: str
+    reason: str
+    dead_at: float
+    task: Task | None = None
+    raw: str | None = None  # the entry as found in Redis when it could not be parsed
+    history: list[Attempt] = []
+
+
+class Stats(msgspec.Struct, frozen=True):
+    """A snapshot of one namespace, read in one round trip."""
+
+    queued: dict[str, int]  # per priority
+    delayed: int
+    in_flight: int
+    completed: int
+    failed: int
+    dead: int
+    cancelled: int
+    expired: int
+    workers: int
+    oldest_queued_age_s: float | None
+    paused: str | None = None  # the reason, while the fleet is paused
+    solver_slots_used: int = 0
+    solver_slots_limit: int | None = None
+
+    @property
+    def queued_total(self) -> int:
+        return sum(self.queued.values())

