@@ -8,7 +8,7 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 
-from captcha_queue.redis_server import _die_with_parent
+from captcha_queue.redis_server import die_with_parent
 
 
 class ProcessManager:
@@ -30,7 +30,7 @@ class ProcessManager:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
             stderr=subprocess.STDOUT if capture else subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         self.procs.append(proc)
         return proc

@@ -35,6 +35,7 @@ __all__ = [
     "Persistence",
     "check_redis",
     "check_version",
+    "die_with_parent",
     "find_server_binary",
     "redact_url",
     "redis_url_from_env",
@@ -93,7 +94,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Ask Linux to SIGKILL this child when the parent dies, so no server outlives a killed run."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -178,7 +179,7 @@ class EmbeddedRedis:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
             if _wait_for_port(port, proc, timeout_s):
                 self.port = port
