@@ -38,13 +38,3 @@ def redis_cmd(port: int | None, appendonly: bool, appendfsync: str, directory: s
     finally:
         server.stop()
 
-
-@cli.command("demo")
-def demo_cmd() -> None:
-    """The one-command demo (placeholder until the worker and CLI issues land)."""
-    from ..redis_server import resolved_redis
-
-    with resolved_redis() as (url, _server):
-        click.echo(f"Redis ready at {url}", err=True)
-        click.echo("error: the demo is not built yet", err=True)
-        sys.exit(2)
