@@ -137,3 +137,7 @@ class Keys:
     def slot_limit(self, account: str) -> str:
         """HASH: configured, effective (after back-off) limit, and when it last changed."""
         return self._k(f"slots:{account}:limit")
+
+    def slot_owners(self, account: str) -> str:
+        """HASH slot holder -> lease token of the claim holding it (fencing for slot release)."""
+        return self._k(f"slots:{account}:owners")
