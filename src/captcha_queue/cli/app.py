@@ -1,15 +1,52 @@
-"""The root command, shared options and the one-line error handling every command gets."""
+"""The root command, shared options and the one-line error handling every command gets.
+
+Configuration comes from the environment (``REDIS_URL``, ``CAPTCHA_QUEUE_NAMESPACE``, ``CAPTCHAAI_URL``,
+``CAPTCHAAI_KEY``), overridden by the root options (``captcha-queue --namespace x stats``). A command
+reads it with ``get_settings(ctx)``, which parses it on first use, so a bad variable only fails the
+commands that need it. Commands that talk to Redis use ``open_queue``; async commands run through
+``run``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+import msgspec
 
-from ..errors import CaptchaQueueError
+from ..errors import CaptchaQueueError, ConfigError, RedisUnavailable
+from ..redis_server import redact_url
+from .config import ENV_CAPTCHAAI_KEY, Settings
 
-__all__ = ["CliGroup", "cli", "main"]
+if TYPE_CHECKING:
+    from ..queue import AsyncCaptchaQueue
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_NOT_OK",
+    "EXIT_TIMEOUT",
+    "CliGroup",
+    "CliState",
+    "cli",
+    "echo_json",
+    "get_settings",
+    "main",
+    "open_queue",
+    "run",
+]
+
+T = TypeVar("T")
+
+#: Exit codes shared by the task commands (click itself uses 2 for usage errors).
+EXIT_ERROR = 1  # the command failed: configuration, Redis, unknown id, ...
+EXIT_NOT_OK = 3  # the task finished, but not with a solution (error, cancelled, expired)
+EXIT_TIMEOUT = 4  # no result within --timeout (the task may still finish)
 
 
 class CliGroup(click.Group):
@@ -21,18 +58,149 @@ class CliGroup(click.Group):
         except CaptchaQueueError as exc:
             if ctx.find_root().params.get("debug"):
                 raise
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
+            click.echo(f"error: {_one_line(exc)}", err=True)
+            sys.exit(EXIT_ERROR)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
 
 
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+@dataclass
+class CliState:
+    """What the root command hands to its subcommands through ``ctx.obj``."""
+
+    debug: bool = False
+    redis_url: str | None = None
+    namespace: str | None = None
+    captchaai_url: str | None = None
+    captchaai_key_file: Path | None = None
+    _settings: Settings | None = field(default=None, repr=False)
+
+    def settings(self) -> Settings:
+        if self._settings is None:
+            key = _read_key_file(self.captchaai_key_file) if self.captchaai_key_file else None
+            self._settings = Settings.load(
+                redis_url=self.redis_url,
+                namespace=self.namespace,
+                captchaai_url=self.captchaai_url,
+                captchaai_key=key,
+            )
+        return self._settings
+
+
+def _read_key_file(path: Path) -> str:
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the key file {path}: {exc.strerror or exc}") from None
+    if not key:
+        raise ConfigError(f"the key file {path} is empty")
+    return key
+
+
 @click.group(cls=CliGroup)
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.option("--redis-url", metavar="URL", default=None, help="Redis URL [env: REDIS_URL].")
+@click.option(
+    "--namespace",
+    "-n",
+    metavar="NAME",
+    default=None,
+    help="Queue namespace (default: captcha) [env: CAPTCHA_QUEUE_NAMESPACE].",
+)
+@click.option(
+    "--captchaai-url",
+    metavar="URL",
+    default=None,
+    help="Base URL of the solver service or the simulator [env: CAPTCHAAI_URL].",
+)
+@click.option(
+    "--captchaai-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"Read the solver API key from this file (default: ${ENV_CAPTCHAAI_KEY}).",
+)
 @click.version_option(package_name="captcha-queue")
-def cli(debug: bool) -> None:
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    debug: bool,
+    redis_url: str | None,
+    namespace: str | None,
+    captchaai_url: str | None,
+    captchaai_key_file: Path | None,
+) -> None:
     """captcha-queue: a reliable Redis queue for CAPTCHA-solving tasks."""
+    ctx.obj = CliState(
+        debug=debug,
+        redis_url=redis_url,
+        namespace=namespace,
+        captchaai_url=captchaai_url,
+        captchaai_key_file=captchaai_key_file,
+    )
+
+
+def get_settings(ctx: click.Context | None = None) -> Settings:
+    """The settings of this invocation (environment + root options), parsed on first use."""
+    ctx = ctx or click.get_current_context()
+    state = ctx.find_object(CliState)
+    if state is None:  # a command invoked on its own, outside the root group (tests, embedding)
+        state = ctx.ensure_object(CliState)
+    return state.settings()
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run one command's coroutine on a fresh event loop."""
+    return asyncio.run(coro)
+
+
+@contextlib.asynccontextmanager
+async def open_queue(settings: Settings) -> AsyncIterator[AsyncCaptchaQueue]:
+    """An AsyncCaptchaQueue on ``settings``; any connection failure becomes one line naming the URL.
+
+    The server is pinged (and its version checked) before the command starts, so "Redis is down"
+    is told apart from whatever the command does next.
+    """
+    from ..connection import check_server, make_client
+    from ..queue import AsyncCaptchaQueue
+
+    shown = redact_url(settings.redis_url)
+    client = make_client(settings.redis_url, max_connections=8)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                await check_server(client)
+                queue = await stack.enter_async_context(
+                    AsyncCaptchaQueue(client, namespace=settings.namespace)
+                )
+            except RedisUnavailable as exc:
+                raise _unreachable(shown, exc) from exc
+            try:
+                yield queue
+            except RedisUnavailable as exc:
+                raise _unreachable(shown, exc) from exc
+    finally:
+        # A client given a pool does not close it by default (redis-py); this one owns its pool.
+        await client.aclose(close_connection_pool=True)
+
+
+def _unreachable(shown_url: str, exc: RedisUnavailable) -> RedisUnavailable:
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    reason = _one_line(cause)
+    # connection.py already says "cannot reach Redis at host:port: reason"; keep only the reason.
+    if reason.startswith("cannot reach ") and ": " in reason:
+        reason = reason.split(": ", 1)[1]
+    return RedisUnavailable(f"cannot reach Redis at {shown_url}: {reason}")
+
+
+def echo_json(value: Any) -> None:
+    """Print one JSON document on one line (msgspec structs included)."""
+    click.echo(msgspec.json.encode(value).decode())
 
 
 def main() -> None:

@@ -1,0 +1,135 @@
+"""Command-line configuration: the environment, overridden by flags, checked once and loudly.
+
+    REDIS_URL                 redis://127.0.0.1:6379/0 when unset (``captcha-queue redis`` prints one)
+    CAPTCHA_QUEUE_NAMESPACE   captcha
+    CAPTCHAAI_URL             https://ocr.captchaai.com (or a compatible service, or the simulator)
+    CAPTCHAAI_KEY             no default; only the commands that talk to the solver need it
+
+The API key is kept out of ``repr`` and every message; ``redacted()`` is what may be displayed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import ConfigError
+from ..keys import validate_namespace
+from ..redis_server import redact_url
+
+__all__ = [
+    "DEFAULT_CAPTCHAAI_URL",
+    "DEFAULT_NAMESPACE",
+    "DEFAULT_REDIS_URL",
+    "ENV_CAPTCHAAI_KEY",
+    "ENV_CAPTCHAAI_URL",
+    "ENV_NAMESPACE",
+    "ENV_REDIS_URL",
+    "Settings",
+]
+
+ENV_REDIS_URL = "REDIS_URL"
+ENV_NAMESPACE = "CAPTCHA_QUEUE_NAMESPACE"
+ENV_CAPTCHAAI_URL = "CAPTCHAAI_URL"
+ENV_CAPTCHAAI_KEY = "CAPTCHAAI_KEY"
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_NAMESPACE = "captcha"
+DEFAULT_CAPTCHAAI_URL = "https://ocr.captchaai.com"
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+_HTTP_SCHEMES = ("http", "https")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a command needs to reach Redis and the solver. Build it with ``Settings.load``."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    namespace: str = DEFAULT_NAMESPACE
+    captchaai_url: str = DEFAULT_CAPTCHAAI_URL
+    captchaai_key: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def load(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        redis_url: str | None = None,
+        namespace: str | None = None,
+        captchaai_url: str | None = None,
+        captchaai_key: str | None = None,
+    ) -> Settings:
+        """Read ``env`` (default: the process environment); a flag given here wins over its variable."""
+        source = os.environ if env is None else env
+
+        def pick(flag: str | None, name: str) -> str | None:
+            value = flag if flag is not None else source.get(name)
+            value = value.strip() if value is not None else None
+            return value or None
+
+        return cls(
+            redis_url=_check_redis_url(pick(redis_url, ENV_REDIS_URL) or DEFAULT_REDIS_URL),
+            namespace=_check_namespace(pick(namespace, ENV_NAMESPACE) or DEFAULT_NAMESPACE),
+            captchaai_url=_check_http_url(pick(captchaai_url, ENV_CAPTCHAAI_URL) or DEFAULT_CAPTCHAAI_URL),
+            captchaai_key=_check_key(pick(captchaai_key, ENV_CAPTCHAAI_KEY)),
+        )
+
+    def require_key(self) -> str:
+        """The solver API key, or ConfigError when it is not configured."""
+        if not self.captchaai_key:
+            raise ConfigError(f"{ENV_CAPTCHAAI_KEY} is not set")
+        return self.captchaai_key
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as they may be shown: no key, no Redis password."""
+        return {
+            "redis_url": redact_url(self.redis_url),
+            "namespace": self.namespace,
+            "captchaai_url": redact_url(self.captchaai_url),
+            "captchaai_key": "set" if self.captchaai_key else "not set",
+        }
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={value!r}" for name, value in self.redacted().items())
+        return f"Settings({shown})"
+
+
+def _check_redis_url(url: str) -> str:
+    scheme = _scheme(url, ENV_REDIS_URL)
+    if scheme not in _REDIS_SCHEMES:
+        raise ConfigError(
+            f"{ENV_REDIS_URL} must start with redis://, rediss:// or unix://, not {redact_url(url)!r}"
+        )
+    return url
+
+
+def _check_http_url(url: str) -> str:
+    scheme = _scheme(url, ENV_CAPTCHAAI_URL)
+    if scheme not in _HTTP_SCHEMES or not urlsplit(url).hostname:
+        raise ConfigError(f"{ENV_CAPTCHAAI_URL} must be an http:// or https:// URL, not {redact_url(url)!r}")
+    return url.rstrip("/")
+
+
+def _scheme(url: str, name: str) -> str:
+    try:
+        return urlsplit(url).scheme.lower()
+    except ValueError as exc:
+        raise ConfigError(f"{name} is not a URL: {exc}") from None
+
+
+def _check_namespace(namespace: str) -> str:
+    try:
+        return validate_namespace(namespace)
+    except ValueError as exc:
+        raise ConfigError(f"{ENV_NAMESPACE}: {exc}") from None
+
+
+def _check_key(key: str | None) -> str | None:
+    # Never quote the value: a mistyped key is still mostly a key.
+    if key is not None and (not key.isascii() or not key.isprintable() or any(c.isspace() for c in key)):
+        raise ConfigError(f"{ENV_CAPTCHAAI_KEY} contains whitespace or non-printable characters")
+    return key

@@ -1,0 +1,419 @@
+"""Prometheus metrics for a worker process: an observer the runtime calls, on a private registry.
+
+Every ``WorkerMetrics`` owns its ``CollectorRegistry`` (nothing touches prometheus_client's global
+one), so two workers in one process, or a test next to a worker, never collide. Label children are
+resolved once and kept in dicts, so recording a task costs a dict lookup and a locked add.
+
+Wiring it into the worker runtime (every call is cheap, synchronous and never raises)::
+
+    metrics = WorkerMetrics()
+    server = metrics.serve(port, host="127.0.0.1")        # worker --metrics-port; server.close() at exit
+    refresher = asyncio.create_task(metrics.run_refresher(queue, interval_s=5.0), name="metrics")
+
+    metrics.task_started(claim)                  # after claim(), once per claimed task
+    metrics.task_finished(result)                # with the Result that complete/fail/expire returned
+    metrics.retry(exc)                           # when fail(..., retry_in_s=...) scheduled a retry
+    metrics.solver_request("in", "OK")           # after each in.php call: "OK" or the error's .code
+    metrics.solver_request("res", "CAPCHA_NOT_READY")   # per id polled on res.php
+    metrics.set_in_flight(n)                     # whenever the in-flight count changes (or per tick)
+    metrics.set_slots(used, limit)               # from the fleet-wide limiter
+    metrics.set_paused(True)                     # from the breaker (False on resume)
+
+The refresher reads ``queue.stats()`` and the namespace counters every ``interval_s`` and sets the
+namespace-wide gauges; a Redis outage only skips a refresh.
+
+Process-level series (``tasks_*``, ``retries``, ``solver_requests``, the histograms, ``worker_in_flight``)
+sum across worker processes. Namespace-level series (``queued``, ``delayed``, ``in_flight``, ``workers``,
+``oldest_queued_age_seconds``, ``dead_letters``, ``namespace_*``) are the same value seen by every worker:
+aggregate them with ``max``, not ``sum``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import re
+import socket
+import threading
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .errors import CaptchaQueueError, SolverBusy, TransientError, Unsolvable
+from .models import PRIORITIES, Result, Stats
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from .keys import Keys
+    from .models import Claim
+
+__all__ = [
+    "ENDPOINTS",
+    "RETRY_REASONS",
+    "STATUSES",
+    "MetricsServer",
+    "WorkerMetrics",
+    "serve_metrics",
+]
+
+log = logging.getLogger(__name__)
+
+PREFIX = "captcha_queue"
+STATUSES: tuple[str, ...] = ("success", "error", "cancelled", "expired")
+RETRY_REASONS: tuple[str, ...] = ("transient", "unsolvable", "busy", "stalled", "other")
+ENDPOINTS: tuple[str, ...] = ("in", "res", "other")
+#: A label value that is not one of the expected ones is counted here instead of growing a series.
+OTHER = "other"
+
+#: Most tasks wait and solve for well under a minute; time-scaled runs go down to milliseconds.
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+SOLVE_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 300)
+
+#: Service codes are upper-case words (ERROR_PAGEURL, HTTP_502, CAPCHA_NOT_READY): nothing else is a
+#: label value, so no free text (and no lower-case hex API key) can ever reach a series name.
+_CODE_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,47}$")
+_METHOD_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_MAX_CODES = 200  # distinct (endpoint, code) pairs kept before new ones count as "other"
+_MAX_METHODS = 32
+
+
+class _QueueLike(Protocol):
+    """What the refresher needs from an AsyncCaptchaQueue."""
+
+    @property
+    def client(self) -> aioredis.Redis: ...
+
+    @property
+    def keys(self) -> Keys: ...
+
+    async def stats(self) -> Stats: ...
+
+
+class _SnapshotCounters(Collector):
+    """Counters whose values live in Redis (namespace-wide), exported as last read."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, float] = {}
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterable[Metric]:
+        family = self._family()
+        for name, value in sorted(self.values.items()):
+            family.add_metric([name], value)
+        return [family]
+
+    @staticmethod
+    def _family() -> CounterMetricFamily:
+        return CounterMetricFamily(
+            f"{PREFIX}_namespace_events",
+            "Namespace-wide event counters kept in Redis (submitted, completed, failed, ...), as last read.",
+            labels=["event"],
+        )
+
+
+class WorkerMetrics:
+    """The collectors of one worker process, and the hooks the runtime calls to feed them."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, methods: Iterable[str] = ()) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        reg = self.registry
+
+        # -- process-level counters -----------------------------------------------------------
+        self._started = Counter(
+            f"{PREFIX}_tasks_started", "Tasks claimed and started by this process.", registry=reg
+        )
+        finished = Counter(
+            f"{PREFIX}_tasks_finished",
+            "Tasks this process finished, by final status.",
+            ["status"],
+            registry=reg,
+        )
+        self._finished = {status: finished.labels(status) for status in STATUSES}
+        retries = Counter(
+            f"{PREFIX}_retries",
+            "Attempts that ended in a scheduled retry, by reason.",
+            ["reason"],
+            registry=reg,
+        )
+        self._retries = {reason: retries.labels(reason) for reason in RETRY_REASONS}
+        self._solver_requests_family = Counter(
+            f"{PREFIX}_solver_requests",
+            "Requests to the solver service, by endpoint (in, res) and the code it answered.",
+            ["endpoint", "code"],
+            registry=reg,
+        )
+        self._solver_requests: dict[tuple[str, str], Any] = {}
+        for endpoint, code in (("in", "OK"), ("res", "OK"), ("res", "CAPCHA_NOT_READY")):
+            self._solver_request_child(endpoint, code)
+
+        # -- process-level histograms -----------------------------------------------------------
+        wait = Histogram(
+            f"{PREFIX}_queue_wait_seconds",
+            "From submission to the claim that finished the task, by priority.",
+            ["priority"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=reg,
+        )
+        self._queue_wait = {p: wait.labels(p) for p in PRIORITIES}
+        e2e = Histogram(
+            f"{PREFIX}_end_to_end_seconds",
+            "From submission to the final result, by priority.",
+            ["priority"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=reg,
+        )
+        self._end_to_end = {p: e2e.labels(p) for p in PRIORITIES}
+        self._solve_family = Histogram(
+            f"{PREFIX}_solve_seconds",
+            "Time spent solving (solver submit to answer) of finished tasks, by method.",
+            ["method"],
+            buckets=SOLVE_BUCKETS_S,
+            registry=reg,
+        )
+        self._solve: dict[str, Any] = {}
+        for method in (*methods, OTHER):
+            self._solve_child(method)
+
+        # -- process-level gauges ---------------------------------------------------------------
+        self._worker_in_flight = Gauge(
+            f"{PREFIX}_worker_in_flight", "Tasks this process holds right now.", registry=reg
+        )
+        self._slots_used = Gauge(
+            f"{PREFIX}_solver_slots_used", "Fleet-wide solver slots in use on the account.", registry=reg
+        )
+        self._slots_limit = Gauge(
+            f"{PREFIX}_solver_slots_limit",
+            "Fleet-wide solver slot limit in effect (after back-off); NaN when unknown.",
+            registry=reg,
+        )
+        self._slots_limit.set(math.nan)
+        self._paused = Gauge(
+            f"{PREFIX}_paused",
+            "1 while claiming is paused fleet-wide (account breaker or operator).",
+            registry=reg,
+        )
+
+        # -- namespace-level gauges, set by the refresher ----------------------------------------
+        queued = Gauge(
+            f"{PREFIX}_queued", "Tasks waiting to be claimed, by priority.", ["priority"], registry=reg
+        )
+        self._queued = {p: queued.labels(p) for p in PRIORITIES}
+        self._delayed = Gauge(f"{PREFIX}_delayed", "Tasks waiting for a scheduled retry.", registry=reg)
+        self._in_flight = Gauge(f"{PREFIX}_in_flight", "Tasks claimed by any worker.", registry=reg)
+        self._workers = Gauge(f"{PREFIX}_workers", "Live worker processes.", registry=reg)
+        self._oldest = Gauge(
+            f"{PREFIX}_oldest_queued_age_seconds",
+            "Age of the oldest queued task (0 when none).",
+            registry=reg,
+        )
+        self._dead = Gauge(f"{PREFIX}_dead_letters", "Tasks in the dead-letter queue.", registry=reg)
+        self._refreshed = Gauge(
+            f"{PREFIX}_stats_refreshed_timestamp_seconds",
+            "When the namespace-level series were last read from Redis (unix time).",
+            registry=reg,
+        )
+        self._namespace = _SnapshotCounters()
+        reg.register(self._namespace)
+
+    # -- hooks the worker runtime calls -------------------------------------------------------
+    def task_started(self, claim: Claim | None = None) -> None:
+        """A task was claimed and is about to run (``claim`` is accepted for future labels)."""
+        self._started.inc()
+
+    def task_finished(self, result: Result) -> None:
+        """A final result was written: count it by status and observe its latencies."""
+        self._finished.get(result.status, self._finished["error"]).inc()
+        priority = result.priority if result.priority in self._queue_wait else "normal"
+        if result.queue_wait_s is not None:
+            self._queue_wait[priority].observe(max(0.0, result.queue_wait_s))
+        if result.finished_at and result.submitted_at:
+            self._end_to_end[priority].observe(max(0.0, result.finished_at - result.submitted_at))
+        if result.solve_s is not None:
+            self._solve_child(result.method).observe(max(0.0, result.solve_s))
+
+    def retry(self, reason: str | BaseException = "transient") -> None:
+        """An attempt ended in a scheduled retry; ``reason`` is a RETRY_REASONS name or the error."""
+        if isinstance(reason, BaseException):
+            reason = _retry_reason(reason)
+        self._retries.get(reason, self._retries[OTHER]).inc()
+
+    def solver_request(self, endpoint: str, code: str = "OK") -> None:
+        """One request to the solver: ``endpoint`` "in" or "res"; ``code`` "OK" or the service's code."""
+        self._solver_request_child(endpoint, code).inc()
+
+    def set_in_flight(self, n: int) -> None:
+        self._worker_in_flight.set(n)
+
+    def set_slots(self, used: int, limit: int | None) -> None:
+        self._slots_used.set(used)
+        self._slots_limit.set(math.nan if limit is None else limit)
+
+    def set_paused(self, paused: bool) -> None:
+        self._paused.set(1 if paused else 0)
+
+    # -- namespace-level refresh ------------------------------------------------------------------
+    def observe_stats(
+        self, stats: Stats, counters: Mapping[str, float] | None = None, *, now_s: float = 0.0
+    ) -> None:
+        """Set the namespace-level gauges from one ``Stats`` snapshot (and the Redis counters hash)."""
+        for priority, child in self._queued.items():
+            child.set(stats.queued.get(priority, 0))
+        self._delayed.set(stats.delayed)
+        self._in_flight.set(stats.in_flight)
+        self._workers.set(stats.workers)
+        self._oldest.set(stats.oldest_queued_age_s or 0.0)
+        self._dead.set(stats.dead)
+        self._paused.set(1 if stats.paused else 0)
+        self.set_slots(stats.solver_slots_used, stats.solver_slots_limit)
+        if counters is not None:
+            self._namespace.values = {
+                name: float(value) for name, value in counters.items() if _METHOD_RE.match(name)
+            }
+        if now_s:
+            self._refreshed.set(now_s)
+
+    async def refresh(self, queue: _QueueLike) -> None:
+        """Read ``queue.stats()`` and the namespace counters once and set the gauges."""
+        stats = await queue.stats()
+        raw = await queue.client.hgetall(queue.keys.counters)
+        counters: dict[str, float] = {}
+        for name, value in raw.items():
+            with contextlib.suppress(ValueError):
+                counters[_text(name)] = float(_text(value))
+        seconds, micros = await queue.client.time()
+        self.observe_stats(stats, counters, now_s=seconds + micros / 1e6)
+
+    async def run_refresher(self, queue: _QueueLike, *, interval_s: float = 5.0) -> None:
+        """Refresh every ``interval_s`` until cancelled; an unreachable Redis only skips a round."""
+        while True:
+            try:
+                await self.refresh(queue)
+            except CaptchaQueueError as exc:
+                log.debug("metrics refresh skipped: %s", exc)
+            except Exception:  # a metrics bug must never stop a worker
+                log.exception("metrics refresh failed")
+            await asyncio.sleep(interval_s)
+
+    def serve(self, port: int, host: str = "127.0.0.1") -> MetricsServer:
+        """Serve ``/metrics`` for this registry on ``host:port`` (port 0: a free one)."""
+        return serve_metrics(self.registry, port, host)
+
+    # -- label children, resolved once --------------------------------------------------------------
+    def _solver_request_child(self, endpoint: str, code: str) -> Any:
+        endpoint = _endpoint(endpoint)
+        code = code if _CODE_RE.match(code) else "OTHER"
+        key = (endpoint, code)
+        child = self._solver_requests.get(key)
+        if child is None:
+            if len(self._solver_requests) >= _MAX_CODES:
+                key = (endpoint, "OTHER")
+                child = self._solver_requests.get(key)
+            if child is None:
+                child = self._solver_requests_family.labels(*key)
+                self._solver_requests[key] = child
+        return child
+
+    def _solve_child(self, method: str) -> Any:
+        child = self._solve.get(method)
+        if child is None:
+            if not _METHOD_RE.match(method) or len(self._solve) >= _MAX_METHODS:
+                method = OTHER
+                child = self._solve.get(method)
+            if child is None:
+                child = self._solve_family.labels(method)
+                self._solve[method] = child
+        return child
+
+
+def _endpoint(endpoint: str) -> str:
+    name = endpoint.strip().lower().removeprefix("/").removesuffix(".php")
+    return name if name in ENDPOINTS else OTHER
+
+
+def _retry_reason(exc: BaseException) -> str:
+    if isinstance(exc, Unsolvable):
+        return "unsolvable"
+    if isinstance(exc, SolverBusy):
+        return "busy"
+    if isinstance(exc, TransientError):
+        return "transient"
+    return OTHER
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+class MetricsServer:
+    """The running ``/metrics`` endpoint (a thread, independent of any event loop)."""
+
+    def __init__(self, httpd: WSGIServer, thread: threading.Thread, host: str) -> None:
+        self._httpd = httpd
+        self._thread = thread
+        self.host = host
+        self.port = int(httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        """Stop serving and free the port (waits for the server thread)."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5.0)
+
+    async def aclose(self) -> None:
+        """``close`` without blocking the event loop."""
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> MetricsServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # scrapes are not worth a log line
+        pass
+
+
+class _Server4(ThreadingWSGIServer):
+    address_family = socket.AF_INET
+
+
+class _Server6(ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+def serve_metrics(
+    registry: CollectorRegistry | WorkerMetrics, port: int, host: str = "127.0.0.1"
+) -> MetricsServer:
+    """Start the ``/metrics`` HTTP endpoint for ``registry`` on ``host:port`` (loopback by default).
+
+    prometheus_client's WSGI app in a daemon thread, polled every 50 ms so ``close()`` is prompt.
+    """
+    if isinstance(registry, WorkerMetrics):
+        registry = registry.registry
+    server_class = _Server6 if ":" in host else _Server4
+    try:
+        httpd = make_server(host, port, make_wsgi_app(registry), server_class, handler_class=_QuietHandler)
+    except OSError as exc:
+        raise CaptchaQueueError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from exc
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="metrics-http", daemon=True
+    )
+    thread.start()
+    return MetricsServer(httpd, thread, host)
