@@ -58,6 +58,8 @@ def make_client(
         raise RedisUnavailable(f"bad Redis URL {redact_url(url)}: {exc}") from exc
     # No client-side retries: a retried EVALSHA could apply a transition twice.
     client = aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+    # The client owns its pool: aclose() must disconnect it (redis-py leaves a passed-in pool open).
+    client.auto_close_connection_pool = True
     return client
 
 
