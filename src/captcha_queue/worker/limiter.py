@@ -1,0 +1,310 @@
+"""Fleet-wide solver slots: a counting semaphore in Redis with leased slots, one per solver account.
+
+At most N solves are in flight across every worker on every machine. A slot is a member of
+``keys.slots(account)`` (holder = task id, score = lease deadline in server-time ms), owned by the
+lease token of the claim holding it (``keys.slot_owners(account)``), so a stale worker can never
+release a slot that the task's new owner adopted. A dead worker's slots expire after one lease and
+are reclaimed inside ``slot_acquire``.
+
+Batching keeps the fleet near its limit without hammering Redis: every task of a process that waits
+for a slot joins one FIFO, and a single pump takes slots for all of them in one script call (and
+gives finished slots back in one call). When the fleet is full the pump retries on a short, growing
+timer, or at once when a local slot is freed. Nothing is held while idle: a slot is taken just before
+a submit and released as soon as the answer (or the error) is in.
+
+The effective limit adapts (AIMD): a ``SolverBusy`` answer lowers it multiplicatively for the whole
+fleet (at most once per cooldown, however many workers saw it), and successful solves raise it back
+additively, one step per recovery interval, never above the configured N.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Literal
+
+import redis.asyncio as aioredis
+
+from ..connection import redis_errors_async
+from ..errors import RedisUnavailable
+from ..keys import Keys
+from ..scripts import load_scripts
+from .retry import Backoff
+
+__all__ = ["LimiterConfig", "SlotLimiter", "SlotState", "read_slot_state"]
+
+log = logging.getLogger("captcha_queue.worker.limiter")
+
+Outcome = Literal["ok", "busy", "error"]
+
+
+@dataclass(frozen=True)
+class LimiterConfig:
+    """Tuning of the fleet-wide semaphore. Durations are real seconds (already time-scaled)."""
+
+    lease_s: float = 30.0
+    decrease_factor: float = 0.7
+    busy_cooldown_s: float = 5.0
+    recover_every_s: float = 5.0
+    recover_fraction: float = 0.05  # one increase adds this share of N (at least 1)
+    batch_max: int = 256
+    retry_min_s: float = 0.005  # first wait when the fleet is full
+    retry_max_s: float = 0.2  # longest wait between tries while tasks wait for a slot
+
+    def scaled(self, time_scale: float) -> LimiterConfig:
+        """Scale the AIMD pacing and the full-fleet retry timer (not the lease)."""
+        return LimiterConfig(
+            lease_s=self.lease_s,
+            decrease_factor=self.decrease_factor,
+            busy_cooldown_s=self.busy_cooldown_s * time_scale,
+            recover_every_s=self.recover_every_s * time_scale,
+            recover_fraction=self.recover_fraction,
+            batch_max=self.batch_max,
+            retry_min_s=min(self.retry_min_s, self.retry_max_s * time_scale),
+            retry_max_s=max(0.01, min(self.retry_max_s, self.retry_max_s * time_scale * 10)),
+        )
+
+
+@dataclass(frozen=True)
+class SlotState:
+    """The fleet-wide limit of one account as Redis holds it."""
+
+    configured: int | None
+    effective: int | None
+    used: int
+    changed_ms: int | None = None
+
+
+async def read_slot_state(client: aioredis.Redis, keys: Keys, account: str) -> SlotState:
+    """Read an account's limit and use (for stats, the CLI and metrics). Expired slots still count."""
+    async with redis_errors_async(client), client.pipeline(transaction=False) as pipe:
+        pipe.hmget(keys.slot_limit(account), "configured", "effective", "changed_ms")
+        pipe.zcard(keys.slots(account))
+        limit, used = await pipe.execute()
+    configured, effective, changed = (int(v) if v is not None else None for v in limit)
+    return SlotState(configured, effective, int(used), changed)
+
+
+class _Waiter:
+    __slots__ = ("future", "token")
+
+    def __init__(self, token: str, future: asyncio.Future[None]) -> None:
+        self.token = token
+        self.future = future
+
+
+class SlotLimiter:
+    """One process's handle on the fleet-wide slots of one solver account.
+
+    ``run()`` is the pump (a background task of the worker). ``acquire`` waits for a slot;
+    ``release`` is immediate locally and flushed by the pump; ``renew`` extends every held slot.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        account: str = "default",
+        *,
+        limit: int,
+        config: LimiterConfig | None = None,
+    ) -> None:
+        if limit < 1:
+            raise ValueError("the solver limit must be at least 1")
+        self.account = account
+        self.config = config or LimiterConfig()
+        self._client = client
+        self._scripts = load_scripts()
+        self._keys = (keys.slots(account), keys.slot_limit(account), keys.slot_owners(account))
+        self._limit = limit
+        self._held: dict[str, str] = {}
+        self._waiters: OrderedDict[str, _Waiter] = OrderedDict()
+        self._releases: dict[str, str] = {}
+        self._busy = False
+        self._successes = 0
+        self._wake = asyncio.Event()
+        self.effective: int = limit
+        self.used: int = 0
+
+    # -- what the runtime calls ------------------------------------------------------------------
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def holding(self) -> int:
+        return len(self._held)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def holds(self, holder: str) -> bool:
+        return holder in self._held
+
+    async def set_limit(self, limit: int) -> SlotState:
+        """Set the configured fleet-wide N (at start, and whenever it changes at run time)."""
+        if limit < 1:
+            raise ValueError("the solver limit must be at least 1")
+        async with redis_errors_async(self._client):
+            configured, effective, used = await self._scripts.slot_limit(
+                self._client, [self._keys[1], self._keys[0]], [limit]
+            )
+        self._limit = int(configured)
+        self.effective, self.used = int(effective), int(used)
+        log.debug("solver limit of account %s: configured %s, effective %s", self.account, limit, effective)
+        return SlotState(int(configured), int(effective), int(used))
+
+    async def acquire(self, holder: str, token: str) -> None:
+        """Wait for a slot for ``holder`` (a task id) owned by ``token``. Cancel to stop waiting."""
+        if self._held.get(holder) == token:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[holder] = _Waiter(token, future)
+        self._wake.set()
+        try:
+            await future
+        except asyncio.CancelledError:
+            self._waiters.pop(holder, None)
+            if future.done() and not future.cancelled():
+                self.release(holder, token, outcome="error")  # granted in the same instant
+            raise
+
+    def release(self, holder: str, token: str, *, outcome: Outcome = "ok") -> None:
+        """Give a slot back (flushed by the pump). ``busy`` lowers the fleet's effective limit."""
+        waiter = self._waiters.get(holder)
+        if waiter is not None and waiter.token == token:
+            self._waiters.pop(holder)
+            if not waiter.future.done():
+                waiter.future.cancel()
+        if outcome == "busy":
+            self._busy = True
+        elif outcome == "ok":
+            self._successes += 1
+        if self._held.get(holder) == token:
+            del self._held[holder]
+            self._releases[holder] = token
+        self._wake.set()
+
+    async def renew(self) -> list[str]:
+        """Extend every held slot in one call. Returns holders whose slot is gone (now released)."""
+        if not self._held:
+            return []
+        held = list(self._held.items())
+        args: list[object] = [int(self.config.lease_s * 1000)]
+        for holder, token in held:
+            args += [holder, token]
+        async with redis_errors_async(self._client):
+            reply = await self._scripts.slot_renew(self._client, list(self._keys), args)
+        self.effective, self.used = int(reply[0]), int(reply[1])
+        lost = [_text(h) for h in reply[2:]]
+        for holder in lost:
+            self._held.pop(holder, None)
+        if lost:
+            log.warning("lost %d solver slots whose lease expired (stalled process?)", len(lost))
+        return lost
+
+    # -- the pump ------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Flush releases and grant waiting acquires, batched, until cancelled."""
+        backoff = Backoff(self.config.retry_min_s, self.config.retry_max_s)
+        full_rounds = 0
+        redis_failures = 0
+        while True:
+            if full_rounds and not self._releases:
+                # The fleet was full: wait for a local release or a short, growing timer.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(backoff.ceiling_s(full_rounds)):
+                        await self._wake.wait()
+            elif not self._releases and not self._waiters:
+                await self._wake.wait()
+            self._wake.clear()
+            try:
+                starved = await self._cycle()
+            except RedisUnavailable as exc:
+                redis_failures += 1
+                delay = Backoff(0.05, 2.0).delay_s(redis_failures)
+                log.warning("solver slots: %s; retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                self._wake.set()
+                continue
+            redis_failures = 0
+            full_rounds = full_rounds + 1 if starved else 0
+
+    async def _cycle(self) -> bool:
+        """One release call and one acquire call. Returns True if waiters remain ungranted."""
+        if self._releases or self._busy or self._successes:
+            await self._flush_releases()
+        for holder in [h for h, w in self._waiters.items() if w.future.done()]:
+            self._waiters.pop(holder, None)
+        if not self._waiters:
+            return False
+        batch = list(self._waiters.items())[: self.config.batch_max]
+        args: list[object] = [int(self.config.lease_s * 1000), self._limit]
+        for holder, queued in batch:
+            args += [holder, queued.token]
+        async with redis_errors_async(self._client):
+            reply = await self._scripts.slot_acquire(self._client, list(self._keys), args)
+        self.effective, self.used = int(reply[0]), int(reply[1])
+        granted = [_text(h) for h in reply[2:]]
+        tokens = dict(batch)
+        for holder in granted:
+            waiter = self._waiters.get(holder)
+            if waiter is None or waiter is not tokens[holder] or waiter.future.done():
+                # The task stopped waiting while the script ran: give the slot straight back.
+                self._releases[holder] = tokens[holder].token
+                continue
+            del self._waiters[holder]
+            self._held[holder] = waiter.token
+            waiter.future.set_result(None)
+        return bool(self._waiters) and len(granted) < len(batch)
+
+    async def _flush_releases(self) -> None:
+        releases, busy, successes = self._releases, self._busy, self._successes
+        self._releases, self._busy, self._successes = {}, False, 0
+        cfg = self.config
+        step = max(1, math.ceil(self._limit * cfg.recover_fraction))
+        args: list[object] = [
+            1 if busy else 0,
+            successes,
+            cfg.decrease_factor,
+            int(cfg.busy_cooldown_s * 1000),
+            int(cfg.recover_every_s * 1000),
+            step,
+        ]
+        for holder, token in releases.items():
+            args += [holder, token]
+        try:
+            async with redis_errors_async(self._client):
+                reply = await self._scripts.slot_release(self._client, list(self._keys), args)
+        except BaseException:
+            # Keep what was not written, for the next try.
+            for holder, token in releases.items():
+                self._releases.setdefault(holder, token)
+            self._busy = self._busy or busy
+            self._successes += successes
+            raise
+        before = self.effective
+        self.effective, self.used = int(reply[0]), int(reply[1])
+        if self.effective != before:
+            log.debug("effective solver limit of account %s: %d -> %d", self.account, before, self.effective)
+
+    async def aclose(self) -> None:
+        """Give back every slot still held (shutdown). Waiters are cancelled."""
+        for waiter in self._waiters.values():
+            if not waiter.future.done():
+                waiter.future.cancel()
+        self._waiters.clear()
+        for holder, token in list(self._held.items()):
+            self.release(holder, token, outcome="error")
+        if self._releases:
+            with contextlib.suppress(RedisUnavailable):
+                await self._flush_releases()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

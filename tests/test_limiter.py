@@ -1,0 +1,218 @@
+"""The fleet-wide solver slots against a real Redis: several limiters stand for several workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import redis.asyncio as aioredis
+
+from captcha_queue.keys import Keys
+from captcha_queue.worker.limiter import LimiterConfig, SlotLimiter, read_slot_state
+
+FAST = LimiterConfig(lease_s=30.0, retry_min_s=0.002, retry_max_s=0.02)
+
+
+async def wait_for(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.005)
+
+
+class Pumps:
+    """Limiters with their pumps running; everything stopped at teardown."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self, limit: int, config: LimiterConfig = FAST, account: str = "acct") -> SlotLimiter:
+        limiter = SlotLimiter(self.client, self.keys, account, limit=limit, config=config)
+        self.tasks.append(asyncio.create_task(limiter.run(), name="slot-pump"))
+        return limiter
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+@pytest.fixture
+async def pumps(redis_client: aioredis.Redis, namespace: str) -> AsyncIterator[Pumps]:
+    manager = Pumps(redis_client, Keys(namespace))
+    yield manager
+    await manager.stop()
+
+
+def spawn(coro: Awaitable[None]) -> asyncio.Task[None]:
+    async def runner() -> None:
+        await coro
+
+    return asyncio.create_task(runner())
+
+
+async def test_grants_up_to_the_limit_and_hands_freed_slots_to_waiters(pumps: Pumps) -> None:
+    limiter = pumps.start(limit=3)
+    waits = {f"t{i}": spawn(limiter.acquire(f"t{i}", f"tok{i}")) for i in range(5)}
+    await wait_for(lambda: sum(t.done() for t in waits.values()) == 3)
+    await asyncio.sleep(0.05)
+    assert sum(t.done() for t in waits.values()) == 3
+    assert limiter.holding == 3
+    # FIFO: the first three asked first.
+    assert all(waits[f"t{i}"].done() for i in range(3))
+    limiter.release("t0", "tok0")
+    await wait_for(lambda: waits["t3"].done())
+    assert not waits["t4"].done()
+    state = await read_slot_state(pumps.client, pumps.keys, "acct")
+    assert (state.configured, state.effective, state.used) == (3, 3, 3)
+    waits["t4"].cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waits["t4"]
+    assert limiter.waiting == 0
+
+
+async def test_many_limiters_never_exceed_the_fleet_limit(pumps: Pumps) -> None:
+    limit = 5
+    limiters = [pumps.start(limit=limit) for _ in range(4)]
+    in_use = 0
+    peak = 0
+    done = 0
+
+    async def solve(limiter: SlotLimiter, n: int) -> None:
+        nonlocal in_use, peak, done
+        await limiter.acquire(f"task{n}", f"tok{n}")
+        in_use += 1
+        peak = max(peak, in_use)
+        await asyncio.sleep(0.002 * (n % 5))
+        in_use -= 1
+        limiter.release(f"task{n}", f"tok{n}")
+        done += 1
+
+    await asyncio.gather(*(solve(limiters[n % 4], n) for n in range(120)))
+    assert done == 120
+    assert peak <= limit
+    assert peak >= limit - 1  # the fleet did use its slots
+    deadline = time.monotonic() + 5.0
+    while (await read_slot_state(pumps.client, pumps.keys, "acct")).used:
+        assert time.monotonic() < deadline, "released slots never reached Redis"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_dead_holders_slots_come_back_after_one_lease(pumps: Pumps) -> None:
+    short = LimiterConfig(lease_s=0.4, retry_min_s=0.002, retry_max_s=0.02)
+    dead = pumps.start(limit=2, config=short)
+    await dead.acquire("a", "ta")
+    await dead.acquire("b", "tb")
+    pumps.tasks[0].cancel()  # the holder "dies": no renew, no release
+    survivor = pumps.start(limit=2, config=short)
+    started = time.monotonic()
+    await asyncio.wait_for(survivor.acquire("c", "tc"), 5.0)
+    waited = time.monotonic() - started
+    assert 0.2 <= waited <= 2.0
+    state = await read_slot_state(pumps.client, pumps.keys, "acct")
+    assert state.used <= 2
+
+
+async def test_renew_keeps_slots_past_their_lease(pumps: Pumps) -> None:
+    short = LimiterConfig(lease_s=0.3, retry_min_s=0.002, retry_max_s=0.02)
+    holder = pumps.start(limit=1, config=short)
+    other = pumps.start(limit=1, config=short)
+    await holder.acquire("a", "ta")
+    waiting = spawn(other.acquire("b", "tb"))
+    for _ in range(6):
+        await asyncio.sleep(0.1)
+        assert await holder.renew() == []
+    assert not waiting.done()
+    holder.release("a", "ta")
+    await asyncio.wait_for(waiting, 5.0)
+
+
+async def test_a_stale_holder_cannot_release_an_adopted_slot(pumps: Pumps) -> None:
+    stale = pumps.start(limit=1)
+    fresh = pumps.start(limit=1)
+    await stale.acquire("task", "old-token")
+    # The task is reclaimed by another worker (new lease token): it adopts the slot at once.
+    await asyncio.wait_for(fresh.acquire("task", "new-token"), 2.0)
+    assert await stale.renew() == ["task"]
+    stale.release("task", "old-token")
+    await asyncio.sleep(0.05)
+    owners = await pumps.client.hgetall(pumps.keys.slot_owners("acct"))
+    assert owners == {b"task": b"new-token"}
+    assert await pumps.client.zcard(pumps.keys.slots("acct")) == 1
+
+
+async def test_the_limit_changes_at_run_time(pumps: Pumps) -> None:
+    limiter = pumps.start(limit=2)
+    waits = [spawn(limiter.acquire(f"t{i}", "tok")) for i in range(4)]
+    await wait_for(lambda: sum(t.done() for t in waits) == 2)
+    state = await limiter.set_limit(4)
+    assert (state.configured, state.effective) == (4, 4)
+    await wait_for(lambda: all(t.done() for t in waits))
+    # Lowering it stops new grants until use falls under the new limit.
+    await limiter.set_limit(1)
+    extra = spawn(limiter.acquire("t9", "tok"))
+    for i in range(3):
+        limiter.release(f"t{i}", "tok")
+    await asyncio.sleep(0.1)
+    assert not extra.done()
+    limiter.release("t3", "tok")
+    await asyncio.wait_for(extra, 2.0)
+
+
+async def test_busy_lowers_the_fleet_limit_once_and_success_raises_it_back(pumps: Pumps) -> None:
+    aimd = LimiterConfig(
+        lease_s=30.0,
+        decrease_factor=0.5,
+        busy_cooldown_s=10.0,
+        recover_every_s=0.05,
+        recover_fraction=0.25,
+        retry_min_s=0.002,
+        retry_max_s=0.02,
+    )
+    first = pumps.start(limit=8, config=aimd)
+    second = pumps.start(limit=8, config=aimd)
+    await first.set_limit(8)
+    for i, limiter in enumerate((first, second)):
+        await limiter.acquire(f"b{i}", "tok")
+    first.release("b0", "tok", outcome="busy")
+    second.release("b1", "tok", outcome="busy")  # the same event seen by two workers
+    await wait_for(lambda: first.effective == 4 and second.used == 0)
+    await asyncio.sleep(0.05)
+    state = await read_slot_state(pumps.client, pumps.keys, "acct")
+    assert state.effective == 4  # halved once, not twice
+    # Additive recovery: +2 (a quarter of 8) per interval with successful solves, up to 8.
+    rounds = 0
+    while (await read_slot_state(pumps.client, pumps.keys, "acct")).effective < 8:
+        rounds += 1
+        assert rounds < 200
+        await first.acquire(f"s{rounds}", "tok")
+        first.release(f"s{rounds}", "tok", outcome="ok")
+        await asyncio.sleep(0.03)
+    assert rounds >= 2
+    assert (await read_slot_state(pumps.client, pumps.keys, "acct")).effective == 8
+
+
+async def test_aclose_gives_every_slot_back(pumps: Pumps) -> None:
+    limiter = pumps.start(limit=3)
+    for i in range(3):
+        await limiter.acquire(f"t{i}", "tok")
+    pumps.tasks[0].cancel()
+    await limiter.aclose()
+    assert await pumps.client.zcard(pumps.keys.slots("acct")) == 0
+
+
+def test_config_scaling() -> None:
+    scaled = LimiterConfig().scaled(0.01)
+    assert scaled.lease_s == 30.0
+    assert scaled.busy_cooldown_s == pytest.approx(0.05)
+    assert 0.005 <= scaled.retry_max_s <= 0.2
+    with pytest.raises(ValueError, match="at least 1"):
+        SlotLimiter(aioredis.Redis(), Keys("x"), limit=0)
