@@ -114,6 +114,30 @@ class Keys:
         """STRING: a random id written once per data set; a change means Redis lost its data."""
         return self._k("epoch")
 
+    @property
+    def script_keys(self) -> tuple[str, ...]:
+        """The standard KEYS layout every queue script receives, in the order of lua/includes/keys.lua."""
+        return (
+            self.queue("high"),
+            self.queue("normal"),
+            self.queue("low"),
+            self.wake,
+            self.tasks,
+            self.state,
+            self.active,
+            self.delayed,
+            self.results,
+            self.expiry,
+            self.idempotency,
+            self.dead,
+            self.dead_index,
+            self.counters,
+            self.events,
+            self.epoch,
+            self.paused,
+            self.workers,
+        )
+
     # -- the fleet -----------------------------------------------------------------------------
     @property
     def workers(self) -> str:

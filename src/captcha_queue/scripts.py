@@ -30,16 +30,24 @@ class Code:
     """Return codes shared by every script (kept in step with lua/includes/codes.lua)."""
 
     OK = 0
+    #: failTask: a retry was scheduled (not a refusal).
+    RETRY_SCHEDULED = 1
+    #: claimTasks: the fleet is paused, nothing handed out (not a refusal).
+    PAUSED = 1
     NOT_FOUND = -1
     LEASE_LOST = -2
     CANCELLED = -3
     ALREADY_FINAL = -4
+    #: A key the script needs exists with another type (written by someone else); nothing was written.
+    WRONG_TYPE = -5
 
 
-def raise_for_code(code: int, task_id: str) -> None:
+def raise_for_code(code: int, task_id: str, detail: str | None = None) -> None:
     """Raise the typed error for a script's refusal code; return quietly for OK (>= 0)."""
     if code >= 0:
         return
+    if code == Code.WRONG_TYPE:
+        raise ScriptError(f"cannot act on task {task_id}: {detail or 'a key has the wrong type'}")
     if code == Code.NOT_FOUND:
         raise TaskNotFound(f"no task {task_id}")
     if code == Code.LEASE_LOST:

@@ -1,0 +1,132 @@
+--- claimTasks: take up to `count` tasks, strict priority order, FIFO within a priority.
+---
+--- First the bounded maintenance: expired leases back to the head (attempts + 1, or dead-lettered
+--- "stalled"), due retries promoted, finished tasks and old dead letters deleted. Then, unless the
+--- fleet is paused, pop ids: each gets a random lease token and a deadline from Redis time. Tasks
+--- whose expires_at has passed end "expired" without being handed out; malformed entries are
+--- dead-lettered with a reason; a queue list of the wrong type is skipped with a warning.
+---
+--- KEYS: the standard layout (includes/keys.lua).
+--- ARGV: the standard prefix, then [A] worker id, [A+1] count, [A+2] lease_ms,
+---       [A+3] token prefix (random; the n-th claim's token is prefix:n), [A+4] maintenance batch size.
+--- Returns: {OK | PAUSED, wait_hint_ms, warnings, claim, claim, ...}
+---   wait_hint_ms: ms until a delayed retry is due, a lease expires or a pause ends (-1: none known);
+---   warnings: list of strings about skipped entries;
+---   claim: {id, task JSON, attempt, token, lease deadline ms, remote id | nil, remote submit ms | nil}.
+---   Or {WRONG_TYPE, message} when a key every claim needs has the wrong type.
+--- @include "keys"
+--- @include "codes"
+--- @include "util"
+--- @include "state"
+--- @include "finish"
+--- @include "reap"
+
+local checks = core_checks()
+-- The queue lists are checked one by one below: a broken one is skipped, the others still serve.
+for _ = 1, 3 do
+  table.remove(checks)
+end
+checks[#checks + 1] = { K.paused, 'hash' }
+local bad = wrong_type(checks)
+if bad then
+  return { WRONG_TYPE, bad }
+end
+
+local worker, count, lease_ms = ARGV[A], tonumber(ARGV[A + 1]), tonumber(ARGV[A + 2])
+local token_prefix, batch = ARGV[A + 3], tonumber(ARGV[A + 4])
+local now = now_ms()
+local warnings = {}
+
+reap_all(now, batch)
+
+local function wait_hint(paused_until)
+  local hint = -1
+  local function consider(ms)
+    if ms and (hint < 0 or ms < hint) then
+      hint = math.max(0, ms)
+    end
+  end
+  local first_delayed = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
+  if first_delayed[2] then consider(tonumber(first_delayed[2]) - now) end
+  local first_lease = redis.call('ZRANGE', K.active, 0, 0, 'WITHSCORES')
+  if first_lease[2] then consider(tonumber(first_lease[2]) - now) end
+  if paused_until then consider(paused_until - now) end
+  return hint
+end
+
+-- Paused: the HASH exists and until_ms is absent or in the future.
+if redis.call('EXISTS', K.paused) == 1 then
+  local until_ms = tonumber(redis.call('HGET', K.paused, 'until_ms'))
+  if not until_ms or until_ms > now then
+    return { PAUSED, wait_hint(until_ms), warnings }
+  end
+end
+
+local reply = { OK, -1, warnings }
+local claimed = 0
+-- Bound the work of one call, however many stale or malformed ids a list holds.
+local pops_left = count + 100
+local usable = {}
+
+for _, priority in ipairs(PRIORITIES) do
+  local list = K.queue[priority]
+  local found = redis.call('TYPE', list)['ok']
+  if found == 'none' or found == 'list' then
+    usable[#usable + 1] = list
+    while claimed < count and pops_left > 0 do
+      local id = redis.call('LPOP', list)
+      if not id then
+        break
+      end
+      pops_left = pops_left - 1
+      local st, raw = load_state(id)
+      local has_task = redis.call('HEXISTS', K.tasks, id) == 1
+      if st == nil and not has_task then
+        warnings[#warnings + 1] = 'queued id ' .. id .. ' has no task: dead-lettered'
+        dead_letter(id, placeholder_state(priority, now), 'no task', now, 'MALFORMED',
+          'the queue held an id with no task')
+      elseif not st then
+        warnings[#warnings + 1] = 'task ' .. id .. ' has a missing or unreadable state: dead-lettered'
+        dead_letter(id, placeholder_state(priority, now), 'malformed state', now, 'MALFORMED',
+          'the task state in Redis is missing or unreadable', raw)
+      elseif not has_task then
+        warnings[#warnings + 1] = 'task ' .. id .. ' has no task body: dead-lettered'
+        dead_letter(id, st, 'no task', now, 'MALFORMED', 'the task body is missing from Redis')
+      elseif st.status ~= 'queued' then
+        warnings[#warnings + 1] = 'queued id ' .. id .. ' is ' .. st.status .. ': stale entry skipped'
+      elseif type(st.expires_ms) == 'number' and now >= st.expires_ms then
+        finish(id, st, 'expired', now, { error_code = 'EXPIRED',
+          error_message = 'the task expired before a worker claimed it' })
+      else
+        claimed = claimed + 1
+        local token = token_prefix .. ':' .. fmt_int(claimed)
+        local deadline = now + lease_ms
+        st.status = 'active'
+        st.token = token
+        st.worker = worker
+        st.claimed_ms = now
+        if type(st.started_ms) ~= 'number' then
+          st.started_ms = now
+        end
+        save_state(id, st)
+        redis.call('ZADD', K.active, deadline, id)
+        reply[#reply + 1] = {
+          id, redis.call('HGET', K.tasks, id), st.attempts + 1, token, deadline,
+          st.remote_id or false, st.remote_ms or false,
+        }
+      end
+    end
+  else
+    warnings[#warnings + 1] = list .. ' is a ' .. found .. ', expected a list: skipped'
+  end
+end
+
+-- Work left: re-arm the marker so the next blocked claimer wakes too.
+for _, list in ipairs(usable) do
+  if redis.call('LLEN', list) > 0 then
+    arm_wake()
+    break
+  end
+end
+reply[2] = wait_hint(nil)
+return reply

@@ -1,0 +1,35 @@
+--- completeTask: finish a claimed task with its solution.
+---
+--- Fenced: only the holder of the current lease token writes. A retry of a complete that already
+--- went through (same token) answers ALREADY_FINAL with the stored result, so the caller can tell.
+---
+--- KEYS: the standard layout (includes/keys.lua).
+--- ARGV: the standard prefix, then [A] task id, [A+1] lease token, [A+2] Solution JSON.
+--- Returns: {OK, result JSON} | {ALREADY_FINAL, stored result JSON | nil} | {LEASE_LOST} | {CANCELLED}
+---          | {WRONG_TYPE, message}.
+--- @include "keys"
+--- @include "codes"
+--- @include "util"
+--- @include "state"
+--- @include "finish"
+
+local bad = wrong_type(core_checks())
+if bad then
+  return { WRONG_TYPE, bad }
+end
+
+local id, token = ARGV[A], ARGV[A + 1]
+local st = load_state(id)
+local code = check_lease(st, token)
+if code == ALREADY_FINAL then
+  return { ALREADY_FINAL, redis.call('HGET', K.results, id) }
+elseif code ~= OK then
+  return { code }
+end
+local now = now_ms()
+st.attempts = st.attempts + 1
+local json = finish(id, st, 'success', now, { solution = ARGV[A + 2] })
+if not json then
+  return { ALREADY_FINAL, redis.call('HGET', K.results, id) }
+end
+return { OK, json }

@@ -1,0 +1,57 @@
+--- failTask: record a failed attempt of a claimed task.
+---
+--- With retry_in_ms and attempts left: the task waits in the delayed set (promoted by the claim
+--- path), its remote id cleared (a retry is a fresh solve). With retry_in_ms and no attempts left:
+--- dead-lettered ("max_attempts") with the history, and finished "error". Without retry_in_ms: a
+--- fatal error, finished "error" at once.
+---
+--- KEYS: the standard layout (includes/keys.lua).
+--- ARGV: the standard prefix, then [A] task id, [A+1] lease token, [A+2] error code,
+---       [A+3] error message, [A+4] retry_in_ms ("" = fatal).
+--- Returns: {OK, result JSON} | {RETRY_SCHEDULED, due ms} | {ALREADY_FINAL, stored result JSON | nil}
+---          | {LEASE_LOST} | {CANCELLED} | {WRONG_TYPE, message}.
+--- @include "keys"
+--- @include "codes"
+--- @include "util"
+--- @include "state"
+--- @include "finish"
+
+local bad = wrong_type(core_checks())
+if bad then
+  return { WRONG_TYPE, bad }
+end
+
+local id, token, error_code, error_message, retry_in = ARGV[A], ARGV[A + 1], ARGV[A + 2], ARGV[A + 3], ARGV[A + 4]
+local st = load_state(id)
+local code = check_lease(st, token)
+if code == ALREADY_FINAL then
+  return { ALREADY_FINAL, redis.call('HGET', K.results, id) }
+elseif code ~= OK then
+  return { code }
+end
+local now = now_ms()
+local extra = { error_code = error_code, error_message = error_message }
+
+if retry_in == '' then
+  add_history(st, now, 'error', error_code, error_message)
+  st.attempts = st.attempts + 1
+  return { OK, finish(id, st, 'error', now, extra) }
+end
+
+add_history(st, now, 'retry', error_code, error_message)
+st.attempts = st.attempts + 1
+if st.attempts >= st.max_attempts then
+  return { OK, dead_letter(id, st, 'max_attempts', now, error_code, error_message) }
+end
+local due = now + tonumber(retry_in)
+st.status = 'delayed'
+st.token = nil
+st.worker = nil
+st.remote_id = nil
+st.remote_ms = nil
+save_state(id, st)
+redis.call('ZREM', K.active, id)
+redis.call('ZADD', K.delayed, due, id)
+-- Blocked claimers computed their timeout before this retry existed: wake one to recompute it.
+arm_wake()
+return { RETRY_SCHEDULED, due }

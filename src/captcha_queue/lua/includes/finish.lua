@@ -1,0 +1,76 @@
+-- Writing the one final result of a task, and dead-lettering.
+
+local COUNTER = { success = 'completed', error = 'failed', cancelled = 'cancelled', expired = 'expired' }
+
+-- The Result JSON, built from the state (method, priority, timings, metadata) and `extra`
+-- ({solution = raw JSON, error_code = str, error_message = str}).
+local function result_json(id, st, status, now, extra)
+  local parts = {
+    '{"id":', cjson.encode(id), ',"status":"', status, '","method":', cjson.encode(st.method),
+    ',"priority":"', st.priority, '","attempts":', fmt_int(st.attempts),
+    ',"submitted_at":', fmt_s(st.submitted_ms), ',"finished_at":', fmt_s(now),
+  }
+  if type(st.started_ms) == 'number' then
+    parts[#parts + 1] = ',"started_at":' .. fmt_s(st.started_ms)
+    parts[#parts + 1] = ',"queue_wait_s":' .. fmt_s(math.max(0, st.started_ms - st.submitted_ms))
+    parts[#parts + 1] = ',"solve_s":' .. fmt_s(math.max(0, now - st.started_ms))
+  end
+  if extra.solution then
+    parts[#parts + 1] = ',"solution":' .. extra.solution
+  end
+  if extra.error_code and extra.error_code ~= '' then
+    parts[#parts + 1] = ',"error_code":' .. cjson.encode(extra.error_code)
+  end
+  if extra.error_message and extra.error_message ~= '' then
+    parts[#parts + 1] = ',"error_message":' .. cjson.encode(extra.error_message)
+  end
+  if type(st.metadata) == 'string' and pcall(cjson.decode, st.metadata) then
+    parts[#parts + 1] = ',"metadata":' .. st.metadata
+  end
+  parts[#parts + 1] = '}'
+  return table.concat(parts)
+end
+
+-- Finish a task: write its result once, schedule every field of it for deletion, count it,
+-- PUBLISH the id and status, append the result to the events stream. Returns the result JSON,
+-- or nil when a result already exists (never two final results).
+local function finish(id, st, status, now, extra, counter)
+  if redis.call('HEXISTS', K.results, id) == 1 then
+    return nil
+  end
+  local json = result_json(id, st, status, now, extra)
+  redis.call('HSET', K.results, id, json)
+  st.status = 'done'
+  st.final = status
+  save_state(id, st)
+  redis.call('ZREM', K.active, id)
+  redis.call('ZREM', K.delayed, id)
+  redis.call('ZADD', K.expiry, now + C.result_ttl_ms, id)
+  redis.call('HINCRBY', K.counters, counter or COUNTER[status], 1)
+  redis.call('PUBLISH', C.channel, '{"id":' .. cjson.encode(id) .. ',"status":"' .. status .. '"}')
+  redis.call('XADD', K.events, 'MAXLEN', '~', C.events_maxlen, '*', 'id', id, 'status', status, 'result', json)
+  return json
+end
+
+-- Dead-letter a task with a reason and its attempt history, and finish it as "error".
+-- `raw` (optional) is an unreadable entry to keep for inspection.
+local function dead_letter(id, st, reason, now, error_code, error_message, raw)
+  local parts = { '{"id":', cjson.encode(id), ',"reason":', cjson.encode(reason), ',"dead_at":', fmt_s(now) }
+  local task_raw = redis.call('HGET', K.tasks, id)
+  if task_raw and pcall(cjson.decode, task_raw) then
+    parts[#parts + 1] = ',"task":' .. task_raw
+  elseif task_raw then
+    raw = raw or task_raw
+  end
+  if raw then
+    parts[#parts + 1] = ',"raw":' .. cjson.encode(raw)
+  end
+  if type(st.history) == 'table' and #st.history > 0 then
+    parts[#parts + 1] = ',"history":' .. cjson.encode(st.history)
+  end
+  parts[#parts + 1] = '}'
+  redis.call('HSET', K.dead, id, table.concat(parts))
+  redis.call('ZADD', K.dead_index, now, id)
+  st.dead = reason
+  return finish(id, st, 'error', now, { error_code = error_code, error_message = error_message }, 'dead')
+end

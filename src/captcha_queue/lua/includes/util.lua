@@ -1,0 +1,44 @@
+-- Time, number formatting, key type checks and the wake marker.
+
+-- Milliseconds of Redis server time: leases never depend on a client's clock.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Seconds with millisecond precision, as stored in Result and Task JSON.
+local function fmt_s(ms)
+  return string.format('%.3f', ms / 1000)
+end
+
+local function fmt_int(n)
+  return string.format('%d', n)
+end
+
+-- The first of `checks` ({key, type}, ...) whose key exists with another type, or nil.
+-- Scripts check before writing anything: Redis does not roll a script back when a command fails.
+local function wrong_type(checks)
+  for _, check in ipairs(checks) do
+    local found = redis.call('TYPE', check[1])['ok']
+    if found ~= 'none' and found ~= check[2] then
+      return check[1] .. ' is a ' .. found .. ', expected a ' .. check[2]
+    end
+  end
+  return nil
+end
+
+-- The keys of the standard layout that every task transition touches, with their types.
+local function core_checks()
+  return {
+    { K.tasks, 'hash' }, { K.state, 'hash' }, { K.active, 'zset' }, { K.delayed, 'zset' },
+    { K.results, 'hash' }, { K.expiry, 'zset' }, { K.idem, 'hash' }, { K.dead, 'hash' },
+    { K.dead_index, 'zset' }, { K.counters, 'hash' }, { K.events, 'stream' }, { K.wake, 'list' },
+    { K.queue.high, 'list' }, { K.queue.normal, 'list' }, { K.queue.low, 'list' },
+  }
+end
+
+-- One marker in the wake list: one blocked claimer wakes, claims, and re-arms it if work remains.
+local function arm_wake()
+  redis.call('LPUSH', K.wake, '1')
+  redis.call('LTRIM', K.wake, 0, 0)
+end

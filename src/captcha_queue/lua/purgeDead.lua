@@ -1,0 +1,16 @@
+--- purgeDead: empty the dead-letter queue. The tasks' other fields expire with their results.
+---
+--- KEYS: the standard layout (includes/keys.lua); writes dead, dead:index.
+--- ARGV: the standard prefix.
+--- Returns: {OK, number of dead letters removed} | {WRONG_TYPE, message}.
+--- @include "keys"
+--- @include "codes"
+--- @include "util"
+
+local bad = wrong_type({ { K.dead, 'hash' }, { K.dead_index, 'zset' } })
+if bad then
+  return { WRONG_TYPE, bad }
+end
+local n = redis.call('HLEN', K.dead)
+redis.call('DEL', K.dead, K.dead_index)
+return { OK, n }
