@@ -1,0 +1,200 @@
+"""The chaos suite at reduced sizes: the fault proxy, the checker, and every scenario of ``make chaos``.
+
+Full sizes run with ``make chaos`` (``python -m bench.chaos``); here each scenario runs with a few
+hundred tasks against a time-scaled simulator, so the whole file stays within a few minutes on two
+cores. Every scenario starts its own Redis, simulator and worker processes and stops them by pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis.asyncio as aioredis
+from bench.chaos.checker import (
+    Expect,
+    FinalState,
+    FleetSample,
+    KillRecovery,
+    check,
+    slot_recovery_s,
+    slot_use_under_backlog,
+)
+from bench.chaos.proxy import FaultProxy, ThreadedProxy
+
+from captcha_queue.redis_server import EmbeddedRedis
+
+# -- the proxy --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def private_redis() -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis() as server:
+        yield server
+
+
+def _client(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+
+
+@pytest.mark.timeout(30)
+async def test_proxy_forwards_and_adds_latency_each_way(private_redis: EmbeddedRedis) -> None:
+    assert private_redis.port is not None
+    async with FaultProxy("127.0.0.1", private_redis.port) as proxy:
+        client = _client(proxy.redis_url())
+        try:
+            assert await client.set("proxy:k", "v")
+            proxy.set_latency(0.1)
+            started = time.monotonic()
+            assert await client.get("proxy:k") == b"v"
+            # 0.1 s added on the way up and again on the way down.
+            assert time.monotonic() - started >= 0.19
+        finally:
+            await client.aclose()
+        assert proxy.stats.bytes_up > 0
+        assert proxy.stats.bytes_down > 0
+
+
+@pytest.mark.timeout(30)
+async def test_proxy_half_open_stalls_without_closing_then_heals(private_redis: EmbeddedRedis) -> None:
+    assert private_redis.port is not None
+    async with FaultProxy("127.0.0.1", private_redis.port) as proxy:
+        client = _client(proxy.redis_url())
+        try:
+            assert await client.ping()
+            proxy.half_open(True)
+            with pytest.raises(Exception, match="Timeout"):
+                await client.ping()
+            # The partition kept the connection open: nothing was closed, only silenced.
+            assert proxy.open_connections >= 1
+            assert proxy.stats.dropped == 0
+            proxy.heal()
+            await client.connection_pool.disconnect()
+            assert await client.ping()
+        finally:
+            await client.aclose()
+
+
+@pytest.mark.timeout(30)
+async def test_proxy_drop_reset_and_refuse(private_redis: EmbeddedRedis) -> None:
+    assert private_redis.port is not None
+    async with FaultProxy("127.0.0.1", private_redis.port) as proxy:
+        client = _client(proxy.redis_url())
+        try:
+            assert await client.ping()
+            assert proxy.reset_all() == 1
+            with pytest.raises(Exception, match=r"[Cc]onnection"):
+                await client.ping()
+            assert await client.ping()  # a fresh connection goes through
+            assert proxy.drop_all() == 1
+            with pytest.raises(Exception, match=r"[Cc]onnection"):
+                await client.ping()
+            proxy.refuse(True)
+            with pytest.raises(Exception, match=r"[Cc]onnection"):
+                await client.ping()
+            proxy.heal()
+            assert await client.ping()
+        finally:
+            await client.aclose()
+        assert proxy.stats.reset == 1
+        assert proxy.stats.dropped == 1
+        assert proxy.stats.refused >= 1
+
+
+@pytest.mark.timeout(30)
+def test_threaded_proxy_is_controlled_from_another_thread(private_redis: EmbeddedRedis) -> None:
+    import redis
+
+    assert private_redis.port is not None
+    with ThreadedProxy("127.0.0.1", private_redis.port) as proxy:
+        client = redis.Redis.from_url(proxy.redis_url(), socket_timeout=2.0)
+        try:
+            assert client.ping()
+            proxy.set_latency(0.05)
+            started = time.monotonic()
+            assert client.ping()
+            assert time.monotonic() - started >= 0.09
+            assert proxy.reset_all() == 1
+            # redis-py's sync pool notices the dead idle connection and opens a new one.
+            assert client.ping()
+        finally:
+            client.close()
+        stats = proxy.stats()
+        assert stats.reset == 1
+        assert stats.accepted == 2
+
+
+# -- the checker ------------------------------------------------------------------------------------
+
+
+def test_checker_finds_lost_duplicated_and_explained() -> None:
+    submitted = {"a": "k-a", "b": "k-b", "c": "k-c", "d": "k-d", "e": "k-e"}
+    finals = {
+        "a": FinalState("success", 1, time_to_final_s=1.0),
+        "b": FinalState("success", 2, time_to_final_s=2.0),  # re-attempted after a kill
+        "c": FinalState("success", 1, time_to_final_s=3.0),
+        "d": FinalState("dead", 3, reason="stalled", time_to_final_s=4.0),
+    }
+    submits = {"k-a": 1, "k-b": 2, "k-c": 3, "k-d": 1, "other": 7}
+    report = check(
+        submitted, finals, submits, fault_allowance={"k-c": 1}, solver_limit=10, max_solver_in_flight=11
+    )
+    assert report.lost == ["e"]
+    assert report.final == 4
+    assert report.by_status == {"success": 3, "dead": 1}
+    assert report.duplicate_submits == 3  # b: 1, c: 2
+    assert report.explained_duplicates == 2  # b by its second attempt, c by one injected fault
+    assert report.unexplained_duplicates == 1
+    assert report.foreign_submits == 7
+    assert report.reattempted == 2
+    assert report.time_to_final_max_s == 4.0
+    problems = report.violations(Expect())
+    assert any("lost" in p for p in problems)
+    assert any("unexplained" in p for p in problems)
+    assert any("limit" in p for p in problems)
+    assert not check({"a": "k-a"}, finals, {"k-a": 1}).violations(Expect(max_duplicates=0))
+
+
+def test_slot_use_counts_only_backlogged_samples_outside_excluded_windows() -> None:
+    samples = [
+        FleetSample(0.0, 0, 500),  # ramp-up: excluded
+        FleetSample(1.0, 95, 400),
+        FleetSample(2.0, 90, 300),
+        FleetSample(3.0, 10, 300),  # just after a kill: excluded
+        FleetSample(4.0, 40, 20),  # draining: no backlog
+    ]
+    share, used = slot_use_under_backlog(samples, 100, exclude=[(0.0, 0.5), (2.5, 3.5)])
+    assert used == 2
+    assert share == pytest.approx(0.925)
+
+
+def test_slot_recovery_waits_for_every_slot_held_at_the_kill() -> None:
+    held = {"t1": 1000.0, "t2": 1000.0}
+    later = [
+        (0.5, {"t1": 1500.0, "t2": 1000.0}),  # t1 renewed by a live worker
+        (1.0, {"t1": 1500.0, "t2": 1000.0}),
+        (2.1, {"t1": 1500.0}),  # t2 (the dead worker's) reclaimed after its lease
+    ]
+    assert slot_recovery_s(0.0, held, later) == pytest.approx(2.1)
+    assert slot_recovery_s(0.0, held, later[:2]) is None
+    report = check({}, {}, {}, kill_recoveries=[KillRecovery(0.0, 2.1)])
+    assert report.violations(Expect(max_slot_recovery_s=2.0))
+    assert not report.violations(Expect(max_slot_recovery_s=2.5))
+
+
+async def test_proxy_closes_cleanly_with_stalled_links(private_redis: EmbeddedRedis) -> None:
+    assert private_redis.port is not None
+    proxy = await FaultProxy("127.0.0.1", private_redis.port).start()
+    client = _client(proxy.redis_url())
+    try:
+        assert await client.ping()
+        proxy.half_open(True)
+        pending = asyncio.ensure_future(client.ping())
+        await asyncio.sleep(0)
+    finally:
+        await proxy.aclose()
+    with pytest.raises(Exception):  # noqa: B017, PT011 - any connection error is fine here
+        await pending
+    await client.aclose()
