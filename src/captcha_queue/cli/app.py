@@ -167,7 +167,6 @@ async def open_queue(settings: Settings) -> AsyncIterator[AsyncCaptchaQueue]:
     is told apart from whatever the command does next.
     """
     from ..connection import check_server, make_client
-    from ..queue import AsyncCaptchaQueue
 
     shown = redact_url(settings.redis_url)
     client = make_client(settings.redis_url, max_connections=8)
@@ -175,6 +174,8 @@ async def open_queue(settings: Settings) -> AsyncIterator[AsyncCaptchaQueue]:
         async with contextlib.AsyncExitStack() as stack:
             try:
                 await check_server(client)
+                from ..queue import AsyncCaptchaQueue  # imported late: commands without Redis stay light
+
                 queue = await stack.enter_async_context(
                     AsyncCaptchaQueue(client, namespace=settings.namespace)
                 )

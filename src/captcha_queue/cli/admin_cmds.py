@@ -1,0 +1,465 @@
+"""Operator commands: ``stats``, ``workers``, ``account``, ``pause``/``resume``, ``dlq ...``, ``listen``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import click
+import msgspec
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from ..errors import TaskNotFound
+from ..models import PRIORITIES, DeadLetter, Result, Stats
+from . import fleet
+from .app import cli, echo_json, get_settings, open_queue, run
+
+if TYPE_CHECKING:
+    from ..queue import AsyncCaptchaQueue
+
+__all__ = ["stats_table"]
+
+_PREVIEW_CHARS = 48
+
+
+def _console() -> Console:
+    # Created per command so it writes to whatever sys.stdout is now (click's test runner swaps it).
+    return Console(highlight=False, soft_wrap=False)
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _clock(epoch_s: float | None) -> str:
+    if not epoch_s:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch_s))
+
+
+def _preview(text: str, limit: int = _PREVIEW_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- stats ------------------------------------------------------------------------------------------
+
+
+def stats_table(stats: Stats, namespace: str, pause: fleet.Pause | None = None, now_ms: int = 0) -> Table:
+    """The one table ``stats`` prints (and ``--watch`` keeps redrawing)."""
+    table = Table(title=f"captcha-queue · {namespace}", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("count", justify="right")
+    for priority in PRIORITIES:
+        table.add_row(f"queued {priority}", str(stats.queued.get(priority, 0)))
+    table.add_row("delayed (retry)", str(stats.delayed))
+    table.add_row("in flight", str(stats.in_flight))
+    table.add_row("done", str(stats.completed))
+    table.add_row("failed", str(stats.failed))
+    table.add_row("dead letters", str(stats.dead))
+    table.add_row("cancelled", str(stats.cancelled))
+    table.add_row("expired", str(stats.expired))
+    table.add_row("workers", str(stats.workers))
+    table.add_row("oldest queued", _ago(stats.oldest_queued_age_s))
+    limit = "?" if stats.solver_slots_limit is None else str(stats.solver_slots_limit)
+    table.add_row("solver slots", f"{stats.solver_slots_used} / {limit}")
+    table.add_row("paused", _pause_text(stats, pause, now_ms))
+    return table
+
+
+def _pause_text(stats: Stats, pause: fleet.Pause | None, now_ms: int) -> str:
+    if not stats.paused and (pause is None or not pause.active(now_ms)):
+        return "no"
+    reason = stats.paused or (pause.reason if pause else "") or "paused"
+    if pause is not None and pause.code:
+        reason = f"{reason} [{pause.code}]"
+    if pause is not None and pause.until_ms is not None:
+        reason += f", {_ago((pause.until_ms - now_ms) / 1000)} left"
+    elif pause is not None:
+        reason += ", until resumed"
+    return f"[red]yes[/red]: {reason}"
+
+
+def _stats_doc(stats: Stats, pause: fleet.Pause | None, now_ms: int) -> dict[str, Any]:
+    doc: dict[str, Any] = msgspec.to_builtins(stats)
+    doc["queued_total"] = stats.queued_total
+    doc["pause"] = msgspec.to_builtins(pause) if pause is not None and pause.active(now_ms) else None
+    return doc
+
+
+@cli.command("stats")
+@click.option("--watch", is_flag=True, help="Keep the table live until Ctrl-C.")
+@click.option(
+    "--interval",
+    "interval_s",
+    type=click.FloatRange(min=0.05),
+    default=1.0,
+    show_default=True,
+    help="Seconds between refreshes with --watch.",
+)
+@click.option(
+    "--count", type=click.IntRange(min=1), default=None, help="With --watch: stop after N refreshes."
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document (one per refresh with --watch).")
+def stats_cmd(watch: bool, interval_s: float, count: int | None, as_json: bool) -> None:
+    """Queued per priority, delayed, in flight, finished counts, workers, pause, solver slots."""
+    settings = get_settings()
+
+    async def snapshot(q: AsyncCaptchaQueue) -> tuple[Stats, fleet.Pause | None, int]:
+        stats = await q.stats()
+        pause, now_ms = await fleet.read_pause(q.client, q.keys)
+        return stats, pause, now_ms
+
+    async def go() -> None:
+        async with open_queue(settings) as q:
+            if not watch:
+                stats, pause, now_ms = await snapshot(q)
+                if as_json:
+                    echo_json(_stats_doc(stats, pause, now_ms))
+                else:
+                    _console().print(stats_table(stats, settings.namespace, pause, now_ms))
+                return
+            rounds = 0
+            if as_json:
+                while count is None or rounds < count:
+                    echo_json(_stats_doc(*await snapshot(q)))
+                    rounds += 1
+                    if count is None or rounds < count:
+                        await asyncio.sleep(interval_s)
+                return
+            console = _console()
+            with Live(console=console, auto_refresh=False, transient=False) as live:
+                while count is None or rounds < count:
+                    stats, pause, now_ms = await snapshot(q)
+                    live.update(stats_table(stats, settings.namespace, pause, now_ms), refresh=True)
+                    rounds += 1
+                    if count is None or rounds < count:
+                        await asyncio.sleep(interval_s)
+
+    with _until_interrupted():
+        run(go())
+
+
+@contextlib.contextmanager
+def _until_interrupted() -> Iterator[None]:
+    """Ctrl-C is how a watching command is meant to end: exit 0, no "interrupted"."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        pass
+
+
+# -- workers ------------------------------------------------------------------------------------------
+
+
+@cli.command("workers")
+@click.option("--all", "show_all", is_flag=True, help="Include workers whose heartbeat has lapsed.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array.")
+def workers_cmd(show_all: bool, as_json: bool) -> None:
+    """Registered worker processes: id, host, pid, age, tasks in flight, version, heartbeat."""
+    settings = get_settings()
+
+    async def go() -> list[fleet.WorkerEntry]:
+        async with open_queue(settings) as q:
+            return await fleet.read_workers(q.client, q.keys)
+
+    entries = [e for e in run(go()) if show_all or e.alive]
+    if as_json:
+        echo_json(entries)
+        return
+    if not entries:
+        click.echo("no live workers" if not show_all else "no workers registered")
+        return
+    table = Table(title=f"workers · {settings.namespace}", title_justify="left")
+    for column in ("id", "host", "pid", "up", "in flight", "version", "heartbeat"):
+        table.add_column(column, justify="right" if column in ("pid", "in flight") else "left")
+    now_s = time.time()
+    for entry in entries:
+        info = entry.info
+        started = _epoch_s(info.get("started_at", info.get("started", info.get("started_ms"))))
+        beat = (
+            f"in {entry.heartbeat_in_s:.0f} s"
+            if entry.alive
+            else f"[red]lapsed {-entry.heartbeat_in_s:.0f} s[/red]"
+        )
+        table.add_row(
+            entry.id,
+            str(info.get("host", "-")),
+            str(info.get("pid", "-")),
+            _ago(now_s - started) if started else "-",
+            str(info.get("in_flight", "-")),
+            str(info.get("version", "-")),
+            beat,
+        )
+    _console().print(table)
+
+
+def _epoch_s(value: Any) -> float | None:
+    """A registration timestamp in seconds, whether it was written in seconds or milliseconds."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return None
+    return value / 1000 if value > 1e11 else float(value)
+
+
+# -- account ------------------------------------------------------------------------------------------
+
+
+@cli.command("account")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+def account_cmd(as_json: bool) -> None:
+    """The solver account: threads, threads working now, balance (uses CAPTCHAAI_KEY)."""
+    settings = get_settings()
+    key = settings.require_key()
+
+    async def go() -> Any:
+        from ..solvers.captchaai import CaptchaAISolver
+
+        async with CaptchaAISolver(key, base_url=settings.captchaai_url) as solver:
+            return await solver.account_info()
+
+    info = run(go())
+    if as_json:
+        echo_json(info)
+        return
+    table = Table(title=f"account · {settings.captchaai_url}", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value", justify="right")
+    free = None
+    if info.threads is not None and info.working_threads is not None:
+        free = max(0, info.threads - info.working_threads)
+    table.add_row("threads", _or_dash(info.threads))
+    table.add_row("working threads", _or_dash(info.working_threads))
+    table.add_row("free threads", _or_dash(free))
+    table.add_row("balance", "-" if info.balance is None else f"{info.balance:.4f}")
+    _console().print(table)
+
+
+def _or_dash(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+# -- pause / resume -----------------------------------------------------------------------------------
+
+
+@cli.command("pause")
+@click.option("--reason", default="paused by operator", show_default=True, help="Shown in stats.")
+@click.option(
+    "--for",
+    "for_s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds until the pause ends by itself (default: until `resume`).",
+)
+def pause_cmd(reason: str, for_s: float | None) -> None:
+    """Stop every worker of the namespace from claiming; queued tasks stay queued, in flight ones finish."""
+    settings = get_settings()
+
+    async def go() -> fleet.Pause:
+        async with open_queue(settings) as q:
+            return await fleet.set_pause(q.client, q.keys, reason, for_s=for_s)
+
+    pause = run(go())
+    until = f" for {for_s:g} s" if for_s is not None and pause.until_ms else " until `captcha-queue resume`"
+    click.echo(f"paused {settings.namespace}{until}: {reason}")
+
+
+@cli.command("resume")
+def resume_cmd() -> None:
+    """Lift the fleet-wide pause (an operator's or the account breaker's)."""
+    settings = get_settings()
+
+    async def go() -> fleet.Pause | None:
+        async with open_queue(settings) as q:
+            return await fleet.resume(q.client, q.keys)
+
+    lifted = run(go())
+    if lifted is None:
+        click.echo(f"{settings.namespace} was not paused")
+    else:
+        click.echo(f"resumed {settings.namespace} (was paused: {lifted.reason})")
+
+
+# -- dead letters -------------------------------------------------------------------------------------
+
+
+@cli.group("dlq")
+def dlq_group() -> None:
+    """The dead-letter queue: tasks that ran out of attempts or could not be read."""
+
+
+@dlq_group.command("list")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="A JSON array.")
+def dlq_list_cmd(limit: int, as_json: bool) -> None:
+    """The most recent dead letters."""
+    settings = get_settings()
+
+    async def go() -> list[DeadLetter]:
+        async with open_queue(settings) as q:
+            return await q.dead_letters(limit=limit)
+
+    letters = run(go())
+    if as_json:
+        echo_json(letters)
+        return
+    if not letters:
+        click.echo("no dead letters")
+        return
+    table = Table(title=f"dead letters · {settings.namespace}", title_justify="left")
+    for column in ("id", "dead at", "method", "priority", "attempts", "reason"):
+        table.add_column(column, justify="right" if column == "attempts" else "left")
+    for letter in letters:
+        task = letter.task
+        table.add_row(
+            letter.id,
+            _clock(letter.dead_at),
+            task.method if task else "?",
+            task.priority if task else "?",
+            str(len(letter.history)),
+            _preview(letter.reason, 60),
+        )
+    _console().print(table)
+
+
+@dlq_group.command("show")
+@click.argument("task_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+def dlq_show_cmd(task_id: str, as_json: bool) -> None:
+    """One dead letter: the task, why it died, and every attempt."""
+    settings = get_settings()
+
+    async def go() -> DeadLetter | None:
+        async with open_queue(settings) as q:
+            return await q.dead_letter(task_id)
+
+    letter = run(go())
+    if letter is None:
+        raise TaskNotFound(f"no dead letter {task_id}")
+    if as_json:
+        echo_json(letter)
+        return
+    console = _console()
+    console.print(f"[bold]{letter.id}[/bold]  dead at {_clock(letter.dead_at)}")
+    console.print(f"reason: {letter.reason}", markup=False)
+    if letter.task is not None:
+        task = letter.task
+        console.print(f"method: {task.method}  priority: {task.priority}  max attempts: {task.max_attempts}")
+        console.print(f"submitted: {_clock(task.submitted_at)}")
+        for name, value in sorted(task.params.items()):
+            console.print(f"  {name} = {_preview(str(value))}", markup=False)
+    elif letter.raw is not None:
+        console.print(f"unreadable entry: {_preview(letter.raw, 200)}", markup=False)
+    if letter.history:
+        table = Table(title="attempts", title_justify="left")
+        for column in ("#", "worker", "started", "ended", "outcome", "error"):
+            table.add_column(column)
+        for attempt in letter.history:
+            error = " ".join(x for x in (attempt.error_code, attempt.error_message) if x)
+            table.add_row(
+                str(attempt.attempt),
+                attempt.worker_id or "-",
+                _clock(attempt.started_at),
+                _clock(attempt.ended_at),
+                attempt.outcome or "-",
+                _preview(error, 60),
+            )
+        console.print(table)
+
+
+@dlq_group.command("requeue")
+@click.argument("task_ids", nargs=-1, metavar="[ID]...")
+@click.option("--all", "requeue_all", is_flag=True, help="Requeue every dead letter.")
+def dlq_requeue_cmd(task_ids: tuple[str, ...], requeue_all: bool) -> None:
+    """Put dead tasks back in their queue with fresh attempts."""
+    if bool(task_ids) == requeue_all:
+        raise click.UsageError("give task ids or --all (not both)")
+    settings = get_settings()
+
+    async def go() -> list[str]:
+        missing: list[str] = []
+        async with open_queue(settings) as q:
+            if requeue_all:
+                n = await q.requeue_all()
+                click.echo(f"requeued {n} task(s)")
+                return missing
+            for task_id in dict.fromkeys(task_ids):
+                if await q.requeue(task_id):
+                    click.echo(f"requeued {task_id}")
+                else:
+                    missing.append(task_id)
+        return missing
+
+    missing = run(go())
+    if missing:
+        raise TaskNotFound(f"no dead letter {', '.join(missing)}")
+
+
+@dlq_group.command("purge")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def dlq_purge_cmd(yes: bool) -> None:
+    """Delete every dead letter for good."""
+    settings = get_settings()
+    if not yes:
+        click.confirm(f"Delete every dead letter of {settings.namespace}?", abort=True)
+
+    async def go() -> int:
+        async with open_queue(settings) as q:
+            return await q.purge_dead()
+
+    click.echo(f"purged {run(go())} dead letter(s)")
+
+
+# -- listen -------------------------------------------------------------------------------------------
+
+
+def _listen_line(result: Result) -> str:
+    clock = time.strftime("%H:%M:%S", time.localtime(result.finished_at))
+    e2e = f"{max(0.0, result.finished_at - result.submitted_at):.2f}s"
+    if result.ok and result.solution is not None:
+        outcome = _preview(result.solution.text)
+    else:
+        outcome = " ".join(x for x in (result.error_code, result.error_message) if x) or result.status
+    return (
+        f"{clock}  {result.id}  {result.status:<9} {result.method:<16} {result.priority:<6} "
+        f"attempts={result.attempts} e2e={e2e}  {_preview(outcome)}"
+    )
+
+
+@cli.command("listen")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document per line (JSON Lines).")
+@click.option(
+    "--from",
+    "from_id",
+    default=None,
+    metavar="EVENT_ID",
+    help="Resume from this event id of the completions stream (0: from the oldest kept).",
+)
+@click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N completions.")
+def listen_cmd(as_json: bool, from_id: str | None, count: int | None) -> None:
+    """Print every completion of the namespace as it happens, until Ctrl-C."""
+    settings = get_settings()
+
+    async def go() -> None:
+        seen = 0
+        async with open_queue(settings) as q:
+            async for result in q.listen(from_id=from_id):
+                click.echo(msgspec.json.encode(result).decode() if as_json else _listen_line(result))
+                seen += 1
+                if count is not None and seen >= count:
+                    return
+
+    with _until_interrupted():
+        run(go())
+    sys.stdout.flush()

@@ -1,0 +1,241 @@
+"""The command line's failures: one readable line on stderr, a non-zero exit, a traceback only with --debug.
+
+Both through click's runner (fast, in process) and as real ``python -m captcha_queue`` subprocesses
+(what a user sees, exit codes included).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from captcha_queue.cli import cli
+from captcha_queue.cli.config import Settings
+from captcha_queue.errors import ConfigError
+from captcha_queue.methods import KNOWN_METHODS
+
+CANARY_KEY = "c4n4ry0123456789abcdef0123456789"
+CLEAN_ENV: dict[str, str | None] = {
+    "REDIS_URL": None,
+    "CAPTCHAAI_KEY": None,
+    "CAPTCHAAI_URL": None,
+    "CAPTCHA_QUEUE_NAMESPACE": None,
+}
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def invoke(args: list[str], env: Mapping[str, str | None] | None = None, input: str | None = None) -> Result:
+    return CliRunner().invoke(cli, args, env={**CLEAN_ENV, **(env or {})}, input=input)
+
+
+def one_error_line(result: Result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    return lines[0]
+
+
+def run_cli(args: list[str], env: Mapping[str, str | None] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = dict(os.environ)
+    for name, value in {**CLEAN_ENV, **(env or {})}.items():
+        if value is None:
+            full_env.pop(name, None)
+        else:
+            full_env[name] = value
+    return subprocess.run(
+        [sys.executable, "-m", "captcha_queue", *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+# -- configuration --------------------------------------------------------------------------------------
+
+
+def test_settings_read_env_and_flags_win() -> None:
+    env = {
+        "REDIS_URL": "redis://127.0.0.1:6390/1",
+        "CAPTCHA_QUEUE_NAMESPACE": "prod",
+        "CAPTCHAAI_KEY": "k" * 32,
+    }
+    settings = Settings.load(env, namespace="staging")
+    assert settings.redis_url == "redis://127.0.0.1:6390/1"
+    assert settings.namespace == "staging"
+    assert settings.captchaai_url == "https://ocr.captchaai.com"
+    assert settings.require_key() == "k" * 32
+    defaults = Settings.load({})
+    assert defaults.redis_url == "redis://127.0.0.1:6379/0"
+    assert defaults.namespace == "captcha"
+    assert defaults.captchaai_key is None
+
+
+def test_settings_never_show_the_key_or_the_redis_password() -> None:
+    settings = Settings.load({"CAPTCHAAI_KEY": CANARY_KEY, "REDIS_URL": "redis://:hunter2@127.0.0.1:6379/0"})
+    for shown in (repr(settings), str(settings), str(settings.redacted())):
+        assert CANARY_KEY not in shown
+        assert "hunter2" not in shown
+    assert settings.redacted()["captchaai_key"] == "set"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"REDIS_URL": "http://127.0.0.1:6379"}, "REDIS_URL must start with redis://"),
+        ({"CAPTCHA_QUEUE_NAMESPACE": "has space"}, "CAPTCHA_QUEUE_NAMESPACE: namespace 'has space'"),
+        ({"CAPTCHAAI_URL": "ftp://example.com"}, "CAPTCHAAI_URL must be an http:// or https:// URL"),
+        ({"CAPTCHAAI_KEY": "abc def"}, "CAPTCHAAI_KEY contains whitespace"),
+    ],
+)
+def test_bad_settings_fail_loudly(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.load(env)
+    result = invoke(["stats"], env)
+    assert result.exit_code == 1
+    assert message in one_error_line(result)
+    assert "abc def" not in result.output
+
+
+def test_missing_key_is_one_line() -> None:
+    result = invoke(["account"])
+    assert result.exit_code == 1
+    assert one_error_line(result) == "error: CAPTCHAAI_KEY is not set"
+
+
+def test_key_file_is_read_and_an_empty_one_refused(tmp_path: Path) -> None:
+    empty = tmp_path / "key"
+    empty.write_text("\n")
+    result = invoke(["--captchaai-key-file", str(empty), "account"])
+    assert result.exit_code == 1
+    assert one_error_line(result) == f"error: the key file {empty} is empty"
+
+
+# -- Redis unreachable ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["stats"],
+        ["submit", "turnstile", "sitekey=0x4AAAAAAA", "pageurl=https://example.com"],
+        ["result", "some-id"],
+        ["wait", "some-id", "--timeout", "1"],
+        ["cancel", "some-id"],
+        ["workers"],
+        ["pause"],
+        ["resume"],
+        ["dlq", "list"],
+        ["listen"],
+    ],
+)
+def test_unreachable_redis_is_one_line_naming_the_url(args: list[str]) -> None:
+    url = f"redis://127.0.0.1:{closed_port()}/0"
+    result = invoke(args, {"REDIS_URL": url})
+    assert result.exit_code == 1, result.output
+    assert one_error_line(result).startswith(f"error: cannot reach Redis at {url}: ")
+
+
+def test_unreachable_redis_hides_the_password() -> None:
+    port = closed_port()
+    result = invoke(["--redis-url", f"redis://:hunter2@127.0.0.1:{port}/0", "stats"])
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert line.startswith(f"error: cannot reach Redis at redis://:***@127.0.0.1:{port}/0: ")
+    assert "hunter2" not in result.output
+
+
+def test_debug_shows_the_traceback() -> None:
+    url = f"redis://127.0.0.1:{closed_port()}/0"
+    result = invoke(["--debug", "stats"], {"REDIS_URL": url})
+    assert result.exit_code != 0
+    assert result.exception is not None
+    assert type(result.exception).__name__ == "RedisUnavailable"
+
+
+# -- submissions refused before Redis -----------------------------------------------------------------
+
+
+def test_unknown_method_lists_the_known_ones() -> None:
+    result = invoke(["submit", "nosuchcaptcha", "a=b"])
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert "unknown method 'nosuchcaptcha'" in line
+    for method in KNOWN_METHODS:
+        assert method in line
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["submit", "turnstile", "sitekey=x"], "needs param 'pageurl'"),
+        (["submit", "turnstile", "sitekey"], "parameters are key=value"),
+        (["submit", "turnstile", "sitekey=a", "sitekey=b"], "given twice"),
+        (["submit", "image", "body=@/nonexistent/captcha.png"], "cannot read /nonexistent/captcha.png"),
+        (
+            ["submit", "turnstile", "key=abc", "sitekey=a", "pageurl=https://e.com"],
+            "'key' is set by the solver",
+        ),
+    ],
+)
+def test_bad_submissions_are_refused_with_one_line(args: list[str], message: str) -> None:
+    result = invoke(args, {"REDIS_URL": f"redis://127.0.0.1:{closed_port()}/0"})
+    assert result.exit_code == 1
+    assert message in one_error_line(result)
+
+
+def test_usage_errors_exit_2() -> None:
+    assert invoke(["submit"]).exit_code == 2
+    assert invoke(["submit", "image", "--priority", "urgent"]).exit_code == 2
+    assert invoke(["dlq", "requeue"]).exit_code == 2
+    assert invoke(["wait"]).exit_code == 2
+
+
+def test_every_command_has_help() -> None:
+    top = invoke(["--help"])
+    assert top.exit_code == 0
+    for command in ("submit", "result", "wait", "cancel", "stats", "workers", "account", "pause", "resume"):
+        assert command in top.output
+        assert invoke([command, "--help"]).exit_code == 0
+    for sub in ("list", "show", "requeue", "purge"):
+        assert invoke(["dlq", sub, "--help"]).exit_code == 0
+    assert invoke(["listen", "--help"]).exit_code == 0
+
+
+# -- as a user runs it ----------------------------------------------------------------------------------
+
+
+def test_subprocess_errors_and_exit_codes() -> None:
+    url = f"redis://127.0.0.1:{closed_port()}/0"
+    down = run_cli(["stats"], {"REDIS_URL": url})
+    assert down.returncode == 1
+    assert down.stderr.strip().splitlines() == [down.stderr.strip()]
+    assert down.stderr.startswith(f"error: cannot reach Redis at {url}: ")
+    assert "Traceback" not in down.stderr
+
+    no_key = run_cli(["account"])
+    assert (no_key.returncode, no_key.stderr.strip()) == (1, "error: CAPTCHAAI_KEY is not set")
+
+    unknown = run_cli(["submit", "nosuchcaptcha"], {"CAPTCHAAI_KEY": CANARY_KEY})
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith("error: unknown method 'nosuchcaptcha'; known methods: ")
+    assert len(unknown.stderr.strip().splitlines()) == 1
+    assert CANARY_KEY not in unknown.stderr + unknown.stdout
+
+    debug = run_cli(["--debug", "stats"], {"REDIS_URL": url})
+    assert debug.returncode == 1
+    assert "Traceback" in debug.stderr
