@@ -1,0 +1,28 @@
+--[[ pause_probe: decide which worker probes the account while the breaker holds the fleet.
+
+KEYS[1] paused HASH (as in pause_set)
+
+ARGV[1] probe interval ms: one probe per interval for the whole fleet
+
+Returns { verdict, since_ms }:
+  1  probe now (probe_ms was set to now: no other worker probes in this interval)
+  0  paused, but another worker probed less than an interval ago
+ -1  no pause, or it ended (until_ms passed)
+ -2  an operator pause (code OPERATOR): only `captcha-queue resume` lifts it
+]]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local p = redis.call('HMGET', KEYS[1], 'since_ms', 'until_ms', 'code', 'probe_ms')
+local since, until_ms = tonumber(p[1]), tonumber(p[2])
+if redis.call('EXISTS', KEYS[1]) == 0 or (until_ms and until_ms <= now) then
+  return { -1, 0 }
+end
+if p[3] == 'OPERATOR' then
+  return { -2, since or 0 }
+end
+local last = tonumber(p[4]) or since or 0
+if now - last < tonumber(ARGV[1]) then
+  return { 0, since or 0 }
+end
+redis.call('HSET', KEYS[1], 'probe_ms', now)
+return { 1, since or 0 }

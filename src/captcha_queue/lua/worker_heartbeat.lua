@@ -1,0 +1,27 @@
+--[[ worker_heartbeat: register a worker process, or keep its registration alive.
+
+KEYS[1] workers ZSET      worker id -> heartbeat deadline (ms, server time)
+KEYS[2] worker info HASH  worker id -> registration JSON
+
+ARGV[1] worker id
+ARGV[2] ttl_ms: the registration lapses unless renewed within this
+ARGV[3] registration JSON (host, pid, started, in flight, version, ...), or '' to drop the worker
+ARGV[4] forget_ms: registrations that lapsed this long ago are deleted (bounded: 100 per call)
+
+Returns the number of live workers
+]]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ARGV[3] == '' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+else
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+end
+local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[4]), 'LIMIT', 0, 100)
+if #stale > 0 then
+  redis.call('ZREM', KEYS[1], unpack(stale))
+  redis.call('HDEL', KEYS[2], unpack(stale))
+end
+return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')

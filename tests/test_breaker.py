@@ -1,0 +1,176 @@
+"""The account breaker and the worker registry against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+
+import redis.asyncio as aioredis
+
+from captcha_queue.errors import AccountError, TransientError
+from captcha_queue.keys import Keys
+from captcha_queue.models import AccountInfo
+from captcha_queue.solvers import InstantSolver
+from captcha_queue.worker.breaker import AccountBreaker, read_pause_state
+from captcha_queue.worker.registry import WorkerRegistry, list_workers, new_worker_id
+
+
+class Account:
+    """The account as the probe sees it: failing until ``healthy`` is set."""
+
+    def __init__(self) -> None:
+        self.healthy = False
+        self.calls = 0
+
+    async def info(self) -> AccountInfo:
+        self.calls += 1
+        if not self.healthy:
+            raise AccountError("ERROR_KEY_DOES_NOT_EXIST", "the account has no threads")
+        return AccountInfo(threads=5, working_threads=0)
+
+
+def breaker(client: aioredis.Redis, ns: str, account: Account, **kw: float) -> AccountBreaker:
+    return AccountBreaker(client, Keys(ns), account.info, probe_every_s=kw.pop("probe_every_s", 0.2), **kw)
+
+
+async def test_an_account_error_pauses_the_fleet_once(redis_client: aioredis.Redis, namespace: str) -> None:
+    account = Account()
+    changes: list[bool] = []
+    first = AccountBreaker(redis_client, Keys(namespace), account.info, on_change=changes.append)
+    second = breaker(redis_client, namespace, account)
+    assert await first.trip(AccountError("ERROR_WRONG_USER_KEY", "key is not 32 characters"))
+    assert not await second.trip(AccountError("ERROR_KEY_DOES_NOT_EXIST"))
+    assert first.paused
+    assert second.paused
+    assert changes == [True]
+    stored = await redis_client.hgetall(Keys(namespace).paused)
+    assert stored[b"code"] == b"ERROR_WRONG_USER_KEY"
+    assert b"ERROR_WRONG_USER_KEY" in stored[b"reason"]
+    assert b"until_ms" not in stored
+    state = await read_pause_state(redis_client, Keys(namespace))
+    assert state is not None
+    assert state.until_ms is None
+    assert second.state == state  # the second worker sees the first one's pause
+
+
+async def test_ip_banned_pauses_for_a_while_then_ends_by_itself(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    account = Account()
+    b = breaker(redis_client, namespace, account, ip_ban_pause_s=0.3)
+    await b.trip(AccountError("IP_BANNED", "banned"))
+    assert b.state is not None
+    assert b.state.until_ms is not None
+    assert b.state.until_ms - (b.state.since_ms or 0) == 300
+    await asyncio.sleep(0.35)
+    assert await read_pause_state(redis_client, Keys(namespace)) is None
+    await b.refresh()
+    assert not b.paused
+    # A solver-provided pause length wins over the default.
+    await b.trip(AccountError("IP_BANNED", pause_s=10.0))
+    assert b.state is not None
+    assert b.state.until_ms is not None
+    assert b.state.until_ms - (b.state.since_ms or 0) == 10_000
+
+
+async def test_one_probe_per_interval_for_the_whole_fleet_and_success_resumes(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    account = Account()
+    keys = Keys(namespace)
+    fleet = [breaker(redis_client, namespace, account, probe_every_s=0.5) for _ in range(3)]
+    await fleet[0].trip(AccountError("ERROR_KEY_DOES_NOT_EXIST"))
+    await asyncio.sleep(0.55)
+    assert [await b.probe_once() for b in fleet] == [False, False, False]
+    assert account.calls == 1  # one turn, one probe
+    assert await redis_client.exists(keys.paused)
+    account.healthy = True
+    await asyncio.sleep(0.55)
+    lifted = [await b.probe_once() for b in fleet]
+    assert lifted == [True, False, False]
+    assert not await redis_client.exists(keys.paused)
+    assert await redis_client.lrange(keys.wake, 0, -1) == [b"1"]  # blocked claimers wake
+    for b in fleet:
+        await b.refresh()
+        assert not b.paused
+
+
+async def test_probe_loop_lifts_the_pause_with_the_solvers_account_info(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    solver = InstantSolver(threads=3)
+    b = AccountBreaker(redis_client, Keys(namespace), solver.account_info, probe_every_s=0.1)
+    loop = asyncio.create_task(b.run(), name="breaker")
+    try:
+        await b.trip(AccountError("ERROR_IP_NOT_ALLOWED"))
+        await asyncio.wait_for(b.wait_resumed(), 5.0)
+        assert await read_pause_state(redis_client, Keys(namespace)) is None
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+        await solver.aclose()
+
+
+async def test_an_operator_pause_is_only_lifted_by_resume(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    keys = Keys(namespace)
+    account = Account()
+    account.healthy = True
+    operator = {"reason": "maintenance", "code": "OPERATOR", "since_ms": "1"}
+    await redis_client.hset(keys.paused, mapping=operator)
+    b = breaker(redis_client, namespace, account, probe_every_s=0.01)
+    await b.refresh()
+    assert b.paused
+    await asyncio.sleep(0.02)
+    assert not await b.probe_once()
+    assert account.calls == 0
+    await redis_client.delete(keys.paused)  # `captcha-queue resume`
+    await b.refresh()
+    assert not b.paused
+    # An open-ended account pause replaces a timed one; a timed one never shortens an open one.
+    await b.trip(AccountError("IP_BANNED", pause_s=60.0))
+    await b.trip(AccountError("ERROR_WRONG_USER_KEY"))
+    assert b.state is not None
+    assert b.state.until_ms is None
+    await b.trip(AccountError("IP_BANNED", pause_s=60.0))
+    assert b.state is not None
+    assert b.state.code == "ERROR_WRONG_USER_KEY"
+
+
+async def test_inconclusive_probes_keep_the_pause(redis_client: aioredis.Redis, namespace: str) -> None:
+    async def flaky() -> AccountInfo:
+        raise TransientError("HTTP_502")
+
+    async def no_threads() -> AccountInfo:
+        return AccountInfo(threads=0)
+
+    for probe in (flaky, no_threads):
+        b = AccountBreaker(redis_client, Keys(namespace), probe, probe_every_s=0.01)
+        await b.trip(AccountError("ERROR_KEY_DOES_NOT_EXIST"))
+        await asyncio.sleep(0.02)
+        assert not await b.probe_once()
+        assert b.paused
+
+
+async def test_registry_lists_live_workers_and_drops_the_dead(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    keys = Keys(namespace)
+    alive = WorkerRegistry(redis_client, keys, new_worker_id(), ttl_s=30.0, concurrency=100, account="a")
+    dying = WorkerRegistry(redis_client, keys, "host:1:dead", ttl_s=0.1)
+    assert await alive.heartbeat(in_flight=7) == 1
+    assert await dying.heartbeat(in_flight=0) == 2
+    await asyncio.sleep(0.15)
+    workers = await list_workers(redis_client, keys)
+    assert [w.id for w in workers] == [alive.info.id]
+    only = workers[0]
+    assert (only.pid, only.in_flight, only.concurrency, only.account) == (os.getpid(), 7, 100, "a")
+    assert only.version
+    assert only.heartbeat_deadline_ms
+    everyone = await list_workers(redis_client, keys, include_dead=True)
+    assert {w.id for w in everyone} == {alive.info.id, "host:1:dead"}
+    await alive.unregister()
+    assert await list_workers(redis_client, keys) == []
