@@ -172,6 +172,9 @@ class Stats(msgspec.Struct, frozen=True):
     paused: str | None = None  # the reason, while the fleet is paused
     solver_slots_used: int = 0
     solver_slots_limit: int | None = None
+    submitted: int = 0  # the watermark: every submission ever accepted by this data set
+    dead_letters: int = 0  # dead letters held now (``dead`` counts every task ever dead-lettered)
+    epoch: str | None = None  # random id of this data set: a change means Redis lost its data
 
     @property
     def queued_total(self) -> int:
