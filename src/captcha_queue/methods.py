@@ -31,6 +31,7 @@ __all__ = [
     "AnswerKind",
     "MethodSpec",
     "ParamValue",
+    "canonical_params",
     "missing_params",
     "normalize",
     "spec_for",
@@ -41,7 +42,7 @@ ParamValue = str | int | float
 AnswerKind = Literal["text", "token", "json"]
 
 #: Params that belong to the protocol, never to a task (``key`` above all: it must never reach Redis).
-RESERVED_PARAMS = frozenset({"key", "json", "method", "action", "id", "ids"})
+RESERVED_PARAMS = frozenset({"key", "json", "method"})
 
 #: The error code the service answers when a required param is missing (default ERROR_BAD_PARAMETERS).
 MISSING_PARAM_CODES: Mapping[str, str] = {
@@ -379,6 +380,27 @@ def spec_for(method: str, params: Mapping[str, object]) -> MethodSpec:
     if wire in VARIANTS:
         return VARIANTS[wire]
     return MethodSpec(name=method, wire_method=method, known=False)
+
+
+def canonical_params(wire_method: str, params: Mapping[str, str]) -> dict[str, str]:
+    """Wire params with every alias renamed, never raising (for the server side: the simulator).
+
+    When both spellings are sent, the wire spelling wins.
+    """
+    aliases = {**_COMMON_ALIASES, **_ALIASES_BY_WIRE.get(wire_method, {})}
+    out = dict(params)
+    for name, value in params.items():
+        target = aliases.get(name)
+        if target is not None and target not in params:
+            out[target] = value
+            del out[name]
+    if (
+        wire_method in ("base64", "post")
+        and "textinstructions" in out
+        and spec_for(wire_method, out).name.startswith("grid")
+    ):
+        out.setdefault("instructions", out.pop("textinstructions"))
+    return out
 
 
 def missing_params(spec: MethodSpec, params: Mapping[str, object]) -> list[str]:
