@@ -145,7 +145,7 @@ def test_gauges_from_hooks_and_stats(metrics: WorkerMetrics, server: MetricsServ
         in_flight=17,
         completed=50,
         failed=2,
-        dead=1,
+        dead=3,
         cancelled=0,
         expired=0,
         workers=2,
@@ -153,8 +153,10 @@ def test_gauges_from_hooks_and_stats(metrics: WorkerMetrics, server: MetricsServ
         paused=None,
         solver_slots_used=15,
         solver_slots_limit=20,
+        submitted=170,
+        dead_letters=1,
     )
-    metrics.observe_stats(stats, {"submitted": 170, "completed": 50}, now_s=1_700_000_000.0)
+    metrics.observe_stats(stats, now_s=1_700_000_000.0)
     got = scrape(server)
     assert value(got, "captcha_queue_queued", priority="high") == 3
     assert value(got, "captcha_queue_queued", priority="low") == 100
@@ -167,6 +169,7 @@ def test_gauges_from_hooks_and_stats(metrics: WorkerMetrics, server: MetricsServ
     assert value(got, "captcha_queue_solver_slots_used") == 15
     assert value(got, "captcha_queue_namespace_events_total", event="submitted") == 170
     assert value(got, "captcha_queue_namespace_events_total", event="completed") == 50
+    assert value(got, "captcha_queue_namespace_events_total", event="dead") == 3
     assert value(got, "captcha_queue_stats_refreshed_timestamp_seconds") == 1_700_000_000.0
 
 

@@ -19,8 +19,8 @@ Wiring it into the worker runtime (every call is cheap, synchronous and never ra
     metrics.set_slots(used, limit)               # from the fleet-wide limiter
     metrics.set_paused(True)                     # from the breaker (False on resume)
 
-The refresher reads ``queue.stats()`` and the namespace counters every ``interval_s`` and sets the
-namespace-wide gauges; a Redis outage only skips a refresh.
+The refresher reads ``queue.stats()`` (one round trip) every ``interval_s`` and sets the
+namespace-wide series; a Redis outage only skips a refresh.
 
 Process-level series (``tasks_*``, ``retries``, ``solver_requests``, the histograms, ``worker_in_flight``)
 sum across worker processes. Namespace-level series (``queued``, ``delayed``, ``in_flight``, ``workers``,
@@ -31,13 +31,13 @@ aggregate them with ``max``, not ``sum``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import re
 import socket
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -50,9 +50,6 @@ from .errors import CaptchaQueueError, SolverBusy, TransientError, Unsolvable
 from .models import PRIORITIES, Result, Stats
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
-
-    from .keys import Keys
     from .models import Claim
 
 __all__ = [
@@ -88,12 +85,6 @@ _MAX_METHODS = 32
 class _QueueLike(Protocol):
     """What the refresher needs from an AsyncCaptchaQueue."""
 
-    @property
-    def client(self) -> aioredis.Redis: ...
-
-    @property
-    def keys(self) -> Keys: ...
-
     async def stats(self) -> Stats: ...
 
 
@@ -116,7 +107,8 @@ class _SnapshotCounters(Collector):
     def _family() -> CounterMetricFamily:
         return CounterMetricFamily(
             f"{PREFIX}_namespace_events",
-            "Namespace-wide event counters kept in Redis (submitted, completed, failed, ...), as last read.",
+            "Namespace-wide counters kept in Redis (submitted, completed, failed, dead, cancelled,"
+            " expired), as last read: the same value on every worker.",
             labels=["event"],
         )
 
@@ -216,7 +208,7 @@ class WorkerMetrics:
             "Age of the oldest queued task (0 when none).",
             registry=reg,
         )
-        self._dead = Gauge(f"{PREFIX}_dead_letters", "Tasks in the dead-letter queue.", registry=reg)
+        self._dead = Gauge(f"{PREFIX}_dead_letters", "Dead letters held now.", registry=reg)
         self._refreshed = Gauge(
             f"{PREFIX}_stats_refreshed_timestamp_seconds",
             "When the namespace-level series were last read from Redis (unix time).",
@@ -262,36 +254,30 @@ class WorkerMetrics:
         self._paused.set(1 if paused else 0)
 
     # -- namespace-level refresh ------------------------------------------------------------------
-    def observe_stats(
-        self, stats: Stats, counters: Mapping[str, float] | None = None, *, now_s: float = 0.0
-    ) -> None:
-        """Set the namespace-level gauges from one ``Stats`` snapshot (and the Redis counters hash)."""
+    def observe_stats(self, stats: Stats, *, now_s: float | None = None) -> None:
+        """Set the namespace-level series from one ``Stats`` snapshot."""
         for priority, child in self._queued.items():
             child.set(stats.queued.get(priority, 0))
         self._delayed.set(stats.delayed)
         self._in_flight.set(stats.in_flight)
         self._workers.set(stats.workers)
         self._oldest.set(stats.oldest_queued_age_s or 0.0)
-        self._dead.set(stats.dead)
+        self._dead.set(stats.dead_letters)
         self._paused.set(1 if stats.paused else 0)
         self.set_slots(stats.solver_slots_used, stats.solver_slots_limit)
-        if counters is not None:
-            self._namespace.values = {
-                name: float(value) for name, value in counters.items() if _METHOD_RE.match(name)
-            }
-        if now_s:
-            self._refreshed.set(now_s)
+        self._namespace.values = {
+            "submitted": stats.submitted,
+            "completed": stats.completed,
+            "failed": stats.failed,
+            "dead": stats.dead,
+            "cancelled": stats.cancelled,
+            "expired": stats.expired,
+        }
+        self._refreshed.set(time.time() if now_s is None else now_s)
 
     async def refresh(self, queue: _QueueLike) -> None:
-        """Read ``queue.stats()`` and the namespace counters once and set the gauges."""
-        stats = await queue.stats()
-        raw = await queue.client.hgetall(queue.keys.counters)
-        counters: dict[str, float] = {}
-        for name, value in raw.items():
-            with contextlib.suppress(ValueError):
-                counters[_text(name)] = float(_text(value))
-        seconds, micros = await queue.client.time()
-        self.observe_stats(stats, counters, now_s=seconds + micros / 1e6)
+        """Read ``queue.stats()`` once (one round trip) and set the namespace-level series."""
+        self.observe_stats(await queue.stats())
 
     async def run_refresher(self, queue: _QueueLike, *, interval_s: float = 5.0) -> None:
         """Refresh every ``interval_s`` until cancelled; an unreachable Redis only skips a round."""
@@ -348,10 +334,6 @@ def _retry_reason(exc: BaseException) -> str:
     if isinstance(exc, TransientError):
         return "transient"
     return OTHER
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 class MetricsServer:

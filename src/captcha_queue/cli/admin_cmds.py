@@ -66,11 +66,13 @@ def stats_table(stats: Stats, namespace: str, pause: fleet.Pause | None = None, 
         table.add_row(f"queued {priority}", str(stats.queued.get(priority, 0)))
     table.add_row("delayed (retry)", str(stats.delayed))
     table.add_row("in flight", str(stats.in_flight))
+    table.add_row("submitted (total)", str(stats.submitted))
     table.add_row("done", str(stats.completed))
     table.add_row("failed", str(stats.failed))
-    table.add_row("dead letters", str(stats.dead))
+    table.add_row("dead-lettered", str(stats.dead))
     table.add_row("cancelled", str(stats.cancelled))
     table.add_row("expired", str(stats.expired))
+    table.add_row("dead letters held", str(stats.dead_letters))
     table.add_row("workers", str(stats.workers))
     table.add_row("oldest queued", _ago(stats.oldest_queued_age_s))
     limit = "?" if stats.solver_slots_limit is None else str(stats.solver_slots_limit)
@@ -199,11 +201,18 @@ def workers_cmd(show_all: bool, as_json: bool) -> None:
             str(info.get("host", "-")),
             str(info.get("pid", "-")),
             _ago(now_s - started) if started else "-",
-            str(info.get("in_flight", "-")),
+            _in_flight(info),
             str(info.get("version", "-")),
             beat,
         )
     _console().print(table)
+
+
+def _in_flight(info: dict[str, Any]) -> str:
+    in_flight, concurrency = info.get("in_flight"), info.get("concurrency")
+    if in_flight is None:
+        return "-"
+    return f"{in_flight} / {concurrency}" if concurrency else str(in_flight)
 
 
 def _epoch_s(value: Any) -> float | None:

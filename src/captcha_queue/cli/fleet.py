@@ -133,8 +133,12 @@ async def set_pause(client: aioredis.Redis, keys: Keys, reason: str, *, for_s: f
 async def resume(client: aioredis.Redis, keys: Keys) -> Pause | None:
     """Lift the pause, whoever set it; returns the pause that was lifted (None if there was none)."""
     pause, _ = await read_pause(client, keys)
-    async with redis_errors_async(client):
-        await client.delete(keys.paused)
+    async with redis_errors_async(client), client.pipeline(transaction=True) as pipe:
+        pipe.delete(keys.paused)
+        # Arm the wake marker (as a submit does) so a claimer blocked on it looks again now.
+        pipe.lpush(keys.wake, "1")
+        pipe.ltrim(keys.wake, 0, 0)
+        await pipe.execute()
     return pause
 
 
