@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import admin_cmds, demo_cmd, server_cmds, task_cmds  # noqa: F401  (registers their commands)
+from . import admin_cmds, demo_cmd, server_cmds, simulator_cmd, task_cmds  # noqa: F401  (registers their commands)
 from .app import cli, main
 
 __all__ = ["cli", "main"]
