@@ -20,12 +20,16 @@ from .errors import (
     Unsolvable,
 )
 from .models import AccountInfo, Claim, DeadLetter, Result, Solution, Stats, Task, TaskSpec
+from .queue import AsyncCaptchaQueue
+from .sync import CaptchaQueue
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AccountError",
     "AccountInfo",
+    "AsyncCaptchaQueue",
+    "CaptchaQueue",
     "CaptchaQueueError",
     "Claim",
     "ConfigError",

@@ -1,0 +1,208 @@
+"""AsyncCaptchaQueue: the producer API, assembled with the worker side and the admin side.
+
+    q = AsyncCaptchaQueue.from_url("redis://127.0.0.1:6379/0", namespace="captcha")
+    task_id = await q.submit("userrecaptcha", {"googlekey": "...", "pageurl": "https://..."})
+    result = await q.wait_result(task_id, timeout_s=120)
+
+Submissions are validated in the caller's process (``InvalidTask`` means Redis was not touched), then
+written by one script call per batch. Results are waited for by push (one subscription per queue
+object), never by polling. ``CaptchaQueue`` (sync.py) is the blocking twin of this class.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from .connection import make_client
+from .errors import InvalidTask
+from .models import Result, TaskSpec
+from .queue_admin import AdminAPI
+from .queue_base import QueueConfig, as_str
+from .scripts import Code
+from .submission import PreparedTask, prepare, prepare_entry
+from .waiting import ResultWaiter, listen_events
+from .worker_api import WorkerAPI
+
+__all__ = ["AsyncCaptchaQueue", "QueueConfig"]
+
+
+class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
+    """A reliable Redis-backed queue of CAPTCHA tasks (asyncio)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        namespace: str = "captcha",
+        result_ttl_s: float = 3600.0,
+        dead_ttl_s: float = 7 * 86400.0,
+        events_maxlen: int = 10_000,
+        max_payload_bytes: int = 512 * 1024,
+        allow_unknown_methods: bool = False,
+        owns_client: bool = False,
+    ) -> None:
+        config = QueueConfig(
+            result_ttl_s=result_ttl_s,
+            dead_ttl_s=dead_ttl_s,
+            events_maxlen=events_maxlen,
+            max_payload_bytes=max_payload_bytes,
+            allow_unknown_methods=allow_unknown_methods,
+        )
+        super().__init__(client, namespace=namespace, config=config, owns_client=owns_client)
+        self._waiter: ResultWaiter | None = None
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        namespace: str = "captcha",
+        max_connections: int = 32,
+        **options: Any,
+    ) -> AsyncCaptchaQueue:
+        """A queue with its own client (bounded pool, explicit timeouts), closed by ``aclose``."""
+        client = make_client(url, max_connections=max_connections)
+        return cls(client, namespace=namespace, owns_client=True, **options)
+
+    async def __aenter__(self) -> AsyncCaptchaQueue:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the shared subscription and close the client if this object created it."""
+        if self._waiter is not None:
+            await self._waiter.aclose()
+            self._waiter = None
+        await super().aclose()
+
+    @property
+    def waiter(self) -> ResultWaiter:
+        """The one subscription every waiter of this queue object shares (started on first use)."""
+        if self._waiter is None:
+            self._waiter = ResultWaiter(self.client, self.keys)
+        return self._waiter
+
+    # -- submitting ----------------------------------------------------------------------------
+    async def submit(
+        self,
+        method: str,
+        params: Mapping[str, object],
+        *,
+        priority: str = "normal",
+        idempotency_key: str | None = None,
+        max_attempts: int = 3,
+        expires_in_s: float | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> str:
+        """Validate and enqueue one task; returns its id (the existing id for a known idempotency key)."""
+        prepared = prepare(
+            method,
+            params,
+            priority=priority,
+            idempotency_key=idempotency_key,
+            max_attempts=max_attempts,
+            expires_in_s=expires_in_s,
+            metadata=metadata,
+            max_payload_bytes=self.config.max_payload_bytes,
+            allow_unknown=self.config.allow_unknown_methods,
+        )
+        return (await self._write([prepared]))[0]
+
+    async def submit_many(self, specs: Iterable[TaskSpec | Mapping[str, Any]]) -> list[str]:
+        """Validate every task first (nothing is written if one is invalid), then enqueue them all in
+        one round trip, in order (FIFO within each priority). Returns the ids in input order."""
+        prepared = [
+            prepare_entry(
+                entry,
+                index,
+                max_payload_bytes=self.config.max_payload_bytes,
+                allow_unknown=self.config.allow_unknown_methods,
+            )
+            for index, entry in enumerate(specs)
+        ]
+        if not prepared:
+            return []
+        return await self._write(prepared)
+
+    async def _write(self, prepared: list[PreparedTask]) -> list[str]:
+        epoch_candidate = self._epoch_candidate()
+        chunk = self.config.submit_chunk
+        calls = []
+        for first in range(0, len(prepared), chunk):
+            part = prepared[first : first + chunk]
+            args: list[Any] = [epoch_candidate, len(part)]
+            for task in part:
+                args.extend(task.script_args())
+            calls.append(("submitTasks", args))
+        if len(calls) == 1:
+            replies = [await self._script(calls[0][0], *calls[0][1])]
+        else:
+            replies = await self._script_pipeline(calls)
+        ids: list[str] = []
+        for reply in replies:
+            self._check(reply, prepared[0].id)
+            ids.extend(as_str(task_id) for task_id in reply[1:])
+        return ids
+
+    @staticmethod
+    def _epoch_candidate() -> str:
+        return uuid.uuid4().hex
+
+    # -- results -------------------------------------------------------------------------------
+    async def get_result(self, task_id: str) -> Result | None:
+        """The final result if there is one (non-blocking)."""
+        return await self.waiter.fetch(task_id)
+
+    async def wait_result(self, task_id: str, timeout_s: float | None = 120.0) -> Result | None:
+        """The final result, pushed as soon as it is written; None if ``timeout_s`` passes first.
+
+        A result that finished before the call is returned at once. RedisUnavailable if Redis cannot
+        be reached (a short outage during the wait is ridden out: the subscription reconnects)."""
+        return await self.waiter.wait(task_id, timeout_s)
+
+    def as_completed(self, task_ids: Iterable[str], timeout_s: float | None = None) -> AsyncIterator[Result]:
+        """Results in the order they finish; stops (without raising) when ``timeout_s`` passes."""
+        return self.waiter.as_completed(list(task_ids), timeout_s)
+
+    async def cancel(self, task_id: str) -> bool:
+        """End a task as "cancelled": at once when queued or delayed; when claimed, also at once, and
+        its worker gets TaskCancelled at its next step. False if it had finished or does not exist."""
+        if not isinstance(task_id, str) or not task_id:
+            raise InvalidTask("task_id must be a non-empty string", field="task_id")
+        reply = await self._script("cancelTask", task_id)
+        code = int(reply[0])
+        if code in (Code.NOT_FOUND, Code.ALREADY_FINAL):
+            return False
+        self._check(reply, task_id)
+        return True
+
+    # -- every completion ----------------------------------------------------------------------
+    def listen(self, from_id: str | None = None) -> AsyncIterator[Result]:
+        """Every final result as it is written, from the events stream (resumes after disconnects)."""
+        return _results_only(listen_events(self.client, self.keys, from_id))
+
+    def listen_events(self, from_id: str | None = None) -> AsyncIterator[tuple[str, Result]]:
+        """Like ``listen``, with each result's stream id: pass the last one as ``from_id`` to resume."""
+        return listen_events(self.client, self.keys, from_id)
+
+
+async def _results_only(events: AsyncIterator[tuple[str, Result]]) -> AsyncIterator[Result]:
+    try:
+        async for _event_id, result in events:
+            yield result
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -1,0 +1,137 @@
+"""Inspection and operations: stats, the dead-letter queue, the data-set epoch."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+
+from .connection import redis_errors_async
+from .models import PRIORITIES, DeadLetter, Stats, Task
+from .queue_base import QueueCore, as_str, log
+from .scripts import Code
+from .submission import state_open
+
+__all__ = ["AdminAPI"]
+
+_COUNTERS = ("completed", "failed", "dead", "cancelled", "expired", "submitted")
+_encoder = msgspec.json.Encoder()
+
+
+def _int(value: Any) -> int:
+    return int(value) if value is not None else 0
+
+
+class AdminAPI(QueueCore):
+    """Stats and dead-letter operations (mixed into AsyncCaptchaQueue)."""
+
+    async def stats(self, account: str = "default") -> Stats:
+        """A snapshot of the namespace in one round trip (``account``: whose solver slots to count)."""
+        keys = (*self._script_keys, self.keys.slots(account), self.keys.slot_limit(account))
+        reply = await self._script("readStats", keys=keys)
+        counters = dict(
+            zip(_COUNTERS, (list(reply[5]) + [None] * len(_COUNTERS))[: len(_COUNTERS)], strict=True)
+        )
+        oldest_ms = int(reply[7])
+        return Stats(
+            queued={priority: int(reply[i]) for i, priority in enumerate(PRIORITIES)},
+            delayed=int(reply[3]),
+            in_flight=int(reply[4]),
+            completed=_int(counters["completed"]),
+            failed=_int(counters["failed"]),
+            dead=_int(counters["dead"]),
+            cancelled=_int(counters["cancelled"]),
+            expired=_int(counters["expired"]),
+            workers=int(reply[6]),
+            oldest_queued_age_s=oldest_ms / 1000 if oldest_ms >= 0 else None,
+            paused=as_str(reply[8]) if reply[8] is not None else None,
+            solver_slots_used=int(reply[9]),
+            solver_slots_limit=int(float(as_str(reply[10]))) if reply[10] is not None else None,
+            submitted=_int(counters["submitted"]),
+            dead_letters=int(reply[11]),
+            epoch=as_str(reply[12]) if reply[12] is not None else None,
+        )
+
+    async def epoch(self) -> str:
+        """The random id of this Redis data set, written on first use. A different answer later
+        means Redis lost its data (restarted empty); compare ``Stats.submitted`` to count the loss."""
+        candidate = uuid.uuid4().hex
+        async with redis_errors_async(self.client):
+            previous = await self.client.set(self.keys.epoch, candidate, nx=True, get=True)
+        return as_str(previous) if previous is not None else candidate
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The newest dead letters first, up to ``limit``."""
+        if limit < 1:
+            return []
+        async with redis_errors_async(self.client):
+            ids: Any = await self.client.zrevrange(self.keys.dead_index, 0, limit - 1)
+            if not ids:
+                return []
+            raws = await self.client.hmget(self.keys.dead, ids)
+        letters = []
+        for raw_id, raw in zip(ids, raws, strict=True):
+            letter = self._decode_dead(raw, as_str(raw_id))
+            if letter is not None:
+                letters.append(letter)
+        return letters
+
+    async def dead_letter(self, task_id: str) -> DeadLetter | None:
+        """One dead letter, or None."""
+        async with redis_errors_async(self.client):
+            raw = await self.client.hget(self.keys.dead, task_id)
+        return self._decode_dead(raw, task_id)
+
+    async def requeue(self, task_id: str) -> bool:
+        """Give a dead-lettered task a new run under the same id (fresh attempts, no deadline, tail of
+        its priority). False when there is no such dead letter or its task cannot be read."""
+        letter = await self.dead_letter(task_id)
+        if letter is None:
+            return False
+        task = letter.task
+        if task is None and letter.raw is not None:
+            try:
+                task = msgspec.json.decode(letter.raw, type=Task)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                task = None
+        if task is None or task.id != task_id:
+            log.warning("dead letter %s has no readable task: not requeued", task_id)
+            return False
+        # An operator's requeue starts over: the old deadline would expire it at once.
+        task = msgspec.structs.replace(task, expires_at=None)
+        metadata_json = _encoder.encode(task.metadata) if task.metadata is not None else None
+        reply = await self._script(
+            "requeueDead",
+            task_id,
+            _encoder.encode(task),
+            state_open(task, metadata_json),
+            task.priority,
+            task.idempotency_key or "",
+        )
+        if int(reply[0]) == Code.NOT_FOUND:
+            return False
+        self._check(reply, task_id)
+        return True
+
+    async def requeue_all(self) -> int:
+        """Requeue every dead letter; returns how many were requeued."""
+        requeued = 0
+        skipped: set[str] = set()
+        while True:
+            async with redis_errors_async(self.client):
+                ids = await self.client.zrange(self.keys.dead_index, 0, 99 + len(skipped))
+            batch = [as_str(i) for i in ids if as_str(i) not in skipped]
+            if not batch:
+                return requeued
+            for task_id in batch:
+                if await self.requeue(task_id):
+                    requeued += 1
+                else:
+                    skipped.add(task_id)
+
+    async def purge_dead(self) -> int:
+        """Delete every dead letter; returns how many there were."""
+        reply = await self._script("purgeDead")
+        self._check(reply, "-")
+        return int(reply[1])

@@ -1,0 +1,179 @@
+"""What every part of the queue shares: configuration, script calls, error translation, decoding.
+
+``AsyncCaptchaQueue`` (queue.py) is assembled from ``WorkerAPI`` (worker_api.py) and ``AdminAPI``
+(queue_admin.py), which both build on ``QueueCore`` here. Every state transition is one Lua script
+called by SHA with the standard KEYS layout (``Keys.script_keys``) and the standard ARGV prefix
+(``QueueCore._conf_args``); see lua/includes/keys.lua.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError, ResponseError
+
+from .connection import redis_errors_async
+from .errors import ScriptError
+from .keys import Keys
+from .models import DeadLetter, Result, Task
+from .scripts import Code, Scripts, load_scripts, raise_for_code
+
+__all__ = ["QueueConfig", "QueueCore", "as_str"]
+
+log = logging.getLogger("captcha_queue.queue")
+
+_result_decoder = msgspec.json.Decoder(Result)
+_task_decoder = msgspec.json.Decoder(Task)
+_dead_decoder = msgspec.json.Decoder(DeadLetter)
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """Settings of one queue object (all producers and workers of a namespace should agree)."""
+
+    #: How long a final result (and every other field of its task) is kept.
+    result_ttl_s: float = 3600.0
+    #: How long a dead letter is kept for inspection and requeueing.
+    dead_ttl_s: float = 7 * 86400.0
+    #: Approximate cap of the events stream that ``listen`` resumes from.
+    events_maxlen: int = 10_000
+    #: Limit of one encoded task (params including image bodies, metadata, everything).
+    max_payload_bytes: int = 512 * 1024
+    #: Let methods the method table does not know through (value types are still checked).
+    allow_unknown_methods: bool = False
+    #: Entries of each kind the claim path reaps per call (expired leases, due retries, old results).
+    maintenance_batch: int = 100
+    #: Tasks per submitTasks call; a larger submit_many is sent as several calls in one round trip.
+    submit_chunk: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.result_ttl_s <= 0 or self.dead_ttl_s <= 0:
+            raise ValueError("result_ttl_s and dead_ttl_s must be positive")
+        if self.events_maxlen < 1 or self.max_payload_bytes < 1:
+            raise ValueError("events_maxlen and max_payload_bytes must be positive")
+        if self.maintenance_batch < 1 or self.submit_chunk < 1:
+            raise ValueError("maintenance_batch and submit_chunk must be positive")
+
+
+def as_str(value: Any) -> str:
+    """A Redis reply (bytes without decode_responses) as str."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+class QueueCore:
+    """The client, keys, scripts and configuration, and how scripts are called."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        namespace: str = "captcha",
+        config: QueueConfig | None = None,
+        owns_client: bool = False,
+    ) -> None:
+        self.client = client
+        self.keys = Keys(namespace)
+        self.config = config or QueueConfig()
+        self.scripts: Scripts = load_scripts()
+        self._owns_client = owns_client
+        self._script_keys = self.keys.script_keys
+        self._conf_args: tuple[Any, ...] = (
+            int(self.config.result_ttl_s * 1000),
+            int(self.config.dead_ttl_s * 1000),
+            self.config.events_maxlen,
+            self.keys.channel,
+        )
+
+    @property
+    def namespace(self) -> str:
+        return self.keys.namespace
+
+    async def _script(self, name: str, *args: Any, keys: Sequence[str] | None = None) -> Any:
+        """Call one script by SHA (reloaded on NOSCRIPT); Redis errors become ours."""
+        script = self.scripts[name]
+        async with redis_errors_async(self.client):
+            try:
+                return await script(
+                    self.client, self._script_keys if keys is None else keys, (*self._conf_args, *args)
+                )
+            except ResponseError as exc:
+                raise ScriptError(f"script {name} failed: {_first_line(exc)}") from exc
+
+    async def _script_pipeline(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """Several script calls in one round trip. Calls refused with NOSCRIPT were not run:
+        load the scripts and send only those again."""
+        results: list[Any] = [None] * len(calls)
+        pending = list(range(len(calls)))
+        for _ in range(2):
+            async with redis_errors_async(self.client), self.client.pipeline(transaction=False) as pipe:
+                for i in pending:
+                    name, args = calls[i]
+                    self.scripts[name].queue_in(pipe, self._script_keys, (*self._conf_args, *args))
+                replies = await pipe.execute(raise_on_error=False)
+            again: list[int] = []
+            for i, reply in zip(pending, replies, strict=True):
+                if isinstance(reply, NoScriptError):
+                    again.append(i)
+                elif isinstance(reply, ResponseError):
+                    raise ScriptError(f"script {calls[i][0]} failed: {_first_line(reply)}") from reply
+                else:
+                    results[i] = reply
+            if not again:
+                return results
+            async with redis_errors_async(self.client):
+                await self.scripts.ensure_loaded(self.client)
+            pending = again
+        raise ScriptError("the Lua scripts could not be loaded into Redis")
+
+    @staticmethod
+    def _check(reply: Any, task_id: str) -> int:
+        """The reply's code; refusals raised as typed errors."""
+        code = int(reply[0])
+        if code == Code.WRONG_TYPE:
+            raise_for_code(code, task_id, as_str(reply[1]))
+        raise_for_code(code, task_id)
+        return code
+
+    @staticmethod
+    def _decode_result(raw: Any, task_id: str) -> Result | None:
+        """A stored Result, or None (logged) when the entry is unreadable."""
+        if raw is None:
+            return None
+        try:
+            return _result_decoder.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("unreadable result for task %s skipped: %s", task_id, exc)
+            return None
+
+    @staticmethod
+    def _decode_task(raw: Any) -> Task:
+        return _task_decoder.decode(raw)
+
+    @staticmethod
+    def _decode_dead(raw: Any, task_id: str) -> DeadLetter | None:
+        if raw is None:
+            return None
+        try:
+            return _dead_decoder.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            # Keep what can be shown: the id and the raw text, so an operator can still see it.
+            log.warning("unreadable dead letter for task %s: %s", task_id, exc)
+            return DeadLetter(
+                id=task_id, reason=f"unreadable dead letter: {exc}", dead_at=0.0, raw=as_str(raw)
+            )
+
+    async def aclose(self) -> None:
+        """Close the client if this object created it."""
+        if self._owns_client:
+            await self.client.aclose()
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -1,0 +1,219 @@
+"""Validating and encoding submissions, before anything reaches Redis.
+
+Every check runs here, in the caller's process: an ``InvalidTask`` (naming the field) means Redis
+was not touched. What leaves is one ``PreparedTask`` per task: its id and the two JSON documents the
+submitTasks script stores (each without its closing brace: the script appends the times it takes
+from the Redis clock).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from .errors import InvalidTask
+from .methods import normalize
+from .models import PRIORITIES, Task, TaskSpec
+
+__all__ = [
+    "MAX_ATTEMPTS_LIMIT",
+    "MAX_EXPIRES_IN_S",
+    "MAX_IDEMPOTENCY_KEY_CHARS",
+    "PreparedTask",
+    "prepare",
+    "prepare_entry",
+    "state_open",
+]
+
+MAX_ATTEMPTS_LIMIT = 100
+MAX_EXPIRES_IN_S = 30 * 86400.0
+MAX_IDEMPOTENCY_KEY_CHARS = 256
+
+_SPEC_FIELDS = frozenset(TaskSpec.__struct_fields__)
+_encoder = msgspec.json.Encoder()
+_ENCODE_ERRORS = (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedTask:
+    """One validated task, encoded for the submitTasks script."""
+
+    id: str
+    priority: str
+    idempotency_key: str
+    expires_in_ms: str
+    task_open: bytes
+    state_open: bytes
+
+    def script_args(self) -> tuple[str, str, str, str, bytes, bytes]:
+        return (
+            self.id,
+            self.priority,
+            self.idempotency_key,
+            self.expires_in_ms,
+            self.task_open,
+            self.state_open,
+        )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_priority(priority: object) -> str:
+    if not isinstance(priority, str) or priority not in PRIORITIES:
+        raise InvalidTask(
+            f"priority must be one of {', '.join(PRIORITIES)}, got {priority!r}", field="priority"
+        )
+    return priority
+
+
+def _check_max_attempts(max_attempts: object) -> int:
+    if not isinstance(max_attempts, int) or isinstance(max_attempts, bool):
+        raise InvalidTask(f"max_attempts must be an integer, got {max_attempts!r}", field="max_attempts")
+    if not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
+        raise InvalidTask(
+            f"max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}, got {max_attempts}",
+            field="max_attempts",
+        )
+    return max_attempts
+
+
+def _check_expires_in(expires_in_s: object) -> str:
+    if expires_in_s is None:
+        return ""
+    if not _is_number(expires_in_s) or not math.isfinite(expires_in_s):  # type: ignore[arg-type]
+        raise InvalidTask(f"expires_in_s must be a number, got {expires_in_s!r}", field="expires_in_s")
+    assert isinstance(expires_in_s, int | float)
+    if not 0 < expires_in_s <= MAX_EXPIRES_IN_S:
+        raise InvalidTask(
+            f"expires_in_s must be above 0 and at most {MAX_EXPIRES_IN_S:.0f}, got {expires_in_s}",
+            field="expires_in_s",
+        )
+    return str(max(1, round(expires_in_s * 1000)))
+
+
+def _check_idempotency_key(key: object) -> str:
+    if key is None:
+        return ""
+    if not isinstance(key, str) or not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise InvalidTask(
+            f"idempotency_key must be a string of 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters",
+            field="idempotency_key",
+        )
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidTask("idempotency_key is not valid text", field="idempotency_key") from exc
+    return key
+
+
+def _encode_metadata(metadata: object) -> bytes | None:
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) for k in metadata):
+        raise InvalidTask("metadata must be a dict with string keys", field="metadata")
+    try:
+        return _encoder.encode(metadata)
+    except _ENCODE_ERRORS as exc:
+        raise InvalidTask(f"metadata is not JSON-encodable: {exc}", field="metadata") from exc
+
+
+def state_open(task: Task, metadata_json: bytes | None) -> bytes:
+    """The initial state JSON of a task without its closing brace (see lua/includes/state.lua)."""
+    state: dict[str, Any] = {
+        "status": "queued",
+        "attempts": 0,
+        "max_attempts": task.max_attempts,
+        "priority": task.priority,
+        "method": task.method,
+    }
+    if task.idempotency_key is not None:
+        state["idem"] = task.idempotency_key
+    if metadata_json is not None:
+        state["metadata"] = metadata_json.decode("utf-8")
+    return _encoder.encode(state)[:-1]
+
+
+def prepare(
+    method: str,
+    params: Mapping[str, object],
+    *,
+    priority: object = "normal",
+    idempotency_key: object = None,
+    max_attempts: object = 3,
+    expires_in_s: object = None,
+    metadata: object = None,
+    max_payload_bytes: int,
+    allow_unknown: bool = False,
+) -> PreparedTask:
+    """Validate one submission and encode it; raises InvalidTask naming the field."""
+    checked_priority = _check_priority(priority)
+    checked_attempts = _check_max_attempts(max_attempts)
+    expires_in_ms = _check_expires_in(expires_in_s)
+    key = _check_idempotency_key(idempotency_key)
+    metadata_json = _encode_metadata(metadata)
+    wire_method, clean = normalize(method, params, allow_unknown=allow_unknown)
+    task = Task(
+        id=uuid.uuid4().hex,
+        method=wire_method,
+        params=clean,
+        priority=checked_priority,  # type: ignore[arg-type]
+        max_attempts=checked_attempts,
+        metadata=metadata,  # type: ignore[arg-type]
+        idempotency_key=key or None,
+    )
+    try:
+        encoded = _encoder.encode(task)
+    except _ENCODE_ERRORS as exc:
+        raise InvalidTask(f"params are not encodable: {exc}", field="params") from exc
+    if len(encoded) > max_payload_bytes:
+        raise InvalidTask(
+            f"the task is {len(encoded)} bytes encoded, over the limit of {max_payload_bytes}",
+            field="params",
+        )
+    return PreparedTask(
+        id=task.id,
+        priority=checked_priority,
+        idempotency_key=key,
+        expires_in_ms=expires_in_ms,
+        task_open=encoded[:-1],
+        state_open=state_open(task, metadata_json),
+    )
+
+
+def prepare_entry(
+    entry: TaskSpec | Mapping[str, Any], index: int, *, max_payload_bytes: int, allow_unknown: bool
+) -> PreparedTask:
+    """One entry of submit_many (a TaskSpec or a mapping with the same names)."""
+    if isinstance(entry, TaskSpec):
+        fields: Mapping[str, Any] = {name: getattr(entry, name) for name in _SPEC_FIELDS}
+    elif isinstance(entry, Mapping):
+        unknown = sorted(str(k) for k in entry if k not in _SPEC_FIELDS)
+        if unknown:
+            raise InvalidTask(f"task {index} of the batch: unknown field {unknown[0]!r}", field=unknown[0])
+        if "method" not in entry or "params" not in entry:
+            missing = "method" if "method" not in entry else "params"
+            raise InvalidTask(f"task {index} of the batch: {missing} is required", field=missing)
+        fields = entry
+    else:
+        raise InvalidTask(f"task {index} of the batch is not a TaskSpec or a mapping", field="tasks")
+    try:
+        return prepare(
+            fields["method"],
+            fields["params"],
+            priority=fields.get("priority", "normal"),
+            idempotency_key=fields.get("idempotency_key"),
+            max_attempts=fields.get("max_attempts", 3),
+            expires_in_s=fields.get("expires_in_s"),
+            metadata=fields.get("metadata"),
+            max_payload_bytes=max_payload_bytes,
+            allow_unknown=allow_unknown,
+        )
+    except InvalidTask as exc:
+        raise InvalidTask(f"task {index} of the batch: {exc}", field=exc.field) from exc

@@ -1,0 +1,226 @@
+"""CaptchaQueue: the blocking twin of AsyncCaptchaQueue, for scripts and threaded code.
+
+There is one implementation: every method here runs the same-named coroutine of an
+``AsyncCaptchaQueue`` on a private event loop in a background thread and waits for it. Any number
+of threads may share one ``CaptchaQueue``.
+
+    with CaptchaQueue.from_url("redis://127.0.0.1:6379/0", namespace="captcha") as q:
+        task_id = q.submit("userrecaptcha", {"googlekey": "...", "pageurl": "https://..."})
+        print(q.wait_result(task_id, timeout_s=120))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+from .connection import BLOCK_MAX_S
+from .models import Claim, DeadLetter, RenewOutcome, Result, Solution, Stats, TaskSpec
+from .queue import AsyncCaptchaQueue
+
+__all__ = ["CaptchaQueue"]
+
+T = TypeVar("T")
+
+
+class _LoopThread:
+    """An event loop running forever in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="captcha-queue-loop", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("a CaptchaQueue cannot be used from inside its own event loop")
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # e.g. KeyboardInterrupt: do not leave the coroutine running
+            raise
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+class CaptchaQueue:
+    """A reliable Redis-backed queue of CAPTCHA tasks (blocking API; same names as AsyncCaptchaQueue)."""
+
+    def __init__(self, url: str, *, namespace: str = "captcha", **options: Any) -> None:
+        self._loop = _LoopThread()
+        # Closes the loop thread if the object is dropped without close().
+        self._finalizer = weakref.finalize(self, self._loop.stop)
+
+        async def create() -> AsyncCaptchaQueue:
+            return AsyncCaptchaQueue.from_url(url, namespace=namespace, **options)
+
+        try:
+            self._queue = self._loop.run(create())
+        except BaseException:
+            self._finalizer()
+            raise
+
+    @classmethod
+    def from_url(cls, url: str, *, namespace: str = "captcha", **options: Any) -> CaptchaQueue:
+        """A queue with its own client; close it with ``close()`` or a ``with`` block."""
+        return cls(url, namespace=namespace, **options)
+
+    @property
+    def async_queue(self) -> AsyncCaptchaQueue:
+        """The AsyncCaptchaQueue doing the work (lives on this object's private loop)."""
+        return self._queue
+
+    @property
+    def namespace(self) -> str:
+        return self._queue.namespace
+
+    def close(self) -> None:
+        """Close the Redis client and stop the loop thread (idempotent)."""
+        if not self._finalizer.alive:
+            return
+        try:
+            self._loop.run(self._queue.aclose())
+        finally:
+            self._finalizer()
+
+    def __enter__(self) -> CaptchaQueue:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _iterate(self, iterator: AsyncIterator[T]) -> Iterator[T]:
+        async def step() -> T:
+            return await anext(iterator)
+
+        try:
+            while True:
+                try:
+                    yield self._loop.run(step())
+                except StopAsyncIteration:
+                    return
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None and self._finalizer.alive:
+                self._loop.run(aclose())
+
+    # -- producer --------------------------------------------------------------------------------
+    def submit(
+        self,
+        method: str,
+        params: Mapping[str, object],
+        *,
+        priority: str = "normal",
+        idempotency_key: str | None = None,
+        max_attempts: int = 3,
+        expires_in_s: float | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> str:
+        return self._loop.run(
+            self._queue.submit(
+                method,
+                params,
+                priority=priority,
+                idempotency_key=idempotency_key,
+                max_attempts=max_attempts,
+                expires_in_s=expires_in_s,
+                metadata=metadata,
+            )
+        )
+
+    def submit_many(self, specs: Iterable[TaskSpec | Mapping[str, Any]]) -> list[str]:
+        return self._loop.run(self._queue.submit_many(list(specs)))
+
+    def get_result(self, task_id: str) -> Result | None:
+        return self._loop.run(self._queue.get_result(task_id))
+
+    def wait_result(self, task_id: str, timeout_s: float | None = 120.0) -> Result | None:
+        return self._loop.run(self._queue.wait_result(task_id, timeout_s))
+
+    def as_completed(self, task_ids: Iterable[str], timeout_s: float | None = None) -> Iterator[Result]:
+        return self._iterate(self._queue.as_completed(list(task_ids), timeout_s))
+
+    def cancel(self, task_id: str) -> bool:
+        return self._loop.run(self._queue.cancel(task_id))
+
+    def stats(self, account: str = "default") -> Stats:
+        return self._loop.run(self._queue.stats(account))
+
+    def epoch(self) -> str:
+        return self._loop.run(self._queue.epoch())
+
+    def listen(self, from_id: str | None = None) -> Iterator[Result]:
+        return self._iterate(self._queue.listen(from_id))
+
+    def listen_events(self, from_id: str | None = None) -> Iterator[tuple[str, Result]]:
+        return self._iterate(self._queue.listen_events(from_id))
+
+    # -- dead letters ----------------------------------------------------------------------------
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        return self._loop.run(self._queue.dead_letters(limit))
+
+    def dead_letter(self, task_id: str) -> DeadLetter | None:
+        return self._loop.run(self._queue.dead_letter(task_id))
+
+    def requeue(self, task_id: str) -> bool:
+        return self._loop.run(self._queue.requeue(task_id))
+
+    def requeue_all(self) -> int:
+        return self._loop.run(self._queue.requeue_all())
+
+    def purge_dead(self) -> int:
+        return self._loop.run(self._queue.purge_dead())
+
+    # -- worker side -----------------------------------------------------------------------------
+    def claim(
+        self, worker_id: str, count: int, lease_s: float = 30.0, *, block_s: float = BLOCK_MAX_S
+    ) -> list[Claim]:
+        return self._loop.run(self._queue.claim(worker_id, count, lease_s, block_s=block_s))
+
+    def renew(self, claims: Sequence[Claim], lease_s: float = 30.0) -> RenewOutcome:
+        return self._loop.run(self._queue.renew(claims, lease_s))
+
+    def record_remote(self, claim: Claim, remote_id: str) -> Claim:
+        return self._loop.run(self._queue.record_remote(claim, remote_id))
+
+    def complete(self, claim: Claim, solution: Solution | str) -> Result:
+        return self._loop.run(self._queue.complete(claim, solution))
+
+    def fail(
+        self,
+        claim: Claim,
+        error: BaseException | str,
+        message: str = "",
+        *,
+        retry_in_s: float | None = None,
+    ) -> Result | None:
+        return self._loop.run(self._queue.fail(claim, error, message, retry_in_s=retry_in_s))
+
+    def release(self, claim: Claim) -> None:
+        self._loop.run(self._queue.release(claim))
+
+    def expire(self, claim: Claim) -> Result:
+        return self._loop.run(self._queue.expire(claim))
+
+    def reap(self, batch: int = 1000) -> int:
+        return self._loop.run(self._queue.reap(batch))

@@ -1,0 +1,300 @@
+"""Push waiting for results, and the resumable stream of completions.
+
+``ResultWaiter``: one PUB/SUB subscription per queue object, shared by every waiter of the process
+(thousands of waiters, one connection). A waiter registers, makes sure the subscription is live,
+*then* reads the results hash: a result that finished before the wait began is found by the read,
+one that finishes after it is announced on the channel, so nothing falls between the two. After a
+lost connection the subscription is re-established and every waiter checks again (completions
+published while it was down are found in the results hash).
+
+``listen_events``: every final result from the capped events stream, resuming after the last entry
+seen when the connection breaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+import msgspec
+import redis
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from .connection import BLOCK_MAX_S, redis_errors_async
+from .errors import RedisUnavailable
+from .keys import Keys
+from .models import Result
+
+__all__ = ["RECONNECT_GIVE_UP_S", "ResultWaiter", "listen_events"]
+
+log = logging.getLogger("captcha_queue.waiting")
+
+#: A listener keeps reconnecting for this long before it raises RedisUnavailable.
+RECONNECT_GIVE_UP_S = 30.0
+_CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+_HMGET_CHUNK = 1000
+
+_result_decoder = msgspec.json.Decoder(Result)
+
+
+class _Announcement(msgspec.Struct):
+    id: str
+    status: str = ""
+
+
+_announcement_decoder = msgspec.json.Decoder(_Announcement)
+
+
+def _decode_result(raw: bytes | str | None, task_id: str) -> Result | None:
+    if raw is None:
+        return None
+    try:
+        return _result_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        log.warning("unreadable result for task %s skipped: %s", task_id, exc)
+        return None
+
+
+class ResultWaiter:
+    """Dispatches completions from one subscription to every waiter of a queue object."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self._client = client
+        self._keys = keys
+        self._watchers: dict[str, set[Callable[[str], None]]] = {}
+        self._subscribed = asyncio.Event()
+        self._failed = asyncio.Event()
+        self._last_error: BaseException | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # -- the subscription ----------------------------------------------------------------------
+    def _start(self) -> None:
+        if self._task is None or self._task.done():
+            self._failed.clear()
+            self._task = asyncio.create_task(self._run(), name=f"captcha-queue-waiter:{self._keys.namespace}")
+
+    async def _run(self) -> None:
+        backoff_s = 0.05
+        connected_before = False
+        while not self._closing:
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.subscribe(self._keys.channel)
+                while not self._closing:
+                    message = await pubsub.get_message(timeout=BLOCK_MAX_S)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        self._failed.clear()
+                        self._subscribed.set()
+                        backoff_s = 0.05
+                        if connected_before:
+                            # Completions published while we were away: everyone checks again.
+                            self._notify_all()
+                        connected_before = True
+                    elif message["type"] == "message":
+                        self._dispatch(message["data"])
+            except _CONNECTION_ERRORS as exc:
+                self._subscribed.clear()
+                self._last_error = exc
+                self._failed.set()
+                log.warning("result subscription lost (%s); reconnecting", exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep serving waiters; never let the dispatcher die silently
+                self._subscribed.clear()
+                self._last_error = exc
+                self._failed.set()
+                log.exception("result subscription failed; restarting")
+            finally:
+                with contextlib.suppress(*_CONNECTION_ERRORS, RuntimeError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            if not self._closing:
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, 2.0)
+
+    def _dispatch(self, data: bytes | str) -> None:
+        try:
+            task_id = _announcement_decoder.decode(data).id
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("ignored a malformed completion announcement: %r", data[:200])
+            return
+        for callback in tuple(self._watchers.get(task_id, ())):
+            callback(task_id)
+
+    def _notify_all(self) -> None:
+        for task_id, callbacks in list(self._watchers.items()):
+            for callback in tuple(callbacks):
+                callback(task_id)
+
+    def _watch(self, task_id: str, callback: Callable[[str], None]) -> None:
+        self._watchers.setdefault(task_id, set()).add(callback)
+
+    def _unwatch(self, task_id: str, callback: Callable[[str], None]) -> None:
+        callbacks = self._watchers.get(task_id)
+        if callbacks is not None:
+            callbacks.discard(callback)
+            if not callbacks:
+                del self._watchers[task_id]
+
+    async def _ensure_subscribed(self) -> None:
+        """Return once the subscription is live; RedisUnavailable if it cannot be made now."""
+        self._start()
+        if self._subscribed.is_set():
+            return
+        subscribed = asyncio.ensure_future(self._subscribed.wait())
+        failed = asyncio.ensure_future(self._failed.wait())
+        try:
+            await asyncio.wait({subscribed, failed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            subscribed.cancel()
+            failed.cancel()
+        if not self._subscribed.is_set():
+            raise RedisUnavailable(
+                f"cannot subscribe to completions: {self._last_error}"
+            ) from self._last_error
+
+    # -- reading results -----------------------------------------------------------------------
+    async def fetch(self, task_id: str) -> Result | None:
+        async with redis_errors_async(self._client):
+            raw = await self._client.hget(self._keys.results, task_id)
+        return _decode_result(raw, task_id)
+
+    async def fetch_many(self, task_ids: list[str]) -> dict[str, Result]:
+        found: dict[str, Result] = {}
+        for first in range(0, len(task_ids), _HMGET_CHUNK):
+            chunk = task_ids[first : first + _HMGET_CHUNK]
+            async with redis_errors_async(self._client):
+                raws = await self._client.hmget(self._keys.results, chunk)
+            for task_id, raw in zip(chunk, raws, strict=True):
+                result = _decode_result(raw, task_id)
+                if result is not None:
+                    found[task_id] = result
+        return found
+
+    # -- waiting -------------------------------------------------------------------------------
+    async def wait(self, task_id: str, timeout_s: float | None) -> Result | None:
+        """The task's final result, or None when ``timeout_s`` passes first."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        wake = asyncio.Event()
+
+        def notify(_: str) -> None:
+            wake.set()
+
+        self._watch(task_id, notify)
+        try:
+            await self._ensure_subscribed()
+            while True:
+                wake.clear()
+                result = await self.fetch(task_id)
+                if result is not None:
+                    return result
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                try:
+                    await asyncio.wait_for(wake.wait(), remaining)
+                except TimeoutError:
+                    # One last look: covers an announcement lost while the subscription was down.
+                    return await self.fetch(task_id)
+        finally:
+            self._unwatch(task_id, notify)
+
+    async def as_completed(self, task_ids: Iterable[str], timeout_s: float | None) -> AsyncIterator[Result]:
+        """Results in the order they finish (those already final first). Stops at ``timeout_s``."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        pending = dict.fromkeys(task_ids)
+        ready: asyncio.Queue[str] = asyncio.Queue()
+        for task_id in pending:
+            self._watch(task_id, ready.put_nowait)
+        try:
+            await self._ensure_subscribed()
+            to_check = list(pending)
+            while pending:
+                for task_id, result in (await self.fetch_many(to_check)).items():
+                    if task_id in pending:
+                        del pending[task_id]
+                        self._unwatch(task_id, ready.put_nowait)
+                        yield result
+                if not pending:
+                    return
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return
+                try:
+                    first = await asyncio.wait_for(ready.get(), remaining)
+                except TimeoutError:
+                    for result in (await self.fetch_many(list(pending))).values():
+                        yield result
+                    return
+                batch = {first}
+                while not ready.empty():
+                    batch.add(ready.get_nowait())
+                to_check = [task_id for task_id in batch if task_id in pending]
+        finally:
+            for task_id in pending:
+                self._unwatch(task_id, ready.put_nowait)
+
+    async def aclose(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._subscribed.clear()
+
+
+async def _last_event_id(client: aioredis.Redis, stream: str) -> str:
+    async with redis_errors_async(client):
+        newest = await client.xrevrange(stream, count=1)
+    if not newest:
+        return "0-0"
+    raw_id = newest[0][0]
+    return raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+
+
+async def listen_events(
+    client: aioredis.Redis, keys: Keys, from_id: str | None = None
+) -> AsyncIterator[tuple[str, Result]]:
+    """Every final result as (event id, Result), from the entry after ``from_id`` (None: from now).
+
+    A broken connection is retried with backoff, resuming after the last entry yielded; after
+    ``RECONNECT_GIVE_UP_S`` without success RedisUnavailable is raised. Entries already trimmed from
+    the capped stream (``QueueConfig.events_maxlen``) cannot be replayed.
+    """
+    last_id = from_id if from_id is not None else await _last_event_id(client, keys.events)
+    backoff_s = 0.05
+    down_since: float | None = None
+    while True:
+        try:
+            reply: Any = await client.xread({keys.events: last_id}, count=100, block=int(BLOCK_MAX_S * 1000))
+        except _CONNECTION_ERRORS as exc:
+            now = time.monotonic()
+            down_since = down_since if down_since is not None else now
+            if now - down_since > RECONNECT_GIVE_UP_S:
+                raise RedisUnavailable(
+                    f"events stream unreachable for {RECONNECT_GIVE_UP_S:.0f} s: {exc}"
+                ) from exc
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, 2.0)
+            continue
+        except ResponseError as exc:
+            log.error("cannot read %s: %s", keys.events, exc)
+            await asyncio.sleep(BLOCK_MAX_S)
+            continue
+        down_since, backoff_s = None, 0.05
+        for _stream, entries in reply or ():
+            for raw_id, fields in entries:
+                last_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+                raw = fields.get(b"result", fields.get("result"))
+                task_id = fields.get(b"id", fields.get("id", b"?"))
+                result = _decode_result(raw, task_id.decode() if isinstance(task_id, bytes) else str(task_id))
+                if result is not None:
+                    yield last_id, result
