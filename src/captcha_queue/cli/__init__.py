@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from . import admin_cmds, demo_cmd, server_cmds, simulator_cmd, task_cmds  # noqa: F401  (registers their commands)
+from . import (  # noqa: F401  (registers their commands)
+    admin_cmds,
+    demo_cmd,
+    server_cmds,
+    simulator_cmd,
+    task_cmds,
+    worker_cmd,
+)
 from .app import cli, main
 
 __all__ = ["cli", "main"]

@@ -1,0 +1,260 @@
+"""``captcha-queue worker``: run (and with ``--processes P``, supervise) worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from ..errors import ConfigError
+from .app import cli, get_settings
+from .config import Settings
+
+__all__ = ["WorkerOptions", "worker_cmd"]
+
+log = logging.getLogger("captcha_queue.worker")
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    processes: int
+    concurrency: int
+    lease_s: float
+    solver_limit: int | None
+    time_scale: float
+    solver: str
+    metrics_port: int | None
+    log_format: str
+    log_level: str
+    account: str
+    grace_s: float
+    resume_window_s: float
+
+
+@cli.command("worker")
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes to run and supervise [default: CPU count].",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Tasks in flight per process.",
+)
+@click.option(
+    "--lease-s", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Task lease."
+)
+@click.option(
+    "--solver-limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Fleet-wide solves in flight (N) [default: the account's threads from threadsinfo].",
+)
+@click.option(
+    "--time-scale",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Scale poll delays, backoffs and probes (for a time-scaled simulator).",
+)
+@click.option(
+    "--solver",
+    "solver_kind",
+    type=click.Choice(["captchaai", "instant"]),
+    default="captchaai",
+    show_default=True,
+    help="captchaai: the HTTP service (or the simulator); instant: answers in process.",
+)
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, help="Serve /metrics here.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True
+)
+@click.option(
+    "--account", default="default", show_default=True, help="Solver account name (fleet-wide limit key)."
+)
+@click.option(
+    "--grace-s", type=click.FloatRange(min=0.0), default=30.0, show_default=True, help="Shutdown grace."
+)
+@click.option(
+    "--resume-window-s",
+    type=click.FloatRange(min=0.0),
+    default=600.0,
+    show_default=True,
+    help="Resume a reclaimed task's remote id if it is younger than this (time-scaled).",
+)
+@click.option("--namespace", default=None, help="Queue namespace [env: CAPTCHA_QUEUE_NAMESPACE].")
+@click.option("--redis-url", default=None, help="Redis URL [env: REDIS_URL].")
+@click.option("--solver-url", default=None, help="Solver base URL [env: CAPTCHAAI_URL].")
+def worker_cmd(
+    processes: int | None,
+    concurrency: int,
+    lease_s: float,
+    solver_limit: int | None,
+    time_scale: float,
+    solver_kind: str,
+    metrics_port: int | None,
+    log_format: str,
+    log_level: str,
+    account: str,
+    grace_s: float,
+    resume_window_s: float,
+    namespace: str | None,
+    redis_url: str | None,
+    solver_url: str | None,
+) -> None:
+    """Run worker processes: claim tasks, solve them, write the results.
+
+    The API key comes from CAPTCHAAI_KEY (or the root --captchaai-key-file); it is never logged.
+    """
+    base = get_settings()
+    settings = Settings.load(
+        redis_url=redis_url or base.redis_url,
+        namespace=namespace or base.namespace,
+        captchaai_url=solver_url or base.captchaai_url,
+        captchaai_key=base.captchaai_key,
+    )
+    opts = WorkerOptions(
+        processes=processes or (os.cpu_count() or 1),
+        concurrency=concurrency,
+        lease_s=lease_s,
+        solver_limit=solver_limit,
+        time_scale=time_scale,
+        solver=solver_kind,
+        metrics_port=metrics_port,
+        log_format=log_format,
+        log_level=log_level,
+        account=account,
+        grace_s=grace_s,
+        resume_window_s=resume_window_s,
+    )
+    if solver_kind == "captchaai":
+        settings.require_key()
+    from ..worker.logs import configure_logging
+
+    secrets = [settings.captchaai_key] if settings.captchaai_key else []
+    configure_logging(log_format, getattr(logging, log_level.upper()), secrets=secrets)
+    if opts.processes > 1:
+        sys.exit(_supervise(opts, settings))
+    sys.exit(_run_loop(_run_one(opts, settings)))
+
+
+def _run_loop(coro: Any) -> int:
+    try:
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return int(runner.run(coro))
+    except ImportError:
+        return int(asyncio.run(coro))
+
+
+def _child_args(opts: WorkerOptions, settings: Settings, index: int) -> list[str]:
+    args = [
+        "--processes",
+        "1",
+        "--concurrency",
+        str(opts.concurrency),
+        "--lease-s",
+        repr(opts.lease_s),
+        "--time-scale",
+        repr(opts.time_scale),
+        "--solver",
+        opts.solver,
+        "--log-format",
+        opts.log_format,
+        "--log-level",
+        opts.log_level,
+        "--account",
+        opts.account,
+        "--grace-s",
+        repr(opts.grace_s),
+        "--resume-window-s",
+        repr(opts.resume_window_s),
+        "--namespace",
+        settings.namespace,
+        "--redis-url",
+        settings.redis_url,
+        "--solver-url",
+        settings.captchaai_url,
+    ]
+    if opts.solver_limit is not None:
+        args += ["--solver-limit", str(opts.solver_limit)]
+    if opts.metrics_port is not None:
+        args += ["--metrics-port", str(opts.metrics_port + index if opts.metrics_port else 0)]
+    return args
+
+
+def _supervise(opts: WorkerOptions, settings: Settings) -> int:
+    from ..worker.supervisor import Supervisor, child_argv
+
+    argvs: Sequence[list[str]] = [child_argv(_child_args(opts, settings, i)) for i in range(opts.processes)]
+    # The key travels in the environment only, never on a command line.
+    env = dict(os.environ)
+    if settings.captchaai_key:
+        env["CAPTCHAAI_KEY"] = settings.captchaai_key
+    supervisor = Supervisor(argvs, env=env, grace_s=opts.grace_s)
+    return _run_loop(supervisor.run())
+
+
+async def _run_one(opts: WorkerOptions, settings: Settings) -> int:
+    from ..connection import check_server, make_client
+    from ..queue import AsyncCaptchaQueue
+    from ..solvers import create_solver
+    from ..worker.events import WorkerEvents
+    from ..worker.runtime import Worker, WorkerConfig
+    from ..worker.supervisor import install_worker_signals
+
+    # Blocking claims, renewals, the slot pump and many concurrent final writes share this pool.
+    client = make_client(settings.redis_url, max_connections=max(16, min(128, opts.concurrency // 8)))
+    solver_options: dict[str, Any] = {}
+    if opts.solver == "captchaai":
+        solver_options["api_key"] = settings.require_key()
+        solver_options["base_url"] = settings.captchaai_url
+    solver = create_solver(opts.solver, account=opts.account, time_scale=opts.time_scale, **solver_options)
+    metrics_server = None
+    events: WorkerEvents | None = None
+    refresher: asyncio.Task[None] | None = None
+    try:
+        await check_server(client)
+        queue = AsyncCaptchaQueue(client, namespace=settings.namespace)
+        if opts.metrics_port is not None:
+            from ..metrics import WorkerMetrics
+
+            metrics = WorkerMetrics()
+            metrics_server = metrics.serve(opts.metrics_port)
+            log.info("metrics at %s", metrics_server.url)
+            refresher = asyncio.create_task(metrics.run_refresher(queue, interval_s=5.0), name="metrics")
+            events = metrics
+        config = WorkerConfig(
+            concurrency=opts.concurrency,
+            lease_s=opts.lease_s,
+            solver_limit=opts.solver_limit,
+            time_scale=opts.time_scale,
+            grace_s=opts.grace_s,
+            resume_window_s=opts.resume_window_s,
+        )
+        worker = Worker(queue, solver, config, events=events)
+        install_worker_signals(asyncio.get_running_loop(), worker.stop)
+        await worker.run()
+        await queue.aclose()
+    except ConfigError:
+        raise
+    finally:
+        if refresher is not None:
+            refresher.cancel()
+        if metrics_server is not None:
+            metrics_server.close()
+        await solver.aclose()
+        await client.aclose()
+    return 0

@@ -1,0 +1,61 @@
+"""What a worker tells the outside while it runs: a small observer protocol.
+
+``metrics.WorkerMetrics`` implements it (Prometheus); ``NullEvents`` ignores everything. Every hook is
+synchronous, cheap and must not raise: the runtime calls them on its hot path.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..models import Claim, Result
+
+__all__ = ["NullEvents", "WorkerEvents"]
+
+
+class WorkerEvents(Protocol):
+    def task_started(self, claim: Claim | None = None) -> None:
+        """A task was claimed and is about to run."""
+
+    def task_finished(self, result: Result) -> None:
+        """A final result was written (success, error, expired)."""
+
+    def retry(self, reason: str | BaseException = "transient") -> None:
+        """An attempt ended in a scheduled retry (``reason``: the error, or "busy"/"stalled")."""
+
+    def solver_request(self, endpoint: str, code: str = "OK") -> None:
+        """One request to the solver: endpoint "in" or "res", the code it answered."""
+
+    def set_in_flight(self, n: int) -> None:
+        """Tasks this process holds right now."""
+
+    def set_slots(self, used: int, limit: int | None) -> None:
+        """Fleet-wide solver slots in use and the effective limit (None: unlimited)."""
+
+    def set_paused(self, paused: bool) -> None:
+        """The fleet-wide pause as this process sees it."""
+
+
+class NullEvents:
+    """Observes nothing."""
+
+    def task_started(self, claim: Claim | None = None) -> None:
+        pass
+
+    def task_finished(self, result: Result) -> None:
+        pass
+
+    def retry(self, reason: str | BaseException = "transient") -> None:
+        pass
+
+    def solver_request(self, endpoint: str, code: str = "OK") -> None:
+        pass
+
+    def set_in_flight(self, n: int) -> None:
+        pass
+
+    def set_slots(self, used: int, limit: int | None) -> None:
+        pass
+
+    def set_paused(self, paused: bool) -> None:
+        pass

@@ -1,0 +1,596 @@
+"""The worker: one event loop keeps up to ``concurrency`` solves in flight.
+
+The work of a task is split in three pieces:
+
+* **fetch** (``_claim_loop``): claims in batches as capacity frees up, blocking on Redis while the
+  queue is empty. With a fleet-wide solver limit, only a small buffer of claimed tasks waits for a
+  slot, so claimed-but-idle tasks never pile up in one process while others starve.
+* **execute** (``_execute``): slot -> submit -> record the remote id under the lease -> scheduled
+  polls (one process-wide timer, ``polling.py``) -> the answer. A reclaimed task whose remote id is
+  recent resumes polling it instead of paying for a second solve.
+* **finish** (``_finish``): the one write that ends an attempt (complete, fail with or without a
+  retry, expire, release), shielded from cancellation and retried while Redis is unreachable; fencing
+  refuses it if the lease was lost meanwhile, and the task is then simply dropped.
+
+Background loops (renew, slot pump, poll timer, breaker probe, limit refresh) are named tasks under a
+supervisor that logs a loop's death and restarts it. Shutdown: stop claiming, let in-flight solves
+finish within ``grace_s``, release the rest (remote ids stay recorded for resume), give slots back,
+unregister.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from ..errors import (
+    AccountError,
+    CaptchaQueueError,
+    LeaseLost,
+    RedisUnavailable,
+    SolverBusy,
+    SolverError,
+    TaskCancelled,
+    TaskRejected,
+)
+from ..models import Claim, Result, Solution
+from .breaker import AccountBreaker
+from .events import NullEvents, WorkerEvents
+from .limiter import LimiterConfig, SlotLimiter
+from .polling import PollConfig, PollScheduler
+from .registry import WorkerRegistry, new_worker_id
+from .retry import Action, Backoff, RetryPolicy
+
+if TYPE_CHECKING:
+    from ..queue import AsyncCaptchaQueue
+    from ..solvers.base import Solver
+
+__all__ = ["Worker", "WorkerConfig"]
+
+log = logging.getLogger("captcha_queue.worker")
+T = TypeVar("T")
+
+#: Poll answers that mean the service no longer knows a remote id (a resume came too late).
+_UNKNOWN_REMOTE = frozenset({"ERROR_WRONG_CAPTCHA_ID", "ERROR_WRONG_ID_FORMAT"})
+_REDIS_BACKOFF = Backoff(base_s=0.05, cap_s=2.0)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How one worker process runs. Durations are real seconds; ``time_scale`` scales the solver pacing
+    (poll cadence is the solver's, already scaled), retry backoffs, probes and the resume window."""
+
+    concurrency: int = 100
+    lease_s: float = 30.0
+    renew_every_s: float | None = None  # default: a third of the lease
+    claim_batch_max: int = 200
+    claim_block_s: float = 2.0
+    prefetch: int | None = None  # claimed tasks allowed to wait for a slot; default max(16, C / 10)
+    solver_limit: int | None = None  # fleet-wide N; None: from the solver's threads (or unlimited)
+    resume_window_s: float = 600.0
+    grace_s: float = 30.0
+    time_scale: float = 1.0
+    probe_every_s: float = 60.0
+    limit_refresh_s: float = 60.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    poll: PollConfig = field(default_factory=PollConfig)
+    limiter: LimiterConfig = field(default_factory=LimiterConfig)
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.lease_s <= 0 or self.time_scale <= 0:
+            raise ValueError("lease_s and time_scale must be positive")
+
+    @property
+    def renew_period_s(self) -> float:
+        return self.renew_every_s if self.renew_every_s is not None else self.lease_s / 3
+
+    @property
+    def buffer(self) -> int:
+        return self.prefetch if self.prefetch is not None else max(16, self.concurrency // 10)
+
+
+Stage = Literal["claimed", "slot", "submit", "poll", "finish"]
+
+
+class _Stop(Exception):
+    """Internal: end this attempt with a release (fleet paused) or an expiry."""
+
+    def __init__(self, how: Literal["release", "expire"]) -> None:
+        super().__init__(how)
+        self.how = how
+
+
+@dataclass(eq=False)
+class _Run:
+    """One claimed task in this process."""
+
+    claim: Claim
+    claimed_at: float = field(default_factory=time.monotonic)
+    stage: Stage = "claimed"
+    task: asyncio.Task[None] | None = None
+    drop_reason: str | None = None  # set when renew said lost/cancelled, or on shutdown ("shutdown")
+    resumed: bool = False
+    submitted_at: float | None = None
+
+
+class Worker:
+    """Claims tasks from ``queue`` and solves them with ``solver``; see the module docstring."""
+
+    def __init__(
+        self,
+        queue: AsyncCaptchaQueue,
+        solver: Solver,
+        config: WorkerConfig | None = None,
+        *,
+        events: WorkerEvents | None = None,
+        worker_id: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.queue = queue
+        self.solver = solver
+        self.config = cfg = config or WorkerConfig()
+        self.events: WorkerEvents = events or NullEvents()
+        self.worker_id = worker_id or new_worker_id()
+        self._rng = rng or random.Random()
+        scale = cfg.time_scale
+        self._policy = cfg.retry.scaled(scale)
+        self.poller = PollScheduler(
+            solver.poll_many,
+            cfg.poll.scaled(scale),
+            on_outcome=lambda code: self.events.solver_request("res", code),
+        )
+        client, keys = queue.client, queue.keys
+        self.breaker = AccountBreaker(
+            client,
+            keys,
+            solver.account_info,
+            probe_every_s=cfg.probe_every_s * scale,
+            ip_ban_pause_s=300.0 * scale,
+            on_change=self.events.set_paused,
+        )
+        self.registry = WorkerRegistry(
+            client,
+            keys,
+            self.worker_id,
+            ttl_s=cfg.lease_s,
+            concurrency=cfg.concurrency,
+            account=solver.account,
+            solver=solver.kind,
+        )
+        self.limiter: SlotLimiter | None = None
+        self._limit_from_account = cfg.solver_limit is None
+        self._runs: dict[str, _Run] = {}
+        self._room = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._finishing: set[asyncio.Task[Any]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self.finished = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        return len(self._runs)
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (safe to call from a signal handler on the loop)."""
+        if not self._stopping.is_set():
+            log.info("worker %s stopping: no new claims, %d in flight", self.worker_id, len(self._runs))
+        self._stopping.set()
+        self._room.set()
+
+    async def run(self) -> None:
+        """Run until ``stop()``; then shut down gracefully and return."""
+        await self._start()
+        claim_loop = asyncio.create_task(self._claim_loop(), name="claim-loop")
+        try:
+            await self._stopping.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.claim_block_s + 5.0):
+                    await asyncio.shield(claim_loop)
+        finally:
+            claim_loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await claim_loop
+            await self._shutdown()
+
+    async def _start(self) -> None:
+        await self._redis(lambda: self.registry.heartbeat(0), forever=True)
+        await self.breaker.refresh()
+        limit = await self._initial_limit()
+        if limit is not None:
+            self.limiter = SlotLimiter(
+                self.queue.client,
+                self.queue.keys,
+                self.solver.account,
+                limit=limit,
+                config=self.config.limiter.scaled(self.config.time_scale),
+            )
+            await self._redis(lambda: self._set_limit(limit), forever=True)
+            self._supervise("slot-pump", self.limiter.run)
+        self._supervise("poll-timer", self.poller.run)
+        self._supervise("renew", self._renew_loop)
+        self._supervise("breaker-probe", self.breaker.run)
+        if self.limiter is not None and self._limit_from_account:
+            self._supervise("limit-refresh", self._limit_refresh_loop)
+        log.info(
+            "worker %s started: concurrency %d, lease %.1fs, solver %s (account %s), fleet limit %s",
+            self.worker_id,
+            self.config.concurrency,
+            self.config.lease_s,
+            self.solver.kind,
+            self.solver.account,
+            limit if limit is not None else "none",
+        )
+
+    async def _shutdown(self) -> None:
+        cfg = self.config
+        runs = [r.task for r in self._runs.values() if r.task is not None]
+        if runs:
+            log.info("waiting up to %.1fs for %d in-flight tasks", cfg.grace_s, len(runs))
+            await asyncio.wait(runs, timeout=cfg.grace_s)
+        left = list(self._runs.values())
+        for run in left:
+            run.drop_reason = run.drop_reason or "shutdown"
+            if run.task is not None and run.stage != "finish":
+                run.task.cancel()
+        pending = [r.task for r in left if r.task is not None]
+        if pending:
+            log.info("releasing %d unfinished tasks (remote ids kept for resume)", len(pending))
+            await asyncio.wait(pending, timeout=10.0)
+        if self._finishing:
+            await asyncio.wait(list(self._finishing), timeout=10.0)
+        for loop in self._loops:
+            loop.cancel()
+        for loop in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        if self.limiter is not None:
+            await self.limiter.aclose()
+        with contextlib.suppress(CaptchaQueueError):
+            await self.registry.unregister()
+        log.info("worker %s stopped after %d finished tasks", self.worker_id, self.finished)
+
+    def _supervise(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
+        async def guarded() -> None:
+            failures = 0
+            while True:
+                try:
+                    await body()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    failures += 1
+                    delay = _REDIS_BACKOFF.delay_s(failures, self._rng) + 0.05
+                    log.exception("background loop %s died; restarting in %.2fs", name, delay)
+                    await asyncio.sleep(delay)
+
+        self._loops.append(asyncio.create_task(guarded(), name=name))
+
+    # -- the fleet-wide limit ----------------------------------------------------------------
+    async def _initial_limit(self) -> int | None:
+        if self.config.solver_limit is not None:
+            return self.config.solver_limit
+        threads = await self._account_threads()
+        return threads if threads else None
+
+    async def _account_threads(self) -> int | None:
+        try:
+            info = await self.solver.account_info()
+        except AccountError as exc:
+            error = exc
+            await self._redis(lambda: self.breaker.trip(error), forever=True)
+            return None
+        except SolverError as exc:
+            log.warning("could not read the account's threads (%s); no fleet-wide limit yet", exc.code)
+            return None
+        return info.threads
+
+    async def _set_limit(self, limit: int) -> None:
+        assert self.limiter is not None
+        state = await self.limiter.set_limit(limit)
+        self.events.set_slots(state.used, state.effective)
+
+    async def _limit_refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.limit_refresh_s * self.config.time_scale)
+            threads = await self._account_threads()
+            if threads and self.limiter is not None and threads != self.limiter.limit:
+                log.info("account threads changed: fleet limit %d -> %d", self.limiter.limit, threads)
+                await self._set_limit(threads)
+
+    # -- fetch ---------------------------------------------------------------------------------
+    def _capacity(self) -> int:
+        room = self.config.concurrency - len(self._runs)
+        if self.limiter is not None:
+            waiting = sum(1 for r in self._runs.values() if r.stage in ("claimed", "slot"))
+            room = min(room, self.config.buffer - waiting)
+        return min(room, self.config.claim_batch_max)
+
+    async def _claim_loop(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            count = self._capacity()
+            if count <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            try:
+                claims = await self.queue.claim(
+                    self.worker_id, count, self.config.lease_s, block_s=self.config.claim_block_s
+                )
+            except RedisUnavailable as exc:
+                failures += 1
+                delay = _REDIS_BACKOFF.delay_s(failures, self._rng) + 0.05
+                log.warning("claim: %s; retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            if claims:
+                self.breaker.note_claimed()
+            for claim in claims:
+                self._start_run(claim)
+            if claims and self._stopping.is_set():
+                log.debug("claimed %d tasks while stopping: they are released", len(claims))
+            if not claims and self.breaker.paused:
+                # The claim script hands out nothing while paused: wait for a resume, not a busy loop.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.05, min(1.0, self.config.renew_period_s))):
+                        await self.breaker.wait_resumed()
+
+    def _start_run(self, claim: Claim) -> None:
+        run = _Run(claim)
+        self._runs[claim.task_id] = run
+        self.events.task_started(claim)
+        self.events.set_in_flight(len(self._runs))
+        run.task = asyncio.create_task(self._drive(run), name=f"task:{claim.task_id}")
+
+    async def _drive(self, run: _Run) -> None:
+        """Execute one claimed task, then finish it; never raises."""
+        outcome: Solution | BaseException
+        try:
+            if self._stopping.is_set():
+                raise _Stop("release")
+            outcome = await self._execute(run)
+        except asyncio.CancelledError:
+            if run.drop_reason == "shutdown":
+                outcome = _Stop("release")
+            else:
+                self._forget(run, slot_outcome="error")
+                log.debug("task %s dropped: %s", run.claim.task_id, run.drop_reason or "cancelled")
+                return
+        except Exception as exc:
+            outcome = exc
+        finisher = asyncio.ensure_future(self._finish(run, outcome))
+        self._finishing.add(finisher)
+        finisher.add_done_callback(self._finishing.discard)
+        with contextlib.suppress(asyncio.CancelledError):
+            # Shielded: a cancellation now (lease lost, shutdown) must not cut the final write short.
+            await asyncio.shield(finisher)
+
+    # -- execute -------------------------------------------------------------------------------
+    async def _execute(self, run: _Run) -> Solution:
+        claim = run.claim
+        task = claim.task
+        remote_id: str | None = None
+        elapsed_s = 0.0
+        if claim.remote_id and claim.remote_submitted_at is not None:
+            age_s = time.time() - claim.remote_submitted_at
+            if age_s <= self.config.resume_window_s * self.config.time_scale:
+                remote_id, elapsed_s, run.resumed = claim.remote_id, max(0.0, age_s), True
+                log.debug("task %s resumes remote id %s (%.1fs old)", task.id, remote_id, age_s)
+        while True:
+            await self._take_slot(run)
+            if remote_id is None:
+                remote_id = await self._submit(run)
+                elapsed_s = 0.0
+            run.stage = "poll"
+            first_s, interval_s = self.solver.poll_schedule(task.method, task.params)
+            try:
+                return await self.poller.wait_for(
+                    remote_id,
+                    task.method,
+                    task.params,
+                    first_poll_s=first_s,
+                    interval_s=interval_s,
+                    elapsed_s=elapsed_s,
+                )
+            except TaskRejected as exc:
+                if not (run.resumed and exc.code in _UNKNOWN_REMOTE):
+                    raise
+                log.info("task %s: the service forgot remote id %s; submitting anew", task.id, remote_id)
+                remote_id, run.resumed = None, False
+
+    async def _take_slot(self, run: _Run) -> None:
+        if self.limiter is None or self.limiter.holds(run.claim.task_id):
+            return
+        run.stage = "slot"
+        self._room.set()  # a buffered task moving on may let the claim loop fetch more
+        timeout_s = None
+        if run.claim.task.expires_at is not None:
+            timeout_s = run.claim.task.expires_at - time.time()
+            if timeout_s <= 0:
+                raise _Stop("expire")
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.limiter.acquire(run.claim.task_id, run.claim.lease_token)
+        except TimeoutError:
+            raise _Stop("expire") from None
+        self.events.set_slots(self.limiter.used, self.limiter.effective)
+
+    async def _submit(self, run: _Run) -> str:
+        """Submit (backing off while the service is busy), then record the remote id under the lease."""
+        task = run.claim.task
+        busy_count = 0
+        while True:
+            if self.breaker.paused:
+                raise _Stop("release")
+            if task.expires_at is not None and time.time() >= task.expires_at:
+                raise _Stop("expire")
+            run.stage = "submit"
+            try:
+                remote_id = await self.solver.submit(task.method, task.params)
+            except SolverBusy as exc:
+                self.events.solver_request("in", exc.code)
+                busy_count += 1
+                decision = self._policy.decide(
+                    exc, attempt=run.claim.attempt, max_attempts=task.max_attempts, busy_count=busy_count
+                )
+                if self.limiter is not None:
+                    self.limiter.release(task.id, run.claim.lease_token, outcome="busy")
+                self.events.retry("busy")
+                log.debug("task %s: solver busy (%s); again in %.2fs", task.id, exc.code, decision.delay_s)
+                await asyncio.sleep(decision.delay_s)
+                await self._take_slot(run)
+                continue
+            except SolverError as exc:
+                self.events.solver_request("in", exc.code)
+                raise
+            self.events.solver_request("in", "OK")
+            break
+        run.submitted_at = time.monotonic()
+        run.claim = await self._redis(lambda: self.queue.record_remote(run.claim, remote_id))
+        log.debug("task %s submitted as remote id %s", task.id, remote_id)
+        return remote_id
+
+    # -- finish --------------------------------------------------------------------------------
+    async def _finish(self, run: _Run, outcome: Solution | BaseException) -> None:
+        run.stage = "finish"
+        claim = run.claim
+        slot_outcome: Literal["ok", "error"] = "error"
+        try:
+            if isinstance(outcome, Solution):
+                result = await self._redis(lambda: self.queue.complete(claim, outcome))
+                slot_outcome = "ok"
+                self._finished(run, result)
+            elif isinstance(outcome, _Stop) and outcome.how == "expire":
+                self._finished(run, await self._redis(lambda: self.queue.expire(claim)))
+            elif isinstance(outcome, _Stop):
+                await self._redis(lambda: self.queue.release(claim))
+                log.debug("task %s released", claim.task_id)
+            else:
+                await self._after_error(run, outcome)
+        except LeaseLost as exc:
+            kind = "cancelled" if isinstance(exc, TaskCancelled) else "lease lost"
+            log.info("task %s: %s, nothing written", claim.task_id, kind)
+        except Exception:
+            log.exception("task %s: the final write failed; its lease will return it", claim.task_id)
+        finally:
+            self._forget(run, slot_outcome=slot_outcome)
+
+    async def _after_error(self, run: _Run, error: BaseException) -> None:
+        claim = run.claim
+        decision = self._policy.decide(
+            error, attempt=claim.attempt, max_attempts=claim.task.max_attempts, rng=self._rng
+        )
+        if decision.action is Action.DROP:
+            log.info("task %s dropped: %s", claim.task_id, error)
+            return
+        if decision.action is Action.PAUSE:
+            assert isinstance(error, AccountError)
+            await self._redis(lambda: self.breaker.trip(error))
+            await self._redis(lambda: self.queue.release(claim))
+            return
+        if decision.action in (Action.RETRY, Action.FRESH_SOLVE):
+            retried = await self._redis(
+                lambda: self.queue.fail(claim, error, retry_in_s=max(decision.delay_s, 0.001))
+            )
+            if retried is None:
+                self.events.retry(error)
+                log.debug("task %s: %s; retry in %.2fs", claim.task_id, decision.code, decision.delay_s)
+            else:
+                self._finished(run, retried)
+            return
+        if not isinstance(error, SolverError):
+            log.error("task %s failed on an unexpected error", claim.task_id, exc_info=error)
+        final = await self._redis(lambda: self.queue.fail(claim, error))
+        if final is not None:
+            self._finished(run, final)
+
+    def _finished(self, run: _Run, result: Result) -> None:
+        self.finished += 1
+        self.events.task_finished(result)
+        total_s = time.monotonic() - run.claimed_at
+        fields = {
+            "task_id": result.id,
+            "method": result.method,
+            "status": result.status,
+            "attempts": result.attempts,
+            "queue_wait_s": _round(result.queue_wait_s),
+            "solve_s": _round(result.solve_s),
+            "in_worker_s": round(total_s, 3),
+            "resumed": run.resumed,
+        }
+        if result.error_code:
+            fields["error_code"] = result.error_code
+        log.info(
+            "task %s %s %s after %d attempt(s)",
+            result.id,
+            result.method,
+            result.status,
+            result.attempts,
+            extra={"fields": fields},
+        )
+
+    def _forget(self, run: _Run, *, slot_outcome: Literal["ok", "error"]) -> None:
+        task_id = run.claim.task_id
+        if self._runs.get(task_id) is run:
+            del self._runs[task_id]
+        if self.limiter is not None:
+            self.limiter.release(task_id, run.claim.lease_token, outcome=slot_outcome)
+        self.events.set_in_flight(len(self._runs))
+        self._room.set()
+
+    # -- leases, registry, pause -------------------------------------------------------------
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.renew_period_s)
+            await self._renew_once()
+
+    async def _renew_once(self) -> None:
+        runs = [r for r in self._runs.values() if r.stage != "finish"]
+        try:
+            if runs:
+                outcome = await self.queue.renew([r.claim for r in runs], self.config.lease_s)
+                for task_id, reason in [(t, "lease lost") for t in outcome.lost] + [
+                    (t, "cancelled") for t in outcome.cancelled
+                ]:
+                    run = self._runs.get(task_id)
+                    if run is not None and run.stage != "finish" and run.task is not None:
+                        run.drop_reason = reason
+                        run.task.cancel()
+                if outcome.lost or outcome.cancelled:
+                    log.info(
+                        "renew: %d leases lost, %d tasks cancelled", len(outcome.lost), len(outcome.cancelled)
+                    )
+            if self.limiter is not None:
+                await self.limiter.renew()
+                self.events.set_slots(self.limiter.used, self.limiter.effective)
+            await self.registry.heartbeat(len(self._runs))
+            await self.breaker.refresh()
+        except RedisUnavailable as exc:
+            log.warning("renew: %s (leases are renewed again next period)", exc)
+
+    async def _redis(self, call: Callable[[], Coroutine[Any, Any, T]], *, forever: bool = False) -> T:
+        """Run a Redis call, retrying while Redis is unreachable (fencing decides what lands)."""
+        failures = 0
+        while True:
+            try:
+                return await call()
+            except RedisUnavailable as exc:
+                failures += 1
+                delay = _REDIS_BACKOFF.delay_s(failures, self._rng) + 0.02
+                log.warning("Redis unavailable (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+
+
+def _round(value: float | None) -> float | None:
+    return round(value, 3) if value is not None else None

@@ -1,0 +1,182 @@
+"""The worker runtime in process: a real Redis, the simulator as a real HTTP server, real solvers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from captcha_queue.errors import AccountError
+from captcha_queue.models import Result
+from captcha_queue.queue import AsyncCaptchaQueue
+from captcha_queue.simulator import RunningSimulator, SimulatorConfig, run_simulator
+from captcha_queue.solvers import CaptchaAISolver, InstantSolver
+from captcha_queue.solvers.base import Solver
+from captcha_queue.worker.breaker import read_pause_state
+from captcha_queue.worker.limiter import read_slot_state
+from captcha_queue.worker.registry import list_workers
+from captcha_queue.worker.runtime import Worker, WorkerConfig
+
+KEY = "0123456789abcdef0123456789abcdef"
+SCALE = 0.01
+PAGE = "https://example.test/task/"
+
+
+def turnstile(n: int) -> dict[str, str | int | float]:
+    return {"sitekey": "0x4AAAAAAAC3DHQFLr1GavRN", "pageurl": f"{PAGE}{n}"}
+
+
+@pytest.fixture
+async def queue(redis_url: str, namespace: str) -> AsyncIterator[AsyncCaptchaQueue]:
+    q = AsyncCaptchaQueue.from_url(redis_url, namespace=namespace)
+    yield q
+    await q.aclose()
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[RunningSimulator]:
+    async with run_simulator(SimulatorConfig(time_scale=SCALE, threads=50, seed=1)) as sim:
+        yield sim
+
+
+@contextlib.asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[Worker]:
+    task = asyncio.create_task(worker.run(), name="worker")
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30.0)
+
+
+async def wait_until(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def results(queue: AsyncCaptchaQueue, ids: list[str], timeout_s: float = 30.0) -> list[Result]:
+    found = [await queue.wait_result(i, timeout_s=timeout_s) for i in ids]
+    assert all(r is not None for r in found), "some tasks never finished"
+    return [r for r in found if r is not None]
+
+
+def fast_config(**overrides: object) -> WorkerConfig:
+    options: dict[str, object] = {
+        "concurrency": 50,
+        "lease_s": 3.0,
+        "claim_block_s": 0.5,
+        "time_scale": SCALE,
+        "grace_s": 5.0,
+    }
+    options.update(overrides)
+    return WorkerConfig(**options)  # type: ignore[arg-type]
+
+
+async def test_tasks_flow_through_the_simulator_within_the_fleet_limit(
+    queue: AsyncCaptchaQueue, simulator: RunningSimulator
+) -> None:
+    solver = CaptchaAISolver(KEY, simulator.base_url, time_scale=SCALE)
+    workers = [Worker(queue, solver, fast_config(solver_limit=4)) for _ in range(2)]
+    async with running(workers[0]), running(workers[1]):
+        ids = await queue.submit_many([{"method": "turnstile", "params": turnstile(i)} for i in range(30)])
+        done = await results(queue, ids)
+        assert {r.status for r in done} == {"success"}
+        live = await list_workers(queue.client, queue.keys)
+        assert {w.id for w in live} == {w.worker_id for w in workers}
+        state = await read_slot_state(queue.client, queue.keys, "default")
+        assert (state.configured, state.effective) == (4, 4)
+    await solver.aclose()
+    stats = simulator.stats()
+    assert stats["submits"] == 30
+    assert stats["duplicate_submits"] == {}
+    assert 1 <= stats["max_in_flight"] <= 4
+    assert await list_workers(queue.client, queue.keys) == []  # unregistered on stop
+    assert (await read_slot_state(queue.client, queue.keys, "default")).used == 0
+
+
+async def test_the_instant_solver_and_no_limit(queue: AsyncCaptchaQueue) -> None:
+    solver = InstantSolver()
+    worker = Worker(queue, solver, fast_config(concurrency=100))
+    async with running(worker):
+        ids = await queue.submit_many([{"method": "turnstile", "params": turnstile(i)} for i in range(300)])
+        done = await results(queue, ids)
+    assert len(done) == 300
+    assert all(r.ok and r.solution is not None for r in done)
+    assert worker.limiter is None
+    assert worker.finished == 300
+
+
+async def test_rejected_tasks_fail_at_once_and_unsolvable_ones_are_solved_afresh(
+    queue: AsyncCaptchaQueue, simulator: RunningSimulator
+) -> None:
+    solver = CaptchaAISolver(KEY, simulator.base_url, time_scale=SCALE)
+    worker = Worker(queue, solver, fast_config(solver_limit=10))
+    async with running(worker):
+        # The simulator's control endpoint queues the next answers of in.php.
+        simulator.control({"next_errors": {"in": ["ERROR_PAGEURL"]}})
+        rejected = await queue.submit("turnstile", turnstile(1), max_attempts=3)
+        result = await queue.wait_result(rejected, timeout_s=20)
+        assert result is not None
+        assert (result.status, result.error_code, result.attempts) == ("error", "ERROR_PAGEURL", 1)
+    await solver.aclose()
+
+
+async def test_an_account_error_pauses_the_fleet_and_fails_nothing(
+    queue: AsyncCaptchaQueue, simulator: RunningSimulator
+) -> None:
+    class BadKeySolver(CaptchaAISolver):
+        """The account says no until the test lets it work again."""
+
+        broken = True
+
+        async def submit(self, method: str, params: dict[str, str | int | float]) -> str:  # type: ignore[override]
+            if self.broken:
+                raise AccountError("ERROR_KEY_DOES_NOT_EXIST", "the account has no threads")
+            return await super().submit(method, params)
+
+        async def account_info(self):  # type: ignore[no-untyped-def]
+            if self.broken:
+                raise AccountError("ERROR_KEY_DOES_NOT_EXIST", "the account has no threads")
+            return await super().account_info()
+
+    solver = BadKeySolver(KEY, simulator.base_url, time_scale=SCALE)
+    worker = Worker(queue, solver, fast_config(solver_limit=5, probe_every_s=20.0))  # probe: 0.2 s
+    async with running(worker):
+        ids = await queue.submit_many([{"method": "turnstile", "params": turnstile(i)} for i in range(8)])
+        await wait_until(lambda: worker.breaker.paused)
+        await asyncio.sleep(0.3)
+        pause = await read_pause_state(queue.client, queue.keys)
+        assert pause is not None
+        assert pause.code == "ERROR_KEY_DOES_NOT_EXIST"
+        stats = await queue.stats()
+        assert stats.failed == 0
+        assert stats.completed == 0
+        assert stats.paused
+        assert stats.queued_total + stats.in_flight == 8
+        solver.broken = False  # the probe finds the account working and lifts the pause
+        done = await results(queue, ids)
+        assert {r.status for r in done} == {"success"}
+        assert max(r.attempts for r in done) == 1  # the released claims consumed no attempt
+    await solver.aclose()
+
+
+async def test_expired_while_waiting_for_a_slot(
+    queue: AsyncCaptchaQueue, simulator: RunningSimulator
+) -> None:
+    solver: Solver = CaptchaAISolver(KEY, simulator.base_url, time_scale=SCALE)
+    worker = Worker(queue, solver, fast_config(solver_limit=1))
+    # A slot held elsewhere for the whole test: nothing here can reach the solver.
+    await queue.client.zadd(queue.keys.slots("default"), {"someone-else": 10**13})
+    await queue.client.hset(queue.keys.slots("default") + ":owners", "someone-else", "t")
+    async with running(worker):
+        task_id = await queue.submit("turnstile", turnstile(1), expires_in_s=0.5)
+        result = await queue.wait_result(task_id, timeout_s=10)
+        assert result is not None
+        assert result.status == "expired"
+    await solver.aclose()
+    assert simulator.stats()["submits"] == 0
