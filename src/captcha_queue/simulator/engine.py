@@ -321,7 +321,7 @@ class Simulator:
         name = task.spec.name
         rng = self.rng
         ua = _USER_AGENT if task.spec.returns_user_agent else None
-        if name in ("image", "image_file"):
+        if name == "image":
             return _ocr_text(rng, task.params), None
         if name.startswith("grid") or name == "bls":
             cells = 16 if name.startswith("grid") else 9

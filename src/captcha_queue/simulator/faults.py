@@ -79,9 +79,7 @@ _TOKEN = LatencyModel(11.0, 0.2, 8.0, 15.0)
 #: The spec's section 4.3 proposal (not sourced; 8-15 s where it has no number).
 DEFAULT_LATENCY: Mapping[str, LatencyModel] = {
     "image": _IMAGE,
-    "image_file": _IMAGE,
     "grid": LatencyModel(2.0, 0.4, 0.5, 5.0),
-    "grid_file": LatencyModel(2.0, 0.4, 0.5, 5.0),
     "bls": LatencyModel(2.0, 0.4, 0.5, 5.0),
     "recaptcha_v3": LatencyModel(5.0, 0.3, 2.0, 10.0),
     "recaptcha_v3_enterprise": LatencyModel(5.0, 0.3, 2.0, 10.0),

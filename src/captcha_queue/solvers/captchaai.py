@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 import aiohttp
 from yarl import URL
 
-from ..errors import AccountError, ConfigError, SolverError, TransientError
+from ..errors import AccountError, ConfigError, SolverBusy, SolverError, TaskRejected
 from ..methods import MethodSpec, ParamValue
 from ..models import AccountInfo, Solution
 from .base import PollOutcome, Solver
@@ -134,11 +134,15 @@ class CaptchaAISolver(Solver):
             chunk = batched[start : start + self.batch_size]
             try:
                 outcomes.update(await self._multi_poll(chunk))
-            except (TransientError, AccountError) as exc:
-                if isinstance(exc, AccountError):
-                    outcomes.update({remote_id: exc for remote_id, _ in chunk})
-                else:
-                    single.extend(chunk)  # the batch form is not understood here: fall back
+            except (AccountError, SolverBusy) as exc:  # about the account, not the request form
+                outcomes.update({remote_id: exc for remote_id, _ in chunk})
+            except SolverError as exc:
+                if isinstance(exc, TaskRejected) and self.batch_polls:
+                    self.batch_polls = False  # the service does not know ids=: stop trying
+                    log.warning(
+                        "the solver service refused a multi-id poll (%s): polling one by one", exc.code
+                    )
+                single.extend(chunk)
         if single:
             outcomes.update(await self._concurrent_polls(single))
         return outcomes

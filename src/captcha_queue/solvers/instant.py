@@ -25,7 +25,6 @@ _USER_AGENT = (
 )
 _JSON_ANSWERS: Mapping[str, object] = {
     "grid": [1, 5, 9],
-    "grid_file": [1, 5, 9],
     "bls": [2, 4],
     "geetest_v3": {"challenge": "c", "validate": "v", "seccode": "v|jordan"},
     "geetest_v4": {
