@@ -20,7 +20,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from .connection import redis_errors_async
 from .errors import ScriptError
 from .keys import Keys
-from .models import DeadLetter, Result, Task
+from .models import Attempt, DeadLetter, Result, Task
 from .scripts import Code, Scripts, load_scripts, raise_for_code
 
 __all__ = ["QueueConfig", "QueueCore", "as_str"]
@@ -30,6 +30,20 @@ log = logging.getLogger("captcha_queue.queue")
 _result_decoder = msgspec.json.Decoder(Result)
 _task_decoder = msgspec.json.Decoder(Task)
 _dead_decoder = msgspec.json.Decoder(DeadLetter)
+
+
+class _LooseDeadLetter(msgspec.Struct):
+    """A dead letter whose task does not fit ``Task`` (someone wrote it by hand)."""
+
+    id: str
+    reason: str
+    dead_at: float
+    task: Any = None
+    raw: str | None = None
+    history: list[Attempt] = []
+
+
+_loose_dead_decoder = msgspec.json.Decoder(_LooseDeadLetter)
 
 
 @dataclass(frozen=True)
@@ -162,6 +176,14 @@ class QueueCore:
             return None
         try:
             return _dead_decoder.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            pass
+        try:
+            loose = _loose_dead_decoder.decode(raw)
+            text = loose.raw if loose.raw is not None else msgspec.json.encode(loose.task).decode()
+            return DeadLetter(
+                id=loose.id, reason=loose.reason, dead_at=loose.dead_at, raw=text, history=loose.history
+            )
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             # Keep what can be shown: the id and the raw text, so an operator can still see it.
             log.warning("unreadable dead letter for task %s: %s", task_id, exc)

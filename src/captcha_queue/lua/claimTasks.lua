@@ -4,7 +4,7 @@
 --- "stalled"), due retries promoted, finished tasks and old dead letters deleted. Then, unless the
 --- fleet is paused, pop ids: each gets a random lease token and a deadline from Redis time. Tasks
 --- whose expires_at has passed end "expired" without being handed out; malformed entries are
---- dead-lettered with a reason; a queue list of the wrong type is skipped with a warning.
+--- dead-lettered with a reason (and reported in the warnings).
 ---
 --- KEYS: the standard layout (includes/keys.lua).
 --- ARGV: the standard prefix, then [A] worker id, [A+1] count, [A+2] lease_ms,
@@ -21,11 +21,9 @@
 --- @include "finish"
 --- @include "reap"
 
+-- A key of the wrong type (written by someone else) stops the claim before any write: reaping
+-- into a broken list would lose tasks. The caller logs the message and backs off.
 local checks = core_checks()
--- The queue lists are checked one by one below: a broken one is skipped, the others still serve.
-for _ = 1, 3 do
-  table.remove(checks)
-end
 checks[#checks + 1] = { K.paused, 'hash' }
 local bad = wrong_type(checks)
 if bad then
@@ -66,64 +64,56 @@ local reply = { OK, -1, warnings }
 local claimed = 0
 -- Bound the work of one call, however many stale or malformed ids a list holds.
 local pops_left = count + 100
-local usable = {}
-
 for _, priority in ipairs(PRIORITIES) do
   local list = K.queue[priority]
-  local found = redis.call('TYPE', list)['ok']
-  if found == 'none' or found == 'list' then
-    usable[#usable + 1] = list
-    while claimed < count and pops_left > 0 do
-      local id = redis.call('LPOP', list)
-      if not id then
-        break
-      end
-      pops_left = pops_left - 1
-      local st, raw = load_state(id)
-      local has_task = redis.call('HEXISTS', K.tasks, id) == 1
-      if st == nil and not has_task then
-        warnings[#warnings + 1] = 'queued id ' .. id .. ' has no task: dead-lettered'
-        dead_letter(id, placeholder_state(priority, now), 'no task', now, 'MALFORMED',
-          'the queue held an id with no task')
-      elseif not st then
-        warnings[#warnings + 1] = 'task ' .. id .. ' has a missing or unreadable state: dead-lettered'
-        dead_letter(id, placeholder_state(priority, now), 'malformed state', now, 'MALFORMED',
-          'the task state in Redis is missing or unreadable', raw)
-      elseif not has_task then
-        warnings[#warnings + 1] = 'task ' .. id .. ' has no task body: dead-lettered'
-        dead_letter(id, st, 'no task', now, 'MALFORMED', 'the task body is missing from Redis')
-      elseif st.status ~= 'queued' then
-        warnings[#warnings + 1] = 'queued id ' .. id .. ' is ' .. st.status .. ': stale entry skipped'
-      elseif type(st.expires_ms) == 'number' and now >= st.expires_ms then
-        finish(id, st, 'expired', now, { error_code = 'EXPIRED',
-          error_message = 'the task expired before a worker claimed it' })
-      else
-        claimed = claimed + 1
-        local token = token_prefix .. ':' .. fmt_int(claimed)
-        local deadline = now + lease_ms
-        st.status = 'active'
-        st.token = token
-        st.worker = worker
-        st.claimed_ms = now
-        if type(st.started_ms) ~= 'number' then
-          st.started_ms = now
-        end
-        save_state(id, st)
-        redis.call('ZADD', K.active, deadline, id)
-        reply[#reply + 1] = {
-          id, redis.call('HGET', K.tasks, id), st.attempts + 1, token, deadline,
-          st.remote_id or false, st.remote_ms or false,
-        }
-      end
+  while claimed < count and pops_left > 0 do
+    local id = redis.call('LPOP', list)
+    if not id then
+      break
     end
-  else
-    warnings[#warnings + 1] = list .. ' is a ' .. found .. ', expected a list: skipped'
+    pops_left = pops_left - 1
+    local st, raw = load_state(id)
+    local has_task = redis.call('HEXISTS', K.tasks, id) == 1
+    if st == nil and not has_task then
+      warnings[#warnings + 1] = 'queued id ' .. id .. ' has no task: dead-lettered'
+      dead_letter(id, placeholder_state(priority, now), 'no task', now, 'MALFORMED',
+        'the queue held an id with no task')
+    elseif not st then
+      warnings[#warnings + 1] = 'task ' .. id .. ' has a missing or unreadable state: dead-lettered'
+      dead_letter(id, placeholder_state(priority, now), 'malformed state', now, 'MALFORMED',
+        'the task state in Redis is missing or unreadable', raw)
+    elseif not has_task then
+      warnings[#warnings + 1] = 'task ' .. id .. ' has no task body: dead-lettered'
+      dead_letter(id, st, 'no task', now, 'MALFORMED', 'the task body is missing from Redis')
+    elseif st.status ~= 'queued' then
+      warnings[#warnings + 1] = 'queued id ' .. id .. ' is ' .. st.status .. ': stale entry skipped'
+    elseif type(st.expires_ms) == 'number' and now >= st.expires_ms then
+      finish(id, st, 'expired', now, { error_code = 'EXPIRED',
+        error_message = 'the task expired before a worker claimed it' })
+    else
+      claimed = claimed + 1
+      local token = token_prefix .. ':' .. fmt_int(claimed)
+      local deadline = now + lease_ms
+      st.status = 'active'
+      st.token = token
+      st.worker = worker
+      st.claimed_ms = now
+      if type(st.started_ms) ~= 'number' then
+        st.started_ms = now
+      end
+      save_state(id, st)
+      redis.call('ZADD', K.active, deadline, id)
+      reply[#reply + 1] = {
+        id, redis.call('HGET', K.tasks, id), st.attempts + 1, token, deadline,
+        st.remote_id or false, st.remote_ms or false,
+      }
+    end
   end
 end
 
 -- Work left: re-arm the marker so the next blocked claimer wakes too.
-for _, list in ipairs(usable) do
-  if redis.call('LLEN', list) > 0 then
+for _, priority in ipairs(PRIORITIES) do
+  if redis.call('LLEN', K.queue[priority]) > 0 then
     arm_wake()
     break
   end

@@ -11,7 +11,7 @@
 --- @include "state"
 
 local bad = wrong_type({
-  { K.state, 'hash' }, { K.active, 'zset' }, { K.wake, 'list' },
+  { K.state, 'hash' }, { K.active, 'zset' },
   { K.queue.high, 'list' }, { K.queue.normal, 'list' }, { K.queue.low, 'list' },
 })
 if bad then

@@ -14,7 +14,7 @@
 --- @include "util"
 
 local bad = wrong_type({
-  { K.tasks, 'hash' }, { K.state, 'hash' }, { K.idem, 'hash' }, { K.counters, 'hash' }, { K.wake, 'list' },
+  { K.tasks, 'hash' }, { K.state, 'hash' }, { K.idem, 'hash' }, { K.counters, 'hash' },
   { K.queue.high, 'list' }, { K.queue.normal, 'list' }, { K.queue.low, 'list' }, { K.epoch, 'string' },
 })
 if bad then

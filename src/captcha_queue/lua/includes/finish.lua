@@ -53,11 +53,12 @@ local function finish(id, st, status, now, extra, counter)
 end
 
 -- Dead-letter a task with a reason and its attempt history, and finish it as "error".
--- `raw` (optional) is an unreadable entry to keep for inspection.
+-- `raw` (optional) is an unreadable entry to keep for inspection (when it is the task body itself,
+-- the body is kept only as raw text).
 local function dead_letter(id, st, reason, now, error_code, error_message, raw)
   local parts = { '{"id":', cjson.encode(id), ',"reason":', cjson.encode(reason), ',"dead_at":', fmt_s(now) }
   local task_raw = redis.call('HGET', K.tasks, id)
-  if task_raw and pcall(cjson.decode, task_raw) then
+  if task_raw and task_raw ~= raw and pcall(cjson.decode, task_raw) then
     parts[#parts + 1] = ',"task":' .. task_raw
   elseif task_raw then
     raw = raw or task_raw

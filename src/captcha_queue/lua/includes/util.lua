@@ -32,13 +32,14 @@ local function core_checks()
   return {
     { K.tasks, 'hash' }, { K.state, 'hash' }, { K.active, 'zset' }, { K.delayed, 'zset' },
     { K.results, 'hash' }, { K.expiry, 'zset' }, { K.idem, 'hash' }, { K.dead, 'hash' },
-    { K.dead_index, 'zset' }, { K.counters, 'hash' }, { K.events, 'stream' }, { K.wake, 'list' },
+    { K.dead_index, 'zset' }, { K.counters, 'hash' }, { K.events, 'stream' },
     { K.queue.high, 'list' }, { K.queue.normal, 'list' }, { K.queue.low, 'list' },
   }
 end
 
 -- One marker in the wake list: one blocked claimer wakes, claims, and re-arms it if work remains.
+-- DEL first: the marker carries no data, and a wake key someone overwrote with another type heals.
 local function arm_wake()
-  redis.call('LPUSH', K.wake, '1')
-  redis.call('LTRIM', K.wake, 0, 0)
+  redis.call('DEL', K.wake)
+  redis.call('RPUSH', K.wake, '1')
 end

@@ -1,0 +1,270 @@
+"""Cancel, expiry of finished tasks, notifications and listen, stats, the dead-letter queue, the epoch."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+
+from captcha_queue import AsyncCaptchaQueue, Result, Solution, TaskCancelled, TaskSpec
+
+RC = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
+
+
+@pytest.fixture
+async def queue(redis_client: aioredis.Redis, namespace: str) -> AsyncIterator[AsyncCaptchaQueue]:
+    q = AsyncCaptchaQueue(redis_client, namespace=namespace)
+    yield q
+    await q.aclose()
+
+
+async def finish_one(q: AsyncCaptchaQueue, text: str = "token") -> Result:
+    [claim] = await q.claim("w", 1, block_s=0)
+    return await q.complete(claim, text)
+
+
+# -- cancel ----------------------------------------------------------------------------------------
+async def test_cancel_a_queued_task_ends_it_at_once(queue: AsyncCaptchaQueue) -> None:
+    task_id, other = await queue.submit_many([TaskSpec("userrecaptcha", RC)] * 2)
+    assert await queue.cancel(task_id) is True
+    result = await queue.get_result(task_id)
+    assert result is not None and result.status == "cancelled"
+    assert await queue.client.lrange(queue.keys.queue("normal"), 0, -1) == [other.encode()]
+    assert [c.task.id for c in await queue.claim("w", 5, block_s=0)] == [other]
+
+
+async def test_cancel_a_delayed_retry(queue: AsyncCaptchaQueue) -> None:
+    task_id = await queue.submit("userrecaptcha", RC)
+    [claim] = await queue.claim("w", 1)
+    await queue.fail(claim, "ERR", retry_in_s=60)
+    assert await queue.cancel(task_id)
+    stats = await queue.stats()
+    assert (stats.delayed, stats.cancelled) == (0, 1)
+
+
+async def test_cancel_a_claimed_task_tells_its_worker_at_each_step(queue: AsyncCaptchaQueue) -> None:
+    task_id = await queue.submit("userrecaptcha", RC)
+    [claim] = await queue.claim("w", 1)
+    assert await queue.cancel(task_id)
+    result = await queue.get_result(task_id)
+    assert result is not None and result.status == "cancelled"
+    outcome = await queue.renew([claim])
+    assert (outcome.renewed, outcome.lost, outcome.cancelled) == ([], [], [task_id])
+    for call in (
+        queue.record_remote(claim, "1"),
+        queue.complete(claim, "token"),
+        queue.fail(claim, "ERR", retry_in_s=1),
+        queue.release(claim),
+        queue.expire(claim),
+    ):
+        with pytest.raises(TaskCancelled):
+            await call
+    assert await queue.get_result(task_id) == result  # still the one final result
+    assert (await queue.stats()).in_flight == 0
+
+
+async def test_cancel_of_a_finished_or_unknown_task_is_false(queue: AsyncCaptchaQueue) -> None:
+    task_id = await queue.submit("userrecaptcha", RC)
+    done = await finish_one(queue)
+    assert await queue.cancel(task_id) is False
+    assert await queue.get_result(task_id) == done
+    assert await queue.cancel("0" * 32) is False
+
+
+# -- everything a finished task leaves expires together ---------------------------------------------
+async def test_every_field_of_a_finished_task_expires_with_its_result(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    q = AsyncCaptchaQueue(redis_client, namespace=namespace, result_ttl_s=120)
+    task_id = await q.submit("userrecaptcha", RC, idempotency_key="idem-1", metadata={"m": 1})
+    await finish_one(q)
+    now_s, _ = await redis_client.time()
+    score = await redis_client.zscore(q.keys.expiry, task_id)
+    assert score == pytest.approx(now_s * 1000 + 120_000, abs=5_000)
+    await redis_client.zadd(q.keys.expiry, {task_id: 0})  # its time has come
+    await q.reap()
+    for key in (q.keys.tasks, q.keys.state, q.keys.results):
+        assert not await redis_client.hexists(key, task_id)
+    assert await redis_client.hlen(q.keys.idempotency) == 0
+    assert await redis_client.zcard(q.keys.expiry) == 0
+    assert await q.get_result(task_id) is None
+
+
+async def test_the_claim_path_reaps_expired_results_in_bounded_batches(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    q = AsyncCaptchaQueue(redis_client, namespace=namespace)
+    ids = await q.submit_many([TaskSpec("userrecaptcha", RC)] * 150)
+    for task_id in ids:
+        await q.cancel(task_id)
+    await redis_client.zadd(q.keys.expiry, dict.fromkeys(ids, 0))
+    await q.claim("w", 1, block_s=0)
+    assert await redis_client.hlen(q.keys.results) == 50  # one batch of 100 per claim
+    await q.claim("w", 1, block_s=0)
+    assert await redis_client.hlen(q.keys.results) == 0
+
+
+async def test_counters_have_a_fixed_set_of_fields(queue: AsyncCaptchaQueue) -> None:
+    await queue.submit_many([TaskSpec("userrecaptcha", RC, max_attempts=1)] * 6)
+    claims = await queue.claim("w", 6)
+    await queue.complete(claims[0], "t")
+    await queue.fail(claims[1], "ERR")
+    await queue.fail(claims[2], "ERR", retry_in_s=0)  # no attempts left: dead
+    await queue.cancel(claims[3].task.id)
+    await queue.expire(claims[4])
+    await queue.release(claims[5])
+    fields = set((await queue.client.hgetall(queue.keys.counters)).keys())
+    assert fields <= {b"submitted", b"completed", b"failed", b"dead", b"cancelled", b"expired", b"requeued"}
+
+
+async def test_dead_letters_expire_after_their_retention(redis_client: aioredis.Redis, namespace: str) -> None:
+    q = AsyncCaptchaQueue(redis_client, namespace=namespace, dead_ttl_s=60)
+    task_id = await q.submit("userrecaptcha", RC, max_attempts=1)
+    [claim] = await q.claim("w", 1)
+    await q.fail(claim, "ERR", retry_in_s=0)
+    await q.reap()
+    assert await q.dead_letter(task_id) is not None
+    await redis_client.zadd(q.keys.dead_index, {task_id: 0})
+    await q.reap()
+    assert await q.dead_letter(task_id) is None
+    assert await redis_client.hlen(q.keys.dead) == 0
+
+
+# -- notifications ---------------------------------------------------------------------------------
+async def test_each_final_result_is_published_and_appended_to_the_stream(queue: AsyncCaptchaQueue) -> None:
+    task_id = await queue.submit("userrecaptcha", RC)
+    pubsub = queue.client.pubsub()
+    await pubsub.subscribe(queue.keys.channel)
+    try:
+        assert (await pubsub.get_message(timeout=1.0) or {})["type"] == "subscribe"
+        result = await finish_one(queue)
+        message = await pubsub.get_message(timeout=2.0)
+        assert message is not None
+        assert msgspec.json.decode(message["data"]) == {"id": task_id, "status": "success"}
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+    [(_, fields)] = await queue.client.xrange(queue.keys.events)
+    assert msgspec.json.decode(fields[b"result"], type=Result) == result
+
+
+async def test_the_events_stream_is_capped(redis_client: aioredis.Redis, namespace: str) -> None:
+    q = AsyncCaptchaQueue(redis_client, namespace=namespace, events_maxlen=10)
+    for task_id in await q.submit_many([TaskSpec("userrecaptcha", RC)] * 300):
+        await q.cancel(task_id)
+    assert await redis_client.xlen(q.keys.events) < 300
+
+
+async def wait_until_blocked(client: aioredis.Redis) -> None:
+    deadline = asyncio.get_running_loop().time() + 5
+    while (await client.info("clients"))["blocked_clients"] < 1:
+        assert asyncio.get_running_loop().time() < deadline, "the listener never blocked"
+        await asyncio.sleep(0.005)
+
+
+async def test_listen_from_now_yields_only_later_completions(queue: AsyncCaptchaQueue) -> None:
+    await queue.submit_many([TaskSpec("userrecaptcha", RC)] * 2)
+    await finish_one(queue)
+    events = queue.listen()
+    following = asyncio.create_task(anext(events))
+    await wait_until_blocked(queue.client)
+    later = await finish_one(queue)
+    assert await following == later
+    await events.aclose()  # type: ignore[attr-defined]
+
+
+async def test_listen_resumes_from_an_event_id_without_missing_any(queue: AsyncCaptchaQueue) -> None:
+    ids = await queue.submit_many([TaskSpec("userrecaptcha", RC)] * 4)
+    await finish_one(queue)
+    await finish_one(queue)
+    events = queue.listen_events(from_id="0-0")
+    seen = [await anext(events), await anext(events)]
+    await events.aclose()  # type: ignore[attr-defined]
+    assert [r.id for _, r in seen] == ids[:2]
+    # Two more finish while nobody listens; resuming from the last id seen misses none of them.
+    await finish_one(queue)
+    await finish_one(queue)
+    resumed = queue.listen(from_id=seen[-1][0])
+    later = [await anext(resumed), await anext(resumed)]
+    await resumed.aclose()  # type: ignore[attr-defined]
+    assert [r.id for r in later] == ids[2:]
+
+
+# -- stats -----------------------------------------------------------------------------------------
+async def test_stats_in_one_round_trip(queue: AsyncCaptchaQueue) -> None:
+    await queue.submit_many(
+        [TaskSpec("userrecaptcha", RC, priority=p) for p in ("high", "normal", "normal", "low", "low", "low")]
+    )
+    [claim] = await queue.claim("w", 1)
+    await queue.client.zadd(queue.keys.workers, {"w": 2**50})
+    await queue.client.zadd(queue.keys.workers, {"gone": 1})
+    await queue.client.zadd(queue.keys.slots("default"), {"w:1": 2**50})
+    await queue.client.hset(queue.keys.slot_limit("default"), mapping={"configured": 10, "effective": 8})
+    before = (await queue.client.info("commandstats"))["cmdstat_evalsha"]["calls"]
+    stats = await queue.stats()
+    assert (await queue.client.info("commandstats"))["cmdstat_evalsha"]["calls"] == before + 1
+    assert stats.queued == {"high": 0, "normal": 2, "low": 3}
+    assert (stats.in_flight, stats.delayed, stats.workers) == (1, 0, 1)
+    assert (stats.solver_slots_used, stats.solver_slots_limit) == (1, 8)
+    assert stats.submitted == 6
+    assert stats.oldest_queued_age_s is not None and 0 <= stats.oldest_queued_age_s < 60
+    assert stats.epoch == await queue.epoch()
+    await queue.complete(claim, Solution("t"))
+    assert (await queue.stats()).completed == 1
+
+
+async def test_stats_survive_keys_of_the_wrong_type(queue: AsyncCaptchaQueue) -> None:
+    await queue.client.set(queue.keys.counters, "garbage")
+    await queue.client.set(queue.keys.queue("high"), "garbage")
+    stats = await queue.stats()
+    assert stats.queued["high"] == 0 and stats.completed == 0
+
+
+async def test_epoch_is_written_once_and_changes_when_redis_loses_its_data(queue: AsyncCaptchaQueue) -> None:
+    first = await queue.epoch()
+    assert await queue.epoch() == first
+    await queue.submit("userrecaptcha", RC)
+    assert (await queue.stats()).epoch == first
+    await queue.client.delete(queue.keys.epoch, queue.keys.counters)  # as after a restart with no data
+    assert await queue.epoch() != first
+    assert (await queue.stats()).submitted == 0
+
+
+# -- the dead-letter queue --------------------------------------------------------------------------
+async def _dead(q: AsyncCaptchaQueue, n: int) -> list[str]:
+    ids = await q.submit_many([TaskSpec("userrecaptcha", RC, max_attempts=1, idempotency_key=None)] * n)
+    for claim in await q.claim("w", n):
+        await q.fail(claim, "ERROR_CAPTCHA_UNSOLVABLE", retry_in_s=0)
+    return ids
+
+
+async def test_dead_letters_list_show_and_purge(queue: AsyncCaptchaQueue) -> None:
+    ids = await _dead(queue, 3)
+    letters = await queue.dead_letters()
+    assert sorted(letter.id for letter in letters) == sorted(ids)
+    assert all(letter.reason == "max_attempts" for letter in letters)
+    assert len(await queue.dead_letters(limit=2)) == 2
+    assert await queue.purge_dead() == 3
+    assert await queue.dead_letters() == []
+    assert (await queue.stats()).dead_letters == 0
+
+
+async def test_requeue_gives_a_dead_task_a_new_run_under_its_id(queue: AsyncCaptchaQueue) -> None:
+    [task_id] = await _dead(queue, 1)
+    assert (await queue.get_result(task_id)) is not None
+    assert await queue.requeue(task_id) is True
+    assert await queue.dead_letter(task_id) is None
+    assert await queue.get_result(task_id) is None
+    [claim] = await queue.claim("w", 1)
+    assert (claim.task.id, claim.attempt) == (task_id, 1)
+    result = await queue.complete(claim, "second time lucky")
+    assert result.status == "success"
+    assert await queue.requeue(task_id) is False  # no dead letter any more
+
+
+async def test_requeue_all(queue: AsyncCaptchaQueue) -> None:
+    ids = await _dead(queue, 3)
+    assert await queue.requeue_all() == 3
+    assert sorted(c.task.id for c in await queue.claim("w", 5)) == sorted(ids)
