@@ -177,7 +177,7 @@ class CaptchaAISolver(Solver):
     async def _multi_poll(self, chunk: Sequence[tuple[str, MethodSpec]]) -> dict[str, PollOutcome]:
         ids = ",".join(remote_id for remote_id, _ in chunk)
         status, body, retry_after_s = await self._post(self._res_url, {"action": "get", "ids": ids})
-        text = body.decode("utf-8", errors="replace").strip()
+        text = self._redact(body.decode("utf-8", errors="replace").strip())
         if text.startswith("{") or status != 200:
             reply = parse_reply(
                 status, body, redact=self._redact, time_scale=self.time_scale, retry_after_s=retry_after_s

@@ -98,6 +98,8 @@ def parse_reply(
         scale = 1.0 if retry_after_s is not None else time_scale
         raise error_for("HTTP_429", "HTTP 429", time_scale=scale, retry_after_s=retry_after_s)
     text = body.decode("utf-8", errors="replace").strip()
+    if redact is not None:
+        text = redact(text)  # once, here: nothing derived from the body can show the key
     if _HTML.match(body) or "<html" in text[:512].lower():
         title = _TITLE.search(text)
         detail = f"HTTP {status}: " + _snippet(title.group(1) if title else text, redact)
