@@ -1,0 +1,228 @@
+"""``python -m bench`` (``make bench``): every workload, every system, one Redis, one simulator, one report.
+
+    python -m bench              # the full run (about 10-15 minutes on 2 cores)
+    python -m bench --quick      # small sizes (under 2 minutes), written to <date>-quick.md
+    python -m bench --only W1,W3 --systems captcha-queue,naive
+
+Redis: ``REDIS_URL`` if set (keys of each run are deleted after it), else a private server that is
+flushed between runs and stopped at the end. The simulator is ``captcha-queue simulator`` with a fixed
+solve time for the W2 method (``--latency turnstile=S:S:S``) and the same time scale as every client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shlex
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from captcha_queue.redis_server import EmbeddedRedis, check_redis, redis_url_from_env
+
+from . import naive
+from .harness import ProcessGroup, Simulator, child_env, machine_info, package_versions, redis_version
+from .notify import run_w3
+from .peers import ARQ_SETTINGS, SAQ_SETTINGS
+from .profiling import explain_misses
+from .report import Meta, check_targets, draw_chart, format_table, write_markdown
+from .workloads import FIRST_POLL_S, POLL_INTERVAL_S, SOLVE_METHOD, Bench, Sizes
+
+SYSTEMS = ("captcha-queue", "naive", "arq", "saq")
+WORKLOADS = ("W1", "W2", "W3", "W4")
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+PACKAGES = (
+    "captcha-queue",
+    "redis",
+    "hiredis",
+    "aiohttp",
+    "msgspec",
+    "uvloop",
+    "arq",
+    "saq",
+    "matplotlib",
+    "pyinstrument",
+)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, under 2 minutes")
+    parser.add_argument("--only", default=",".join(WORKLOADS), help="workloads to run (default: all)")
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help="systems to run (default: all)")
+    parser.add_argument("--time-scale", type=float, default=None, help="scale of solve and poll times")
+    parser.add_argument("--solve-s", type=float, default=None, help="fixed solve time before scaling")
+    parser.add_argument("--no-profile", action="store_true", help="skip profiling missed targets")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the .md and .png go")
+    return parser.parse_args(argv)
+
+
+@contextlib.contextmanager
+def resolve_redis() -> Iterator[tuple[str, bool]]:
+    url = redis_url_from_env()
+    if url:
+        check_redis(url)
+        yield url, False
+        return
+    with EmbeddedRedis(extra_args=("--maxclients", "20000")) as server:
+        yield server.url, True
+
+
+def settings_text(sizes: Sizes) -> dict[str, str]:
+    scale = sizes.time_scale
+    return {
+        "time scale": (
+            f"{scale} (solve time L = {sizes.solve_s:g} s x {scale} = {sizes.latency_s:g} s; {SOLVE_METHOD} "
+            f"polls first after {FIRST_POLL_S:g} x {scale} = {FIRST_POLL_S * scale:g} s, then every "
+            f"{POLL_INTERVAL_S:g} x {scale} = {POLL_INTERVAL_S * scale:g} s)"
+        ),
+        "simulator": (
+            f"captcha-queue simulator --time-scale {scale} --threads 20000 --over-capacity no_slot "
+            f"--latency {SOLVE_METHOD}={sizes.solve_s:g}:{sizes.solve_s:g}:{sizes.solve_s:g}; a fresh "
+            "account (API key) per run, so max in flight is the run's own"
+        ),
+        "W1": (
+            f"{sizes.w1_tasks:,} tasks, {sizes.w1_concurrency} jobs in flight per worker process for every "
+            f"system, worker processes {', '.join(map(str, sizes.w1_processes))}"
+        ),
+        "W2": (
+            f"{sizes.w2_tasks:,} tasks, {sizes.w2_processes} worker process(es) x {sizes.w2_concurrency} "
+            f"concurrency, fleet limit {sizes.w2_limit:,} (captcha-queue --solver-limit); the naive design "
+            f"runs its 4 processes for a {sizes.naive_window_s:g} s window; latency: "
+            f"{sizes.latency_tasks:,} tasks submitted one by one at {sizes.latency_load:.0%} of the "
+            "ideal rate"
+        ),
+        "W3": f"1 waiter x {sizes.w3_rounds} rounds; {sizes.w3_waiters:,} concurrent waiters, one burst",
+        "W4": (
+            f"processes {', '.join(map(str, sizes.w4_processes))} x in flight "
+            f"{', '.join(f'{n:,}' for n in sizes.w4_in_flight)}, {sizes.w4_waves} x in-flight tasks each"
+        ),
+        "captcha-queue": (
+            "captcha-queue worker --processes P --concurrency C --lease-s 30 --solver instant|captchaai "
+            "--time-scale S --solver-limit N; producer submit_many (batches of 1,000) + as_completed "
+            "(push); latency run: submit + wait_result per task"
+        ),
+        "naive": (
+            f"{naive.PROCESSES} synchronous processes (W1: 1 and 2), BLPOP, fixed "
+            f"{naive.SOLVER_POLL_S:g} s x scale res.php polling, HSET + SETEX results, producer HGET "
+            f"polling every {naive.RESULT_POLL_S:g} s x scale; submits pipelined in batches of 500"
+        ),
+        "arq": ARQ_SETTINGS,
+        "saq": SAQ_SETTINGS,
+    }
+
+
+async def run_all(bench: Bench, workloads: Sequence[str], systems: Sequence[str]) -> None:
+    s = bench.sizes
+    say = bench.log
+    peers = [p for p in ("arq", "saq") if p in systems]
+    if "W1" in workloads:
+        say("W1: queue overhead")
+        for procs in s.w1_processes:
+            if "captcha-queue" in systems:
+                await bench.guarded("W1", "captcha-queue", f"{procs}", bench.cq_w1(procs))
+            if "naive" in systems:
+                await bench.guarded("W1", "naive", f"{procs}", bench.naive_w1(procs))
+            for peer in peers:
+                await bench.guarded("W1", peer, f"{procs}", bench.peer_w1(peer, procs))
+        if "captcha-queue" in systems:
+            await bench.guarded("W1 submit", "captcha-queue", "", bench.cq_submit_only())
+        for peer in peers:
+            await bench.guarded("W1 submit", peer, "", bench.peer_submit_only(peer))
+    if "W2" in workloads:
+        say("W2: solver workload")
+        if "captcha-queue" in systems:
+            await bench.guarded(
+                "W2",
+                "captcha-queue",
+                "",
+                bench.cq_w2(s.w2_processes, s.w2_concurrency, s.w2_limit, s.w2_tasks),
+            )
+        if "naive" in systems:
+            await bench.guarded("W2", "naive", "", bench.naive_w2())
+        for peer in peers:
+            await bench.guarded("W2", peer, "", bench.peer_w2(peer))
+        if "captcha-queue" in systems:
+            await bench.guarded("W2 latency", "captcha-queue", "", bench.cq_latency())
+        if "naive" in systems:
+            await bench.guarded("W2 latency", "naive", "", bench.naive_latency())
+        for peer in peers:
+            await bench.guarded("W2 latency", peer, "", bench.peer_latency(peer))
+    if "W3" in workloads:
+        say("W3: notification latency")
+        for system in ("captcha-queue", "naive"):
+            if system not in systems:
+                continue
+            for waiters in (1, s.w3_waiters):
+                coro = run_w3(bench.redis_url, system, waiters, s.w3_rounds, s.time_scale, s.run_timeout_s)
+                await bench.guarded("W3", system, f"{waiters}", coro)
+    if "W4" in workloads and "captcha-queue" in systems:
+        say("W4: scale")
+        for in_flight in s.w4_in_flight:
+            for procs in s.w4_processes:
+                per_proc = max(1, in_flight // procs)
+                coro = bench.cq_w2(procs, per_proc, in_flight, in_flight * s.w4_waves, workload="W4")
+                await bench.guarded("W4", "captcha-queue", f"{procs}x{in_flight}", coro)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    sizes = Sizes.quick() if args.quick else Sizes()
+    if args.time_scale is not None:
+        sizes = _replace(sizes, time_scale=args.time_scale)
+    if args.solve_s is not None:
+        sizes = _replace(sizes, solve_s=args.solve_s)
+    workloads = [w.strip().upper() for w in args.only.split(",") if w.strip()]
+    systems = [s.strip().lower() for s in args.systems.split(",") if s.strip()]
+    command = shlex.join(["python", "-m", "bench", *argv])
+    started = time.monotonic()
+    date = time.strftime("%Y-%m-%d")
+    stem = f"{date}-quick" if args.quick else date
+    with resolve_redis() as (url, private), ProcessGroup() as group:
+        sim_args = ["--time-scale", str(sizes.time_scale), "--threads", "20000", "--over-capacity", "no_slot"]
+        sim_args += ["--latency", f"{SOLVE_METHOD}={sizes.solve_s:g}:{sizes.solve_s:g}:{sizes.solve_s:g}"]
+        sim_args += ["--seed", "7"]
+        simulator = Simulator.start(group, sim_args, child_env())
+        bench = Bench(redis_url=url, sizes=sizes, private_redis=private, simulator=simulator)
+        bench.log(f"Redis {url} ({'private' if private else 'REDIS_URL'}), simulator {simulator.base_url}")
+        bench.clean()
+        asyncio.run(run_all(bench, workloads, systems))
+        targets = check_targets(bench.results, sizes.poll_bound, sizes.w2_concurrency)
+        if not args.no_profile:
+            explain_misses(bench, targets)
+        versions = package_versions(PACKAGES)
+        versions["server"] = redis_version(url)
+    meta = Meta(
+        date=date,
+        command=command,
+        machine=machine_info(),
+        versions=versions,
+        settings=settings_text(sizes),
+        notes=[
+            "arq 0.28 declares redis<6 and SAQ's redis extra redis<8; both ran on the redis-py above "
+            "(installed without its pin, see the Makefile bench target), the same client every system used.",
+            "Peak RSS is VmHWM from /proc/<pid>/status, the largest over the worker's process tree.",
+            "Redis commands per task count every command the server executed during the run "
+            "(producer, workers, heartbeats and idle blocking calls), divided by the tasks finished.",
+        ],
+        duration_s=time.monotonic() - started,
+    )
+    md_path, png_path = args.out / f"{stem}.md", args.out / f"{stem}.png"
+    write_markdown(md_path, meta, bench.results, targets)
+    draw_chart(png_path, bench.results)
+    print(format_table(bench.results, targets))
+    print(f"\nwrote {md_path} and {png_path}")
+    return 0
+
+
+def _replace(sizes: Sizes, **changes: float) -> Sizes:
+    from dataclasses import replace
+
+    return replace(sizes, **changes)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

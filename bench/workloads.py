@@ -1,0 +1,644 @@
+"""The four workloads, driven the same way for every system.
+
+* **W1 queue overhead**: N tasks through an instant solver, end to end (first submit until every result
+  is visible to the producer) with 1 and 2 worker processes; submit-only rate; Redis commands per task
+  from ``INFO commandstats`` deltas.
+* **W2 solver workload**: tasks through the HTTP simulator with a fixed solve time L and the method's poll
+  cadence scaled alike: throughput against the ideal ``min(limit, concurrency) / L``, ``in.php`` and
+  ``res.php`` calls per task, peak RSS per worker process; then an open-loop run at half the ideal rate
+  (so a slot is always free) for the queue's own overhead: end-to-end latency minus L.
+* **W3 notification latency** (see :mod:`bench.notify`).
+* **W4 scale**: W2 for captcha-queue with 1, 2 and 4 worker processes and 1,000 / 5,000 in flight.
+
+A producer is any object with ``prepare``, ``submit``, ``submit_many``, ``wait_one`` and ``wait_all``
+(captcha-queue's, the naive design's, arq's and SAQ's); the drivers below time them identically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import secrets
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from . import naive
+from .harness import (
+    BenchError,
+    CpuMeter,
+    ProcessGroup,
+    RunResult,
+    Simulator,
+    bounded,
+    child_env,
+    command_counts,
+    command_delta,
+    descendants,
+    peak_rss_mb,
+    percentile,
+    read_line,
+    sim_counts,
+    sim_max_in_flight,
+)
+from .peers import ArqProducer, SaqProducer, worker_argv
+
+__all__ = ["SOLVE_METHOD", "Bench", "Sizes", "w1_task", "w2_task"]
+
+Task = tuple[str, Mapping[str, str], str]
+
+#: The W2 method: Turnstile polls first after 10 s, then every 5 s (scaled by the time scale).
+SOLVE_METHOD = "turnstile"
+FIRST_POLL_S = 10.0
+POLL_INTERVAL_S = 5.0
+
+
+def w1_task(n: int) -> Task:
+    return (
+        SOLVE_METHOD,
+        {"sitekey": "0x4AAAAAAABench", "pageurl": f"https://bench.example/w1/{n}"},
+        "normal",
+    )
+
+
+def w2_task(n: int) -> Task:
+    return (
+        SOLVE_METHOD,
+        {"sitekey": "0x4AAAAAAABench", "pageurl": f"https://bench.example/w2/{n}"},
+        "normal",
+    )
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Every size of a run; ``quick()`` is the < 2 minute version."""
+
+    w1_tasks: int = 20_000
+    w1_processes: tuple[int, ...] = (1, 2)
+    w1_concurrency: int = 1000
+    time_scale: float = 0.05
+    solve_s: float = 20.0  # the fixed solve time before scaling: L = solve_s * time_scale
+    w2_tasks: int = 6000
+    w2_processes: int = 1
+    w2_concurrency: int = 2000
+    w2_limit: int = 2000
+    naive_window_s: float = 20.0
+    latency_tasks: int = 1000
+    latency_load: float = 0.5
+    naive_latency_tasks: int = 40
+    w3_rounds: int = 200
+    w3_waiters: int = 1000
+    w4_processes: tuple[int, ...] = (1, 2, 4)
+    w4_in_flight: tuple[int, ...] = (1000, 5000)
+    w4_waves: int = 2
+    run_timeout_s: float = 180.0
+    peers: tuple[str, ...] = ("arq", "saq")
+
+    @property
+    def latency_s(self) -> float:
+        return self.solve_s * self.time_scale
+
+    @property
+    def poll_bound(self) -> int:
+        """The res.php calls per task the issue allows: ceil(L / interval) + 1."""
+        return math.ceil(self.solve_s / POLL_INTERVAL_S) + 1
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(
+            w1_tasks=2000,
+            w1_concurrency=500,
+            w2_tasks=1000,
+            w2_concurrency=500,
+            w2_limit=500,
+            naive_window_s=5.0,
+            latency_tasks=200,
+            naive_latency_tasks=8,
+            w3_rounds=50,
+            w3_waiters=200,
+            w4_processes=(1, 2),
+            w4_in_flight=(500,),
+            w4_waves=2,
+            run_timeout_s=60.0,
+        )
+
+    def scaled(self, factor: float) -> Sizes:
+        """Task counts multiplied by ``factor`` (the smoke test's toy size)."""
+        return replace(
+            self,
+            w1_tasks=max(10, int(self.w1_tasks * factor)),
+            w2_tasks=max(10, int(self.w2_tasks * factor)),
+            latency_tasks=max(5, int(self.latency_tasks * factor)),
+        )
+
+
+class Producer(Protocol):
+    async def prepare(self, count: int) -> None: ...
+    async def submit(self, task: Task, n: int = 0) -> str: ...
+    async def submit_many(self, tasks: Sequence[Task]) -> list[str]: ...
+    async def wait_one(self, task_id: str) -> float: ...
+    async def wait_all(self, ids: Sequence[str]) -> dict[str, float]: ...
+
+
+# -- captcha-queue's producer ----------------------------------------------------------------------
+
+
+class CQProducer:
+    """captcha-queue's producer API: ``submit_many`` in batches, ``as_completed`` / ``wait_result``."""
+
+    def __init__(self, redis_url: str, namespace: str, timeout_s: float) -> None:
+        self.redis_url = redis_url
+        self.namespace = namespace
+        self.timeout_s = timeout_s
+        self.q: Any = None
+
+    async def __aenter__(self) -> CQProducer:
+        from captcha_queue.queue import AsyncCaptchaQueue
+
+        self.q = AsyncCaptchaQueue.from_url(self.redis_url, namespace=self.namespace)
+        await self.q.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.q is not None:
+            await self.q.aclose()
+
+    async def prepare(self, count: int) -> None:
+        return None
+
+    async def submit(self, task: Task, n: int = 0) -> str:
+        method, params, priority = task
+        task_id: str = await self.q.submit(method, dict(params), priority=priority)
+        return task_id
+
+    async def submit_many(self, tasks: Sequence[Task]) -> list[str]:
+        from captcha_queue.models import TaskSpec
+
+        ids: list[str] = []
+        for start in range(0, len(tasks), 1000):
+            specs = [
+                TaskSpec(method=m, params=dict(p), priority=pr)  # type: ignore[arg-type]
+                for m, p, pr in tasks[start : start + 1000]
+            ]
+            ids += await self.q.submit_many(specs)
+        return ids
+
+    async def wait_one(self, task_id: str) -> float:
+        result = await self.q.wait_result(task_id, timeout_s=self.timeout_s)
+        if result is None:
+            raise BenchError(f"task {task_id} had no result within {self.timeout_s:.0f} s")
+        return time.monotonic()
+
+    async def wait_all(self, ids: Sequence[str]) -> dict[str, float]:
+        seen: dict[str, float] = {}
+        async for result in self.q.as_completed(list(ids), timeout_s=self.timeout_s):
+            seen[result.id] = time.monotonic()
+        return seen
+
+    async def worker_count(self) -> int:
+        stats = await self.q.stats()
+        return int(stats.workers)
+
+
+# -- the drivers -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Throughput:
+    ids: list[str]
+    submit_s: float
+    elapsed_s: float
+    seen: dict[str, float]
+    started: float
+
+
+async def drive_throughput(producer: Producer, tasks: Sequence[Task], timeout_s: float) -> Throughput:
+    await producer.prepare(len(tasks))
+    started = time.monotonic()
+    ids = await producer.submit_many(tasks)
+    submit_s = time.monotonic() - started
+    seen = await bounded(producer.wait_all(ids), timeout_s, "waiting for every result")
+    return Throughput(ids, submit_s, time.monotonic() - started, seen, started)
+
+
+async def drive_open_loop(
+    producer: Producer, tasks: Sequence[Task], rate_per_s: float, timeout_s: float
+) -> list[float]:
+    """Submit at a fixed rate, one waiter per task; returns each task's end-to-end seconds."""
+    await producer.prepare(len(tasks))
+    begin = time.monotonic() + 0.05
+    latencies: list[float] = []
+
+    async def one(n: int, task: Task) -> None:
+        await asyncio.sleep(max(0.0, begin + n / rate_per_s - time.monotonic()))
+        sent = time.monotonic()
+        task_id = await producer.submit(task, n)
+        latencies.append(await producer.wait_one(task_id) - sent)
+
+    await bounded(
+        asyncio.gather(*(one(n, t) for n, t in enumerate(tasks))), timeout_s, "the open-loop latency run"
+    )
+    return latencies
+
+
+async def submit_only(producer: Producer, tasks: Sequence[Task]) -> float:
+    """Tasks per second of ``submit_many`` with no worker running."""
+    await producer.prepare(len(tasks))
+    started = time.monotonic()
+    await producer.submit_many(tasks)
+    return len(tasks) / (time.monotonic() - started)
+
+
+# -- the bench: one Redis, one simulator, every system ----------------------------------------------
+
+
+@dataclass
+class Bench:
+    redis_url: str
+    sizes: Sizes
+    private_redis: bool
+    simulator: Simulator | None = None
+    results: list[RunResult] = field(default_factory=list)
+    log: Any = print
+    #: Set by the profiler: run a 1-process captcha-queue worker under pyinstrument, writing here.
+    profile_worker_to: Path | None = None
+
+    def new_key(self) -> str:
+        """A fresh simulator account per run, so its max-in-flight counter is the run's own."""
+        return secrets.token_hex(16)
+
+    def clean(self) -> None:
+        from .harness import delete_pattern, flush
+
+        if self.private_redis:
+            flush(self.redis_url)
+        else:
+            delete_pattern(self.redis_url, "{bench-*", "naive-*", "arq:*", "bench-arq-*", "saq:*")
+
+    def record(self, result: RunResult) -> RunResult:
+        self.results.append(result)
+        shown = ", ".join(f"{k}={v}" for k, v in result.metrics.items() if v is not None)
+        self.log(f"  {result.workload:<10} {result.system:<14} {result.config:<22} {result.error or shown}")
+        return result
+
+    async def guarded(self, workload: str, system: str, config: str, coro: Any) -> RunResult:
+        """Run one measurement; a failure is recorded with its reason and the bench goes on."""
+        started = time.monotonic()
+        try:
+            result: RunResult = await coro
+        except Exception as exc:
+            result = RunResult(workload, system, config, error=f"{type(exc).__name__}: {exc}".strip())
+        finally:
+            with contextlib.suppress(Exception):
+                self.clean()
+        result.metrics["run_s"] = round(time.monotonic() - started, 1)
+        return self.record(result)
+
+    # -- captcha-queue ------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def cq_workers(
+        self, namespace: str, processes: int, concurrency: int, *, http: bool, limit: int | None = None
+    ) -> AsyncIterator[tuple[ProcessGroup, str]]:
+        key = self.new_key()
+        env = child_env({"REDIS_URL": self.redis_url, "CAPTCHA_QUEUE_NAMESPACE": namespace})
+        argv = [sys.executable, "-m", "captcha_queue", "worker", "--processes", str(processes)]
+        if self.profile_worker_to is not None and processes == 1:
+            out = str(self.profile_worker_to)
+            argv[1:3] = [
+                "-m",
+                "pyinstrument",
+                "-r",
+                "pyisession",
+                "-o",
+                out,
+                "-i",
+                "0.001",
+                "-m",
+                "captcha_queue",
+            ]
+        argv += ["--concurrency", str(concurrency), "--lease-s", "30"]
+        if http:
+            assert self.simulator is not None
+            env |= {"CAPTCHAAI_URL": self.simulator.base_url, "CAPTCHAAI_KEY": key}
+            argv += ["--solver", "captchaai", "--time-scale", str(self.sizes.time_scale)]
+            argv += ["--solver-limit", str(limit or concurrency * processes)]
+        else:
+            argv += ["--solver", "instant"]
+        group = ProcessGroup()
+        try:
+            group.spawn(argv, env)
+            async with CQProducer(self.redis_url, namespace, self.sizes.run_timeout_s) as probe:
+                deadline = time.monotonic() + 30
+                while await probe.worker_count() < processes:
+                    if time.monotonic() > deadline:
+                        raise BenchError(f"{processes} captcha-queue workers did not register within 30 s")
+                    await asyncio.sleep(0.05)
+            yield group, key
+        finally:
+            group.stop_all()
+
+    async def cq_w1(self, processes: int) -> RunResult:
+        namespace = f"bench-w1-{secrets.token_hex(3)}"
+        tasks = [w1_task(n) for n in range(self.sizes.w1_tasks)]
+        result = RunResult("W1", "captcha-queue", _procs(processes))
+        async with (
+            self.cq_workers(namespace, processes, self.sizes.w1_concurrency, http=False) as (group, _),
+            CQProducer(self.redis_url, namespace, self.sizes.run_timeout_s) as producer,
+        ):
+            cpu = self._cpu(group)
+            before = command_counts(self.redis_url)
+            run = await drive_throughput(producer, tasks, self.sizes.run_timeout_s)
+            after = command_counts(self.redis_url)
+            result.metrics.update(cpu.stop())
+            rss = _tree_rss(group)
+        _throughput_metrics(result, run, before, after, rss)
+        return result
+
+    async def cq_submit_only(self) -> RunResult:
+        namespace = f"bench-sub-{secrets.token_hex(3)}"
+        tasks = [w1_task(n) for n in range(self.sizes.w1_tasks)]
+        async with CQProducer(self.redis_url, namespace, self.sizes.run_timeout_s) as producer:
+            rate = await submit_only(producer, tasks)
+        return RunResult(
+            "W1 submit", "captcha-queue", "submit_many, no worker", {"submit_per_s": round(rate)}
+        )
+
+    async def cq_w2(
+        self, processes: int, concurrency: int, limit: int, tasks_n: int, workload: str = "W2"
+    ) -> RunResult:
+        assert self.simulator is not None
+        namespace = f"bench-w2-{secrets.token_hex(3)}"
+        tasks = [w2_task(n) for n in range(tasks_n)]
+        config = f"{_procs(processes)} x {concurrency}, limit {limit}"
+        result = RunResult(workload, "captcha-queue", config)
+        async with (
+            self.cq_workers(namespace, processes, concurrency, http=True, limit=limit) as (group, key),
+            CQProducer(self.redis_url, namespace, self.sizes.run_timeout_s) as producer,
+        ):
+            sim_before = self.simulator.stats()
+            cpu = self._cpu(group)
+            before = command_counts(self.redis_url)
+            run = await drive_throughput(producer, tasks, self.sizes.run_timeout_s)
+            after = command_counts(self.redis_url)
+            result.metrics.update(cpu.stop())
+            rss = _tree_rss(group)
+            sim_after = self.simulator.stats()
+        _throughput_metrics(result, run, before, after, rss)
+        self._w2_metrics(result, run, min(limit, concurrency * processes), sim_before, sim_after, key)
+        return result
+
+    async def cq_latency(self) -> RunResult:
+        namespace = f"bench-lat-{secrets.token_hex(3)}"
+        s = self.sizes
+        capacity = min(s.w2_limit, s.w2_concurrency * s.w2_processes)
+        result = RunResult("W2 latency", "captcha-queue", f"{s.latency_load:.0%} of ideal rate")
+        async with (
+            self.cq_workers(namespace, s.w2_processes, s.w2_concurrency, http=True, limit=s.w2_limit),
+            CQProducer(self.redis_url, namespace, s.run_timeout_s) as producer,
+        ):
+            await self._latency(result, producer, s.latency_tasks, s.latency_load * capacity / s.latency_s)
+        return result
+
+    # -- the naive design ---------------------------------------------------------------------------
+
+    async def naive_w1(self, processes: int) -> RunResult:
+        tasks = [w1_task(n) for n in range(self.sizes.w1_tasks)]
+        return await naive.run_naive_throughput(
+            self.redis_url,
+            workload="W1",
+            tasks=tasks,
+            processes=processes,
+            time_scale=self.sizes.time_scale,
+            timeout_s=self.sizes.run_timeout_s,
+        )
+
+    async def naive_w2(self) -> RunResult:
+        assert self.simulator is not None
+        s = self.sizes
+        per_window = int(naive.PROCESSES * s.naive_window_s / s.latency_s) + naive.PROCESSES * 4
+        key = self.new_key()
+        sim_before = self.simulator.stats()
+        result = await naive.run_naive_throughput(
+            self.redis_url,
+            workload="W2",
+            tasks=[w2_task(n) for n in range(per_window)],
+            processes=naive.PROCESSES,
+            solver_url=self.simulator.base_url,
+            time_scale=s.time_scale,
+            window_s=s.naive_window_s,
+            timeout_s=s.run_timeout_s,
+            api_key=key,
+            simulator_pid=self.simulator.proc.pid,
+        )
+        sim_after = self.simulator.stats()
+        ideal = naive.PROCESSES / s.latency_s
+        self._sim_metrics(result, sim_before, sim_after, key, int(result.get("finished_total") or 0))
+        result.metrics["ideal_per_s"] = round(ideal, 2)
+        return result
+
+    async def naive_latency(self) -> RunResult:
+        assert self.simulator is not None
+        s = self.sizes
+        keys = naive.NaiveKeys(f"naive-lat-{secrets.token_hex(3)}")
+        result = RunResult("W2 latency", "naive", f"{s.latency_load:.0%} of its ideal rate")
+        group = ProcessGroup()
+        client = _async_redis(self.redis_url)
+        try:
+            naive.spawn_workers(
+                group, self.redis_url, keys, naive.PROCESSES, self.simulator.base_url, s.time_scale
+            )
+            await naive.wait_workers_ready(client, naive.PROCESSES)
+            producer = naive.NaiveProducer(client, keys, naive.RESULT_POLL_S * s.time_scale)
+            rate = s.latency_load * naive.PROCESSES / s.latency_s
+            await self._latency(result, producer, s.naive_latency_tasks, rate)
+        finally:
+            group.stop_all(grace_s=2.0)
+            await client.aclose()
+        return result
+
+    # -- arq and SAQ --------------------------------------------------------------------------------
+
+    def _peer_producer(self, system: str, queue: str, http: bool) -> ArqProducer | SaqProducer:
+        return (
+            ArqProducer(self.redis_url, queue, http=http)
+            if system == "arq"
+            else SaqProducer(self.redis_url, queue, http=http)
+        )
+
+    @contextlib.asynccontextmanager
+    async def peer_workers(
+        self, system: str, queue: str, processes: int, concurrency: int, *, http: bool
+    ) -> AsyncIterator[tuple[ProcessGroup, str]]:
+        key = self.new_key()
+        solver_url = self.simulator.base_url if http and self.simulator else None
+        argv = worker_argv(
+            system, self.redis_url, queue, concurrency, solver_url, self.sizes.time_scale, concurrency, key
+        )
+        group = ProcessGroup()
+        try:
+            procs = [group.spawn_python(argv, capture_stdout=True) for _ in range(processes)]
+            for proc in procs:
+                line = await asyncio.to_thread(read_line, proc, 30.0, f"the {system} worker")
+                if line != "ready":
+                    raise BenchError(f"the {system} worker said {line!r} instead of ready")
+            yield group, key
+        finally:
+            group.stop_all()
+
+    async def peer_w1(self, system: str, processes: int) -> RunResult:
+        queue = f"bench-{system}-{secrets.token_hex(3)}"
+        tasks = [w1_task(n) for n in range(self.sizes.w1_tasks)]
+        result = RunResult("W1", system, _procs(processes))
+        async with (
+            self.peer_workers(system, queue, processes, self.sizes.w1_concurrency, http=False) as (group, _),
+            self._peer_producer(system, queue, http=False) as producer,
+        ):
+            cpu = self._cpu(group)
+            before = command_counts(self.redis_url)
+            run = await drive_throughput(producer, tasks, self.sizes.run_timeout_s)
+            after = command_counts(self.redis_url)
+            result.metrics.update(cpu.stop())
+            rss = _tree_rss(group)
+        _throughput_metrics(result, run, before, after, rss)
+        return result
+
+    async def peer_submit_only(self, system: str) -> RunResult:
+        queue = f"bench-{system}-{secrets.token_hex(3)}"
+        tasks = [w1_task(n) for n in range(self.sizes.w1_tasks)]
+        async with self._peer_producer(system, queue, http=False) as producer:
+            rate = await submit_only(producer, tasks)
+        how = "enqueue_job, 500 concurrent" if system == "arq" else "enqueue, 500 concurrent"
+        return RunResult("W1 submit", system, how, {"submit_per_s": round(rate)})
+
+    async def peer_w2(self, system: str) -> RunResult:
+        assert self.simulator is not None
+        s = self.sizes
+        queue = f"bench-{system}-{secrets.token_hex(3)}"
+        tasks = [w2_task(n) for n in range(s.w2_tasks)]
+        config = f"{_procs(s.w2_processes)} x {s.w2_concurrency}"
+        result = RunResult("W2", system, config)
+        async with (
+            self.peer_workers(system, queue, s.w2_processes, s.w2_concurrency, http=True) as (group, key),
+            self._peer_producer(system, queue, http=True) as producer,
+        ):
+            sim_before = self.simulator.stats()
+            cpu = self._cpu(group)
+            before = command_counts(self.redis_url)
+            run = await drive_throughput(producer, tasks, s.run_timeout_s)
+            after = command_counts(self.redis_url)
+            result.metrics.update(cpu.stop())
+            rss = _tree_rss(group)
+            sim_after = self.simulator.stats()
+        _throughput_metrics(result, run, before, after, rss)
+        capacity = min(s.w2_limit, s.w2_concurrency * s.w2_processes)
+        self._w2_metrics(result, run, capacity, sim_before, sim_after, key)
+        return result
+
+    async def peer_latency(self, system: str) -> RunResult:
+        s = self.sizes
+        queue = f"bench-{system}-{secrets.token_hex(3)}"
+        capacity = min(s.w2_limit, s.w2_concurrency * s.w2_processes)
+        result = RunResult("W2 latency", system, f"{s.latency_load:.0%} of ideal rate")
+        async with (
+            self.peer_workers(system, queue, s.w2_processes, s.w2_concurrency, http=True),
+            self._peer_producer(system, queue, http=True) as producer,
+        ):
+            await self._latency(result, producer, s.latency_tasks, s.latency_load * capacity / s.latency_s)
+        return result
+
+    # -- shared measurement -------------------------------------------------------------------------
+
+    def _cpu(self, group: ProcessGroup) -> CpuMeter:
+        pids = [p.pid for p in group.procs if p.poll() is None]
+        pids += [child for pid in list(pids) for child in descendants(pid)]
+        sim_pid = self.simulator.proc.pid if self.simulator is not None else None
+        return CpuMeter(pids, sim_pid).start()
+
+    async def _latency(self, result: RunResult, producer: Producer, count: int, rate: float) -> None:
+        tasks = [w2_task(n) for n in range(count)]
+        latencies = await drive_open_loop(producer, tasks, rate, self.sizes.run_timeout_s)
+        overhead_ms = [(e2e - self.sizes.latency_s) * 1000 for e2e in latencies]
+        result.metrics.update(
+            tasks=count,
+            rate_per_s=round(rate, 1),
+            e2e_p50_ms=_round(percentile([x * 1000 for x in latencies], 0.5)),
+            overhead_p50_ms=_round(percentile(overhead_ms, 0.5)),
+            overhead_p99_ms=_round(percentile(overhead_ms, 0.99)),
+        )
+
+    def _w2_metrics(
+        self,
+        result: RunResult,
+        run: Throughput,
+        capacity: int,
+        sim_before: Mapping[str, Any],
+        sim_after: Mapping[str, Any],
+        key: str,
+    ) -> None:
+        ideal = capacity / self.sizes.latency_s
+        throughput = result.get("throughput_per_s") or 0.0
+        result.metrics.update(ideal_per_s=round(ideal, 1), pct_of_ideal=round(100 * throughput / ideal, 1))
+        self._sim_metrics(result, sim_before, sim_after, key, len(run.seen))
+
+    def _sim_metrics(
+        self,
+        result: RunResult,
+        before: Mapping[str, Any],
+        after: Mapping[str, Any],
+        key: str,
+        finished: int,
+    ) -> None:
+        submits_0, polls_0 = sim_counts(before)
+        submits_1, polls_1 = sim_counts(after)
+        if finished:
+            result.metrics["inphp_per_task"] = round((submits_1 - submits_0) / finished, 2)
+            result.metrics["resphp_per_task"] = round((polls_1 - polls_0) / finished, 2)
+        result.metrics["max_in_flight"] = sim_max_in_flight(after, key)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _procs(n: int) -> str:
+    return f"{n} proc" + ("s" if n > 1 else "")
+
+
+def _round(value: float | None, digits: int = 2) -> float | None:
+    return round(value, digits) if value is not None else None
+
+
+def _tree_rss(group: ProcessGroup) -> dict[int, float]:
+    pids = [p.pid for p in group.procs if p.poll() is None]
+    pids += [child for pid in list(pids) for child in descendants(pid)]
+    return peak_rss_mb(pids)
+
+
+def _throughput_metrics(
+    result: RunResult,
+    run: Throughput,
+    before: Mapping[str, int],
+    after: Mapping[str, int],
+    rss: Mapping[int, float],
+) -> None:
+    done = len(run.seen)
+    commands = command_delta(before, after)
+    result.metrics.update(
+        tasks=len(run.ids),
+        completed=done,
+        elapsed_s=round(run.elapsed_s, 3),
+        throughput_per_s=round(done / run.elapsed_s, 1) if run.elapsed_s else None,
+        submit_per_s=round(len(run.ids) / run.submit_s) if run.submit_s else None,
+        redis_cmds_per_task=round(sum(commands.values()) / max(1, done), 2),
+        peak_rss_mb=round(max(rss.values()), 1) if rss else None,
+    )
+
+
+def _async_redis(url: str) -> Any:
+    import redis.asyncio as aioredis
+
+    return aioredis.Redis.from_url(url, max_connections=16)
