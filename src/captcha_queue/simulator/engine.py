@@ -303,7 +303,7 @@ class Simulator:
             self.stats.codes[answer.code] += 1
             value = answer.extra.get("result", answer.request) if answer.ok else answer.request
             items.append(_plain_value(value))
-        return Answer(ok=True, request="|".join(items))
+        return Answer(ok=True, request="|".join(items), bare=True)  # legacy: no "OK|" prefix
 
     def _report(self, account: Account, raw_id: str, action: str) -> Answer:
         task = self._lookup(account, raw_id)

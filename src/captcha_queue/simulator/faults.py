@@ -119,6 +119,9 @@ class FaultPlan:
     def uniform(cls, rate: float, kinds: Iterable[str] = DEFAULT_FAULT_KINDS) -> FaultPlan:
         """``rate`` of all requests fail, spread evenly over ``kinds``."""
         chosen = list(kinds)
+        unknown = [kind for kind in chosen if kind not in FAULT_KINDS]
+        if unknown:
+            raise ValueError(f"unknown fault kind {unknown[0]!r}; known: {', '.join(FAULT_KINDS)}")
         if rate <= 0 or not chosen:
             return cls({})
         return cls(dict.fromkeys(chosen, rate / len(chosen)))
