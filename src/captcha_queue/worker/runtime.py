@@ -192,13 +192,11 @@ class Worker:
         claim_loop = asyncio.create_task(self._claim_loop(), name="claim-loop")
         try:
             await self._stopping.wait()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.config.claim_block_s + 5.0):
-                    await asyncio.shield(claim_loop)
+            await asyncio.wait([claim_loop], timeout=self.config.claim_block_s + 5.0)
         finally:
             claim_loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await claim_loop
+            await asyncio.wait([claim_loop], timeout=5.0)
+            log.debug("shutdown: claim loop stopped")
             await self._shutdown()
 
     async def _start(self) -> None:
@@ -247,11 +245,13 @@ class Worker:
             await asyncio.wait(pending, timeout=10.0)
         if self._finishing:
             await asyncio.wait(list(self._finishing), timeout=10.0)
+        log.debug("shutdown: stopping background loops")
         for loop in self._loops:
             loop.cancel()
-        for loop in self._loops:
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop
+        _, stuck = await asyncio.wait(self._loops, timeout=5.0)
+        if stuck:
+            log.warning("shutdown: loops still running after cancel: %s", [t.get_name() for t in stuck])
+        log.debug("shutdown: giving slots back")
         if self.limiter is not None:
             await self.limiter.aclose()
         with contextlib.suppress(CaptchaQueueError):
