@@ -55,7 +55,7 @@ def demo_cmd(
 
     if tasks < 1 or processes < 1 or concurrency < 1 or time_scale <= 0:
         raise click.BadParameter("--tasks, --processes, --concurrency and --time-scale must be positive")
-    console = Console(stderr=False)
+    console = Console(stderr=False, width=max(110, Console().width))
     with resolved_redis() as (url, server):
         where = "a private server" if server is not None else "REDIS_URL"
         console.print(f"Redis: {url} ({where})")
