@@ -1,0 +1,137 @@
+"""The process supervisor: restarts with backoff, stops everything together; and the real command."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from captcha_queue.queue import AsyncCaptchaQueue
+from captcha_queue.worker.registry import list_workers
+from captcha_queue.worker.retry import Backoff
+from captcha_queue.worker.supervisor import Supervisor
+
+from .helpers import ProcessManager
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        assert time.monotonic() < deadline, f"not reached in time: {what}"
+        await asyncio.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_a_crashing_child_is_restarted_with_backoff_and_all_stop_together(tmp_path: Path) -> None:
+    starts = tmp_path / "starts"
+    crasher = [sys.executable, "-c", f"open({str(starts)!r}, 'a').write('x'); raise SystemExit(3)"]
+    steady = [sys.executable, "-c", "import time; time.sleep(60)"]
+    supervisor = Supervisor([crasher, steady], restart_backoff=Backoff(base_s=0.05, cap_s=0.2), grace_s=1.0)
+    running = asyncio.create_task(supervisor.run(install_signals=False))
+
+    async def restarted_a_few_times() -> bool:
+        return starts.exists() and len(await asyncio.to_thread(starts.read_text)) >= 4
+
+    await eventually(restarted_a_few_times, timeout_s=20, what="crashing child restarted")
+    pids = supervisor.pids
+    supervisor.request_stop()
+    code = await asyncio.wait_for(running, 20)
+    # The steady child was stopped by SIGTERM (not a clean exit): the supervisor reports it.
+    assert code == 1
+    assert not any(alive(pid) for pid in pids)
+
+
+async def test_a_second_stop_kills_at_once(tmp_path: Path) -> None:
+    # A child that ignores SIGTERM would hold a graceful stop for the whole grace period.
+    stubborn = [
+        sys.executable,
+        "-c",
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)",
+    ]
+    supervisor = Supervisor([stubborn], grace_s=30.0)
+    running = asyncio.create_task(supervisor.run(install_signals=False))
+
+    async def started() -> bool:
+        return bool(supervisor.pids)
+
+    await eventually(started, what="child started")
+    await asyncio.sleep(0.3)  # let the child install its handler
+    supervisor.request_stop()
+    await asyncio.sleep(0.2)
+    assert not running.done()
+    t0 = time.monotonic()
+    supervisor.request_stop()
+    assert await asyncio.wait_for(running, 10) == 1
+    assert time.monotonic() - t0 < 5
+
+
+@pytest.mark.timeout(90)
+async def test_worker_processes_command_restarts_a_killed_child_and_stops_on_sigterm(
+    redis_url: str, namespace: str, subprocess_env: dict[str, str], processes: ProcessManager
+) -> None:
+    argv = [
+        "-m",
+        "captcha_queue",
+        "worker",
+        "--processes",
+        "2",
+        "--solver",
+        "instant",
+        "--concurrency",
+        "20",
+        "--lease-s",
+        "2",
+        "--grace-s",
+        "1",
+        "--log-level",
+        "warning",
+    ]
+    supervisor = processes.spawn_python(argv, subprocess_env, capture=False)
+    async with AsyncCaptchaQueue.from_url(redis_url, namespace=namespace) as q:
+
+        async def live_pids() -> set[int]:
+            return {w.pid for w in await list_workers(q.client, q.keys)}
+
+        async def two_live() -> bool:
+            return len(await live_pids()) == 2
+
+        await eventually(two_live, what="two workers registered")
+        first = await live_pids()
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+
+        async def replaced() -> bool:
+            pids = await live_pids()
+            return len(pids) == 2 and victim not in pids
+
+        await eventually(replaced, what="the killed child replaced")
+        ids = await q.submit_many(
+            [
+                {"method": "turnstile", "params": {"sitekey": "k", "pageurl": f"https://a.test/{i}"}}
+                for i in range(40)
+            ]
+        )
+        done = [await q.wait_result(i, timeout_s=30) for i in ids]
+        assert all(r is not None and r.ok for r in done)
+        children = await live_pids()
+        supervisor.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while supervisor.poll() is None:
+            assert time.monotonic() < deadline, "the supervisor did not stop"
+            await asyncio.sleep(0.05)
+        assert supervisor.returncode == 0
+        assert not any(alive(pid) for pid in children)
+        assert await list_workers(q.client, q.keys) == []
