@@ -56,19 +56,18 @@ async def test_a_crashing_child_is_restarted_with_backoff_and_all_stop_together(
 
 async def test_a_second_stop_kills_at_once(tmp_path: Path) -> None:
     # A child that ignores SIGTERM would hold a graceful stop for the whole grace period.
-    stubborn = [
-        sys.executable,
-        "-c",
-        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)",
-    ]
-    supervisor = Supervisor([stubborn], grace_s=30.0)
+    ready = tmp_path / "ready"
+    script = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        f"open({str(ready)!r}, 'w').close(); time.sleep(60)"
+    )
+    supervisor = Supervisor([[sys.executable, "-c", script]], grace_s=30.0)
     running = asyncio.create_task(supervisor.run(install_signals=False))
 
-    async def started() -> bool:
-        return bool(supervisor.pids)
+    async def handler_installed() -> bool:
+        return await asyncio.to_thread(ready.exists)
 
-    await eventually(started, what="child started")
-    await asyncio.sleep(0.3)  # let the child install its handler
+    await eventually(handler_installed, what="child ignoring SIGTERM")
     supervisor.request_stop()
     await asyncio.sleep(0.2)
     assert not running.done()
