@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
-from ..errors import InvalidTask, SolverError, TaskRejected
+from ..errors import ConfigError, InvalidTask, SolverError, TaskRejected
 from ..methods import MethodSpec, ParamValue, normalize, spec_for
 from ..models import AccountInfo, Solution
 
@@ -42,7 +42,7 @@ class Solver(ABC):
         self, *, account: str = "default", time_scale: float = 1.0, allow_unknown_methods: bool = False
     ) -> None:
         if time_scale <= 0:
-            raise ValueError("time_scale must be positive")
+            raise ConfigError("time_scale must be positive")
         self.account = account
         self.time_scale = time_scale
         self.allow_unknown_methods = allow_unknown_methods
