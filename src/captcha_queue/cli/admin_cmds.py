@@ -13,6 +13,7 @@ import click
 import msgspec
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape as esc
 from rich.table import Table
 
 from ..errors import TaskNotFound
@@ -30,7 +31,11 @@ _PREVIEW_CHARS = 48
 
 def _console() -> Console:
     # Created per command so it writes to whatever sys.stdout is now (click's test runner swaps it).
-    return Console(highlight=False, soft_wrap=False)
+    # emoji off: worker ids like "host:100:abc" must not turn into pictures. Data goes through esc().
+    console = Console(highlight=False, emoji=False)
+    if not console.is_terminal:  # piped or captured: do not squeeze ids into rich's default 80 columns
+        console = Console(highlight=False, emoji=False, width=max(console.width, 140))
+    return console
 
 
 def _ago(seconds: float | None) -> str:
@@ -91,7 +96,7 @@ def _pause_text(stats: Stats, pause: fleet.Pause | None, now_ms: int) -> str:
         reason += f", {_ago((pause.until_ms - now_ms) / 1000)} left"
     elif pause is not None:
         reason += ", until resumed"
-    return f"[red]yes[/red]: {reason}"
+    return f"[red]yes[/red]: {esc(reason)}"
 
 
 def _stats_doc(stats: Stats, pause: fleet.Pause | None, now_ms: int) -> dict[str, Any]:
@@ -114,13 +119,14 @@ def _stats_doc(stats: Stats, pause: fleet.Pause | None, now_ms: int) -> dict[str
 @click.option(
     "--count", type=click.IntRange(min=1), default=None, help="With --watch: stop after N refreshes."
 )
+@click.option("--account", default="default", show_default=True, help="Whose solver slots to count.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document (one per refresh with --watch).")
-def stats_cmd(watch: bool, interval_s: float, count: int | None, as_json: bool) -> None:
+def stats_cmd(watch: bool, interval_s: float, count: int | None, account: str, as_json: bool) -> None:
     """Queued per priority, delayed, in flight, finished counts, workers, pause, solver slots."""
     settings = get_settings()
 
     async def snapshot(q: AsyncCaptchaQueue) -> tuple[Stats, fleet.Pause | None, int]:
-        stats = await q.stats()
+        stats = await q.stats(account)
         pause, now_ms = await fleet.read_pause(q.client, q.keys)
         return stats, pause, now_ms
 
@@ -186,7 +192,9 @@ def workers_cmd(show_all: bool, as_json: bool) -> None:
         return
     table = Table(title=f"workers · {settings.namespace}", title_justify="left")
     for column in ("id", "host", "pid", "up", "in flight", "version", "heartbeat"):
-        table.add_column(column, justify="right" if column in ("pid", "in flight") else "left")
+        table.add_column(
+            column, justify="right" if column in ("pid", "in flight") else "left", no_wrap=column == "id"
+        )
     now_s = time.time()
     for entry in entries:
         info = entry.info
@@ -197,12 +205,12 @@ def workers_cmd(show_all: bool, as_json: bool) -> None:
             else f"[red]lapsed {-entry.heartbeat_in_s:.0f} s[/red]"
         )
         table.add_row(
-            entry.id,
-            str(info.get("host", "-")),
-            str(info.get("pid", "-")),
+            esc(entry.id),
+            esc(str(info.get("host", "-"))),
+            esc(str(info.get("pid", "-"))),
             _ago(now_s - started) if started else "-",
-            _in_flight(info),
-            str(info.get("version", "-")),
+            esc(_in_flight(info)),
+            esc(str(info.get("version", "-"))),
             beat,
         )
     _console().print(table)
@@ -328,16 +336,16 @@ def dlq_list_cmd(limit: int, as_json: bool) -> None:
         return
     table = Table(title=f"dead letters · {settings.namespace}", title_justify="left")
     for column in ("id", "dead at", "method", "priority", "attempts", "reason"):
-        table.add_column(column, justify="right" if column == "attempts" else "left")
+        table.add_column(column, justify="right" if column == "attempts" else "left", no_wrap=column == "id")
     for letter in letters:
         task = letter.task
         table.add_row(
-            letter.id,
+            esc(letter.id),
             _clock(letter.dead_at),
-            task.method if task else "?",
+            esc(task.method) if task else "?",
             task.priority if task else "?",
             str(len(letter.history)),
-            _preview(letter.reason, 60),
+            esc(_preview(letter.reason, 60)),
         )
     _console().print(table)
 
@@ -360,11 +368,12 @@ def dlq_show_cmd(task_id: str, as_json: bool) -> None:
         echo_json(letter)
         return
     console = _console()
-    console.print(f"[bold]{letter.id}[/bold]  dead at {_clock(letter.dead_at)}")
+    console.print(f"[bold]{esc(letter.id)}[/bold]  dead at {_clock(letter.dead_at)}")
     console.print(f"reason: {letter.reason}", markup=False)
     if letter.task is not None:
         task = letter.task
-        console.print(f"method: {task.method}  priority: {task.priority}  max attempts: {task.max_attempts}")
+        line = f"method: {task.method}  priority: {task.priority}  max attempts: {task.max_attempts}"
+        console.print(line, markup=False)
         console.print(f"submitted: {_clock(task.submitted_at)}")
         for name, value in sorted(task.params.items()):
             console.print(f"  {name} = {_preview(str(value))}", markup=False)
@@ -378,11 +387,11 @@ def dlq_show_cmd(task_id: str, as_json: bool) -> None:
             error = " ".join(x for x in (attempt.error_code, attempt.error_message) if x)
             table.add_row(
                 str(attempt.attempt),
-                attempt.worker_id or "-",
+                esc(attempt.worker_id or "-"),
                 _clock(attempt.started_at),
                 _clock(attempt.ended_at),
-                attempt.outcome or "-",
-                _preview(error, 60),
+                esc(attempt.outcome or "-"),
+                esc(_preview(error, 60)),
             )
         console.print(table)
 
@@ -453,7 +462,7 @@ def _listen_line(result: Result) -> str:
     "from_id",
     default=None,
     metavar="EVENT_ID",
-    help="Resume from this event id of the completions stream (0: from the oldest kept).",
+    help="Start after this event id (JSON lines carry one; 0: from the oldest kept). Default: from now.",
 )
 @click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N completions.")
 def listen_cmd(as_json: bool, from_id: str | None, count: int | None) -> None:
@@ -463,8 +472,11 @@ def listen_cmd(as_json: bool, from_id: str | None, count: int | None) -> None:
     async def go() -> None:
         seen = 0
         async with open_queue(settings) as q:
-            async for result in q.listen(from_id=from_id):
-                click.echo(msgspec.json.encode(result).decode() if as_json else _listen_line(result))
+            async for event_id, result in q.listen_events(from_id=from_id):
+                if as_json:
+                    echo_json({"event_id": event_id, **msgspec.to_builtins(result)})
+                else:
+                    click.echo(_listen_line(result))
                 seen += 1
                 if count is not None and seen >= count:
                     return

@@ -1,0 +1,269 @@
+"""Operator commands against a real Redis: stats, workers, pause/resume, dlq, listen."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import msgspec
+import pytest
+import redis
+from click.testing import CliRunner, Result
+
+from captcha_queue.cli import cli
+from captcha_queue.keys import Keys
+from captcha_queue.models import Claim, Solution
+from captcha_queue.queue import AsyncCaptchaQueue
+
+from .helpers import ProcessManager
+
+T = TypeVar("T")
+TURNSTILE = ["turnstile", "sitekey=0x4AAAAAAAA", "pageurl=https://example.com/login"]
+
+
+@pytest.fixture
+def cli_env(redis_url: str, namespace: str) -> dict[str, str | None]:
+    return {"REDIS_URL": redis_url, "CAPTCHA_QUEUE_NAMESPACE": namespace, "CAPTCHAAI_KEY": None}
+
+
+@pytest.fixture
+def sync_redis(redis_url: str) -> redis.Redis:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client  # type: ignore[misc]
+    client.close()
+
+
+def invoke(args: list[str], env: dict[str, str | None], input: str | None = None) -> Result:
+    return CliRunner().invoke(cli, args, env=env, input=input)
+
+
+def on_queue(redis_url: str, namespace: str, fn: Callable[[AsyncCaptchaQueue], Awaitable[T]]) -> T:
+    async def go() -> T:
+        async with AsyncCaptchaQueue.from_url(redis_url, namespace=namespace) as q:
+            return await fn(q)
+
+    return asyncio.run(go())
+
+
+async def claim_all(q: AsyncCaptchaQueue, n: int, *, deadline_s: float = 10.0) -> list[Claim]:
+    claims: list[Claim] = []
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    while len(claims) < n and loop.time() < end:
+        claims += await q.claim("test-worker", n - len(claims), lease_s=30.0, block_s=0.5)
+    assert len(claims) == n
+    return claims
+
+
+def submit(cli_env: dict[str, str | None], *extra: str) -> str:
+    result = invoke(["submit", *TURNSTILE, *extra], cli_env)
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip()
+
+
+# -- stats --------------------------------------------------------------------------------------------
+
+
+def test_stats_table_and_json(redis_url: str, namespace: str, cli_env: dict) -> None:
+    for _ in range(3):
+        submit(cli_env, "--priority", "high")
+    submit(cli_env, "--priority", "low")
+
+    async def finish_one(q: AsyncCaptchaQueue) -> None:
+        (claim,) = await claim_all(q, 1)
+        await q.complete(claim, Solution(text="ok"))
+
+    on_queue(redis_url, namespace, finish_one)
+
+    doc = json.loads(invoke(["stats", "--json"], cli_env).stdout)
+    assert doc["queued"] == {"high": 2, "normal": 0, "low": 1}
+    assert doc["queued_total"] == 3
+    assert doc["completed"] == 1
+    assert doc["in_flight"] == 0
+    assert doc["paused"] is None
+    assert doc["pause"] is None
+
+    table = invoke(["stats"], cli_env)
+    assert table.exit_code == 0
+    assert namespace in table.stdout
+    for row in ("queued high", "queued low", "delayed", "in flight", "done", "dead letters", "solver slots"):
+        assert row in table.stdout
+
+
+def test_stats_watch_refreshes(cli_env: dict) -> None:
+    submit(cli_env)
+    lines = invoke(["stats", "--watch", "--count", "3", "--interval", "0.05", "--json"], cli_env)
+    assert lines.exit_code == 0
+    docs = [json.loads(line) for line in lines.stdout.splitlines()]
+    assert len(docs) == 3
+    assert all(d["queued"]["normal"] == 1 for d in docs)
+    live = invoke(["stats", "--watch", "--count", "2", "--interval", "0.05"], cli_env)
+    assert live.exit_code == 0
+    assert "queued normal" in live.stdout
+
+
+# -- pause / resume -------------------------------------------------------------------------------------
+
+
+def test_pause_stops_claims_and_resume_lets_them_go(
+    redis_url: str, namespace: str, cli_env: dict, sync_redis: redis.Redis
+) -> None:
+    task_id = submit(cli_env)
+    paused = invoke(["pause", "--reason", "maintenance window"], cli_env)
+    assert paused.exit_code == 0
+    assert "maintenance window" in paused.stdout
+
+    keys = Keys(namespace)
+    stored = sync_redis.hgetall(keys.paused)
+    assert stored["reason"] == "maintenance window"
+    assert stored["code"] == "OPERATOR"
+    assert int(stored["since_ms"]) > 0
+    assert "until_ms" not in stored
+
+    doc = json.loads(invoke(["stats", "--json"], cli_env).stdout)
+    assert doc["paused"] == "maintenance window"
+    assert doc["pause"]["code"] == "OPERATOR"
+    assert "maintenance window" in invoke(["stats"], cli_env).stdout
+
+    async def claim_now(q: AsyncCaptchaQueue) -> list[Claim]:
+        return await q.claim("test-worker", 5, lease_s=30.0, block_s=0.1)
+
+    assert on_queue(redis_url, namespace, claim_now) == []
+
+    resumed = invoke(["resume"], cli_env)
+    assert resumed.exit_code == 0
+    assert "was paused: maintenance window" in resumed.stdout
+    assert not sync_redis.exists(keys.paused)
+    assert [c.task.id for c in on_queue(redis_url, namespace, claim_now)] == [task_id]
+    assert "was not paused" in invoke(["resume"], cli_env).stdout
+
+
+def test_pause_for_a_while_sets_an_end(namespace: str, cli_env: dict, sync_redis: redis.Redis) -> None:
+    assert invoke(["pause", "--for", "60"], cli_env).exit_code == 0
+    stored = sync_redis.hgetall(Keys(namespace).paused)
+    assert int(stored["until_ms"]) - int(stored["since_ms"]) == 60_000
+    assert 0 < sync_redis.pttl(Keys(namespace).paused) <= 60_000
+
+
+# -- workers -----------------------------------------------------------------------------------------------
+
+
+def test_workers_lists_live_registrations(namespace: str, cli_env: dict, sync_redis: redis.Redis) -> None:
+    keys = Keys(namespace)
+    assert invoke(["workers"], cli_env).stdout.strip() == "no live workers"
+    seconds, micros = sync_redis.time()
+    now_ms = seconds * 1000 + micros // 1000
+    sync_redis.zadd(keys.workers, {"host-a:100:aa": now_ms + 30_000, "host-b:200:bb": now_ms - 60_000})
+    info = {"host": "host-a", "pid": 100, "started_at": time.time() - 90, "version": "0.1.0", "in_flight": 7}
+    sync_redis.hset(keys.worker_info, "host-a:100:aa", msgspec.json.encode({"id": "host-a:100:aa", **info}))
+    sync_redis.hset(keys.worker_info, "host-b:200:bb", "not json")
+
+    live = json.loads(invoke(["workers", "--json"], cli_env).stdout)
+    assert [w["id"] for w in live] == ["host-a:100:aa"]
+    assert live[0]["alive"] is True
+    assert live[0]["info"]["in_flight"] == 7
+    every = json.loads(invoke(["workers", "--all", "--json"], cli_env).stdout)
+    assert [(w["id"], w["alive"]) for w in every] == [("host-a:100:aa", True), ("host-b:200:bb", False)]
+    assert every[1]["info"] == {"raw": "not json"}
+
+    table = invoke(["workers", "--all"], cli_env).stdout
+    assert "host-a:100:aa" in table
+    assert "lapsed" in table
+
+
+# -- dead letters -----------------------------------------------------------------------------------------
+
+
+def make_dead_letters(redis_url: str, namespace: str, cli_env: dict, n: int) -> list[str]:
+    ids = [submit(cli_env, "--max-attempts", "1") for _ in range(n)]
+
+    async def fail_all(q: AsyncCaptchaQueue) -> None:
+        for claim in await claim_all(q, n):
+            await q.fail(claim, "ERROR_CAPTCHA_UNSOLVABLE", "gave up", retry_in_s=1.0)
+
+    on_queue(redis_url, namespace, fail_all)
+    return ids
+
+
+def test_dlq_list_show_requeue_purge(redis_url: str, namespace: str, cli_env: dict) -> None:
+    assert invoke(["dlq", "list"], cli_env).stdout.strip() == "no dead letters"
+    ids = make_dead_letters(redis_url, namespace, cli_env, 3)
+
+    listed = json.loads(invoke(["dlq", "list", "--json"], cli_env).stdout)
+    assert sorted(d["id"] for d in listed) == sorted(ids)
+    table = invoke(["dlq", "list"], cli_env).stdout
+    assert all(task_id in table for task_id in ids)
+
+    shown = invoke(["dlq", "show", ids[0], "--json"], cli_env)
+    assert shown.exit_code == 0
+    letter = json.loads(shown.stdout)
+    assert letter["id"] == ids[0]
+    assert letter["task"]["method"] == "turnstile"
+    text = invoke(["dlq", "show", ids[0]], cli_env)
+    assert "ERROR_CAPTCHA_UNSOLVABLE" in text.stdout
+    missing = invoke(["dlq", "show", "no-such-task"], cli_env)
+    assert (missing.exit_code, missing.stderr.strip()) == (1, "error: no dead letter no-such-task")
+
+    one = invoke(["dlq", "requeue", ids[0]], cli_env)
+    assert (one.exit_code, one.stdout.strip()) == (0, f"requeued {ids[0]}")
+    assert invoke(["dlq", "requeue", ids[0]], cli_env).exit_code == 1
+    rest = invoke(["dlq", "requeue", "--all"], cli_env)
+    assert rest.stdout.strip() == "requeued 2 task(s)"
+    assert json.loads(invoke(["stats", "--json"], cli_env).stdout)["queued"]["normal"] == 3
+
+    make_dead_letters(redis_url, namespace, cli_env, 3)
+    refused = invoke(["dlq", "purge"], cli_env, input="n\n")
+    assert refused.exit_code == 1
+    assert len(json.loads(invoke(["dlq", "list", "--json"], cli_env).stdout)) == 3
+    purged = invoke(["dlq", "purge", "--yes"], cli_env)
+    assert (purged.exit_code, purged.stdout.strip()) == (0, "purged 3 dead letter(s)")
+    assert json.loads(invoke(["dlq", "list", "--json"], cli_env).stdout) == []
+
+
+# -- listen -------------------------------------------------------------------------------------------------
+
+
+def test_listen_replays_from_the_start_of_the_stream(redis_url: str, namespace: str, cli_env: dict) -> None:
+    ids = [submit(cli_env) for _ in range(2)]
+
+    async def finish(q: AsyncCaptchaQueue) -> None:
+        for claim in await claim_all(q, 2):
+            await q.complete(claim, Solution(text=f"answer-{claim.task.id}"))
+
+    on_queue(redis_url, namespace, finish)
+    as_json = invoke(["listen", "--from", "0", "--count", "2", "--json"], cli_env)
+    assert as_json.exit_code == 0
+    docs = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert sorted(d["id"] for d in docs) == sorted(ids)
+    assert all(d["status"] == "success" for d in docs)
+    text = invoke(["listen", "--from", "0", "--count", "2"], cli_env)
+    assert all(task_id in text.stdout for task_id in ids)
+    assert "success" in text.stdout
+
+
+def test_listen_prints_completions_as_they_happen(
+    redis_url: str, namespace: str, cli_env: dict, subprocess_env: dict[str, str], processes: ProcessManager
+) -> None:
+    first = submit(cli_env)
+    second = submit(cli_env)
+
+    async def finish(q: AsyncCaptchaQueue, task_id: str) -> None:
+        claims = await claim_all(q, 1)
+        assert claims[0].task.id == task_id
+        await q.complete(claims[0], Solution(text="x"))
+
+    on_queue(redis_url, namespace, lambda q: finish(q, first))
+    proc = processes.spawn(
+        [sys.executable, "-m", "captcha_queue", "listen", "--from", "0", "--count", "2", "--json"],
+        subprocess_env,
+    )
+    assert proc.stdout is not None
+    # The first line proves the listener is running and caught up; the second arrives live.
+    assert json.loads(proc.stdout.readline())["id"] == first
+    on_queue(redis_url, namespace, lambda q: finish(q, second))
+    assert json.loads(proc.stdout.readline())["id"] == second
+    assert proc.wait(timeout=30) == 0
