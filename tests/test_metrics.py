@@ -218,3 +218,56 @@ def test_serving_on_a_busy_port_is_one_clear_error(server: MetricsServer) -> Non
 
     with pytest.raises(CaptchaQueueError, match=f"cannot serve metrics on 127.0.0.1:{server.port}"):
         serve_metrics(WorkerMetrics(), server.port)
+
+
+@pytest.mark.timeout(60)
+async def test_a_real_worker_feeds_the_metrics_it_serves(redis_url: str, namespace: str) -> None:
+    """A Worker on the real queue with the instant solver: /metrics agrees with what was done."""
+    import asyncio
+
+    from captcha_queue.models import TaskSpec
+    from captcha_queue.queue import AsyncCaptchaQueue
+    from captcha_queue.solvers.instant import InstantSolver
+    from captcha_queue.worker.runtime import Worker, WorkerConfig
+
+    per_priority = 8
+    metrics = WorkerMetrics(methods=("turnstile",))
+    params = {"sitekey": "0x4AAAAAAA", "pageurl": "https://example.com"}
+    specs = [
+        TaskSpec(method="turnstile", params=params, priority=priority)  # type: ignore[arg-type]
+        for priority in ("high", "normal", "low")
+        for _ in range(per_priority)
+    ]
+    async with AsyncCaptchaQueue.from_url(redis_url, namespace=namespace) as q:
+        ids = await q.submit_many(specs)
+        solver = InstantSolver()
+        worker = Worker(
+            q, solver, WorkerConfig(concurrency=10, claim_block_s=0.2, lease_s=10.0), events=metrics
+        )
+        running = asyncio.create_task(worker.run())
+        try:
+            results = [r async for r in q.as_completed(ids, timeout_s=30.0)]
+        finally:
+            worker.stop()
+            await running
+            await solver.aclose()
+        await metrics.refresh(q)
+
+    total = 3 * per_priority
+    assert len(results) == total
+    assert all(r.ok for r in results)
+    with metrics.serve(0) as server:
+        got = await asyncio.to_thread(scrape, server)
+    assert value(got, "captcha_queue_tasks_started_total") == total
+    assert value(got, "captcha_queue_tasks_finished_total", status="success") == total
+    assert value(got, "captcha_queue_tasks_finished_total", status="error") == 0
+    assert value(got, "captcha_queue_solver_requests_total", endpoint="in", code="OK") == total
+    for priority in ("high", "normal", "low"):
+        assert value(got, "captcha_queue_queue_wait_seconds_count", priority=priority) == per_priority
+        assert value(got, "captcha_queue_end_to_end_seconds_count", priority=priority) == per_priority
+        assert value(got, "captcha_queue_queued", priority=priority) == 0
+    assert value(got, "captcha_queue_solve_seconds_count", method="turnstile") == total
+    assert value(got, "captcha_queue_namespace_events_total", event="submitted") == total
+    assert value(got, "captcha_queue_namespace_events_total", event="completed") == total
+    assert value(got, "captcha_queue_in_flight") == 0
+    assert value(got, "captcha_queue_worker_in_flight") == 0
