@@ -108,7 +108,7 @@ async def test_every_blocked_claimer_wakes_when_a_batch_arrives(queue: AsyncCapt
 
 
 async def test_expired_lease_goes_back_to_the_head_with_attempts_plus_one(queue: AsyncCaptchaQueue) -> None:
-    first, second = await queue.submit_many([TaskSpec("userrecaptcha", RC)] * 2)
+    first, _second = await queue.submit_many([TaskSpec("userrecaptcha", RC)] * 2)
     [claim] = await queue.claim("crashed", 1)
     assert claim.task.id == first
     await expire_lease(queue, first)
@@ -138,7 +138,8 @@ async def test_a_poison_task_is_dead_lettered_stalled_after_max_attempts(queue: 
     assert letter is not None
     assert letter.reason == "stalled"
     assert [a.worker_id for a in letter.history] == ["victim-1", "victim-2", "victim-3"]
-    assert letter.task is not None and letter.task.id == poison
+    assert letter.task is not None
+    assert letter.task.id == poison
     stats = await queue.stats()
     assert (stats.dead, stats.dead_letters, stats.failed) == (1, 1, 0)
 
@@ -163,7 +164,8 @@ async def test_renew_extends_leases_in_one_call_and_reports_lost_ones(queue: Asy
     assert outcome.cancelled == []
     now = await server_ms(queue.client)
     score = await queue.client.zscore(queue.keys.active, claims[0].task.id)
-    assert score is not None and score > now + 55_000
+    assert score is not None
+    assert score > now + 55_000
 
 
 async def test_renew_keeps_a_lease_that_expired_but_was_not_reaped(queue: AsyncCaptchaQueue) -> None:
@@ -193,7 +195,8 @@ async def test_a_worker_that_lost_its_lease_writes_nothing(queue: AsyncCaptchaQu
     assert await queue.client.hget(queue.keys.state, task_id) == state_before
     assert await queue.get_result(task_id) is None
     result = await queue.complete(fresh, "good token")
-    assert result.solution is not None and result.solution.text == "good token"
+    assert result.solution is not None
+    assert result.solution.text == "good token"
 
 
 async def test_exactly_one_final_result_per_task(queue: AsyncCaptchaQueue) -> None:
@@ -262,8 +265,12 @@ async def test_retries_exhausted_go_to_the_dead_letter_queue_with_history(queue:
     assert result is not None
     assert (result.status, result.error_code, result.attempts) == ("error", "ERROR_CAPTCHA_UNSOLVABLE", 2)
     letter = await queue.dead_letter(task_id)
-    assert letter is not None and letter.reason == "max_attempts"
-    assert [(a.attempt, a.worker_id, a.outcome) for a in letter.history] == [(1, "w1", "retry"), (2, "w2", "retry")]
+    assert letter is not None
+    assert letter.reason == "max_attempts"
+    assert [(a.attempt, a.worker_id, a.outcome) for a in letter.history] == [
+        (1, "w1", "retry"),
+        (2, "w2", "retry"),
+    ]
 
 
 async def test_release_returns_to_the_head_without_consuming_an_attempt(queue: AsyncCaptchaQueue) -> None:
@@ -300,7 +307,8 @@ async def test_a_task_claimed_after_its_deadline_ends_expired(queue: AsyncCaptch
     claims = await queue.claim("w", 2)
     assert [c.task.id for c in claims] == [fine]  # the expired one never reached a worker
     result = await queue.get_result(doomed)
-    assert result is not None and result.status == "expired"
+    assert result is not None
+    assert result.status == "expired"
     assert (await queue.stats()).expired == 1
 
 

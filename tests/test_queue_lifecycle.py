@@ -31,7 +31,8 @@ async def test_cancel_a_queued_task_ends_it_at_once(queue: AsyncCaptchaQueue) ->
     task_id, other = await queue.submit_many([TaskSpec("userrecaptcha", RC)] * 2)
     assert await queue.cancel(task_id) is True
     result = await queue.get_result(task_id)
-    assert result is not None and result.status == "cancelled"
+    assert result is not None
+    assert result.status == "cancelled"
     assert await queue.client.lrange(queue.keys.queue("normal"), 0, -1) == [other.encode()]
     assert [c.task.id for c in await queue.claim("w", 5, block_s=0)] == [other]
 
@@ -50,7 +51,8 @@ async def test_cancel_a_claimed_task_tells_its_worker_at_each_step(queue: AsyncC
     [claim] = await queue.claim("w", 1)
     assert await queue.cancel(task_id)
     result = await queue.get_result(task_id)
-    assert result is not None and result.status == "cancelled"
+    assert result is not None
+    assert result.status == "cancelled"
     outcome = await queue.renew([claim])
     assert (outcome.renewed, outcome.lost, outcome.cancelled) == ([], [], [task_id])
     for call in (
@@ -120,7 +122,9 @@ async def test_counters_have_a_fixed_set_of_fields(queue: AsyncCaptchaQueue) -> 
     assert fields <= {b"submitted", b"completed", b"failed", b"dead", b"cancelled", b"expired", b"requeued"}
 
 
-async def test_dead_letters_expire_after_their_retention(redis_client: aioredis.Redis, namespace: str) -> None:
+async def test_dead_letters_expire_after_their_retention(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
     q = AsyncCaptchaQueue(redis_client, namespace=namespace, dead_ttl_s=60)
     task_id = await q.submit("userrecaptcha", RC, max_attempts=1)
     [claim] = await q.claim("w", 1)
@@ -209,7 +213,8 @@ async def test_stats_in_one_round_trip(queue: AsyncCaptchaQueue) -> None:
     assert (stats.in_flight, stats.delayed, stats.workers) == (1, 0, 1)
     assert (stats.solver_slots_used, stats.solver_slots_limit) == (1, 8)
     assert stats.submitted == 6
-    assert stats.oldest_queued_age_s is not None and 0 <= stats.oldest_queued_age_s < 60
+    assert stats.oldest_queued_age_s is not None
+    assert 0 <= stats.oldest_queued_age_s < 60
     assert stats.epoch == await queue.epoch()
     await queue.complete(claim, Solution("t"))
     assert (await queue.stats()).completed == 1
@@ -219,7 +224,8 @@ async def test_stats_survive_keys_of_the_wrong_type(queue: AsyncCaptchaQueue) ->
     await queue.client.set(queue.keys.counters, "garbage")
     await queue.client.set(queue.keys.queue("high"), "garbage")
     stats = await queue.stats()
-    assert stats.queued["high"] == 0 and stats.completed == 0
+    assert stats.queued["high"] == 0
+    assert stats.completed == 0
 
 
 async def test_epoch_is_written_once_and_changes_when_redis_loses_its_data(queue: AsyncCaptchaQueue) -> None:

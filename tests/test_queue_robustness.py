@@ -31,10 +31,12 @@ async def test_a_queued_id_without_a_task_is_dead_lettered(
         claims = await queue.claim("w", 2)
     assert [c.task.id for c in claims] == [good]
     letter = await queue.dead_letter("ghost")
-    assert letter is not None and letter.reason == "no task"
+    assert letter is not None
+    assert letter.reason == "no task"
     assert "ghost" in caplog.text
     result = await queue.get_result("ghost")
-    assert result is not None and result.error_code == "MALFORMED"
+    assert result is not None
+    assert result.error_code == "MALFORMED"
 
 
 @pytest.mark.parametrize(
@@ -55,9 +57,11 @@ async def test_a_malformed_state_is_dead_lettered_with_the_raw_entry(
     await queue.client.hset(queue.keys.state, task_id, state)
     assert await queue.claim("w", 1, block_s=0) == []
     letter = await queue.dead_letter(task_id)
-    assert letter is not None and letter.reason == "malformed state"
+    assert letter is not None
+    assert letter.reason == "malformed state"
     assert letter.raw == state.decode()
-    assert letter.task is not None and letter.task.id == task_id
+    assert letter.task is not None
+    assert letter.task.id == task_id
 
 
 @pytest.mark.parametrize(
@@ -71,10 +75,12 @@ async def test_an_unreadable_task_body_is_dead_lettered_and_never_reaches_a_work
     claims = await queue.claim("w", 2)
     assert [c.task.id for c in claims] == [good]
     letter = await queue.dead_letter(bad)
-    assert letter is not None and letter.reason.startswith("unreadable task")
+    assert letter is not None
+    assert letter.reason.startswith("unreadable task")
     assert letter.raw == task_json.decode()
     result = await queue.get_result(bad)
-    assert result is not None and result.status == "error"
+    assert result is not None
+    assert result.status == "error"
 
 
 async def test_a_list_full_of_garbage_is_worked_through_in_bounded_calls(queue: AsyncCaptchaQueue) -> None:

@@ -88,7 +88,9 @@ async def test_default_payload_limit_is_512_kib(queue: AsyncCaptchaQueue) -> Non
 async def test_one_invalid_task_in_a_batch_writes_none(
     queue: AsyncCaptchaQueue, redis_client: aioredis.Redis, namespace: str
 ) -> None:
-    specs: list[Any] = [TaskSpec("userrecaptcha", RC)] * 3 + [{"method": "userrecaptcha", "params": RC, "x": 1}]
+    specs: list[Any] = [TaskSpec("userrecaptcha", RC)] * 3 + [
+        {"method": "userrecaptcha", "params": RC, "x": 1}
+    ]
     with pytest.raises(InvalidTask) as info:
         await queue.submit_many(specs)
     assert info.value.field == "x"
@@ -182,7 +184,9 @@ def test_every_key_shares_the_namespace_hash_tag() -> None:
     assert len(set(keys.script_keys)) == len(keys.script_keys)
 
 
-async def test_aliases_are_applied_before_storing(queue: AsyncCaptchaQueue, redis_client: aioredis.Redis) -> None:
+async def test_aliases_are_applied_before_storing(
+    queue: AsyncCaptchaQueue, redis_client: aioredis.Redis
+) -> None:
     task_id = await queue.submit("userrecaptcha", {**RC, "user_agent": "Mozilla/5.0"})
     stored = msgspec.json.decode(await redis_client.hget(queue.keys.tasks, task_id))
     assert stored["params"]["userAgent"] == "Mozilla/5.0"

@@ -1,0 +1,146 @@
+"""Push waiting: no race with completions, one shared subscription, millisecond wake-ups, reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from captcha_queue import AsyncCaptchaQueue, Result, TaskSpec
+
+RC = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
+
+
+@pytest.fixture
+async def queue(redis_client: aioredis.Redis, namespace: str) -> AsyncIterator[AsyncCaptchaQueue]:
+    q = AsyncCaptchaQueue(redis_client, namespace=namespace)
+    yield q
+    await q.aclose()
+
+
+async def finish(q: AsyncCaptchaQueue, n: int = 1) -> list[Result]:
+    claims = await q.claim("w", n, block_s=0)
+    return [await q.complete(c, f"token-{c.task.id}") for c in claims]
+
+
+async def subscribers(client: aioredis.Redis) -> int:
+    return len(await client.client_list(_type="pubsub"))
+
+
+async def until(predicate_coro: object, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await predicate_coro():  # type: ignore[operator]
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.005)
+
+
+async def test_a_result_finished_before_the_wait_is_returned_at_once(queue: AsyncCaptchaQueue) -> None:
+    task_id = await queue.submit("userrecaptcha", RC)
+    [done] = await finish(queue)
+    started = time.monotonic()
+    assert await queue.wait_result(task_id, timeout_s=30) == done
+    assert time.monotonic() - started < 1.0
+
+
+async def test_the_waiter_wakes_within_milliseconds_of_completion(queue: AsyncCaptchaQueue) -> None:
+    task_id = await queue.submit("userrecaptcha", RC)
+    waiter = asyncio.create_task(queue.wait_result(task_id, timeout_s=30))
+    await until(lambda: _one_subscriber(queue))
+    await asyncio.sleep(0.05)  # let the waiter's first look at the results hash come back empty
+    [claim] = await queue.claim("w", 1)
+    await queue.complete(claim, "token")
+    completed = time.monotonic()
+    result = await waiter
+    latency_s = time.monotonic() - completed
+    assert result is not None
+    assert result.id == task_id
+    assert latency_s < 0.25  # milliseconds in practice; generous for a loaded 2-core machine
+
+
+async def _one_subscriber(q: AsyncCaptchaQueue) -> bool:
+    return await subscribers(q.client) >= 1
+
+
+async def test_wait_returns_none_on_timeout(queue: AsyncCaptchaQueue) -> None:
+    task_id = await queue.submit("userrecaptcha", RC)
+    started = time.monotonic()
+    assert await queue.wait_result(task_id, timeout_s=0.2) is None
+    assert 0.2 <= time.monotonic() - started < 2.0
+
+
+async def test_no_completion_slips_between_check_and_subscribe(queue: AsyncCaptchaQueue) -> None:
+    ids = await queue.submit_many([TaskSpec("userrecaptcha", RC)] * 60)
+    claims = await queue.claim("w", 60)
+    # Waits start while completions land: each one is found by the read or by the announcement.
+    waits = []
+    for claim in claims:
+        waits.append(asyncio.create_task(queue.wait_result(claim.task.id, timeout_s=10)))
+        await queue.complete(claim, "token")
+    results = await asyncio.gather(*waits)
+    assert [r.id for r in results if r is not None] == ids
+
+
+@pytest.mark.timeout(60)
+async def test_thousands_of_waiters_share_one_subscription(queue: AsyncCaptchaQueue) -> None:
+    n = 2000
+    ids = await queue.submit_many([TaskSpec("turnstile", {"sitekey": "s", "pageurl": "https://x"})] * n)
+    waits = [asyncio.create_task(queue.wait_result(task_id, timeout_s=30)) for task_id in ids]
+    await until(lambda: _one_subscriber(queue))
+    claims = await queue.claim("w", n)
+    for claim in claims:
+        await queue.complete(claim, "token")
+    results = await asyncio.gather(*waits)
+    assert all(r is not None for r in results)
+    assert await subscribers(queue.client) == 1
+
+
+async def test_as_completed_yields_finished_ones_first_then_in_completion_order(
+    queue: AsyncCaptchaQueue,
+) -> None:
+    ids = await queue.submit_many([TaskSpec("userrecaptcha", RC)] * 4)
+    claims = await queue.claim("w", 4)
+    await queue.complete(claims[2], "early")
+    seen: list[str] = []
+
+    async def consume() -> None:
+        async for result in queue.as_completed(ids, timeout_s=10):
+            seen.append(result.id)
+
+    consumer = asyncio.create_task(consume())
+    await until(lambda: _async_len(seen, 1))
+    for done, index in enumerate((3, 0, 1), start=2):
+        await queue.complete(claims[index], "later")
+        await until(lambda n=done: _async_len(seen, n))  # type: ignore[misc]
+    await consumer
+    assert seen == [ids[2], ids[3], ids[0], ids[1]]
+
+
+async def _async_len(items: list[str], n: int) -> bool:
+    return len(items) >= n
+
+
+async def test_as_completed_stops_at_its_timeout(queue: AsyncCaptchaQueue) -> None:
+    ids = await queue.submit_many([TaskSpec("userrecaptcha", RC)] * 3)
+    await finish(queue)
+    started = time.monotonic()
+    got = [r.id async for r in queue.as_completed(ids, timeout_s=0.3)]
+    assert got == ids[:1]
+    assert time.monotonic() - started < 2.0
+
+
+async def test_the_waiter_reconnects_and_rechecks_after_losing_its_subscription(
+    queue: AsyncCaptchaQueue,
+) -> None:
+    task_id = await queue.submit("userrecaptcha", RC)
+    waiter = asyncio.create_task(queue.wait_result(task_id, timeout_s=20))
+    await until(lambda: _one_subscriber(queue))
+    [claim] = await queue.claim("w", 1)
+    # Cut the subscription, then finish the task while it is down: the announcement is lost.
+    await queue.client.client_kill_filter(_type="pubsub")
+    await queue.complete(claim, "token")
+    result = await asyncio.wait_for(waiter, 10)
+    assert result is not None
+    assert result.id == task_id
