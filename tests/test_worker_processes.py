@@ -329,7 +329,3 @@ async def _log_has(path: Path, text: str) -> bool:
         return path.read_text(errors="replace") if path.exists() else ""
 
     return text in await asyncio.to_thread(read)
-
-
-def test_module_has_no_stray_env() -> None:
-    assert "CAPTCHAAI_KEY" not in os.environ or os.environ["CAPTCHAAI_KEY"] != KEY

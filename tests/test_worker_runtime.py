@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -17,6 +19,7 @@ from captcha_queue.solvers import CaptchaAISolver, InstantSolver
 from captcha_queue.solvers.base import Solver
 from captcha_queue.worker.breaker import read_pause_state
 from captcha_queue.worker.limiter import read_slot_state
+from captcha_queue.worker.logs import configure_logging
 from captcha_queue.worker.registry import list_workers
 from captcha_queue.worker.runtime import Worker, WorkerConfig
 
@@ -180,3 +183,68 @@ async def test_expired_while_waiting_for_a_slot(
         assert result.status == "expired"
     await solver.aclose()
     assert simulator.stats()["submits"] == 0
+
+
+async def test_unsolvable_is_solved_afresh_and_transient_errors_retry(
+    queue: AsyncCaptchaQueue, simulator: RunningSimulator
+) -> None:
+    solver = CaptchaAISolver(KEY, simulator.base_url, time_scale=SCALE)
+    worker = Worker(queue, solver, fast_config(solver_limit=10))
+    async with running(worker):
+        simulator.control({"next_errors": {"res": ["ERROR_CAPTCHA_UNSOLVABLE"]}})
+        unsolvable = await queue.submit("turnstile", turnstile(1), max_attempts=3)
+        first = await queue.wait_result(unsolvable, timeout_s=20)
+        simulator.control({"next_errors": {"in": ["ERROR_SERVER_ERROR"]}})
+        flaky = await queue.submit("turnstile", turnstile(2), max_attempts=3)
+        second = await queue.wait_result(flaky, timeout_s=20)
+    await solver.aclose()
+    assert first is not None
+    assert (first.status, first.attempts) == ("success", 2)
+    assert second is not None
+    assert (second.status, second.attempts) == ("success", 2)
+    by_task = simulator.stats()["submits_by_task"]
+    assert by_task[f"{PAGE}1"] == 2  # a fresh solve: a second remote task
+    assert by_task[f"{PAGE}2"] == 1  # the first submit never reached the service
+
+
+async def test_busy_costs_no_attempt_and_lowers_the_fleet_limit(
+    queue: AsyncCaptchaQueue, simulator: RunningSimulator
+) -> None:
+    solver = CaptchaAISolver(KEY, simulator.base_url, time_scale=SCALE)
+    worker = Worker(queue, solver, fast_config(solver_limit=10))
+    async with running(worker):
+        simulator.control({"next_errors": {"in": ["ERROR_NO_SLOT_AVAILABLE"] * 4}})
+        task_id = await queue.submit("turnstile", turnstile(1), max_attempts=1)
+        result = await queue.wait_result(task_id, timeout_s=20)
+        state = await read_slot_state(queue.client, queue.keys, "default")
+    await solver.aclose()
+    assert result is not None
+    assert (result.status, result.attempts) == ("success", 1)  # four busy answers, one attempt
+    assert state.configured == 10
+    assert state.effective is not None
+    assert state.effective < 10  # the fleet backed off
+
+
+async def test_json_logs_carry_one_line_per_task_and_never_the_key(
+    queue: AsyncCaptchaQueue, simulator: RunningSimulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging("json", logging.DEBUG, secrets=[KEY])
+    try:
+        solver = CaptchaAISolver(KEY, simulator.base_url, time_scale=SCALE)
+        worker = Worker(queue, solver, fast_config(solver_limit=5))
+        async with running(worker):
+            ids = await queue.submit_many([{"method": "turnstile", "params": turnstile(i)} for i in range(3)])
+            await results(queue, ids)
+            logging.getLogger("captcha_queue.worker").info("canary %s", KEY)
+        await solver.aclose()
+    finally:
+        for handler in list(logging.getLogger().handlers):
+            logging.getLogger().removeHandler(handler)
+    err = capfd.readouterr().err
+    assert KEY not in err
+    assert "canary ***" in err
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    finished = [line for line in lines if line.get("status") == "success"]
+    assert sorted(line["task_id"] for line in finished) == sorted(ids)
+    assert all({"method", "attempts", "queue_wait_s", "solve_s"} <= line.keys() for line in finished)
+    assert any(line["level"] == "debug" for line in lines)  # state changes at debug
