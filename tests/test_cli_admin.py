@@ -267,3 +267,12 @@ def test_listen_prints_completions_as_they_happen(
     on_queue(redis_url, namespace, lambda q: finish(q, second))
     assert json.loads(proc.stdout.readline())["id"] == second
     assert proc.wait(timeout=30) == 0
+
+
+def test_connection_flags_on_the_subcommand(redis_url: str, namespace: str) -> None:
+    env: dict[str, str | None] = {"REDIS_URL": None, "CAPTCHA_QUEUE_NAMESPACE": None}
+    submitted = invoke(["submit", *TURNSTILE, "--redis-url", redis_url, "-n", namespace], env)
+    assert submitted.exit_code == 0, submitted.output
+    stats = invoke(["stats", "--json", "--redis-url", redis_url, "--namespace", namespace], env)
+    doc = json.loads(stats.stdout)
+    assert doc["queued"]["normal"] == 1

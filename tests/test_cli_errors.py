@@ -239,3 +239,12 @@ def test_subprocess_errors_and_exit_codes() -> None:
     debug = run_cli(["--debug", "stats"], {"REDIS_URL": url})
     assert debug.returncode == 1
     assert "Traceback" in debug.stderr
+
+
+def test_connection_flags_after_the_subcommand_win() -> None:
+    url = f"redis://127.0.0.1:{closed_port()}/0"
+    result = invoke(["--redis-url", "redis://127.0.0.1:1/0", "stats", "--redis-url", url, "-n", "other"])
+    assert result.exit_code == 1
+    assert one_error_line(result).startswith(f"error: cannot reach Redis at {url}: ")
+    bad = invoke(["stats", "--namespace", "bad name"])
+    assert "CAPTCHA_QUEUE_NAMESPACE: namespace 'bad name'" in one_error_line(bad)

@@ -19,7 +19,7 @@ from rich.table import Table
 from ..errors import TaskNotFound
 from ..models import PRIORITIES, DeadLetter, Result, Stats
 from . import fleet
-from .app import cli, echo_json, get_settings, open_queue, run
+from .app import cli, connection_options, echo_json, get_settings, open_queue, run
 
 if TYPE_CHECKING:
     from ..queue import AsyncCaptchaQueue
@@ -107,6 +107,7 @@ def _stats_doc(stats: Stats, pause: fleet.Pause | None, now_ms: int) -> dict[str
 
 
 @cli.command("stats")
+@connection_options
 @click.option("--watch", is_flag=True, help="Keep the table live until Ctrl-C.")
 @click.option(
     "--interval",
@@ -173,6 +174,7 @@ def _until_interrupted() -> Iterator[None]:
 
 
 @cli.command("workers")
+@connection_options
 @click.option("--all", "show_all", is_flag=True, help="Include workers whose heartbeat has lapsed.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON array.")
 def workers_cmd(show_all: bool, as_json: bool) -> None:
@@ -271,6 +273,7 @@ def _or_dash(value: int | None) -> str:
 
 
 @cli.command("pause")
+@connection_options
 @click.option("--reason", default="paused by operator", show_default=True, help="Shown in stats.")
 @click.option(
     "--for",
@@ -293,6 +296,7 @@ def pause_cmd(reason: str, for_s: float | None) -> None:
 
 
 @cli.command("resume")
+@connection_options
 def resume_cmd() -> None:
     """Lift the fleet-wide pause (an operator's or the account breaker's)."""
     settings = get_settings()
@@ -317,6 +321,7 @@ def dlq_group() -> None:
 
 
 @dlq_group.command("list")
+@connection_options
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="A JSON array.")
 def dlq_list_cmd(limit: int, as_json: bool) -> None:
@@ -351,6 +356,7 @@ def dlq_list_cmd(limit: int, as_json: bool) -> None:
 
 
 @dlq_group.command("show")
+@connection_options
 @click.argument("task_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
 def dlq_show_cmd(task_id: str, as_json: bool) -> None:
@@ -397,6 +403,7 @@ def dlq_show_cmd(task_id: str, as_json: bool) -> None:
 
 
 @dlq_group.command("requeue")
+@connection_options
 @click.argument("task_ids", nargs=-1, metavar="[ID]...")
 @click.option("--all", "requeue_all", is_flag=True, help="Requeue every dead letter.")
 def dlq_requeue_cmd(task_ids: tuple[str, ...], requeue_all: bool) -> None:
@@ -425,6 +432,7 @@ def dlq_requeue_cmd(task_ids: tuple[str, ...], requeue_all: bool) -> None:
 
 
 @dlq_group.command("purge")
+@connection_options
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def dlq_purge_cmd(yes: bool) -> None:
     """Delete every dead letter for good."""
@@ -456,6 +464,7 @@ def _listen_line(result: Result) -> str:
 
 
 @cli.command("listen")
+@connection_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON document per line (JSON Lines).")
 @click.option(
     "--from",

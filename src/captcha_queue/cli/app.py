@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -34,6 +34,7 @@ __all__ = [
     "CliGroup",
     "CliState",
     "cli",
+    "connection_options",
     "echo_json",
     "get_settings",
     "main",
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: Exit codes shared by the task commands (click itself uses 2 for usage errors).
 EXIT_ERROR = 1  # the command failed: configuration, Redis, unknown id, ...
@@ -143,6 +145,35 @@ def cli(
         captchaai_url=captchaai_url,
         captchaai_key_file=captchaai_key_file,
     )
+
+
+def _override(name: str) -> Callable[[click.Context, click.Parameter, str | None], None]:
+    def store(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            state = ctx.find_object(CliState) or ctx.ensure_object(CliState)
+            setattr(state, name, value)
+            state._settings = None
+
+    return store
+
+
+def connection_options(command: F) -> F:
+    """``--redis-url`` and ``--namespace/-n`` after the subcommand too (they win over the root's)."""
+    command = click.option(
+        "--namespace",
+        "-n",
+        metavar="NAME",
+        expose_value=False,
+        callback=_override("namespace"),
+        help="Queue namespace [env: CAPTCHA_QUEUE_NAMESPACE].",
+    )(command)
+    return click.option(
+        "--redis-url",
+        metavar="URL",
+        expose_value=False,
+        callback=_override("redis_url"),
+        help="Redis URL [env: REDIS_URL].",
+    )(command)
 
 
 def get_settings(ctx: click.Context | None = None) -> Settings:

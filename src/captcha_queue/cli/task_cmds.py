@@ -17,7 +17,7 @@ import click
 
 from ..errors import InvalidTask, TaskNotFound
 from ..models import PRIORITIES, Priority, Result
-from .app import EXIT_NOT_OK, EXIT_TIMEOUT, cli, echo_json, get_settings, open_queue, run
+from .app import EXIT_NOT_OK, EXIT_TIMEOUT, cli, connection_options, echo_json, get_settings, open_queue, run
 
 if TYPE_CHECKING:
     from ..queue import AsyncCaptchaQueue
@@ -114,6 +114,7 @@ _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON 
 
 
 @cli.command("submit")
+@connection_options
 @click.argument("method")
 @click.argument("params", nargs=-1, metavar="KEY=VALUE...")
 @click.option("--priority", type=click.Choice(PRIORITIES), default="normal", show_default=True)
@@ -178,6 +179,7 @@ def submit_cmd(
 
 
 @cli.command("result")
+@connection_options
 @click.argument("task_id", metavar="ID")
 @_json_option
 def result_cmd(task_id: str, as_json: bool) -> None:
@@ -197,6 +199,7 @@ def result_cmd(task_id: str, as_json: bool) -> None:
 
 
 @cli.command("wait")
+@connection_options
 @click.argument("task_ids", nargs=-1, required=True, metavar="ID...")
 @_timeout_option
 @_json_option
@@ -234,6 +237,7 @@ def wait_cmd(task_ids: tuple[str, ...], timeout_s: float, as_json: bool) -> None
 
 
 @cli.command("cancel")
+@connection_options
 @click.argument("task_ids", nargs=-1, required=True, metavar="ID...")
 @_json_option
 def cancel_cmd(task_ids: tuple[str, ...], as_json: bool) -> None:
