@@ -24,7 +24,7 @@ from .models import Result, TaskSpec
 from .queue_admin import AdminAPI
 from .queue_base import QueueConfig, as_str
 from .scripts import Code
-from .submission import PreparedTask, prepare, prepare_entry
+from .submission import PreparedTask, new_ids, prepare, prepare_entry
 from .waiting import ResultWaiter, listen_events
 from .worker_api import WorkerAPI
 
@@ -123,14 +123,17 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
     async def submit_many(self, specs: Iterable[TaskSpec | Mapping[str, Any]]) -> list[str]:
         """Validate every task first (nothing is written if one is invalid), then enqueue them all in
         one round trip, in order (FIFO within each priority). Returns the ids in input order."""
+        entries = list(specs)
+        ids = new_ids(len(entries))
         prepared = [
             prepare_entry(
                 entry,
                 index,
                 max_payload_bytes=self.config.max_payload_bytes,
                 allow_unknown=self.config.allow_unknown_methods,
+                task_id=ids[index],
             )
-            for index, entry in enumerate(specs)
+            for index, entry in enumerate(entries)
         ]
         if not prepared:
             return []
