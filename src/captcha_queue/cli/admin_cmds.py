@@ -219,7 +219,8 @@ def workers_cmd(show_all: bool, as_json: bool) -> None:
 
 
 def _in_flight(info: dict[str, Any]) -> str:
-    in_flight, concurrency = info.get("in_flight"), info.get("concurrency")
+    # A registration omits in_flight while it is 0 (omit_defaults).
+    in_flight, concurrency = info.get("in_flight", 0 if info else None), info.get("concurrency")
     if in_flight is None:
         return "-"
     return f"{in_flight} / {concurrency}" if concurrency else str(in_flight)
@@ -252,9 +253,10 @@ def account_cmd(as_json: bool) -> None:
     if as_json:
         echo_json(info)
         return
-    table = Table(title=f"account · {settings.captchaai_url}", show_header=False, title_justify="left")
+    table = Table(title="solver account", show_header=False, title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("value", justify="right")
+    table.add_row("service", esc(settings.captchaai_url))
     free = None
     if info.threads is not None and info.working_threads is not None:
         free = max(0, info.threads - info.working_threads)

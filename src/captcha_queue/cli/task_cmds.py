@@ -72,10 +72,10 @@ def print_result(result: Result, *, as_json: bool) -> int:
 
 
 def _failure(result: Result) -> str:
-    what = result.error_code or result.status
+    parts = [result.error_code] if result.error_code else []
     if result.error_message and result.error_message != result.error_code:
-        what = f"{what}: {result.error_message}"
-    return f"{what} (attempts: {result.attempts})"
+        parts.append(result.error_message)
+    return f"{': '.join(parts) or result.status} (attempts: {result.attempts})"
 
 
 def _result_line(result: Result) -> str:
