@@ -284,6 +284,30 @@ async def test_sigterm_releases_unfinished_tasks_and_exits_0(
         assert sim.stats()["submits"] == 6  # resumed, not paid for twice
 
 
+@pytest.mark.timeout(60)
+async def test_a_second_signal_exits_at_once(
+    queue: AsyncCaptchaQueue, subprocess_env: dict[str, str], processes: ProcessManager, tmp_path: Path
+) -> None:
+    # Real-time solves (20-60 s): a graceful stop would wait out its whole 60 s grace.
+    async with run_simulator(SimulatorConfig(time_scale=1.0, threads=50, seed=5)) as sim:
+        env = worker_env(subprocess_env, sim)
+        v2 = {"googlekey": "6Le-wvkSAAAAAPBMRTvw0Q4Muexq9bi0DJwx_mJ-"}
+        ids = await queue.submit_many(
+            [{"method": "userrecaptcha", "params": {**v2, "pageurl": f"{PAGE}{i}"}} for i in range(3)]
+        )
+        log = tmp_path / "worker.log"
+        worker = start_worker(processes, env, "--solver-limit", "20", "--grace-s", "60", log=log)
+        await eventually(lambda: _has(remote_ids(queue, ids), 3), what="remote ids recorded")
+        processes.kill(worker, signal.SIGTERM)
+        await eventually(lambda: _log_has(log, "stopping"), what="the first signal handled")
+        t0 = time.monotonic()
+        processes.kill(worker, signal.SIGTERM)
+        assert await wait_exit(worker) == 128 + signal.SIGTERM
+        assert time.monotonic() - t0 < 5  # not the 60 s grace
+        stats = await queue.stats()
+        assert stats.in_flight == 3  # nothing was released: the leases bring them back
+
+
 @pytest.mark.timeout(120)
 async def test_redis_restarted_mid_run_workers_reconnect_and_finish(
     simulator: RunningSimulator, subprocess_env: dict[str, str], processes: ProcessManager

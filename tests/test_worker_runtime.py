@@ -248,3 +248,61 @@ async def test_json_logs_carry_one_line_per_task_and_never_the_key(
     assert sorted(line["task_id"] for line in finished) == sorted(ids)
     assert all({"method", "attempts", "queue_wait_s", "solve_s"} <= line.keys() for line in finished)
     assert any(line["level"] == "debug" for line in lines)  # state changes at debug
+
+
+async def test_the_fleet_uses_at_least_90_percent_of_its_limit_while_there_is_a_backlog(
+    queue: AsyncCaptchaQueue, simulator: RunningSimulator
+) -> None:
+    limit = 8
+    solver = CaptchaAISolver(KEY, simulator.base_url, time_scale=SCALE)
+    workers = [Worker(queue, solver, fast_config(solver_limit=limit)) for _ in range(2)]
+    samples: list[int] = []
+    async with running(workers[0]), running(workers[1]):
+        ids = await queue.submit_many([{"method": "turnstile", "params": turnstile(i)} for i in range(150)])
+        await wait_until(lambda: sum(w.in_flight for w in workers) >= limit)
+        while True:
+            stats = await queue.stats()
+            if stats.queued_total <= limit:
+                break
+            samples.append((await read_slot_state(queue.client, queue.keys, "default")).used)
+            await asyncio.sleep(0.01)
+        await results(queue, ids)
+    await solver.aclose()
+    assert len(samples) >= 20
+    assert max(samples) <= limit
+    assert sum(samples) / len(samples) >= 0.9 * limit, samples
+
+
+async def test_a_cancelled_task_is_dropped_and_its_slot_freed(
+    queue: AsyncCaptchaQueue, simulator: RunningSimulator
+) -> None:
+    solver = CaptchaAISolver(KEY, simulator.base_url, time_scale=1.0)  # real-time polls: it stays in flight
+    worker = Worker(queue, solver, fast_config(solver_limit=5, lease_s=0.6))  # renewed every 0.2 s
+    async with running(worker):
+        task_id = await queue.submit("turnstile", turnstile(1))
+        await wait_until(lambda: worker.limiter is not None and worker.limiter.holding == 1)
+        assert await queue.cancel(task_id)
+        await wait_until(lambda: worker.in_flight == 0)
+        result = await queue.get_result(task_id)
+        assert result is not None
+        assert result.status == "cancelled"
+        assert worker.limiter is not None
+        assert worker.limiter.holding == 0
+    await solver.aclose()
+    assert (await read_slot_state(queue.client, queue.keys, "default")).used == 0
+
+
+async def test_the_limit_comes_from_threadsinfo_and_follows_it_at_run_time(
+    queue: AsyncCaptchaQueue, simulator: RunningSimulator
+) -> None:
+    solver = CaptchaAISolver(KEY, simulator.base_url, time_scale=SCALE)
+    worker = Worker(queue, solver, fast_config(limit_refresh_s=20.0))  # re-read every 0.2 s
+    async with running(worker):
+        await wait_until(lambda: worker.limiter is not None)
+        assert worker.limiter is not None
+        assert worker.limiter.limit == 50  # the simulator's threads
+        simulator.control({"threads": 7})
+        await wait_until(lambda: worker.limiter is not None and worker.limiter.limit == 7)
+        state = await read_slot_state(queue.client, queue.keys, "default")
+        assert (state.configured, state.effective) == (7, 7)
+    await solver.aclose()
