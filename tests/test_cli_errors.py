@@ -248,3 +248,12 @@ def test_connection_flags_after_the_subcommand_win() -> None:
     assert one_error_line(result).startswith(f"error: cannot reach Redis at {url}: ")
     bad = invoke(["stats", "--namespace", "bad name"])
     assert "CAPTCHA_QUEUE_NAMESPACE: namespace 'bad name'" in one_error_line(bad)
+
+
+def test_a_refusing_redis_is_one_line(redis_url: str) -> None:
+    wrong_db = redis_url.rsplit("/", 1)[0] + "/999"
+    result = invoke(["stats"], {"REDIS_URL": wrong_db})
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert line.startswith(f"error: Redis at {wrong_db} refused the connection: ")
+    assert "DB index is out of range" in line

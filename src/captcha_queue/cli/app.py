@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import msgspec
+import redis
 
 from ..errors import CaptchaQueueError, ConfigError, RedisUnavailable
 from ..redis_server import redact_url
@@ -212,10 +213,14 @@ async def open_queue(settings: Settings) -> AsyncIterator[AsyncCaptchaQueue]:
                 )
             except RedisUnavailable as exc:
                 raise _unreachable(shown, exc) from exc
+            except redis.RedisError as exc:  # refused at connect: wrong db, ACL, auth...
+                raise RedisUnavailable(f"Redis at {shown} refused the connection: {_one_line(exc)}") from exc
             try:
                 yield queue
             except RedisUnavailable as exc:
                 raise _unreachable(shown, exc) from exc
+            except redis.ResponseError as exc:  # e.g. NOPERM for an ACL user; not worth a traceback
+                raise CaptchaQueueError(f"Redis at {shown} answered an error: {_one_line(exc)}") from exc
     finally:
         # A client given a pool does not close it by default (redis-py); this one owns its pool.
         await client.aclose(close_connection_pool=True)
