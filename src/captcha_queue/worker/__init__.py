@@ -1,0 +1,44 @@
+"""The worker runtime: claims tasks, drives each through the solver, writes the one final result.
+
+    from captcha_queue.worker import Worker, WorkerConfig
+    worker = Worker(queue, solver, WorkerConfig(concurrency=2000, lease_s=30))
+    await worker.run()          # until worker.stop(); then a graceful shutdown
+
+Rooms: ``runtime`` (fetch -> execute -> finish), ``polling`` (one poll timer per process), ``limiter``
+(fleet-wide solver slots), ``breaker`` (account pause shared by the fleet), ``retry`` (the error
+policy), ``registry`` (live workers), ``supervisor`` (P processes), ``events`` (observer hooks).
+"""
+
+from __future__ import annotations
+
+from .breaker import AccountBreaker, PauseState, read_pause_state
+from .config import WorkerConfig
+from .events import NullEvents, WorkerEvents
+from .limiter import LimiterConfig, SlotLimiter, SlotState, read_slot_state
+from .polling import PollConfig, PollScheduler
+from .registry import WorkerInfo, WorkerRegistry, list_workers
+from .retry import Action, Backoff, Decision, RetryPolicy
+from .runtime import Worker
+
+__all__ = [
+    "AccountBreaker",
+    "Action",
+    "Backoff",
+    "Decision",
+    "LimiterConfig",
+    "NullEvents",
+    "PauseState",
+    "PollConfig",
+    "PollScheduler",
+    "RetryPolicy",
+    "SlotLimiter",
+    "SlotState",
+    "Worker",
+    "WorkerConfig",
+    "WorkerEvents",
+    "WorkerInfo",
+    "WorkerRegistry",
+    "list_workers",
+    "read_pause_state",
+    "read_slot_state",
+]

@@ -41,11 +41,12 @@ from ..errors import (
 )
 from ..models import Claim, Result, Solution
 from .breaker import AccountBreaker
+from .config import WorkerConfig
 from .events import NullEvents, WorkerEvents
-from .limiter import LimiterConfig, SlotLimiter
-from .polling import PollConfig, PollScheduler
+from .limiter import SlotLimiter
+from .polling import PollScheduler
 from .registry import WorkerRegistry, new_worker_id
-from .retry import Action, Backoff, RetryPolicy
+from .retry import Action, Backoff
 
 if TYPE_CHECKING:
     from ..queue import AsyncCaptchaQueue
@@ -59,42 +60,6 @@ T = TypeVar("T")
 #: Poll answers that mean the service no longer knows a remote id (a resume came too late).
 _UNKNOWN_REMOTE = frozenset({"ERROR_WRONG_CAPTCHA_ID", "ERROR_WRONG_ID_FORMAT"})
 _REDIS_BACKOFF = Backoff(base_s=0.05, cap_s=2.0)
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """How one worker process runs. Durations are real seconds; ``time_scale`` scales the solver pacing
-    (poll cadence is the solver's, already scaled), retry backoffs, probes and the resume window."""
-
-    concurrency: int = 100
-    lease_s: float = 30.0
-    renew_every_s: float | None = None  # default: a third of the lease
-    claim_batch_max: int = 200
-    claim_block_s: float = 2.0
-    prefetch: int | None = None  # claimed tasks allowed to wait for a slot; default max(16, C / 10)
-    solver_limit: int | None = None  # fleet-wide N; None: from the solver's threads (or unlimited)
-    resume_window_s: float = 600.0
-    grace_s: float = 30.0
-    time_scale: float = 1.0
-    probe_every_s: float = 60.0
-    limit_refresh_s: float = 60.0
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    poll: PollConfig = field(default_factory=PollConfig)
-    limiter: LimiterConfig = field(default_factory=LimiterConfig)
-
-    def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-        if self.lease_s <= 0 or self.time_scale <= 0:
-            raise ValueError("lease_s and time_scale must be positive")
-
-    @property
-    def renew_period_s(self) -> float:
-        return self.renew_every_s if self.renew_every_s is not None else self.lease_s / 3
-
-    @property
-    def buffer(self) -> int:
-        return self.prefetch if self.prefetch is not None else max(16, self.concurrency // 10)
 
 
 Stage = Literal["claimed", "slot", "submit", "poll", "finish"]
@@ -200,7 +165,7 @@ class Worker:
             await self._shutdown()
 
     async def _start(self) -> None:
-        await self._redis(lambda: self.registry.heartbeat(0), forever=True)
+        await self._redis(lambda: self.registry.heartbeat(0), persist=True)
         await self.breaker.refresh()
         limit = await self._initial_limit()
         if limit is not None:
@@ -211,7 +176,7 @@ class Worker:
                 limit=limit,
                 config=self.config.limiter.scaled(self.config.time_scale),
             )
-            await self._redis(lambda: self._set_limit(limit), forever=True)
+            await self._redis(lambda: self._set_limit(limit), persist=True)
             self._supervise("slot-pump", self.limiter.run)
         self._supervise("poll-timer", self.poller.run)
         self._supervise("renew", self._renew_loop)
@@ -287,7 +252,7 @@ class Worker:
             info = await self.solver.account_info()
         except AccountError as exc:
             error = exc
-            await self._redis(lambda: self.breaker.trip(error), forever=True)
+            await self._redis(lambda: self.breaker.trip(error), persist=True)
             return None
         except SolverError as exc:
             log.warning("could not read the account's threads (%s); no fleet-wide limit yet", exc.code)
@@ -468,13 +433,13 @@ class Worker:
         slot_outcome: Literal["ok", "error"] = "error"
         try:
             if isinstance(outcome, Solution):
-                result = await self._redis(lambda: self.queue.complete(claim, outcome))
+                result = await self._redis(lambda: self.queue.complete(claim, outcome), persist=True)
                 slot_outcome = "ok"
                 self._finished(run, result)
             elif isinstance(outcome, _Stop) and outcome.how == "expire":
-                self._finished(run, await self._redis(lambda: self.queue.expire(claim)))
+                self._finished(run, await self._redis(lambda: self.queue.expire(claim), persist=True))
             elif isinstance(outcome, _Stop):
-                await self._redis(lambda: self.queue.release(claim))
+                await self._redis(lambda: self.queue.release(claim), persist=True)
                 log.debug("task %s released", claim.task_id)
             else:
                 await self._after_error(run, outcome)
@@ -496,12 +461,12 @@ class Worker:
             return
         if decision.action is Action.PAUSE:
             assert isinstance(error, AccountError)
-            await self._redis(lambda: self.breaker.trip(error))
-            await self._redis(lambda: self.queue.release(claim))
+            await self._redis(lambda: self.breaker.trip(error), persist=True)
+            await self._redis(lambda: self.queue.release(claim), persist=True)
             return
         if decision.action in (Action.RETRY, Action.FRESH_SOLVE):
             retried = await self._redis(
-                lambda: self.queue.fail(claim, error, retry_in_s=max(decision.delay_s, 0.001))
+                lambda: self.queue.fail(claim, error, retry_in_s=max(decision.delay_s, 0.001)), persist=True
             )
             if retried is None:
                 self.events.retry(error)
@@ -511,7 +476,7 @@ class Worker:
             return
         if not isinstance(error, SolverError):
             log.error("task %s failed on an unexpected error", claim.task_id, exc_info=error)
-        final = await self._redis(lambda: self.queue.fail(claim, error))
+        final = await self._redis(lambda: self.queue.fail(claim, error), persist=True)
         if final is not None:
             self._finished(run, final)
 
@@ -579,14 +544,19 @@ class Worker:
         except RedisUnavailable as exc:
             log.warning("renew: %s (leases are renewed again next period)", exc)
 
-    async def _redis(self, call: Callable[[], Coroutine[Any, Any, T]], *, forever: bool = False) -> T:
-        """Run a Redis call, retrying while Redis is unreachable (fencing decides what lands)."""
+    async def _redis(self, call: Callable[[], Coroutine[Any, Any, T]], *, persist: bool = False) -> T:
+        """Run a Redis call, retrying while Redis is unreachable (fencing decides what lands).
+
+        While shutting down, a call gives up at once (with ``persist``, after ten failures).
+        """
         failures = 0
         while True:
             try:
                 return await call()
             except RedisUnavailable as exc:
                 failures += 1
+                if self._stopping.is_set() and (failures > 10 or not persist):
+                    raise  # shutting down: the lease returns the task once Redis is back
                 delay = _REDIS_BACKOFF.delay_s(failures, self._rng) + 0.02
                 log.warning("Redis unavailable (%s); retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
