@@ -65,7 +65,13 @@ async def test_a_malformed_state_is_dead_lettered_with_the_raw_entry(
 
 
 @pytest.mark.parametrize(
-    "task_json", [b'{"id": "trunc', b'{"id":"x","method":"m","params":{}}', b'{"method":"userrecaptcha"}']
+    "task_json",
+    [
+        b'{"id": "trunc',
+        b'{"id":"x","method":"m","params":{}}',  # a readable task, but under another id
+        b'{"method":"userrecaptcha"}',
+        b'{"id":"x","method":"\xc3\x28"}',  # not UTF-8
+    ],
 )
 async def test_an_unreadable_task_body_is_dead_lettered_and_never_reaches_a_worker(
     queue: AsyncCaptchaQueue, task_json: bytes
@@ -77,7 +83,8 @@ async def test_an_unreadable_task_body_is_dead_lettered_and_never_reaches_a_work
     letter = await queue.dead_letter(bad)
     assert letter is not None
     assert letter.reason.startswith("unreadable task")
-    assert letter.raw == task_json.decode()
+    assert letter.raw == task_json.decode(errors="replace")
+    assert [d.id for d in await queue.dead_letters()] == [bad]
     result = await queue.get_result(bad)
     assert result is not None
     assert result.status == "error"

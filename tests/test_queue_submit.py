@@ -17,6 +17,13 @@ from captcha_queue.keys import Keys
 RC = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
 
 
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"leaf": 1}
+    for _ in range(depth):
+        value = {"n": value}
+    return value
+
+
 @pytest.fixture
 async def queue(redis_client: aioredis.Redis, namespace: str) -> AsyncIterator[AsyncCaptchaQueue]:
     q = AsyncCaptchaQueue(redis_client, namespace=namespace)
@@ -52,6 +59,10 @@ async def claim_all(q: AsyncCaptchaQueue, n: int) -> list[str]:
         ({"metadata": {1: "int key"}}, "metadata"),
         ({"metadata": {"x": object()}}, "metadata"),
         ({"metadata": {"bad": "\ud800"}}, "metadata"),
+        ({"metadata": {"set": {1, 2}}}, "metadata"),
+        ({"metadata": {"nested": {3: "int key"}}}, "metadata"),
+        ({"metadata": {"nan": float("nan")}}, "metadata"),
+        ({"metadata": {"deep": _nested(5000)}}, "metadata"),
         ({"idempotency_key": ""}, "idempotency_key"),
         ({"idempotency_key": 42}, "idempotency_key"),
         ({"idempotency_key": "k" * 300}, "idempotency_key"),

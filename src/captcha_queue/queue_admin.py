@@ -93,7 +93,7 @@ class AdminAPI(QueueCore):
         if task is None and letter.raw is not None:
             try:
                 task = msgspec.json.decode(letter.raw, type=Task)
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except ValueError:
                 task = None
         if task is None or task.id != task_id:
             log.warning("dead letter %s has no readable task: not requeued", task_id)

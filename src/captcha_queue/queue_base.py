@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
@@ -23,9 +23,10 @@ from .keys import Keys
 from .models import Attempt, DeadLetter, Result, Task
 from .scripts import Code, Scripts, load_scripts, raise_for_code
 
-__all__ = ["QueueConfig", "QueueCore", "as_str"]
+__all__ = ["QueueConfig", "QueueCore", "as_str", "decode_lenient"]
 
 log = logging.getLogger("captcha_queue.queue")
+T = TypeVar("T")
 
 _result_decoder = msgspec.json.Decoder(Result)
 _task_decoder = msgspec.json.Decoder(Task)
@@ -72,6 +73,17 @@ class QueueConfig:
             raise ValueError("events_maxlen and max_payload_bytes must be positive")
         if self.maintenance_batch < 1 or self.submit_chunk < 1:
             raise ValueError("maintenance_batch and submit_chunk must be positive")
+
+
+def decode_lenient(decoder: msgspec.json.Decoder[T], raw: Any) -> T:
+    """Decode an entry read from Redis; invalid UTF-8 (written by someone else) is replaced, so the
+    rest of the entry can still be read. Raises ValueError when it still cannot be decoded."""
+    try:
+        return decoder.decode(raw)
+    except UnicodeDecodeError:
+        if not isinstance(raw, bytes):
+            raise
+        return decoder.decode(raw.decode("utf-8", errors="replace"))
 
 
 def as_str(value: Any) -> str:
@@ -161,8 +173,8 @@ class QueueCore:
         if raw is None:
             return None
         try:
-            return _result_decoder.decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return decode_lenient(_result_decoder, raw)
+        except ValueError as exc:
             log.warning("unreadable result for task %s skipped: %s", task_id, exc)
             return None
 
@@ -175,16 +187,16 @@ class QueueCore:
         if raw is None:
             return None
         try:
-            return _dead_decoder.decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+            return decode_lenient(_dead_decoder, raw)
+        except ValueError:
             pass
         try:
-            loose = _loose_dead_decoder.decode(raw)
+            loose = decode_lenient(_loose_dead_decoder, raw)
             text = loose.raw if loose.raw is not None else msgspec.json.encode(loose.task).decode()
             return DeadLetter(
                 id=loose.id, reason=loose.reason, dead_at=loose.dead_at, raw=text, history=loose.history
             )
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except ValueError as exc:
             # Keep what can be shown: the id and the raw text, so an operator can still see it.
             log.warning("unreadable dead letter for task %s: %s", task_id, exc)
             return DeadLetter(

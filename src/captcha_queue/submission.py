@@ -130,9 +130,18 @@ def _encode_metadata(metadata: object) -> bytes | None:
     if not isinstance(metadata, dict) or not all(isinstance(k, str) for k in metadata):
         raise InvalidTask("metadata must be a dict with string keys", field="metadata")
     try:
-        return _encoder.encode(metadata)
+        encoded = _encoder.encode(metadata)
+        # Only JSON types: msgspec would quietly turn a set or a tuple into a list, NaN into null,
+        # an int key into a string. What comes back must be what was given.
+        same = msgspec.json.decode(encoded) == metadata
     except _ENCODE_ERRORS as exc:
         raise InvalidTask(f"metadata is not JSON-encodable: {exc}", field="metadata") from exc
+    if not same:
+        raise InvalidTask(
+            "metadata must hold only JSON types (dict with str keys, list, str, int, float, bool, None)",
+            field="metadata",
+        )
+    return encoded
 
 
 def state_open(task: Task, metadata_json: bytes | None) -> bytes:

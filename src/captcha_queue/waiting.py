@@ -29,6 +29,7 @@ from .connection import BLOCK_MAX_S, redis_errors_async
 from .errors import RedisUnavailable
 from .keys import Keys
 from .models import Result
+from .queue_base import decode_lenient
 
 __all__ = ["RECONNECT_GIVE_UP_S", "ResultWaiter", "listen_events"]
 
@@ -54,8 +55,8 @@ def _decode_result(raw: bytes | str | None, task_id: str) -> Result | None:
     if raw is None:
         return None
     try:
-        return _result_decoder.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return decode_lenient(_result_decoder, raw)
+    except ValueError as exc:
         log.warning("unreadable result for task %s skipped: %s", task_id, exc)
         return None
 
@@ -122,7 +123,7 @@ class ResultWaiter:
     def _dispatch(self, data: bytes | str) -> None:
         try:
             task_id = _announcement_decoder.decode(data).id
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except ValueError:
             log.warning("ignored a malformed completion announcement: %r", data[:200])
             return
         for callback in tuple(self._watchers.get(task_id, ())):

@@ -109,7 +109,7 @@ class WorkerAPI(QueueCore):
                 task = self._decode_task(row[1])
                 if task.id != task_id:
                     raise ValueError(f"the stored task says id {task.id!r}")
-            except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            except ValueError as exc:  # msgspec's decode and validation errors, invalid UTF-8
                 await self._quarantine(task_id, token, f"unreadable task: {exc}")
                 continue
             remote_ms = row[6]
