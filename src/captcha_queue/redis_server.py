@@ -113,9 +113,7 @@ class Persistence:
         if not self.appendonly:
             return ["--save", "", "--appendonly", "no", "--dir", workdir]
         if self.appendfsync not in ("always", "everysec", "no"):
-            raise ConfigError(
-                f"appendfsync must be always, everysec or no, not {self.appendfsync!r}"
-            )
+            raise ConfigError(f"appendfsync must be always, everysec or no, not {self.appendfsync!r}")
         return [
             "--save",
             "",

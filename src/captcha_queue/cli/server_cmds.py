@@ -37,4 +37,3 @@ def redis_cmd(port: int | None, appendonly: bool, appendfsync: str, directory: s
         pass
     finally:
         server.stop()
-
