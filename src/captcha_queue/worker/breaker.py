@@ -8,8 +8,8 @@ failed. Tasks a worker already holds but has not sent are released without consu
 
 The pause is lifted by ``captcha-queue resume`` (deleting the hash), by its ``until_ms`` passing, or
 by an account probe: once per probe interval, one worker of the fleet (chosen atomically by
-``pause_probe``) asks the service for the account's threads; if that works, it lifts the pause it
-probed (``pause_lift``), and blocked claimers wake at once.
+``probePause``) asks the service for the account's threads; if that works, it lifts the pause it
+probed (``liftPause``), and blocked claimers wake at once.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class AccountBreaker:
         pause_ms = "" if pause_s is None else str(max(1, int(pause_s * 1000)))
         reason = f"account error {error.code}: {error.message}"[:300]
         async with redis_errors_async(self._client):
-            started, since_ms = await self._scripts.pause_set(
+            started, since_ms = await self._scripts.pauseFleet(
                 self._client, [self._keys.paused], [reason, error.code, pause_ms]
             )
         if started:
@@ -145,7 +145,7 @@ class AccountBreaker:
         Returns True if the pause was lifted by this call.
         """
         async with redis_errors_async(self._client):
-            verdict, since_ms = await self._scripts.pause_probe(
+            verdict, since_ms = await self._scripts.probePause(
                 self._client, [self._keys.paused], [max(1, int(self.probe_every_s * 1000))]
             )
         if verdict == -1:
@@ -166,7 +166,7 @@ class AccountBreaker:
             log.info("account probe: the account has no threads; the fleet stays paused")
             return False
         async with redis_errors_async(self._client):
-            lifted = await self._scripts.pause_lift(
+            lifted = await self._scripts.liftPause(
                 self._client, [self._keys.paused, self._keys.wake], [str(int(since_ms))]
             )
         if lifted:

@@ -4,7 +4,7 @@ At most N solves are in flight across every worker on every machine. A slot is a
 ``keys.slots(account)`` (holder = task id, score = lease deadline in server-time ms), owned by the
 lease token of the claim holding it (``keys.slot_owners(account)``), so a stale worker can never
 release a slot that the task's new owner adopted. A dead worker's slots expire after one lease and
-are reclaimed inside ``slot_acquire``.
+are reclaimed inside ``acquireSlots``.
 
 Batching keeps the fleet near its limit without hammering Redis: every task of a process that waits
 for a slot joins one FIFO, and a single pump takes slots for all of them in one script call (and
@@ -151,7 +151,7 @@ class SlotLimiter:
         if limit < 1:
             raise ValueError("the solver limit must be at least 1")
         async with redis_errors_async(self._client):
-            configured, effective, used = await self._scripts.slot_limit(
+            configured, effective, used = await self._scripts.setSlotLimit(
                 self._client, [self._keys[1], self._keys[0]], [limit]
             )
         self._limit = int(configured)
@@ -199,7 +199,7 @@ class SlotLimiter:
         for holder, token in held:
             args += [holder, token]
         async with redis_errors_async(self._client):
-            reply = await self._scripts.slot_renew(self._client, list(self._keys), args)
+            reply = await self._scripts.renewSlots(self._client, list(self._keys), args)
         self.effective, self.used = int(reply[0]), int(reply[1])
         lost = [_text(h) for h in reply[2:]]
         for holder in lost:
@@ -248,7 +248,7 @@ class SlotLimiter:
         for holder, queued in batch:
             args += [holder, queued.token]
         async with redis_errors_async(self._client):
-            reply = await self._scripts.slot_acquire(self._client, list(self._keys), args)
+            reply = await self._scripts.acquireSlots(self._client, list(self._keys), args)
         self.effective, self.used = int(reply[0]), int(reply[1])
         granted = [_text(h) for h in reply[2:]]
         tokens = dict(batch)
@@ -280,7 +280,7 @@ class SlotLimiter:
             args += [holder, token]
         try:
             async with redis_errors_async(self._client):
-                reply = await self._scripts.slot_release(self._client, list(self._keys), args)
+                reply = await self._scripts.releaseSlots(self._client, list(self._keys), args)
         except BaseException:
             # Keep what was not written, for the next try.
             for holder, token in releases.items():

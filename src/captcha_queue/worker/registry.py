@@ -65,7 +65,7 @@ class WorkerRegistry:
 
         self._client = client
         self._keys = keys
-        self._script = load_scripts().worker_heartbeat
+        self._script = load_scripts().heartbeatWorker
         self.ttl_s = ttl_s
         self.info = WorkerInfo(
             id=worker_id,

@@ -1,4 +1,4 @@
---[[ slot_limit: set the configured fleet-wide limit N of one solver account (at run time too).
+--[[ setSlotLimit: set the configured fleet-wide limit N of one solver account (at run time too).
 
 KEYS[1] slot limit HASH  configured, effective, changed_ms, decreased_ms
 KEYS[2] slots ZSET       (read only: to report the slots in use)

@@ -1,4 +1,4 @@
---[[ worker_heartbeat: register a worker process, or keep its registration alive.
+--[[ heartbeatWorker: register a worker process, or keep its registration alive.
 
 KEYS[1] workers ZSET      worker id -> heartbeat deadline (ms, server time)
 KEYS[2] worker info HASH  worker id -> registration JSON

@@ -1,6 +1,6 @@
---[[ slot_release: give slots back, and adapt the effective limit (AIMD).
+--[[ releaseSlots: give slots back, and adapt the effective limit (AIMD).
 
-KEYS[1] slots ZSET, KEYS[2] slot limit HASH, KEYS[3] owners HASH (as in slot_acquire)
+KEYS[1] slots ZSET, KEYS[2] slot limit HASH, KEYS[3] owners HASH (as in acquireSlots)
 
 ARGV[1] busy: 1 if the service said it is full since the last release call, else 0
 ARGV[2] successes: solves finished since the last release call

@@ -1,6 +1,6 @@
---[[ pause_probe: decide which worker probes the account while the breaker holds the fleet.
+--[[ probePause: decide which worker probes the account while the breaker holds the fleet.
 
-KEYS[1] paused HASH (as in pause_set)
+KEYS[1] paused HASH (as in pauseFleet)
 
 ARGV[1] probe interval ms: one probe per interval for the whole fleet
 

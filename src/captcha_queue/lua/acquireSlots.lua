@@ -1,4 +1,4 @@
---[[ slot_acquire: take solver slots for waiting tasks (fleet-wide counting semaphore with leases).
+--[[ acquireSlots: take solver slots for waiting tasks (fleet-wide counting semaphore with leases).
 
 KEYS[1] slots ZSET       holder -> lease deadline (ms, server time)
 KEYS[2] slot limit HASH  configured, effective, changed_ms, decreased_ms

@@ -1,6 +1,6 @@
---[[ slot_renew: extend the leases of the slots one worker holds (one call per renew period).
+--[[ renewSlots: extend the leases of the slots one worker holds (one call per renew period).
 
-KEYS[1] slots ZSET, KEYS[2] slot limit HASH, KEYS[3] owners HASH (as in slot_acquire)
+KEYS[1] slots ZSET, KEYS[2] slot limit HASH, KEYS[3] owners HASH (as in acquireSlots)
 
 ARGV[1] lease_ms
 ARGV[2..] pairs: holder, token

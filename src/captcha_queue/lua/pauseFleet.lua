@@ -1,4 +1,4 @@
---[[ pause_set: the account breaker pauses claiming on every worker of the namespace.
+--[[ pauseFleet: the account breaker pauses claiming on every worker of the namespace.
 
 KEYS[1] paused HASH  reason, code, since_ms, until_ms (absent: until resumed or a probe succeeds)
 

@@ -1,6 +1,6 @@
---[[ pause_lift: an account probe succeeded: lift the pause it probed, and wake blocked claimers.
+--[[ liftPause: an account probe succeeded: lift the pause it probed, and wake blocked claimers.
 
-KEYS[1] paused HASH (as in pause_set)
+KEYS[1] paused HASH (as in pauseFleet)
 KEYS[2] wake LIST (the marker blocked claimers wait on)
 
 ARGV[1] since_ms of the pause that was probed: a newer pause (or an operator's) is left alone
