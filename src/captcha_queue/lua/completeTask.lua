@@ -19,12 +19,9 @@ if bad then
 end
 
 local id, token = ARGV[A], ARGV[A + 1]
-local st = load_state(id)
-local code = check_lease(st, token)
-if code == ALREADY_FINAL then
-  return { ALREADY_FINAL, redis.call('HGET', K.results, id) }
-elseif code ~= OK then
-  return { code }
+local st, refusal = state_for_finish(id, token)
+if refusal then
+  return refusal
 end
 local now = now_ms()
 st.attempts = st.attempts + 1

@@ -16,12 +16,9 @@ if bad then
 end
 
 local id, token = ARGV[A], ARGV[A + 1]
-local st = load_state(id)
-local code = check_lease(st, token)
-if code == ALREADY_FINAL then
-  return { ALREADY_FINAL, redis.call('HGET', K.results, id) }
-elseif code ~= OK then
-  return { code }
+local st, refusal = state_for_finish(id, token)
+if refusal then
+  return refusal
 end
 local json = finish(id, st, 'expired', now_ms(), {
   error_code = 'EXPIRED', error_message = 'the task expired before it reached the solver',

@@ -22,12 +22,9 @@ if bad then
 end
 
 local id, token, error_code, error_message, retry_in = ARGV[A], ARGV[A + 1], ARGV[A + 2], ARGV[A + 3], ARGV[A + 4]
-local st = load_state(id)
-local code = check_lease(st, token)
-if code == ALREADY_FINAL then
-  return { ALREADY_FINAL, redis.call('HGET', K.results, id) }
-elseif code ~= OK then
-  return { code }
+local st, refusal = state_for_finish(id, token)
+if refusal then
+  return refusal
 end
 local now = now_ms()
 local extra = { error_code = error_code, error_message = error_message }

@@ -62,3 +62,17 @@ local function check_lease(st, token)
   end
   return LEASE_LOST
 end
+
+-- The state of a task its worker is about to finish, or the reply refusing the finish: the fencing
+-- shared by completeTask, failTask and expireTask. A repeated finish with the same token (a lost
+-- reply) gets the stored result back with ALREADY_FINAL instead of a second write.
+local function state_for_finish(id, token)
+  local st = load_state(id)
+  local code = check_lease(st, token)
+  if code == ALREADY_FINAL then
+    return nil, { ALREADY_FINAL, redis.call('HGET', K.results, id) }
+  elseif code ~= OK then
+    return nil, { code }
+  end
+  return st, nil
+end
