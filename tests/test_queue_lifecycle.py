@@ -109,6 +109,19 @@ async def test_the_claim_path_reaps_expired_results_in_bounded_batches(
     assert await redis_client.hlen(q.keys.results) == 0
 
 
+async def test_producers_reap_expired_results_while_no_worker_runs(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    q = AsyncCaptchaQueue(redis_client, namespace=namespace)
+    old = await q.submit("userrecaptcha", RC, idempotency_key="order-7")
+    await q.cancel(old)
+    await redis_client.zadd(q.keys.expiry, {old: 0})  # its TTL has passed; no worker has claimed since
+    fresh = await q.submit("userrecaptcha", RC, idempotency_key="order-7")
+    assert fresh != old  # the key is free again once the old result expired
+    assert await q.get_result(old) is None
+    assert not await redis_client.hexists(q.keys.tasks, old)
+
+
 async def test_counters_have_a_fixed_set_of_fields(queue: AsyncCaptchaQueue) -> None:
     await queue.submit_many([TaskSpec("userrecaptcha", RC, max_attempts=1)] * 6)
     claims = await queue.claim("w", 6)

@@ -1,6 +1,7 @@
 --- submitTasks: accept a batch of validated tasks, appended in order to the tail of their priority.
 ---
---- KEYS: the standard layout (includes/keys.lua); writes queue:*, wake, tasks, state, idem, counters, epoch.
+--- KEYS: the standard layout (includes/keys.lua); writes queue:*, wake, tasks, state, idem, counters, epoch,
+---       and deletes the fields of finished tasks whose TTL has passed (results, expiry, dead letters).
 --- ARGV: the standard prefix, then
 ---   [A]   epoch candidate (random id, SET NX: the first writer of a data set names it)
 ---   [A+1] n, the number of tasks, followed by 6 arguments per task:
@@ -12,17 +13,23 @@
 --- @include "keys"
 --- @include "codes"
 --- @include "util"
+--- @include "state"
+--- @include "finish"
+--- @include "reap"
 
-local bad = wrong_type({
-  { K.tasks, 'hash' }, { K.state, 'hash' }, { K.idem, 'hash' }, { K.counters, 'hash' },
-  { K.queue.high, 'list' }, { K.queue.normal, 'list' }, { K.queue.low, 'list' }, { K.epoch, 'string' },
-})
+local checks = core_checks()
+checks[#checks + 1] = { K.epoch, 'string' }
+local bad = wrong_type(checks)
 if bad then
   return { WRONG_TYPE, bad }
 end
 
 local now = now_ms()
 local submitted_at = fmt_s(now)
+-- Producers reap too (a small bounded batch), so finished tasks expire on time even while no worker
+-- runs, and an idempotency key whose result has expired is free again.
+reap_finished(now, 100)
+reap_dead(now, 100)
 local n = tonumber(ARGV[A + 1])
 local reply = { OK }
 local task_args, state_args = {}, {}
