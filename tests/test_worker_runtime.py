@@ -114,6 +114,14 @@ async def test_the_instant_solver_and_no_limit(queue: AsyncCaptchaQueue) -> None
     assert worker.finished == 300
 
 
+def test_settings_can_be_given_as_keywords(queue: AsyncCaptchaQueue) -> None:
+    worker = Worker(queue, InstantSolver(), fast_config(), concurrency=2000, solver_limit=500)
+    assert worker.config.concurrency == 2000
+    assert worker.config.solver_limit == 500
+    with pytest.raises(TypeError):
+        Worker(queue, InstantSolver(), no_such_setting=1)
+
+
 async def test_rejected_tasks_fail_at_once_and_unsolvable_ones_are_solved_afresh(
     queue: AsyncCaptchaQueue, simulator: RunningSimulator
 ) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -98,10 +99,12 @@ class Worker:
         events: WorkerEvents | None = None,
         worker_id: str | None = None,
         rng: random.Random | None = None,
+        **settings: Any,
     ) -> None:
+        """``settings`` override fields of ``config``: ``Worker(q, solver, concurrency=2000)``."""
         self.queue = queue
         self.solver = solver
-        self.config = cfg = config or WorkerConfig()
+        self.config = cfg = dataclasses.replace(config or WorkerConfig(), **settings)
         self.events: WorkerEvents = events or NullEvents()
         self.worker_id = worker_id or new_worker_id()
         self._rng = rng or random.Random()
