@@ -60,14 +60,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 @contextlib.contextmanager
-def resolve_redis() -> Iterator[tuple[str, bool]]:
+def resolve_redis() -> Iterator[tuple[str, int | None]]:
+    """(url, pid of the private server, or None with REDIS_URL)."""
     url = redis_url_from_env()
     if url:
         check_redis(url)
-        yield url, False
+        yield url, None
         return
     with EmbeddedRedis(extra_args=("--maxclients", "20000")) as server:
-        yield server.url, True
+        yield server.url, server.pid
 
 
 def settings_text(sizes: Sizes) -> dict[str, str]:
@@ -181,12 +182,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     date = time.strftime("%Y-%m-%d")
     stem = f"{date}-quick" if args.quick else date
-    with resolve_redis() as (url, private), ProcessGroup() as group:
+    with resolve_redis() as (url, redis_pid), ProcessGroup() as group:
+        private = redis_pid is not None
         sim_args = ["--time-scale", str(sizes.time_scale), "--threads", "20000", "--over-capacity", "no_slot"]
         sim_args += ["--latency", f"{SOLVE_METHOD}={sizes.solve_s:g}:{sizes.solve_s:g}:{sizes.solve_s:g}"]
         sim_args += ["--seed", "7"]
         simulator = Simulator.start(group, sim_args, child_env())
-        bench = Bench(redis_url=url, sizes=sizes, private_redis=private, simulator=simulator)
+        bench = Bench(url, sizes, private_redis=private, simulator=simulator, redis_pid=redis_pid)
         bench.log(f"Redis {url} ({'private' if private else 'REDIS_URL'}), simulator {simulator.base_url}")
         bench.clean()
         asyncio.run(run_all(bench, workloads, systems))

@@ -271,12 +271,14 @@ class CpuMeter:
 
     worker_pids: Sequence[int]
     simulator_pid: int | None = None
-    _start: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    redis_pid: int | None = None
+    _start: tuple[float, ...] = ()
 
-    def _sample(self) -> tuple[float, float, float, float]:
+    def _sample(self) -> tuple[float, ...]:
         own = os.times()
         sim = cpu_seconds([self.simulator_pid]) if self.simulator_pid else 0.0
-        return (time.monotonic(), cpu_seconds(self.worker_pids), sim, own.user + own.system)
+        server = cpu_seconds([self.redis_pid]) if self.redis_pid else 0.0
+        return (time.monotonic(), cpu_seconds(self.worker_pids), sim, own.user + own.system, server)
 
     def start(self) -> CpuMeter:
         self._start = self._sample()
@@ -293,6 +295,7 @@ class CpuMeter:
             "worker_cpu_pct": pct(1),
             "sim_cpu_pct": pct(2) if self.simulator_pid else None,
             "producer_cpu_pct": pct(3),
+            "redis_cpu_pct": pct(4) if self.redis_pid else None,
         }
 
 

@@ -262,6 +262,7 @@ async def run_naive_throughput(
     prefix: str | None = None,
     api_key: str = SIMULATOR_KEY,
     simulator_pid: int | None = None,
+    redis_pid: int | None = None,
 ) -> RunResult:
     """Push ``tasks``, run ``processes`` workers, wait for every result (or for ``window_s``).
 
@@ -277,7 +278,7 @@ async def run_naive_throughput(
     try:
         workers = spawn_workers(group, redis_url, keys, processes, solver_url, time_scale, api_key)
         await wait_workers_ready(client, processes)
-        cpu = CpuMeter(workers, simulator_pid).start()
+        cpu = CpuMeter(workers, simulator_pid, redis_pid).start()
         before = command_counts(redis_url)
         started = time.monotonic()
         wall_started = time.time()

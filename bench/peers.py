@@ -132,7 +132,9 @@ async def _run_arq(args: argparse.Namespace) -> None:
         handle_signals=True,
     )
     try:
-        await worker.main()
+        await worker.async_run()  # sets main_task, which arq's SIGTERM handler cancels
+    except asyncio.CancelledError:
+        pass
     finally:
         await worker.close()
 

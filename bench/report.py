@@ -18,6 +18,7 @@ COLUMNS: Mapping[str, Sequence[tuple[str, str]]] = {
         ("throughput_per_s", "tasks/s"),
         ("submit_per_s", "submit/s (in run)"),
         ("redis_cmds_per_task", "Redis cmds/task"),
+        ("lua_calls_per_task", "of which Lua calls"),
         ("peak_rss_mb", "peak RSS MB"),
         ("elapsed_s", "elapsed s"),
     ],

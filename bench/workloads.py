@@ -263,7 +263,8 @@ class Bench:
     private_redis: bool
     simulator: Simulator | None = None
     results: list[RunResult] = field(default_factory=list)
-    log: Any = print
+    log: Any = field(default=lambda text: print(text, flush=True))
+    redis_pid: int | None = None  # the private server, for its CPU use
     #: Set by the profiler: run a 1-process captcha-queue worker under pyinstrument, writing here.
     profile_worker_to: Path | None = None
 
@@ -289,7 +290,8 @@ class Bench:
         """Run one measurement; a failure is recorded with its reason and the bench goes on."""
         started = time.monotonic()
         try:
-            result: RunResult = await coro
+            # Every run is bounded as a whole too (each wait inside it has its own deadline).
+            result: RunResult = await bounded(coro, self.sizes.run_timeout_s * 3, f"{workload} {system}")
         except Exception as exc:
             result = RunResult(workload, system, config, error=f"{type(exc).__name__}: {exc}".strip())
         finally:
@@ -321,7 +323,7 @@ class Bench:
                 "-m",
                 "captcha_queue",
             ]
-        argv += ["--concurrency", str(concurrency), "--lease-s", "30"]
+        argv += ["--concurrency", str(concurrency), "--lease-s", "30", "--log-level", "warning"]
         if http:
             assert self.simulator is not None
             env |= {"CAPTCHAAI_URL": self.simulator.base_url, "CAPTCHAAI_KEY": key}
@@ -410,6 +412,7 @@ class Bench:
         tasks = [w1_task(n) for n in range(self.sizes.w1_tasks)]
         return await naive.run_naive_throughput(
             self.redis_url,
+            redis_pid=self.redis_pid,
             workload="W1",
             tasks=tasks,
             processes=processes,
@@ -434,6 +437,7 @@ class Bench:
             timeout_s=s.run_timeout_s,
             api_key=key,
             simulator_pid=self.simulator.proc.pid,
+            redis_pid=self.redis_pid,
         )
         sim_after = self.simulator.stats()
         ideal = naive.PROCESSES / s.latency_s
@@ -488,7 +492,7 @@ class Bench:
                     raise BenchError(f"the {system} worker said {line!r} instead of ready")
             yield group, key
         finally:
-            group.stop_all()
+            group.stop_all(grace_s=3.0)
 
     async def peer_w1(self, system: str, processes: int) -> RunResult:
         queue = f"bench-{system}-{secrets.token_hex(3)}"
@@ -557,7 +561,7 @@ class Bench:
         pids = [p.pid for p in group.procs if p.poll() is None]
         pids += [child for pid in list(pids) for child in descendants(pid)]
         sim_pid = self.simulator.proc.pid if self.simulator is not None else None
-        return CpuMeter(pids, sim_pid).start()
+        return CpuMeter(pids, sim_pid, self.redis_pid).start()
 
     async def _latency(self, result: RunResult, producer: Producer, count: int, rate: float) -> None:
         tasks = [w2_task(n) for n in range(count)]
@@ -627,6 +631,12 @@ def _throughput_metrics(
 ) -> None:
     done = len(run.seen)
     commands = command_delta(before, after)
+    scripts = sum(n for name, n in commands.items() if name in ("evalsha", "eval", "fcall", "evalsha_ro"))
+    top = sorted(commands.items(), key=lambda kv: -kv[1])[:6]
+    result.notes.append(
+        "Redis commands per task: " + ", ".join(f"{name} {n / max(1, done):.2f}" for name, n in top)
+    )
+    result.metrics["lua_calls_per_task"] = round(scripts / max(1, done), 2)
     result.metrics.update(
         tasks=len(run.ids),
         completed=done,
