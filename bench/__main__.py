@@ -12,7 +12,6 @@ solve time for the W2 method (``--latency turnstile=S:S:S``) and the same time s
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import shlex
 import sys
@@ -23,7 +22,16 @@ from pathlib import Path
 from captcha_queue.redis_server import EmbeddedRedis, check_redis, redis_url_from_env
 
 from . import naive
-from .harness import ProcessGroup, Simulator, child_env, machine_info, package_versions, redis_version
+from .harness import (
+    ProcessGroup,
+    Simulator,
+    child_env,
+    event_loop_name,
+    machine_info,
+    package_versions,
+    redis_version,
+    run_async,
+)
 from .notify import run_w3
 from .peers import ARQ_SETTINGS, SAQ_SETTINGS
 from .profiling import explain_misses
@@ -110,6 +118,9 @@ def settings_text(sizes: Sizes) -> dict[str, str]:
             f"{naive.SOLVER_POLL_S:g} s x scale res.php polling, HSET + SETEX results, producer HGET "
             f"polling every {naive.RESULT_POLL_S:g} s x scale; submits pipelined in batches of 500"
         ),
+        "bench process": (
+            f"every producer runs in the bench process on {event_loop_name()}; one system at a time"
+        ),
         "arq": ARQ_SETTINGS,
         "saq": SAQ_SETTINGS,
     }
@@ -191,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench = Bench(url, sizes, private_redis=private, simulator=simulator, redis_pid=redis_pid)
         bench.log(f"Redis {url} ({'private' if private else 'REDIS_URL'}), simulator {simulator.base_url}")
         bench.clean()
-        asyncio.run(run_all(bench, workloads, systems))
+        run_async(run_all(bench, workloads, systems))
         targets = check_targets(bench.results, sizes.poll_bound, sizes.w2_concurrency)
         if not args.no_profile:
             explain_misses(bench, targets)

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -42,6 +42,7 @@ __all__ = [
     "machine_info",
     "peak_rss_mb",
     "percentile",
+    "run_async",
     "summarize",
 ]
 
@@ -297,6 +298,24 @@ class CpuMeter:
             "producer_cpu_pct": pct(3),
             "redis_cpu_pct": pct(4) if self.redis_pid else None,
         }
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on uvloop when it is installed (as the captcha-queue worker does), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def event_loop_name() -> str:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
 
 
 async def bounded(awaitable: Awaitable[T], timeout_s: float, what: str) -> T:

@@ -102,7 +102,8 @@ async def run_w3(
     result = RunResult("W3", system, config)
     control_key = f"bench-w3-{secrets.token_hex(3)}"
     namespace = f"bench-w3-{secrets.token_hex(3)}" if system == "captcha-queue" else f"naive-w3-{control_key}"
-    client = aioredis.Redis.from_url(redis_url, max_connections=16)
+    # The naive waiters each poll on their own connection, as separate producers would.
+    client = aioredis.Redis.from_url(redis_url, max_connections=count + 16)
     group = ProcessGroup()
     producer: Any = None
     try:

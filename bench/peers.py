@@ -5,7 +5,8 @@
   delay and interval, through ``captcha_queue.solvers.captchaai.CaptchaAISolver`` (one per worker
   process, shared by its jobs), so every system uses the same HTTP client.
 
-Settings (stated in the report, :data:`ARQ_SETTINGS` / :data:`SAQ_SETTINGS`): as many jobs in flight per
+Settings (stated in the report, :data:`ARQ_SETTINGS` / :data:`SAQ_SETTINGS`): uvloop when installed (as
+captcha-queue's worker uses it), as many jobs in flight per
 process as captcha-queue gets; arq polls its queue every 10 ms (default 500 ms) and reads as many ids per
 poll as it has free slots; SAQ blocks in ``BLMOVE`` per concurrency slot, with a job timeout raised from
 its 10 s default. Both run on the bench's redis-py (outside arq's declared ``redis<6`` pin; their test
@@ -29,7 +30,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from .harness import SIMULATOR_KEY
+from .harness import SIMULATOR_KEY, run_async
 
 __all__ = ["ARQ_SETTINGS", "SAQ_SETTINGS", "ArqProducer", "SaqProducer", "worker_argv"]
 
@@ -42,12 +43,14 @@ SAQ_JOB_TIMEOUT_S = 600
 SAQ_MAX_CONCURRENT_OPS = 100
 
 ARQ_SETTINGS = (
+    "uvloop event loop (when installed, as for captcha-queue), "
     f"max_jobs = per-process concurrency, queue_read_limit = max_jobs, poll_delay = {ARQ_POLL_DELAY_S} s "
     "(default 0.5 s), job_timeout = 600 s, keep_result 3600 s, pickle (default); producer enqueues "
     f"concurrently and polls result keys every {ARQ_RESULT_POLL_S * 1000:.0f} ms (arq has no push)"
 )
 SAQ_SETTINGS = (
-    "Worker(concurrency = per-process concurrency, dequeue_timeout = 0: one blocking BLMOVE per slot), "
+    "uvloop event loop (when installed), Worker(concurrency = per-process concurrency, "
+    "dequeue_timeout = 0: one blocking BLMOVE per slot), "
     f"job timeout = {SAQ_JOB_TIMEOUT_S} s (default 10 s), max_concurrent_ops = {SAQ_MAX_CONCURRENT_OPS} "
     "(default 20), Redis pool sized to concurrency; producer enqueues concurrently and waits with "
     "Queue.listen (pub/sub)"
@@ -213,7 +216,7 @@ def main(argv: Sequence[str]) -> None:
     args = parser.parse_args(argv)
     runner = _run_arq if args.role == "arq-worker" else _run_saq
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(runner(args))
+        run_async(runner(args))
 
 
 # -- the producers ----------------------------------------------------------------------------------

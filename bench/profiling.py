@@ -12,14 +12,13 @@ plus the share of wall time the process was busy: a process busy ~100 % of the t
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .harness import RunResult
+from .harness import RunResult, run_async
 from .report import Target
 
 __all__ = ["explain_misses", "summarize_session"]
@@ -95,7 +94,7 @@ def _worker_profile(bench: Any, rerun: Any, title: str) -> str:
         path = Path(tmp) / "worker.pyisession"
         bench.profile_worker_to = path
         try:
-            result: RunResult = asyncio.run(rerun())
+            result: RunResult = run_async(rerun())
         finally:
             bench.profile_worker_to = None
         if not path.exists():
@@ -107,25 +106,33 @@ def _worker_profile(bench: Any, rerun: Any, title: str) -> str:
 
 def _producer_profile(rerun: Any, title: str) -> str:
     with _profiler() as profiler:
-        result: RunResult = asyncio.run(rerun())
+        result: RunResult = run_async(rerun())
     shown = ", ".join(f"{k}={v}" for k, v in result.metrics.items() if v is not None)
     return f"{summarize_session(profiler.last_session, title)}\nprofiled run: {shown}"
 
 
-def _cpu_reason(results: Sequence[RunResult], where: str) -> str:
-    for r in results:
-        if f"{r.workload} {r.system} {r.config}".startswith(where) or (
-            where.startswith(r.workload) and r.system == "captcha-queue"
-        ):
-            cpu = r.get("worker_cpu_pct")
-            sim = r.get("sim_cpu_pct")
-            prod = r.get("producer_cpu_pct")
-            if cpu is not None:
-                return (
-                    f"CPU during the run: worker processes {cpu:.0f} % of one core, simulator "
-                    f"{_pct(sim)}, producer (bench process) {_pct(prod)}; the machine has 2 cores."
-                )
-    return ""
+def _measured_reason(results: Sequence[RunResult], where: str) -> str:
+    """What the run itself showed: CPU use of each process group and, for W2, solves kept in flight."""
+    row = next(
+        (r for r in results if where and f"{r.workload} {r.system} {r.config}".startswith(where)), None
+    )
+    if row is None:
+        return ""
+    parts: list[str] = []
+    cpu = row.get("worker_cpu_pct")
+    if cpu is not None:
+        parts.append(
+            f"CPU during the run: worker processes {cpu:.0f} % of one core, simulator "
+            f"{_pct(row.get('sim_cpu_pct'))}, Redis {_pct(row.get('redis_cpu_pct'))}, producer (bench "
+            f"process) {_pct(row.get('producer_cpu_pct'))}; the machine has 2 cores."
+        )
+    held, ideal = row.get("max_in_flight"), row.get("ideal_per_s")
+    if held is not None and ideal:
+        capacity = ideal * (row.get("latency_s") or 1.0)
+        parts.append(f"At most {held:.0f} solves were in flight at the simulator, of {capacity:.0f} allowed.")
+        if held < 0.9 * capacity and (cpu or 0) < 80:
+            parts.append("The worker was waiting, not saturated: it did not keep its solver slots busy.")
+    return " ".join(parts)
 
 
 def _pct(value: float | None) -> str:
@@ -138,7 +145,7 @@ def explain_misses(bench: Any, targets: Sequence[Target]) -> None:
     for target in targets:
         if target.met is not False:
             continue
-        target.reason = _cpu_reason(bench.results, target.where)
+        target.reason = _measured_reason(bench.results, target.where)
         try:
             if target.name.startswith("W2 throughput") or target.name.startswith("Peak RSS"):
                 target.profile = _worker_profile(

@@ -256,7 +256,7 @@ def _vs_peers(results: Sequence[RunResult]) -> Target:
         parts.append(f"{r.config}: {ratio:.2f}x {best.system}")
     if not ratios:
         return Target("W1 vs the best peer", goal, "no figure", None)
-    return Target("W1 vs the best peer", goal, "; ".join(parts), min(ratios) >= 2.0, where="W1")
+    return Target("W1 vs the best peer", goal, "; ".join(parts), min(ratios) >= 2.0, where="W1 captcha-queue")
 
 
 # -- the results file ------------------------------------------------------------------------------
