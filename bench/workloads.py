@@ -311,18 +311,8 @@ class Bench:
         argv = [sys.executable, "-m", "captcha_queue", "worker", "--processes", str(processes)]
         if self.profile_worker_to is not None and processes == 1:
             out = str(self.profile_worker_to)
-            argv[1:3] = [
-                "-m",
-                "pyinstrument",
-                "-r",
-                "pyisession",
-                "-o",
-                out,
-                "-i",
-                "0.001",
-                "-m",
-                "captcha_queue",
-            ]
+            profiler = ["-m", "pyinstrument", "-r", "pyisession", "-o", out, "-i", "0.005"]
+            argv[1:3] = [*profiler, "-m", "captcha_queue"]
         argv += ["--concurrency", str(concurrency), "--lease-s", "30", "--log-level", "warning"]
         if http:
             assert self.simulator is not None
@@ -342,7 +332,8 @@ class Bench:
                     await asyncio.sleep(0.05)
             yield group, key
         finally:
-            group.stop_all()
+            # A profiled worker writes its profile after it stops: give it the time to.
+            group.stop_all(grace_s=60.0 if self.profile_worker_to is not None else 10.0)
 
     async def cq_w1(self, processes: int) -> RunResult:
         namespace = f"bench-w1-{secrets.token_hex(3)}"
