@@ -166,7 +166,7 @@ def explain_misses(bench: Any, targets: Sequence[Target]) -> None:
             elif target.name.startswith("W3"):
                 from .notify import run_w3
 
-                waiters = 1 if "1 waiter" in target.name else s.w3_waiters
+                waiters = 1 if target.name.endswith(" 1 waiter") else s.w3_waiters
                 target.profile = _producer_profile(
                     lambda n=waiters: run_w3(
                         bench.redis_url, "captcha-queue", n, s.w3_rounds, s.time_scale, 120.0

@@ -148,7 +148,9 @@ def _find(
     return None
 
 
-def check_targets(results: Sequence[RunResult], poll_bound: int, rss_in_flight: int) -> list[Target]:
+def check_targets(
+    results: Sequence[RunResult], poll_bound: int, rss_in_flight: int, waiters: int = 1000
+) -> list[Target]:
     """Each target of the issue, against the figures measured in this run."""
     targets: list[Target] = []
     w2 = _find(results, "W2", "captcha-queue")
@@ -188,16 +190,16 @@ def check_targets(results: Sequence[RunResult], poll_bound: int, rss_in_flight: 
             where="W2 captcha-queue",
         )
     )
-    for waiters in ("1 waiter", "1000 waiters"):
-        w3 = _find(results, "W3", "captcha-queue", waiters)
+    for label in ("1 waiter", f"{waiters} waiters"):
+        w3 = _find(results, "W3", "captcha-queue", label)
         value = w3.get("wake_p99_ms") if w3 else None
         targets.append(
             Target(
-                f"W3 wake-up p99, {waiters}",
+                f"W3 wake-up p99, {label}",
                 "<= 5 ms",
                 f"{_fmt(value)} ms (p50 {_fmt(w3.get('wake_p50_ms'))} ms)" if w3 else "no figure",
                 None if value is None else value <= 5.0,
-                where=f"W3 captcha-queue {waiters}",
+                where=f"W3 captcha-queue {label}",
             )
         )
     rss = w2.get("peak_rss_mb") if w2 else None
