@@ -24,13 +24,14 @@ from .app import cli
 def redis_cmd(port: int | None, appendonly: bool, appendfsync: str, directory: str | None) -> None:
     """Run a private Redis-compatible server in the foreground and print its URL."""
     persistence = Persistence(appendonly=appendonly, appendfsync=appendfsync, directory=directory)
+    # Before the URL is printed: whoever reads it may send SIGTERM at once.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server = EmbeddedRedis(port=port, persistence=persistence).start()
     try:
         check_redis(server.url)
         click.echo(server.url)
         click.echo(f"export REDIS_URL={server.url}   # Ctrl-C stops the server", err=True)
         sys.stdout.flush()
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         assert server.process is not None
         server.process.wait()
     except KeyboardInterrupt:
