@@ -171,14 +171,17 @@ def test_slot_use_counts_only_backlogged_samples_outside_excluded_windows() -> N
 
 
 def test_slot_recovery_waits_for_every_slot_held_at_the_kill() -> None:
-    held = {"t1": 1000.0, "t2": 1000.0}
+    held = {"t1": 3000.0, "t2": 3000.0}
     later = [
-        (0.5, {"t1": 1500.0, "t2": 1000.0}),  # t1 renewed by a live worker
-        (1.0, {"t1": 1500.0, "t2": 1000.0}),
-        (2.1, {"t1": 1500.0}),  # t2 (the dead worker's) reclaimed after its lease
+        (0.5, 500.0, {"t1": 3500.0, "t2": 3000.0}),  # t1 renewed by a live worker
+        (1.0, 1000.0, {"t1": 3500.0, "t2": 3000.0}),
+        (2.1, 2100.0, {"t1": 3500.0}),  # t2 (the dead worker's) reclaimed after its lease
     ]
     assert slot_recovery_s(0.0, held, later) == pytest.approx(2.1)
     assert slot_recovery_s(0.0, held, later[:2]) is None
+    # Past its deadline a slot is free for the next acquire, even if nobody has reclaimed it yet.
+    idle = [(0.5, 500.0, {"t2": 3000.0}), (3.0, 3000.0, {"t2": 3000.0})]
+    assert slot_recovery_s(0.0, {"t2": 3000.0}, idle) == pytest.approx(3.0)
     report = check({}, {}, {}, kill_recoveries=[KillRecovery(0.0, 2.1)])
     assert report.violations(Expect(max_slot_recovery_s=2.0))
     assert not report.violations(Expect(max_slot_recovery_s=2.5))
