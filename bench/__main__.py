@@ -225,8 +225,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "arq 0.28 declares redis<6 and SAQ's redis extra redis<8; both ran on the redis-py above "
             "(installed without its pin, see the Makefile bench target), the same client every system used.",
             "Peak RSS is VmHWM from /proc/<pid>/status, the largest over the worker's process tree.",
-            "Redis commands per task count every command the server executed during the run "
-            "(producer, workers, heartbeats and idle blocking calls), divided by the tasks finished.",
+            "Redis commands per task count every command the server executed during the run, including "
+            "the ones run inside Lua scripts and MULTI blocks (producer, workers, heartbeats, idle blocking "
+            "calls), divided by the tasks finished; 'of which Lua calls' counts the script invocations.",
+            "Queue overhead = end-to-end latency seen by the producer (submit call to wake-up) minus L. "
+            "captcha-queue's poll scheduler sends polls falling due within 20 ms of each other together "
+            "(some up to 20 ms early); the others poll exactly on schedule. With the answer ready just "
+            "before L, an early poll collects it early, so captcha-queue's overhead may read up to 20 ms "
+            "low (it can go negative).",
+            "CPU % is per process group over the measured interval (100 % = one core).",
         ],
         duration_s=time.monotonic() - started,
     )

@@ -370,8 +370,11 @@ def _bars(ax: Any, results: Sequence[RunResult], series: Sequence[tuple[str, str
     for i, system in enumerate(systems):
         xs = [g + i * width - 0.4 + width / 2 for g in range(len(groups))]
         ys = [cells.get((system, group), math.nan) for group in groups]
-        ax.bar(xs, ys, width, label=system, color=SYSTEM_COLORS[system])
+        bars = ax.bar(xs, ys, width, label=system, color=SYSTEM_COLORS[system])
+        labels = ["" if math.isnan(y) else _fmt(y) for y in ys]
+        ax.bar_label(bars, labels=labels, fontsize=6, rotation=90, padding=2)
     ax.set_yscale("log")
+    ax.margins(y=0.15)
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(groups, fontsize=7)
     ax.set_title(title)
