@@ -22,7 +22,18 @@ from bench.chaos.checker import (
     slot_recovery_s,
     slot_use_under_backlog,
 )
+from bench.chaos.input_faults import account_errors, fuzz, solver_faults
 from bench.chaos.proxy import FaultProxy, ThreadedProxy
+from bench.chaos.redis_faults import network_faults, redis_killed, redis_restarted_empty
+from bench.chaos.scenarios import (
+    Row,
+    crash_storm,
+    fleet_limit,
+    kill_during_polling,
+    poison_task,
+    quiet_run,
+    zombie,
+)
 
 from captcha_queue.redis_server import EmbeddedRedis
 
@@ -201,3 +212,124 @@ async def test_proxy_closes_cleanly_with_stalled_links(private_redis: EmbeddedRe
     with pytest.raises(Exception):  # noqa: B017, PT011 - any connection error is fine here
         await pending
     await client.aclose()
+
+
+# -- the scenarios, reduced -------------------------------------------------------------------------
+# Each starts its own Redis, simulator and worker processes; sizes keep every one to seconds.
+
+
+def _explain(row: Row) -> str:
+    return f"{row.name}: {row.figure}\n" + "\n".join(f"  - {v}" for v in row.violations)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_crash_storm() -> None:
+    row = await crash_storm(tasks=300, workers=3, kill_every_s=1.0, solver_limit=40, lease_s=1.5)
+    assert row.passed, _explain(row)
+    assert row.details["kills"] >= 3
+    assert row.details["ttl"]["per_task_keys"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_fleet_limit() -> None:
+    row = await fleet_limit(tasks=400, workers=2, solver_limit=30, lease_s=1.5)
+    assert row.passed, _explain(row)
+    assert row.details["slot_use"] >= 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_zombie() -> None:
+    row = await zombie(tasks=200, solver_limit=30, lease_s=1.0)
+    assert row.passed, _explain(row)
+    assert row.details["stale_claims"] >= 5
+    assert row.details["final_events_max"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_quiet_run() -> None:
+    row = await quiet_run(tasks=300, solver_limit=50)
+    assert row.passed, _explain(row)
+    assert row.details["duplicates"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("fsync", ["always", "everysec"])
+async def test_redis_killed(fsync: str) -> None:
+    row = await redis_killed(fsync=fsync, tasks=300, solver_limit=40, down_s=0.5)
+    assert row.passed, _explain(row)
+    assert row.details["reconnect_s"] is not None
+    if fsync == "always":
+        assert row.details["acknowledged_lost"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+@pytest.mark.xfail(
+    strict=True,
+    reason="missing: no worker or producer watches the epoch and the submission watermark; the data "
+    "exists (Stats.epoch, Stats.submitted) but a restart with no data is not reported",
+)
+async def test_redis_restarted_empty_is_reported() -> None:
+    row = await redis_restarted_empty(tasks=150, solver_limit=30)
+    assert row.passed, _explain(row)
+    assert row.details["lost_reported"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_solver_faults() -> None:
+    row = await solver_faults(tasks=300, solver_limit=40, hang_s=1.0)
+    # 30 % of submits fail, 4 attempts: P(a task fails) = 0.3 ** 4 = 0.81 %, so 98.9 % success is
+    # the figure for large runs; at 300 tasks allow the binomial spread (mean 2.4, 4 sigma).
+    failed = row.details["tasks"] - row.details["by_status"].get("success", 0)
+    assert failed <= 9, _explain(row)
+    problems = [v for v in row.violations if not v.startswith("success ")]
+    assert not problems, _explain(row)
+    assert row.details["worker_crashes"] == 0
+    assert sum(row.details["faults"].values()) > 100
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_account_errors() -> None:
+    row = await account_errors(tasks=120, solver_limit=30)
+    assert row.passed, _explain(row)
+    assert all(p["paused"] for p in row.details["phases"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_kill_during_polling() -> None:
+    row = await kill_during_polling(tasks=200, solver_limit=80)
+    assert row.passed, _explain(row)
+    assert row.details["resumed"] >= 0.99 * row.details["polling_at_kill"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_poison_task() -> None:
+    row = await poison_task(tasks=100, solver_limit=30)
+    assert row.passed, _explain(row)
+    assert row.details["dead_letter_reason"] == "stalled"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_network_faults() -> None:
+    row = await network_faults(tasks=300, solver_limit=40, cycle_s=0.5)
+    assert row.passed, _explain(row)
+    assert row.details["proxy"]["dropped"] > 0
+    assert row.details["proxy"]["reset"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_fuzz_scenario() -> None:
+    row = await fuzz(submissions=200, corrupt=1000)
+    assert row.passed, _explain(row)
+    assert row.details["refused"] == 200

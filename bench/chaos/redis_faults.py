@@ -181,7 +181,7 @@ async def redis_restarted_empty(
         rig.note("redis restarted empty")
         # The producer's view: the epoch it saw is gone, and the watermark fell back.
         detection = await _detect_loss(rig, before.epoch, before.submitted, timeout_s=15.0)
-        worker_reports = await _wait_worker_loss_log(rig, timeout_s=15.0)
+        worker_reports = await _wait_worker_loss_log(rig, timeout_s=8.0)
         extra: list[str] = []
         if not detection["detected"]:
             extra.append("the producer did not detect the data loss (epoch and watermark unchanged)")
