@@ -15,8 +15,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
+import subprocess
+import sys
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +29,15 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 import trustme
+from bench.chaos.checker import Expect
+from bench.chaos.harness import CANARY_KEY, Rig
+from bench.chaos.outcome import conclude, config_for
 
 from captcha_queue.connection import check_server, make_client
-from captcha_queue.errors import ConfigError, RedisUnavailable
+from captcha_queue.errors import ConfigError, InvalidTask, RedisUnavailable
+from captcha_queue.queue import AsyncCaptchaQueue
 from captcha_queue.redis_server import EmbeddedRedis, check_redis
 
 # -- TLS --------------------------------------------------------------------------------------------
@@ -131,17 +141,18 @@ def acl_rules(role: str, namespace: str, password: str) -> list[str]:
 
     Every state transition is a Lua script over the namespace's keys, and scripts run with the
     caller's permissions on the keys they touch, so both roles need read and write on the
-    namespace's keys; neither needs any other key, KEYS or SCAN, or an admin command. Only workers
-    block on a list (BLPOP in claim); producers block only on XREAD (listen) and SUBSCRIBE (wait).
+    namespace's keys (TIME inside the scripts included); neither needs any other key, KEYS or SCAN,
+    or an admin command. Only workers block on a list (BLPOP in claim); producers wait with
+    SUBSCRIBE and read the events stream with XREAD (a read command).
     """
     rules = [
         "reset", "on", f">{password}",
         f"~{{{namespace}}}:*", f"&{{{namespace}}}:*",
-        "-@all", "+@connection", "+@read", "+@write", "+@pubsub", "+@transaction",
-        "+evalsha", "+evalsha_ro", "+script|load", "+script|exists", "+time", "+xread",
+        "-@all", "+@connection", "+@read", "+@write", "+@pubsub",
+        "+evalsha", "+script|load", "+script|exists", "+time",
     ]  # fmt: skip
     if role == "worker":
-        rules.append("+@blocking")
+        rules.append("+blpop")
     # Whatever the categories above let in: no admin, no keyspace listing, no wiping.
     rules += ["-@dangerous", "+info", "-scan", "-randomkey", "-script|flush", "-script|kill"]
     rules += ["-flushall", "-flushdb", "-config", "-keys", "-debug", "-shutdown", "-monitor"]
@@ -225,3 +236,221 @@ def test_acl_users_are_refused_admin_commands_and_foreign_keys(acl_server: AclSe
     finally:
         client.close()
     assert acl_server.admin.get("other-app:secret") == b"x"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_worker_runs_as_its_acl_user_and_nothing_it_needs_is_refused() -> None:
+    """Producer and workers log in as the least-privilege users; the server refuses them nothing."""
+    namespace = "acl-" + uuid.uuid4().hex[:8]
+    password = "pw-" + uuid.uuid4().hex
+    config = config_for(
+        20,
+        workers=2,
+        concurrency=20,
+        namespace=namespace,
+        acl_users={
+            PRODUCER_USER: acl_rules("producer", namespace, password),
+            WORKER_USER: acl_rules("worker", namespace, password),
+        },
+        worker_user=WORKER_USER,
+        producer_user=PRODUCER_USER,
+    )
+    async with Rig(config) as rig:
+        assert rig.queue is not None
+        assert rig.raw is not None
+        ids = await rig.submit(60)
+        # The producer's whole API, as the producer user.
+        assert await rig.queue.wait_result(ids[0], timeout_s=30) is not None
+        async for _ in rig.queue.as_completed(ids[:10], timeout_s=30):
+            pass
+        assert await rig.queue.get_result(ids[1]) is not None
+        await rig.queue.stats()
+        await rig.queue.dead_letters()
+        extra = await rig.submit(1)
+        await rig.queue.cancel(extra[0])
+        assert await rig.wait_all_final(60)
+        denied = await rig.raw.execute_command("ACL", "LOG")  # type: ignore[no-untyped-call]
+        assert denied == [], f"the server refused the queue something it needs: {denied}"
+        assert not rig.check_crashes()
+        worker_url = rig.worker_redis_url
+    client = None
+    # The server is gone with the rig; check the refusals on a fresh one with the same users.
+    with EmbeddedRedis() as server:
+        admin = redis.Redis.from_url(server.url)
+        try:
+            _run(admin, "ACL", "SETUSER", WORKER_USER, *acl_rules("worker", namespace, password))
+            admin.set("other-app:data", "x")
+            client = redis.Redis.from_url(worker_url.rsplit("@", 1)[0] + f"@127.0.0.1:{server.port}/0")
+            for command in (("FLUSHALL",), ("CONFIG", "GET", "*"), ("KEYS", "*"), ("GET", "other-app:data")):
+                assert _refused(client, *command), command
+            assert admin.get("other-app:data") == b"x"
+        finally:
+            if client is not None:
+                client.close()
+            admin.close()
+
+
+def test_acl_lines_for_the_readme() -> None:
+    """The documented lines are the ones the tests use (README: least privilege)."""
+    line = acl_setuser_line("worker")
+    assert line.startswith("ACL SETUSER cq-worker reset on ><password> ~{captcha}:* &{captcha}:* -@all")
+    assert "+blpop" in line
+    assert "+blpop" not in acl_setuser_line("producer")
+    for forbidden in ("-flushall", "-config", "-keys", "-scan"):
+        assert forbidden in line
+
+
+# -- the canary API key -----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_canary_key_appears_in_no_log_redis_value_metric_or_cli_output() -> None:
+    """Faults, an account error, a kill and debug logging: the key still shows up nowhere."""
+    config = config_for(
+        20,
+        ["--fault-rate", "0.2", "--hang-s", "0.5"],
+        workers=2,
+        concurrency=20,
+        worker_args=("--log-level", "debug"),
+        api_key=CANARY_KEY,
+    )
+    started = time.monotonic()
+    async with Rig(config) as rig:
+        assert rig.queue is not None
+        await rig.submit(120, max_attempts=2)
+        rig.start_sampler()
+        accounts = (await rig.sim_stats())["accounts"]
+        label = next(iter(accounts)) if accounts else None
+        await rig.wait_until(_some_final(rig, 20), 30)
+        if label is None:
+            label = next(iter((await rig.sim_stats())["accounts"]))
+        await rig.sim_control(accounts={label: {"state": "bad"}})
+
+        async def paused() -> bool:
+            assert rig.queue is not None
+            return (await rig.queue.stats()).paused is not None
+
+        assert await rig.wait_until(paused, 20)
+        commands = (["stats"], ["workers"], ["account"], ["dlq", "list"])
+        cli_output = "".join(_cli(rig, *args) for args in commands)
+        await rig.sim_control(accounts={label: {"state": "ok"}}, unban=True)
+        _cli(rig, "resume")
+        rig.kill_worker(0)
+        await rig.wait_worker_exit(0)
+        rig.start_worker(0)
+        assert await rig.wait_all_final(60)
+        row, _ = await conclude(
+            rig, 0, "canary", "120 tasks", Expect(max_error=None, max_unexplained=None), started=started
+        )
+    assert CANARY_KEY not in cli_output
+    leaks = [v for v in row.violations if "leaked" in v]
+    assert not leaks, leaks
+    assert row.secrets.startswith("0 hits"), row.secrets
+
+
+def _some_final(rig: Rig, count: int) -> Any:
+    async def predicate() -> bool:
+        return await rig.finished_count() >= count
+
+    return predicate
+
+
+def _cli(rig: Rig, *args: str) -> str:
+    env = rig.worker_env()
+    env["REDIS_URL"] = rig.redis.url
+    done = subprocess.run(
+        [sys.executable, "-m", "captcha_queue", *args], env=env, capture_output=True, text=True, timeout=30
+    )
+    return done.stdout + done.stderr
+
+
+# -- TTLs -------------------------------------------------------------------------------------------
+
+
+async def test_no_per_task_key_and_every_field_of_a_finished_task_goes_after_its_ttl(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    """The design, stated: per-task data lives in fields of namespace-level hashes (tasks, state,
+    results, idem) indexed by an expiry ZSET that the claim path and ``reap()`` sweep. So there is no
+    per-task key to give a TTL; instead every field of a finished task is gone once its TTL passed,
+    and the namespace-level keys are a fixed set whatever the number of tasks."""
+    q = AsyncCaptchaQueue(redis_client, namespace=namespace, result_ttl_s=0.5, dead_ttl_s=0.5)
+    params = {"googlekey": "6Le-ttl", "pageurl": "https://ttl.example/"}
+    ids = [await q.submit("userrecaptcha", params, idempotency_key=f"k{n}", max_attempts=1) for n in range(6)]
+    claims = await q.claim("ttl-worker", 5, lease_s=30, block_s=0)
+    assert len(claims) == 5
+    await q.complete(claims[0], "token")
+    await q.fail(claims[1], "ERROR_CAPTCHA_UNSOLVABLE")
+    await q.fail(claims[2], "TIMEOUT", retry_in_s=0.0)  # no attempts left: dead-lettered
+    await q.expire(claims[3])
+    await q.release(claims[4])
+    assert await q.cancel(ids[4])
+    assert await q.cancel(ids[5])
+    finished = [c.task_id for c in claims[:4]] + ids[4:]
+    assert all([await q.get_result(t) is not None for t in finished])
+
+    keys = q.keys
+    fixed = set(keys.script_keys)
+    names = {_text(k) async for k in redis_client.scan_iter(match="{" + namespace + "}*")}
+    assert names <= fixed, f"per-task keys found: {names - fixed}"
+    assert not any(task_id in name for name in names for task_id in ids)
+
+    await asyncio.sleep(0.6)
+    assert await q.reap() > 0
+    for hash_key in (keys.tasks, keys.state, keys.results, keys.dead):
+        left = await redis_client.hmget(hash_key, finished)
+        assert left == [None] * len(finished), f"{hash_key} still holds fields of finished tasks"
+    assert await redis_client.hlen(keys.idempotency) == 0
+    assert await redis_client.zcard(keys.expiry) == 0
+    assert await redis_client.zcard(keys.dead_index) == 0
+    for name in names:
+        # Namespace-level keys carry no TTL (-1) while used; an emptied hash is gone (-2).
+        assert await redis_client.ttl(name) in (-1, -2)
+    assert await redis_client.hlen(keys.counters) <= 10
+
+
+# -- payload limits ---------------------------------------------------------------------------------
+
+
+async def test_a_thousand_oversize_submissions_change_nothing_in_redis(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    q = AsyncCaptchaQueue(redis_client, namespace=namespace)
+    await q.submit("userrecaptcha", {"googlekey": "6Le-size", "pageurl": "https://size.example/"})
+    keys_before = await redis_client.dbsize()
+    memory_before = int((await redis_client.info("memory"))["used_memory"])
+    huge = "https://size.example/" + "x" * (600 * 1024)
+    image = "A" * (700 * 1024)
+    for n in range(1000):
+        spec = {"googlekey": "6Le-size", "pageurl": huge} if n % 2 else {"body": image}
+        method = "userrecaptcha" if n % 2 else "base64"
+        submission = (
+            q.submit_many([{"method": method, "params": spec}])
+            if n % 10 == 0
+            else q.submit(method, spec, metadata={"n": n})
+        )
+        with pytest.raises(InvalidTask) as caught:
+            await submission
+        assert caught.value.field == "params"
+    assert await redis_client.dbsize() == keys_before
+    memory_after = int((await redis_client.info("memory"))["used_memory"])
+    # 1,000 stored payloads would be over 600 MB; allow allocator noise only.
+    assert memory_after - memory_before < 512 * 1024
+    assert (await q.stats()).submitted == 1
+
+
+async def test_rediss_carries_the_queue_end_to_end(tls_server: TlsServer) -> None:
+    async with AsyncCaptchaQueue.from_url(tls_server.url(), namespace="tls-" + uuid.uuid4().hex[:8]) as q:
+        task_id = await q.submit("userrecaptcha", {"googlekey": "6Le-tls", "pageurl": "https://tls.example/"})
+        (claim,) = await q.claim("tls-worker", 1, lease_s=10, block_s=1)
+        await q.complete(claim, "token-over-tls")
+        result = await q.wait_result(task_id, timeout_s=5)
+        assert result is not None
+        assert result.solution is not None
+        assert result.solution.text == "token-over-tls"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

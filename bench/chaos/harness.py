@@ -69,6 +69,11 @@ class RigConfig:
     namespace: str = field(default_factory=lambda: "chaos-" + uuid.uuid4().hex[:8])
     log_dir: str | None = None
     metrics: bool = True  # each worker serves /metrics (searched for the canary key)
+    #: Redis ACL users to create (name -> ACL SETUSER rules, password included as ``>pw``), and
+    #: which of them the workers and the producer log in as (None: the default user).
+    acl_users: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    worker_user: str | None = None
+    producer_user: str | None = None
 
 
 @dataclass
@@ -140,10 +145,16 @@ class Rig:
         if self.config.redis_via_proxy:
             self.proxy = await FaultProxy("127.0.0.1", self.redis.port).start()
         self.sim_url = await asyncio.to_thread(self._start_simulator)
-        self.queue = AsyncCaptchaQueue.from_url(
-            self.redis.url, namespace=self.config.namespace, result_ttl_s=self.config.result_ttl_s
-        )
         self.raw = make_client(self.redis.url)
+        for user, rules in self.config.acl_users.items():
+            await self.raw.execute_command("ACL", "SETUSER", user, *rules)  # type: ignore[no-untyped-call]
+        if self.config.acl_users:
+            await self.raw.execute_command("ACL", "LOG", "RESET")  # type: ignore[no-untyped-call]
+        self.queue = AsyncCaptchaQueue.from_url(
+            self._login(self.redis.url, self.config.producer_user),
+            namespace=self.config.namespace,
+            result_ttl_s=self.config.result_ttl_s,
+        )
         self.slots = [_WorkerSlot(i) for i in range(self.config.workers)]
         for slot in self.slots:
             self.start_worker(slot.index)
@@ -256,7 +267,15 @@ class Rig:
     # -- workers ----------------------------------------------------------------------------------
     @property
     def worker_redis_url(self) -> str:
-        return self.proxy.redis_url() if self.proxy is not None else self.redis.url
+        url = self.proxy.redis_url() if self.proxy is not None else self.redis.url
+        return self._login(url, self.config.worker_user)
+
+    def _login(self, url: str, user: str | None) -> str:
+        """``url`` with the ACL user's name and password (from its ``>password`` rule)."""
+        if user is None:
+            return url
+        password = next(r[1:] for r in self.config.acl_users[user] if r.startswith(">"))
+        return url.replace("redis://", f"redis://{user}:{password}@", 1)
 
     def worker_env(self) -> dict[str, str]:
         env = dict(os.environ)
