@@ -234,21 +234,27 @@ class ArqProducer:
         self._waiting: set[str] = set()
         self._events: dict[str, asyncio.Event] = {}
         self._poller: asyncio.Task[None] | None = None
+        self._closing = False
 
     async def __aenter__(self) -> ArqProducer:
         from arq.connections import create_pool
 
         self._pool = await create_pool(_arq_settings(self.redis_url), default_queue_name=self.queue, retry=0)
-        self._poller = asyncio.create_task(self._poll_results())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._closing = True
         if self._poller is not None:
+            # The loop also checks _closing: a cancel landing inside redis-py may be swallowed.
             self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
+                await asyncio.wait_for(self._poller, 5.0)
         if self._pool is not None:
             await self._pool.aclose()
+
+    def _start_polling(self) -> None:
+        if self._poller is None:
+            self._poller = asyncio.create_task(self._poll_results())
 
     async def prepare(self, count: int) -> None:
         return None
@@ -273,7 +279,7 @@ class ArqProducer:
     async def _poll_results(self) -> None:
         from arq.constants import result_key_prefix
 
-        while True:
+        while not self._closing:
             waiting = list(self._waiting)
             for start in range(0, len(waiting), 2000):
                 chunk = waiting[start : start + 2000]
@@ -295,6 +301,7 @@ class ArqProducer:
         return {i: self.seen[i] for i in ids}
 
     async def wait_one(self, task_id: str) -> float:
+        self._start_polling()
         if task_id not in self.seen:
             await self._events.setdefault(task_id, asyncio.Event()).wait()
         return self.seen[task_id]
@@ -327,8 +334,8 @@ class SaqProducer:
     async def __aexit__(self, *exc: object) -> None:
         if self._listener is not None:
             self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
+                await asyncio.wait_for(self._listener, 5.0)
         if self._queue is not None:
             await self._queue.disconnect()
         if self._client is not None:
