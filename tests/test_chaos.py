@@ -269,11 +269,6 @@ async def test_redis_killed(fsync: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(
-    strict=True,
-    reason="missing: no worker or producer watches the epoch and the submission watermark; the data "
-    "exists (Stats.epoch, Stats.submitted) but a restart with no data is not reported",
-)
 async def test_redis_restarted_empty_is_reported() -> None:
     row = await redis_restarted_empty(tasks=150, solver_limit=30)
     assert row.passed, _explain(row)

@@ -230,11 +230,6 @@ def test_batch_entries_that_are_not_tasks_are_refused(sync_queue: CaptchaQueue, 
         sync_queue.submit_many([entry])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="missing: metadata nesting is refused only by Python's recursion limit inside msgspec, so "
-    "a producer with a raised limit stores what workers cannot decode (no explicit depth limit)",
-)
 def test_metadata_nesting_has_an_explicit_limit(sync_queue: CaptchaQueue) -> None:
     previous = sys.getrecursionlimit()
     sys.setrecursionlimit(10_000)
@@ -245,11 +240,6 @@ def test_metadata_nesting_has_an_explicit_limit(sync_queue: CaptchaQueue) -> Non
         sys.setrecursionlimit(previous)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="missing: claim's task decoding catches DecodeError/ValidationError/ValueError but not "
-    "RecursionError, so a stored task nested too deep fails the whole claimed batch",
-)
 async def test_a_stored_task_nested_too_deep_is_dead_lettered(
     redis_client: aioredis.Redis, namespace: str
 ) -> None:
@@ -329,11 +319,6 @@ _WRONG_VALUES = {"string": ("set", "x"), "list": ("rpush", "x"), "hash": ("hset"
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    reason="missing: get_result (results not a hash), dead_letters and requeue_all (dead:index not a "
-    "zset) let redis-py's ResponseError WRONGTYPE out instead of a CaptchaQueueError",
-)
 async def test_keys_of_the_wrong_type_give_typed_errors_everywhere(
     redis_client: aioredis.Redis, namespace: str
 ) -> None:

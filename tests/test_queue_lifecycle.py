@@ -287,3 +287,24 @@ async def test_requeue_all(queue: AsyncCaptchaQueue) -> None:
     ids = await _dead(queue, 3)
     assert await queue.requeue_all() == 3
     assert sorted(c.task.id for c in await queue.claim("w", 5)) == sorted(ids)
+
+
+async def test_a_data_set_that_vanished_is_reported_with_the_tasks_lost(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    q = AsyncCaptchaQueue(redis_client, namespace=namespace)
+    assert await q.check_data_loss() is None  # nothing seen yet: records the empty data set
+    await q.submit_many([TaskSpec("userrecaptcha", RC)] * 5)
+    claims = await q.claim("w", 2)
+    await q.complete(claims[0], "token")
+    assert await q.check_data_loss() is None  # first sight of the epoch: recorded
+    assert await q.check_data_loss() is None  # unchanged
+    keys = [k async for k in redis_client.scan_iter(match="{" + namespace + "}*")]
+    await redis_client.delete(*keys)  # what a restart without persistence leaves
+    loss = await q.check_data_loss()
+    assert loss is not None
+    assert loss.lost == 4  # 5 submitted, 1 finished
+    assert loss.epoch_after is None
+    assert "4 tasks that were queued or in flight are gone" in loss.describe()
+    await q.submit("userrecaptcha", RC)  # a new data set begins
+    assert await q.check_data_loss() is None

@@ -8,6 +8,7 @@ from .errors import (
     ConfigError,
     InvalidTask,
     LeaseLost,
+    RedisCommandError,
     RedisUnavailable,
     ScriptError,
     ServerVersionError,
@@ -19,7 +20,7 @@ from .errors import (
     TransientError,
     Unsolvable,
 )
-from .models import AccountInfo, Claim, DeadLetter, Result, Solution, Stats, Task, TaskSpec
+from .models import AccountInfo, Claim, DataLoss, DeadLetter, Result, Solution, Stats, Task, TaskSpec
 from .queue import AsyncCaptchaQueue
 from .sync import CaptchaQueue
 
@@ -33,9 +34,11 @@ __all__ = [
     "CaptchaQueueError",
     "Claim",
     "ConfigError",
+    "DataLoss",
     "DeadLetter",
     "InvalidTask",
     "LeaseLost",
+    "RedisCommandError",
     "RedisUnavailable",
     "Result",
     "ScriptError",

@@ -17,7 +17,7 @@ from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from .errors import RedisUnavailable
+from .errors import RedisCommandError, RedisUnavailable
 from .redis_server import check_version, redact_url
 
 __all__ = [
@@ -84,19 +84,32 @@ def _translate(exc: BaseException, client: aioredis.Redis | None) -> RedisUnavai
     return RedisUnavailable(f"cannot reach {_describe(client)}: {first}")
 
 
+def _refused(exc: redis.ResponseError) -> RedisCommandError:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if first.startswith("WRONGTYPE"):
+        first += " (a key of this namespace was overwritten with another type by someone else)"
+    return RedisCommandError(f"Redis refused a command: {first}")
+
+
 @contextlib.contextmanager
 def redis_errors(client: aioredis.Redis | None = None) -> Iterator[None]:
-    """Translate connection-level redis-py errors into RedisUnavailable (sync code paths)."""
+    """Translate redis-py errors into ours (sync code paths): connection-level ones into
+    RedisUnavailable, refusals (WRONGTYPE, NOPERM, ...) into RedisCommandError."""
     try:
         yield
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         raise _translate(exc, client) from exc
+    except redis.ResponseError as exc:
+        raise _refused(exc) from exc
 
 
 @contextlib.asynccontextmanager
 async def redis_errors_async(client: aioredis.Redis | None = None) -> AsyncIterator[None]:
-    """Translate connection-level redis-py errors into RedisUnavailable."""
+    """Translate redis-py errors into ours: connection-level ones into RedisUnavailable, refusals
+    (WRONGTYPE, NOPERM, ...) into RedisCommandError."""
     try:
         yield
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         raise _translate(exc, client) from exc
+    except redis.ResponseError as exc:
+        raise _refused(exc) from exc

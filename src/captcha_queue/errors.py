@@ -8,7 +8,8 @@
     ├── TaskNotFound                no task (or dead letter) with that id
     ├── LeaseLost                   fencing: this worker no longer holds the task's lease
     │   └── TaskCancelled           ... because the task was cancelled while claimed
-    ├── ScriptError                 a Lua script answered with a code this version does not know
+    ├── RedisCommandError           Redis refused a command (a key of the wrong type, an ACL rule...)
+    │   └── ScriptError             a Lua script failed or answered with a code this version does not know
     └── SolverError                 the solver service said no (.code: the service's code)
         ├── TaskRejected            the input is wrong: fail the task now
         ├── Unsolvable              the service gave up; a fresh solve may succeed
@@ -28,6 +29,7 @@ __all__ = [
     "ConfigError",
     "InvalidTask",
     "LeaseLost",
+    "RedisCommandError",
     "RedisUnavailable",
     "ScriptError",
     "ServerVersionError",
@@ -84,8 +86,13 @@ class TaskCancelled(LeaseLost):
         super().__init__(task_id, f"task {task_id} was cancelled")
 
 
-class ScriptError(CaptchaQueueError):
-    """A Lua script returned a code that this version does not know."""
+class RedisCommandError(CaptchaQueueError):
+    """Redis refused a command: a namespace key of the wrong type (written by someone else), a
+    command an ACL user may not run, ... The message says which."""
+
+
+class ScriptError(RedisCommandError):
+    """A Lua script failed, or returned a code that this version does not know."""
 
 
 class SolverError(CaptchaQueueError):

@@ -15,6 +15,7 @@ __all__ = [
     "AccountInfo",
     "Attempt",
     "Claim",
+    "DataLoss",
     "DeadLetter",
     "Priority",
     "RenewOutcome",
@@ -179,3 +180,24 @@ class Stats(msgspec.Struct, frozen=True):
     @property
     def queued_total(self) -> int:
         return sum(self.queued.values())
+
+
+class DataLoss(msgspec.Struct, frozen=True):
+    """Redis came back without the data set this process had seen (restarted empty, flushed, failed
+    over to an empty replica). ``lost`` counts the tasks that were queued or in flight then."""
+
+    epoch_before: str
+    epoch_after: str | None
+    submitted_before: int
+    finished_before: int
+
+    @property
+    def lost(self) -> int:
+        return max(0, self.submitted_before - self.finished_before)
+
+    def describe(self) -> str:
+        return (
+            f"Redis lost its data: epoch {self.epoch_before} -> {self.epoch_after or 'none'}; "
+            f"{self.lost} tasks that were queued or in flight are gone "
+            f"(submitted watermark {self.submitted_before}, finished {self.finished_before})"
+        )

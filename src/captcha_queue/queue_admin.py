@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from .connection import redis_errors_async
-from .models import PRIORITIES, DeadLetter, Stats, Task
+from .models import PRIORITIES, DataLoss, DeadLetter, Stats, Task
 from .queue_base import QueueCore, as_str, log
 from .scripts import Code
 from .submission import state_open
@@ -25,6 +25,9 @@ def _int(value: Any) -> int:
 
 class AdminAPI(QueueCore):
     """Stats and dead-letter operations (mixed into AsyncCaptchaQueue)."""
+
+    #: (epoch, submitted watermark, finished) at the last check_data_loss call.
+    _data_seen: tuple[str | None, int, int] | None = None
 
     async def stats(self, account: str = "default") -> Stats:
         """A snapshot of the namespace in one round trip (``account``: whose solver slots to count)."""
@@ -51,6 +54,26 @@ class AdminAPI(QueueCore):
             submitted=_int(counters["submitted"]),
             dead_letters=int(reply[11]),
             epoch=as_str(reply[12]) if reply[12] is not None else None,
+        )
+
+    async def check_data_loss(self) -> DataLoss | None:
+        """Compare the data set with the one this object saw at its previous call (one round trip).
+
+        Returns a DataLoss when the epoch changed or vanished since: Redis restarted empty, was
+        flushed or failed over to an empty replica. The first call only records what it sees.
+        Workers call this every renew period and log the loss at CRITICAL; producers may too.
+        """
+        stats = await self.stats()
+        finished = stats.completed + stats.failed + stats.cancelled + stats.expired
+        previous = self._data_seen
+        self._data_seen = (stats.epoch, stats.submitted, finished)
+        if previous is None or previous[0] is None or previous[0] == stats.epoch:
+            return None
+        return DataLoss(
+            epoch_before=previous[0],
+            epoch_after=stats.epoch,
+            submitted_before=previous[1],
+            finished_before=previous[2],
         )
 
     async def epoch(self) -> str:

@@ -174,7 +174,7 @@ class QueueCore:
             return None
         try:
             return decode_lenient(_result_decoder, raw)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             log.warning("unreadable result for task %s skipped: %s", task_id, exc)
             return None
 
@@ -188,7 +188,7 @@ class QueueCore:
             return None
         try:
             return decode_lenient(_dead_decoder, raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
         try:
             loose = decode_lenient(_loose_dead_decoder, raw)
@@ -196,7 +196,7 @@ class QueueCore:
             return DeadLetter(
                 id=loose.id, reason=loose.reason, dead_at=loose.dead_at, raw=text, history=loose.history
             )
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             # Keep what can be shown: the id and the raw text, so an operator can still see it.
             log.warning("unreadable dead letter for task %s: %s", task_id, exc)
             return DeadLetter(

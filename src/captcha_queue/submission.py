@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,11 +124,35 @@ def _check_idempotency_key(key: object) -> str:
     return key
 
 
+#: How deep metadata may nest. Explicit, so what one producer stores every worker can decode
+#: (it does not depend on either side's Python recursion limit).
+MAX_METADATA_DEPTH = 32
+
+
+def _depth_exceeds(value: object, limit: int) -> bool:
+    """True when ``value`` nests dicts/lists more than ``limit`` levels deep (iterative: no recursion)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def _encode_metadata(metadata: object) -> bytes | None:
     if metadata is None:
         return None
     if not isinstance(metadata, dict) or not all(isinstance(k, str) for k in metadata):
         raise InvalidTask("metadata must be a dict with string keys", field="metadata")
+    if _depth_exceeds(metadata, MAX_METADATA_DEPTH):
+        raise InvalidTask(f"metadata nests deeper than {MAX_METADATA_DEPTH} levels", field="metadata")
     try:
         encoded = _encoder.encode(metadata)
         # Only JSON types: msgspec would quietly turn a set or a tuple into a list, NaN into null,

@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from .connection import BLOCK_MAX_S
-from .models import Claim, DeadLetter, RenewOutcome, Result, Solution, Stats, TaskSpec
+from .models import Claim, DataLoss, DeadLetter, RenewOutcome, Result, Solution, Stats, TaskSpec
 from .queue import AsyncCaptchaQueue
 
 __all__ = ["CaptchaQueue"]
@@ -168,6 +168,9 @@ class CaptchaQueue:
 
     def epoch(self) -> str:
         return self._loop.run(self._queue.epoch())
+
+    def check_data_loss(self) -> DataLoss | None:
+        return self._loop.run(self._queue.check_data_loss())
 
     def listen(self, from_id: str | None = None) -> Iterator[Result]:
         return self._iterate(self._queue.listen(from_id))

@@ -56,7 +56,7 @@ def _decode_result(raw: bytes | str | None, task_id: str) -> Result | None:
         return None
     try:
         return decode_lenient(_result_decoder, raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         log.warning("unreadable result for task %s skipped: %s", task_id, exc)
         return None
 

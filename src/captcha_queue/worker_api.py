@@ -109,7 +109,8 @@ class WorkerAPI(QueueCore):
                 task = self._decode_task(row[1])
                 if task.id != task_id:
                     raise ValueError(f"the stored task says id {task.id!r}")
-            except ValueError as exc:  # msgspec's decode and validation errors, invalid UTF-8
+            # msgspec's decode and validation errors, invalid UTF-8, nesting too deep to decode
+            except (ValueError, RecursionError) as exc:
                 await self._quarantine(task_id, token, f"unreadable task: {exc}")
                 continue
             remote_ms = row[6]

@@ -170,6 +170,7 @@ class Worker:
     async def _start(self) -> None:
         await self._redis(lambda: self.registry.heartbeat(0), persist=True)
         await self.breaker.refresh()
+        await self._redis(self.queue.check_data_loss)  # records the data set this worker starts on
         limit = await self._initial_limit()
         if limit is not None:
             self.limiter = SlotLimiter(
@@ -544,6 +545,9 @@ class Worker:
                 self.events.set_slots(self.limiter.used, self.limiter.effective)
             await self.registry.heartbeat(len(self._runs))
             await self.breaker.refresh()
+            loss = await self.queue.check_data_loss()
+            if loss is not None:
+                log.critical("%s; the tasks this worker holds cannot be finished", loss.describe())
         except RedisUnavailable as exc:
             log.warning("renew: %s (leases are renewed again next period)", exc)
 
