@@ -98,6 +98,7 @@ class ProcessGroup:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     #: Every pid seen under a child while it ran, so grandchildren are stopped even if orphaned.
     seen_children: set[int] = field(default_factory=set)
+    terminated: set[int] = field(default_factory=set)
 
     def spawn(
         self,
@@ -136,7 +137,9 @@ class ProcessGroup:
         """SIGTERM ``proc`` (its children are stopped by it, or by pid after ``grace_s``)."""
         children = descendants(proc.pid) if proc.poll() is None else []
         self.seen_children.update(children)
-        if proc.poll() is None:
+        # One SIGTERM only: a second one means "exit now" to a worker (and loses a profile).
+        if proc.poll() is None and proc.pid not in self.terminated:
+            self.terminated.add(proc.pid)
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
         try:
@@ -153,7 +156,8 @@ class ProcessGroup:
     def stop_all(self, grace_s: float = 10.0) -> None:
         self.remember_children()
         for proc in self.procs:
-            if proc.poll() is None:
+            if proc.poll() is None and proc.pid not in self.terminated:
+                self.terminated.add(proc.pid)
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace_s
@@ -162,6 +166,7 @@ class ProcessGroup:
         _kill_pids(sorted(self.seen_children))
         self.procs.clear()
         self.seen_children.clear()
+        self.terminated.clear()
 
     def __enter__(self) -> ProcessGroup:
         return self

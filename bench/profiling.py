@@ -24,7 +24,21 @@ from .report import Target
 __all__ = ["explain_misses", "summarize_session"]
 
 #: Frames where an idle event loop sits (their self time is waiting, not work).
-_IDLE_FUNCTIONS = frozenset({"select", "poll", "epoll", "_worker", "wait", "sleep", "acquire"})
+#: With uvloop the loop is C code: its waiting shows as self time of the Python frame that started it.
+_IDLE_FUNCTIONS = frozenset(
+    {
+        "select",
+        "poll",
+        "epoll",
+        "_worker",
+        "wait",
+        "sleep",
+        "acquire",
+        "run",
+        "run_until_complete",
+        "run_forever",
+    }
+)
 TOP_N = 12
 
 
@@ -132,7 +146,28 @@ def _measured_reason(results: Sequence[RunResult], where: str) -> str:
         parts.append(f"At most {held:.0f} solves were in flight at the simulator, of {capacity:.0f} allowed.")
         if held < 0.9 * capacity and (cpu or 0) < 80:
             parts.append("The worker was waiting, not saturated: it did not keep its solver slots busy.")
+            buffer = _prefetch(row.get("concurrency"))
+            procs = row.get("processes") or 1
+            if buffer is not None and held <= buffer * procs * 1.05:
+                parts.append(
+                    f"That is the worker's prefetch buffer (claimed tasks allowed to wait for a slot, "
+                    f"max(16, concurrency / 10) = {buffer} per process): the claim loop is woken when a "
+                    "task starts waiting for a slot, not when it leaves that stage for the submit, so "
+                    "each process claims one buffer per completed solve wave (worker/runtime.py)."
+                )
     return " ".join(parts)
+
+
+def _prefetch(concurrency: float | None) -> int | None:
+    """The captcha-queue worker's default prefetch buffer for a concurrency."""
+    if not concurrency:
+        return None
+    try:
+        from captcha_queue.worker.config import WorkerConfig
+
+        return int(WorkerConfig(concurrency=int(concurrency)).buffer)
+    except Exception:
+        return None
 
 
 def _pct(value: float | None) -> str:

@@ -396,6 +396,7 @@ class Bench:
             rss = _tree_rss(group)
             sim_after = self.simulator.stats()
         _throughput_metrics(result, run, before, after, rss)
+        result.metrics.update(processes=processes, concurrency=concurrency)
         self._w2_metrics(result, run, min(limit, concurrency * processes), sim_before, sim_after, key)
         return result
 
@@ -591,7 +592,11 @@ class Bench:
     ) -> None:
         ideal = capacity / self.sizes.latency_s
         throughput = result.get("throughput_per_s") or 0.0
-        result.metrics.update(ideal_per_s=round(ideal, 1), pct_of_ideal=round(100 * throughput / ideal, 1))
+        result.metrics.update(
+            ideal_per_s=round(ideal, 1),
+            pct_of_ideal=round(100 * throughput / ideal, 1),
+            latency_s=self.sizes.latency_s,
+        )
         self._sim_metrics(result, sim_before, sim_after, key, len(run.seen))
 
     def _sim_metrics(
