@@ -148,12 +148,13 @@ def _measured_reason(results: Sequence[RunResult], where: str) -> str:
             parts.append("The worker was waiting, not saturated: it did not keep its solver slots busy.")
             buffer = _prefetch(row.get("concurrency"))
             procs = row.get("processes") or 1
-            if buffer is not None and held <= buffer * procs * 1.05:
+            if buffer is not None and held <= buffer * procs * 10:
                 parts.append(
-                    f"That is the worker's prefetch buffer (claimed tasks allowed to wait for a slot, "
-                    f"max(16, concurrency / 10) = {buffer} per process): the claim loop is woken when a "
-                    "task starts waiting for a slot, not when it leaves that stage for the submit, so "
-                    "each process claims one buffer per completed solve wave (worker/runtime.py)."
+                    f"In flight stayed a small multiple of the worker's prefetch buffer (claimed tasks "
+                    f"allowed to wait for a slot, max(16, concurrency / 10) = {buffer} per process): in "
+                    "worker/runtime.py the claim loop is woken when a task starts waiting for a slot "
+                    "(_take_slot), not when it gets one and moves on to the submit, so a process claims "
+                    "about one buffer each time solves complete, instead of filling its slots."
                 )
     return " ".join(parts)
 

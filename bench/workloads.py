@@ -125,7 +125,7 @@ class Sizes:
             w1_tasks=2000,
             w1_concurrency=500,
             time_scale=0.05,  # L = 1 s
-            w2_tasks=600,
+            w2_tasks=400,
             w2_concurrency=200,
             w2_limit=200,
             naive_window_s=4.0,
