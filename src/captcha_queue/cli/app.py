@@ -21,7 +21,7 @@ import click
 import msgspec
 import redis
 
-from ..errors import CaptchaQueueError, ConfigError, RedisUnavailable
+from ..errors import CaptchaQueueError, ConfigError, RedisCommandError, RedisUnavailable
 from ..redis_server import redact_url
 from .config import ENV_CAPTCHAAI_KEY, Settings
 
@@ -213,8 +213,11 @@ async def open_queue(settings: Settings) -> AsyncIterator[AsyncCaptchaQueue]:
                 )
             except RedisUnavailable as exc:
                 raise _unreachable(shown, exc) from exc
-            except redis.RedisError as exc:  # refused at connect: wrong db, ACL, auth...
-                raise RedisUnavailable(f"Redis at {shown} refused the connection: {_one_line(exc)}") from exc
+            except (redis.RedisError, RedisCommandError) as exc:  # refused at connect: wrong db, ACL, auth...
+                cause = exc.__cause__ if isinstance(exc, RedisCommandError) and exc.__cause__ else exc
+                raise RedisUnavailable(
+                    f"Redis at {shown} refused the connection: {_one_line(cause)}"
+                ) from exc
             try:
                 yield queue
             except RedisUnavailable as exc:
