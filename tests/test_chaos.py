@@ -328,3 +328,56 @@ async def test_fuzz_scenario() -> None:
     row = await fuzz(submissions=200, corrupt=1000)
     assert row.passed, _explain(row)
     assert row.details["refused"] == 200
+
+
+# -- fixes the network-fault scenario called for ---------------------------------------------------
+
+
+async def test_a_write_to_a_transport_uvloop_already_closed_is_redis_unavailable() -> None:
+    from captcha_queue.connection import redis_errors_async
+    from captcha_queue.errors import RedisUnavailable
+
+    closed = RuntimeError(
+        "unable to perform operation on <TCPTransport closed=True reading=False 0x5>; the handler is closed"
+    )
+    with pytest.raises(RedisUnavailable, match="handler is closed"):
+        async with redis_errors_async():
+            raise closed
+    with pytest.raises(RuntimeError, match="something else"):
+        async with redis_errors_async():
+            raise RuntimeError("something else")
+
+
+@pytest.mark.timeout(30)
+async def test_the_claim_loop_survives_an_unexpected_error(redis_url: str, namespace: str) -> None:
+    """Before the fix an error other than RedisUnavailable ended the claim loop silently: the worker
+    stayed up, renewed nothing it did not hold, and never claimed again."""
+    from captcha_queue.queue import AsyncCaptchaQueue
+    from captcha_queue.solvers.instant import InstantSolver
+    from captcha_queue.worker.runtime import Worker
+
+    async with AsyncCaptchaQueue.from_url(redis_url, namespace=namespace) as q:
+        real_claim = q.claim
+        failures = [RuntimeError("injected: the claim path broke once")]
+
+        async def flaky_claim(*args: object, **kwargs: object) -> object:
+            if failures:
+                raise failures.pop()
+            return await real_claim(*args, **kwargs)  # type: ignore[arg-type]
+
+        q.claim = flaky_claim  # type: ignore[method-assign,assignment]
+        worker = Worker(q, InstantSolver(), concurrency=10, lease_s=5.0, claim_block_s=0.2)
+        running = asyncio.create_task(worker.run())
+        try:
+            ids = await q.submit_many(
+                [
+                    {"method": "userrecaptcha", "params": {"googlekey": "k", "pageurl": f"https://x/{n}"}}
+                    for n in range(5)
+                ]
+            )
+            results = [r async for r in q.as_completed(ids, timeout_s=20)]
+            assert len(results) == 5
+            assert not failures
+        finally:
+            worker.stop()
+            await asyncio.wait_for(running, 20)

@@ -84,6 +84,14 @@ def _translate(exc: BaseException, client: aioredis.Redis | None) -> RedisUnavai
     return RedisUnavailable(f"cannot reach {_describe(client)}: {first}")
 
 
+def _closed_transport(exc: RuntimeError) -> bool:
+    """uvloop raises RuntimeError, not an OSError, when redis-py writes to a connection the peer
+    already closed ("unable to perform operation on <TCPTransport closed=True ...>; the handler is
+    closed"); redis-py disconnects and re-raises it. It is a lost connection like any other."""
+    text = str(exc)
+    return "handler is closed" in text or "closed=True" in text
+
+
 def _refused(exc: redis.ResponseError) -> RedisCommandError:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if first.startswith("WRONGTYPE"):
@@ -101,6 +109,10 @@ def redis_errors(client: aioredis.Redis | None = None) -> Iterator[None]:
         raise _translate(exc, client) from exc
     except redis.ResponseError as exc:
         raise _refused(exc) from exc
+    except RuntimeError as exc:
+        if _closed_transport(exc):
+            raise _translate(exc, client) from exc
+        raise
 
 
 @contextlib.asynccontextmanager
@@ -113,3 +125,7 @@ async def redis_errors_async(client: aioredis.Redis | None = None) -> AsyncItera
         raise _translate(exc, client) from exc
     except redis.ResponseError as exc:
         raise _refused(exc) from exc
+    except RuntimeError as exc:
+        if _closed_transport(exc):
+            raise _translate(exc, client) from exc
+        raise

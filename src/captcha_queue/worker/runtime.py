@@ -302,6 +302,14 @@ class Worker:
                 log.warning("claim: %s; retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
                 continue
+            except Exception:
+                # Nothing supervises this loop: an unexpected error must not end claiming for good
+                # while the process looks alive (found by the chaos suite's network faults).
+                failures += 1
+                delay = _REDIS_BACKOFF.delay_s(failures, self._rng) + 0.05
+                log.exception("claim failed unexpectedly; retrying in %.2fs", delay)
+                await asyncio.sleep(delay)
+                continue
             failures = 0
             if claims:
                 self.breaker.note_claimed()
