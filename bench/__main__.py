@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shlex
 import sys
 import time
@@ -196,6 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     workloads = [w.strip().upper() for w in args.only.split(",") if w.strip()]
     systems = [s.strip().lower() for s in args.systems.split(",") if s.strip()]
     command = shlex.join(["python", "-m", "bench", *argv])
+    if os.environ.get("MAKELEVEL"):  # started by make: say so, with the arguments make passed
+        command = f"make bench BENCH_ARGS={shlex.quote(shlex.join(argv))}" if argv else "make bench"
+
     started = time.monotonic()
     date = time.strftime("%Y-%m-%d")
     stem = f"{date}-quick" if args.quick else date
@@ -224,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         notes=[
             "arq 0.28 declares redis<6 and SAQ's redis extra redis<8; both ran on the redis-py above "
             "(installed without its pin, see the Makefile bench target), the same client every system used.",
+            "make bench installs the bench extra (and arq, see below) and runs python -m bench.",
             "Peak RSS is VmHWM from /proc/<pid>/status, the largest over the worker's process tree.",
             "Redis commands per task count every command the server executed during the run, including "
             "the ones run inside Lua scripts and MULTI blocks (producer, workers, heartbeats, idle blocking "

@@ -196,8 +196,8 @@ def explain_misses(bench: Any, targets: Sequence[Target]) -> None:
                     bench, lambda: bench.cq_w1(1), "captcha-queue worker, W1 (1 process) under pyinstrument"
                 )
             elif target.name.startswith("Queue overhead"):
-                target.profile = _producer_profile(
-                    bench.cq_latency, "bench process (producer + waiters), W2 latency re-run"
+                target.profile = _worker_profile(
+                    bench, bench.cq_latency, "captcha-queue worker, W2 latency re-run under pyinstrument"
                 )
             elif target.name.startswith("W3"):
                 from .notify import run_w3

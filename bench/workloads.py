@@ -169,6 +169,7 @@ class CQProducer:
         self.namespace = namespace
         self.timeout_s = timeout_s
         self.q: Any = None
+        self.woken: dict[str, tuple[Any, float]] = {}
 
     async def __aenter__(self) -> CQProducer:
         from captcha_queue.queue import AsyncCaptchaQueue
@@ -205,7 +206,10 @@ class CQProducer:
         result = await self.q.wait_result(task_id, timeout_s=self.timeout_s)
         if result is None:
             raise BenchError(f"task {task_id} had no result within {self.timeout_s:.0f} s")
-        return time.monotonic()
+        woke = time.monotonic()
+        # Wall clock too: the result's own timestamps are Redis server time on this same machine.
+        self.woken[task_id] = (result, time.time())
+        return woke
 
     async def wait_all(self, ids: Sequence[str]) -> dict[str, float]:
         seen: dict[str, float] = {}
@@ -410,6 +414,7 @@ class Bench:
             CQProducer(self.redis_url, namespace, s.run_timeout_s) as producer,
         ):
             await self._latency(result, producer, s.latency_tasks, s.latency_load * capacity / s.latency_s)
+        _overhead_stages(result, producer.woken.values(), s.latency_s)
         return result
 
     # -- the naive design ---------------------------------------------------------------------------
@@ -656,6 +661,27 @@ def _throughput_metrics(
         redis_cmds_per_task=round(sum(commands.values()) / max(1, done), 2),
         peak_rss_mb=round(max(rss.values()), 1) if rss else None,
     )
+
+
+def _overhead_stages(result: RunResult, woken: Any, latency_s: float) -> None:
+    """Where captcha-queue's overhead goes, from each result's Redis-time stamps and the wake time.
+
+    pickup: submitted -> claimed by a worker; worker: claimed -> final result written, minus L (the
+    in.php and res.php round trips, the poll schedule, the slot and the finishing script); notify:
+    result written -> the producer's waiter returns.
+    """
+    pickup: list[float] = []
+    worker: list[float] = []
+    notify: list[float] = []
+    for res, woke_wall in woken:
+        if res.started_at is None:
+            continue
+        pickup.append((res.started_at - res.submitted_at) * 1000)
+        worker.append((res.finished_at - res.started_at - latency_s) * 1000)
+        notify.append((woke_wall - res.finished_at) * 1000)
+    for name, values in (("pickup", pickup), ("worker", worker), ("notify", notify)):
+        result.metrics[f"{name}_p50_ms"] = _round(percentile(values, 0.5))
+        result.metrics[f"{name}_p99_ms"] = _round(percentile(values, 0.99))
 
 
 def _async_redis(url: str) -> Any:
