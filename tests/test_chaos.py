@@ -381,3 +381,24 @@ async def test_the_claim_loop_survives_an_unexpected_error(redis_url: str, names
         finally:
             worker.stop()
             await asyncio.wait_for(running, 20)
+
+
+@pytest.mark.timeout(30)
+async def test_solver_slots_share_the_task_lease(redis_url: str, namespace: str) -> None:
+    """Before the fix slots kept a fixed 30 s lease whatever --lease-s said: a slot whose task had
+    finished on a worker killed before the batched release stayed taken for 30 s (scenario 2)."""
+    from captcha_queue.queue import AsyncCaptchaQueue
+    from captcha_queue.solvers.instant import InstantSolver
+    from captcha_queue.worker.runtime import Worker
+
+    async with AsyncCaptchaQueue.from_url(redis_url, namespace=namespace) as q:
+        worker = Worker(q, InstantSolver(), concurrency=5, lease_s=1.5, solver_limit=5, claim_block_s=0.2)
+        running = asyncio.create_task(worker.run())
+        try:
+            task_id = await q.submit("userrecaptcha", {"googlekey": "k", "pageurl": "https://x/"})
+            assert await q.wait_result(task_id, timeout_s=10) is not None
+            assert worker.limiter is not None
+            assert worker.limiter.config.lease_s == 1.5
+        finally:
+            worker.stop()
+            await asyncio.wait_for(running, 20)

@@ -178,7 +178,11 @@ class Worker:
                 self.queue.keys,
                 self.solver.account,
                 limit=limit,
-                config=self.config.limiter.scaled(self.config.time_scale),
+                # Slots share the task lease (renewed in the same period), so a killed worker's
+                # slots come back within one lease, like its tasks, not after a fixed 30 s.
+                config=dataclasses.replace(
+                    self.config.limiter.scaled(self.config.time_scale), lease_s=self.config.lease_s
+                ),
             )
             await self._redis(lambda: self._set_limit(limit), persist=True)
             self._supervise("slot-pump", self.limiter.run)
