@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -165,94 +166,90 @@ async def _missing(rig: Rig, ids: Sequence[str]) -> list[str]:
 async def redis_restarted_empty(
     *, tasks: int = 1000, time_scale: float = 0.02, solver_limit: int = 50, timeout_s: float = 120.0
 ) -> Row:
-    """Redis comes back with no data: the loss is detected and reported with a count, never silent."""
+    """Redis comes back with no data: the loss is detected and reported with a count, never silent.
+
+    The producer calls ``check_data_loss()`` before and after (epoch + submission watermark); the
+    workers do it every renew period and must log it at CRITICAL with the count.
+    """
     started = time.monotonic()
     config = config_for(solver_limit, workers=2, concurrency=solver_limit, time_scale=time_scale, lease_s=2.0)
     async with Rig(config) as rig:
         assert rig.queue is not None
+        assert rig.raw is not None
         await rig.submit(tasks)
         rig.start_sampler()
         await rig.wait_until(fraction_final(rig, 0.3), timeout_s)
-        before = await rig.queue.stats()
-        unfinished = before.submitted - _finished(before)
+        assert await rig.queue.check_data_loss() is None  # records the data set
+        truth = len(rig.submitted) - await rig.finished_count()  # at most this many are lost
         await asyncio.to_thread(rig.redis.kill)
         await asyncio.to_thread(rig.redis.stop)  # drops its data directory: the restart is empty
         await asyncio.to_thread(rig.redis.start)
         rig.note("redis restarted empty")
-        # The producer's view: the epoch it saw is gone, and the watermark fell back.
-        detection = await _detect_loss(rig, before.epoch, before.submitted, timeout_s=15.0)
-        worker_reports = await _wait_worker_loss_log(rig, timeout_s=8.0)
+        loss = await _producer_check(rig, timeout_s=15.0)
+        worker_lines = await _wait_worker_loss_log(rig, len(rig.slots), timeout_s=10.0)
         extra: list[str] = []
-        if not detection["detected"]:
-            extra.append("the producer did not detect the data loss (epoch and watermark unchanged)")
-        if not worker_reports:
-            extra.append("no worker reported the data loss in its log")
-        lost = list(rig.submitted)
+        if loss is None:
+            extra.append("the producer's check_data_loss() saw nothing")
+        elif not truth <= loss.lost <= truth + solver_limit:
+            extra.append(f"the producer reported {loss.lost} lost; {truth} were unfinished at the kill")
+        if len(worker_lines) < len(rig.slots):
+            extra.append(f"{len(worker_lines)} of {len(rig.slots)} workers logged the loss at CRITICAL")
+        sim = await rig.sim_stats()
+        over = int(sim.get("max_in_flight", 0))
+        reported = loss.lost if loss is not None else 0
         row = Row(
             number=6,
             name="Redis restarted empty",
             size=f"{tasks:,} tasks, Redis restarted without its data",
             figure=(
-                f"detected: {'yes' if detection['detected'] else 'NO'} (epoch {detection['epoch_before']} -> "
-                f"{detection['epoch_after']}, "
-                f"watermark {before.submitted} -> {detection['watermark_after']}); "
-                f"{unfinished} unfinished tasks reported lost; worker log lines: {len(worker_reports)}"
+                f"detected: {'yes' if loss else 'NO'}; producer reports {reported} tasks lost "
+                f"(unfinished at the kill: {truth}); {len(worker_lines)}/{len(rig.slots)} workers logged "
+                f"CRITICAL '{worker_lines[0][1] if worker_lines else '-'}'"
             ),
             passed=not extra,
             violations=extra,
+            limit=f"{over} / {solver_limit}"
+            + (" (the slot leases were in the lost data set)" if over > solver_limit else ""),
             elapsed_s=round(time.monotonic() - started, 1),
             details={
-                "lost_reported": unfinished,
-                "submitted": len(lost),
-                "worker_lines": worker_reports[:3],
-                **detection,
+                "lost_reported": reported,
+                "unfinished_at_kill": truth,
+                "describe": loss.describe() if loss else None,
+                "worker_lines": [line for line, _ in worker_lines],
             },
         )
-        sim = await rig.sim_stats()
-        row.limit = f"{sim.get('max_in_flight')} / {solver_limit}"
         return row
 
 
-def _finished(stats: Any) -> int:
-    return int(stats.completed + stats.failed + stats.cancelled + stats.expired)
-
-
-async def _detect_loss(rig: Rig, epoch: str | None, watermark: int, timeout_s: float) -> dict[str, Any]:
+async def _producer_check(rig: Rig, timeout_s: float) -> Any:
     assert rig.queue is not None
     deadline = time.monotonic() + timeout_s
-    after: Any = None
     while time.monotonic() < deadline:
         try:
-            after = await rig.queue.stats()
-            break
-        except Exception:
+            return await rig.queue.check_data_loss()
+        except Exception:  # Redis is still coming back
             await asyncio.sleep(0.1)
-    epoch_after = after.epoch if after is not None else None
-    watermark_after = after.submitted if after is not None else None
-    detected = epoch is not None and (epoch_after != epoch) and (watermark_after or 0) < watermark
-    return {
-        "detected": detected,
-        "epoch_before": epoch,
-        "epoch_after": epoch_after,
-        "watermark_after": watermark_after,
-    }
+    return None
 
 
-async def _wait_worker_loss_log(rig: Rig, timeout_s: float) -> list[str]:
-    words = ("epoch", "data loss", "lost its data", "restarted empty")
+async def _wait_worker_loss_log(rig: Rig, workers: int, timeout_s: float) -> list[tuple[str, str]]:
+    """(file, count of lost tasks) of each worker log with a CRITICAL data-loss line."""
     deadline = time.monotonic() + timeout_s
+    found: list[tuple[str, str]] = []
     while time.monotonic() < deadline:
-        found = [
-            line
-            for path in rig.log_files()
-            if path.name.startswith("worker")
-            for line in path.read_text(errors="replace").splitlines()
-            if any(w in line.lower() for w in words)
-        ]
-        if found:
-            return found
+        found = []
+        for path in rig.log_files():
+            if not path.name.startswith("worker"):
+                continue
+            for line in path.read_text(errors="replace").splitlines():
+                if "critical" in line.lower() and "lost its data" in line:
+                    match = re.search(r"(\d+) tasks that were queued or in flight are gone", line)
+                    found.append((path.name, f"{match.group(1) if match else '?'} tasks ... are gone"))
+                    break
+        if len(found) >= workers:
+            break
         await asyncio.sleep(0.2)
-    return []
+    return found
 
 
 # -- 11. network faults between workers and Redis ---------------------------------------------------
