@@ -394,7 +394,6 @@ class Worker:
         if self.limiter is None or self.limiter.holds(run.claim.task_id):
             return
         run.stage = "slot"
-        self._room.set()  # a buffered task moving on may let the claim loop fetch more
         timeout_s = None
         if run.claim.task.expires_at is not None:
             timeout_s = run.claim.task.expires_at - time.time()
@@ -405,6 +404,10 @@ class Worker:
                 await self.limiter.acquire(run.claim.task_id, run.claim.lease_token)
         except TimeoutError:
             raise _Stop("expire") from None
+        # This task leaves the buffer of claimed tasks waiting for a slot: the claim loop may
+        # fetch one more (waking it only when a task *enters* the wait kept the buffer half used).
+        run.stage = "submit"
+        self._room.set()
         self.events.set_slots(self.limiter.used, self.limiter.effective)
 
     async def _submit(self, run: _Run) -> str:
