@@ -140,10 +140,15 @@ def _measured_reason(results: Sequence[RunResult], where: str) -> str:
             f"{_pct(row.get('sim_cpu_pct'))}, Redis {_pct(row.get('redis_cpu_pct'))}, producer (bench "
             f"process) {_pct(row.get('producer_cpu_pct'))}; the machine has 2 cores."
         )
-    held, ideal = row.get("max_in_flight"), row.get("ideal_per_s")
-    if held is not None and ideal:
-        capacity = ideal * (row.get("latency_s") or 1.0)
-        parts.append(f"At most {held:.0f} solves were in flight at the simulator, of {capacity:.0f} allowed.")
+    peak, ideal, rate = row.get("max_in_flight"), row.get("ideal_per_s"), row.get("throughput_per_s")
+    if peak is not None and ideal and rate is not None:
+        latency_s = row.get("latency_s") or 1.0
+        capacity = ideal * latency_s
+        held = rate * latency_s  # Little's law: the mean number of solves in flight over the run
+        parts.append(
+            f"On average {held:.0f} solves were in flight (throughput x L) of {capacity:.0f} allowed "
+            f"(peak {peak:.0f} at the simulator)."
+        )
         if held < 0.9 * capacity and (cpu or 0) < 80:
             parts.append("The worker was waiting, not saturated: it did not keep its solver slots busy.")
             buffer = _prefetch(row.get("concurrency"))

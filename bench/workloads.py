@@ -80,6 +80,7 @@ class Sizes:
     w1_tasks: int = 20_000
     w1_processes: tuple[int, ...] = (1, 2)
     w1_concurrency: int = 1000
+    w1_repeats: int = 2
     #: L = solve_s x time_scale = 5 s: the ideal (limit / L = 400 tasks/s, about 1,600 HTTP requests/s
     #: for the simulator and as many for the worker) stays within what 2 cores carry; at L = 1 s it
     #: would be 2,000 tasks/s, and the figure would measure the machine, not the queue.
@@ -124,6 +125,7 @@ class Sizes:
         return cls(
             w1_tasks=2000,
             w1_concurrency=500,
+            w1_repeats=1,
             time_scale=0.05,  # L = 1 s
             w2_tasks=400,
             w2_concurrency=200,
