@@ -92,7 +92,7 @@ def _is_stdlib(path: str | None) -> bool:
 def _profiler() -> Iterator[Any]:
     from pyinstrument import Profiler
 
-    profiler = Profiler(interval=0.001, async_mode="disabled")
+    profiler = Profiler(interval=0.002, async_mode="disabled")
     profiler.start()
     try:
         yield profiler
@@ -122,7 +122,8 @@ def _producer_profile(rerun: Any, title: str) -> str:
     with _profiler() as profiler:
         result: RunResult = run_async(rerun())
     shown = ", ".join(f"{k}={v}" for k, v in result.metrics.items() if v is not None)
-    return f"{summarize_session(profiler.last_session, title)}\nprofiled run: {shown}"
+    summary = summarize_session(profiler.last_session, title)
+    return f"{summary}\nprofiled run (slowed by the sampler in this same process): {shown}"
 
 
 def _measured_reason(results: Sequence[RunResult], where: str) -> str:
@@ -152,15 +153,21 @@ def _measured_reason(results: Sequence[RunResult], where: str) -> str:
         if held < 0.9 * capacity and (cpu or 0) < 80:
             parts.append("The worker was waiting, not saturated: it did not keep its solver slots busy.")
             buffer = _prefetch(row.get("concurrency"))
-            procs = row.get("processes") or 1
-            if buffer is not None and held <= buffer * procs * 10:
+            if buffer is not None:
                 parts.append(
-                    f"In flight stayed a small multiple of the worker's prefetch buffer (claimed tasks "
-                    f"allowed to wait for a slot, max(16, concurrency / 10) = {buffer} per process): in "
-                    "worker/runtime.py the claim loop is woken when a task starts waiting for a slot "
-                    "(_take_slot), not when it gets one and moves on to the submit, so a process claims "
-                    "about one buffer each time solves complete, instead of filling its slots."
+                    f"(The worker's prefetch buffer, the claimed tasks allowed to wait for a slot, is "
+                    f"max(16, concurrency / 10) = {buffer} per process.)"
                 )
+    stages = {
+        "submit -> claim (the queue hands the task to a worker)": row.get("pickup_p99_ms"),
+        "claim -> result written, minus L (the worker: slot, in.php, the poll schedule, res.php, the "
+        "finishing script)": row.get("worker_p99_ms"),
+        "result written -> producer wakes (notification)": row.get("notify_p99_ms"),
+    }
+    known = {name: value for name, value in stages.items() if value is not None}
+    if known:
+        worst = max(known, key=lambda name: known[name] or 0.0)
+        parts.append(f"The tail is in the stage {worst}: p99 {known[worst]:.1f} ms.")
     return " ".join(parts)
 
 
