@@ -150,13 +150,13 @@ def worker_cmd(
 
 
 def _run_loop(coro: Any) -> int:
+    """Run on uvloop when the ``fast`` extra is installed, else on asyncio's own loop."""
     try:
         import uvloop
-
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return int(runner.run(coro))
     except ImportError:
         return int(asyncio.run(coro))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return int(runner.run(coro))
 
 
 def _child_args(opts: WorkerOptions, settings: Settings, index: int) -> list[str]:
