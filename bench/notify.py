@@ -108,7 +108,8 @@ async def run_w3(
     producer: Any = None
     try:
         if system == "captcha-queue":
-            from .workloads import CQProducer, w1_task
+            from .drivers import CQProducer
+            from .workloads import w1_task
 
             producer = CQProducer(redis_url, namespace, timeout_s)
             await producer.__aenter__()

@@ -11,7 +11,7 @@
 * **W4 scale**: W2 for captcha-queue with 1, 2 and 4 worker processes and 1,000 / 5,000 in flight.
 
 A producer is any object with ``prepare``, ``submit``, ``submit_many``, ``wait_one`` and ``wait_all``
-(captcha-queue's, the naive design's, arq's and SAQ's); the drivers below time them identically.
+(captcha-queue's, the naive design's, arq's and SAQ's); bench.drivers times them identically.
 """
 
 from __future__ import annotations
@@ -22,12 +22,27 @@ import math
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from . import naive
+from .drivers import (
+    CQProducer,
+    Producer,
+    Task,
+    Throughput,
+    async_redis,
+    drive_open_loop,
+    drive_throughput,
+    overhead_stages,
+    procs_label,
+    round_or_none,
+    submit_only,
+    throughput_metrics,
+    tree_rss,
+)
 from .harness import (
     BenchError,
     CpuMeter,
@@ -37,9 +52,7 @@ from .harness import (
     bounded,
     child_env,
     command_counts,
-    command_delta,
     descendants,
-    peak_rss_mb,
     percentile,
     read_line,
     sim_counts,
@@ -49,7 +62,6 @@ from .peers import ArqProducer, SaqProducer, worker_argv
 
 __all__ = ["SOLVE_METHOD", "Bench", "Sizes", "w1_task", "w2_task"]
 
-Task = tuple[str, Mapping[str, str], str]
 
 #: The W2 method: Turnstile polls first after 10 s, then every 5 s (scaled by the time scale).
 SOLVE_METHOD = "turnstile"
@@ -152,127 +164,6 @@ class Sizes:
         )
 
 
-class Producer(Protocol):
-    async def prepare(self, count: int) -> None: ...
-    async def submit(self, task: Task, n: int = 0) -> str: ...
-    async def submit_many(self, tasks: Sequence[Task]) -> list[str]: ...
-    async def wait_one(self, task_id: str) -> float: ...
-    async def wait_all(self, ids: Sequence[str]) -> dict[str, float]: ...
-
-
-# -- captcha-queue's producer ----------------------------------------------------------------------
-
-
-class CQProducer:
-    """captcha-queue's producer API: ``submit_many`` in batches, ``as_completed`` / ``wait_result``."""
-
-    def __init__(self, redis_url: str, namespace: str, timeout_s: float) -> None:
-        self.redis_url = redis_url
-        self.namespace = namespace
-        self.timeout_s = timeout_s
-        self.q: Any = None
-        self.woken: dict[str, tuple[Any, float]] = {}
-
-    async def __aenter__(self) -> CQProducer:
-        from captcha_queue.queue import AsyncCaptchaQueue
-
-        self.q = AsyncCaptchaQueue.from_url(self.redis_url, namespace=self.namespace)
-        await self.q.__aenter__()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.q is not None:
-            await self.q.aclose()
-
-    async def prepare(self, count: int) -> None:
-        return None
-
-    async def submit(self, task: Task, n: int = 0) -> str:
-        method, params, priority = task
-        task_id: str = await self.q.submit(method, dict(params), priority=priority)
-        return task_id
-
-    async def submit_many(self, tasks: Sequence[Task]) -> list[str]:
-        from captcha_queue.models import TaskSpec
-
-        ids: list[str] = []
-        for start in range(0, len(tasks), 1000):
-            specs = [
-                TaskSpec(method=m, params=dict(p), priority=pr)  # type: ignore[arg-type]
-                for m, p, pr in tasks[start : start + 1000]
-            ]
-            ids += await self.q.submit_many(specs)
-        return ids
-
-    async def wait_one(self, task_id: str) -> float:
-        result = await self.q.wait_result(task_id, timeout_s=self.timeout_s)
-        if result is None:
-            raise BenchError(f"task {task_id} had no result within {self.timeout_s:.0f} s")
-        woke = time.monotonic()
-        # Wall clock too: the result's own timestamps are Redis server time on this same machine.
-        self.woken[task_id] = (result, time.time())
-        return woke
-
-    async def wait_all(self, ids: Sequence[str]) -> dict[str, float]:
-        seen: dict[str, float] = {}
-        async for result in self.q.as_completed(list(ids), timeout_s=self.timeout_s):
-            seen[result.id] = time.monotonic()
-        return seen
-
-    async def worker_count(self) -> int:
-        stats = await self.q.stats()
-        return int(stats.workers)
-
-
-# -- the drivers -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Throughput:
-    ids: list[str]
-    submit_s: float
-    elapsed_s: float
-    seen: dict[str, float]
-    started: float
-
-
-async def drive_throughput(producer: Producer, tasks: Sequence[Task], timeout_s: float) -> Throughput:
-    await producer.prepare(len(tasks))
-    started = time.monotonic()
-    ids = await producer.submit_many(tasks)
-    submit_s = time.monotonic() - started
-    seen = await bounded(producer.wait_all(ids), timeout_s, "waiting for every result")
-    return Throughput(ids, submit_s, time.monotonic() - started, seen, started)
-
-
-async def drive_open_loop(
-    producer: Producer, tasks: Sequence[Task], rate_per_s: float, timeout_s: float
-) -> list[float]:
-    """Submit at a fixed rate, one waiter per task; returns each task's end-to-end seconds."""
-    await producer.prepare(len(tasks))
-    begin = time.monotonic() + 0.05
-    latencies: list[float] = []
-
-    async def one(n: int, task: Task) -> None:
-        await asyncio.sleep(max(0.0, begin + n / rate_per_s - time.monotonic()))
-        sent = time.monotonic()
-        task_id = await producer.submit(task, n)
-        latencies.append(await producer.wait_one(task_id) - sent)
-
-    await bounded(
-        asyncio.gather(*(one(n, t) for n, t in enumerate(tasks))), timeout_s, "the open-loop latency run"
-    )
-    return latencies
-
-
-async def submit_only(producer: Producer, tasks: Sequence[Task]) -> float:
-    """Tasks per second of ``submit_many`` with no worker running."""
-    await producer.prepare(len(tasks))
-    started = time.monotonic()
-    await producer.submit_many(tasks)
-    return len(tasks) / (time.monotonic() - started)
-
-
 # -- the bench: one Redis, one simulator, every system ----------------------------------------------
 
 
@@ -358,7 +249,7 @@ class Bench:
     async def cq_w1(self, processes: int) -> RunResult:
         namespace = f"bench-w1-{secrets.token_hex(3)}"
         tasks = [w1_task(n) for n in range(self.sizes.w1_tasks)]
-        result = RunResult("W1", "captcha-queue", _procs(processes))
+        result = RunResult("W1", "captcha-queue", procs_label(processes))
         async with (
             self.cq_workers(namespace, processes, self.sizes.w1_concurrency, http=False) as (group, _),
             CQProducer(self.redis_url, namespace, self.sizes.run_timeout_s) as producer,
@@ -368,8 +259,8 @@ class Bench:
             run = await drive_throughput(producer, tasks, self.sizes.run_timeout_s)
             after = command_counts(self.redis_url)
             result.metrics.update(cpu.stop())
-            rss = _tree_rss(group)
-        _throughput_metrics(result, run, before, after, rss)
+            rss = tree_rss(group)
+        throughput_metrics(result, run, before, after, rss)
         return result
 
     async def cq_submit_only(self) -> RunResult:
@@ -387,7 +278,7 @@ class Bench:
         assert self.simulator is not None
         namespace = f"bench-w2-{secrets.token_hex(3)}"
         tasks = [w2_task(n) for n in range(tasks_n)]
-        config = f"{_procs(processes)} x {concurrency}, limit {limit}"
+        config = f"{procs_label(processes)} x {concurrency}, limit {limit}"
         result = RunResult(workload, "captcha-queue", config)
         async with (
             self.cq_workers(namespace, processes, concurrency, http=True, limit=limit) as (group, key),
@@ -399,9 +290,9 @@ class Bench:
             run = await drive_throughput(producer, tasks, self.sizes.run_timeout_s)
             after = command_counts(self.redis_url)
             result.metrics.update(cpu.stop())
-            rss = _tree_rss(group)
+            rss = tree_rss(group)
             sim_after = self.simulator.stats()
-        _throughput_metrics(result, run, before, after, rss)
+        throughput_metrics(result, run, before, after, rss)
         result.metrics.update(processes=processes, concurrency=concurrency)
         self._w2_metrics(result, run, min(limit, concurrency * processes), sim_before, sim_after, key)
         return result
@@ -416,7 +307,7 @@ class Bench:
             CQProducer(self.redis_url, namespace, s.run_timeout_s) as producer,
         ):
             await self._latency(result, producer, s.latency_tasks, s.latency_load * capacity / s.latency_s)
-        _overhead_stages(result, producer.woken.values(), s.latency_s)
+        overhead_stages(result, producer.woken.values(), s.latency_s)
         return result
 
     # -- the naive design ---------------------------------------------------------------------------
@@ -464,7 +355,7 @@ class Bench:
         keys = naive.NaiveKeys(f"naive-lat-{secrets.token_hex(3)}")
         result = RunResult("W2 latency", "naive", f"{s.latency_load:.0%} of its ideal rate")
         group = ProcessGroup()
-        client = _async_redis(self.redis_url)
+        client = async_redis(self.redis_url)
         try:
             naive.spawn_workers(
                 group, self.redis_url, keys, naive.PROCESSES, self.simulator.base_url, s.time_scale
@@ -510,7 +401,7 @@ class Bench:
     async def peer_w1(self, system: str, processes: int) -> RunResult:
         queue = f"bench-{system}-{secrets.token_hex(3)}"
         tasks = [w1_task(n) for n in range(self.sizes.w1_tasks)]
-        result = RunResult("W1", system, _procs(processes))
+        result = RunResult("W1", system, procs_label(processes))
         async with (
             self.peer_workers(system, queue, processes, self.sizes.w1_concurrency, http=False) as (group, _),
             self._peer_producer(system, queue, http=False) as producer,
@@ -520,8 +411,8 @@ class Bench:
             run = await drive_throughput(producer, tasks, self.sizes.run_timeout_s)
             after = command_counts(self.redis_url)
             result.metrics.update(cpu.stop())
-            rss = _tree_rss(group)
-        _throughput_metrics(result, run, before, after, rss)
+            rss = tree_rss(group)
+        throughput_metrics(result, run, before, after, rss)
         return result
 
     async def peer_submit_only(self, system: str) -> RunResult:
@@ -537,7 +428,7 @@ class Bench:
         s = self.sizes
         queue = f"bench-{system}-{secrets.token_hex(3)}"
         tasks = [w2_task(n) for n in range(s.w2_tasks)]
-        config = f"{_procs(s.w2_processes)} x {s.w2_concurrency}"
+        config = f"{procs_label(s.w2_processes)} x {s.w2_concurrency}"
         result = RunResult("W2", system, config)
         async with (
             self.peer_workers(system, queue, s.w2_processes, s.w2_concurrency, http=True) as (group, key),
@@ -549,9 +440,9 @@ class Bench:
             run = await drive_throughput(producer, tasks, s.run_timeout_s)
             after = command_counts(self.redis_url)
             result.metrics.update(cpu.stop())
-            rss = _tree_rss(group)
+            rss = tree_rss(group)
             sim_after = self.simulator.stats()
-        _throughput_metrics(result, run, before, after, rss)
+        throughput_metrics(result, run, before, after, rss)
         capacity = min(s.w2_limit, s.w2_concurrency * s.w2_processes)
         self._w2_metrics(result, run, capacity, sim_before, sim_after, key)
         return result
@@ -583,9 +474,9 @@ class Bench:
         result.metrics.update(
             tasks=count,
             rate_per_s=round(rate, 1),
-            e2e_p50_ms=_round(percentile([x * 1000 for x in latencies], 0.5)),
-            overhead_p50_ms=_round(percentile(overhead_ms, 0.5)),
-            overhead_p99_ms=_round(percentile(overhead_ms, 0.99)),
+            e2e_p50_ms=round_or_none(percentile([x * 1000 for x in latencies], 0.5)),
+            overhead_p50_ms=round_or_none(percentile(overhead_ms, 0.5)),
+            overhead_p99_ms=round_or_none(percentile(overhead_ms, 0.99)),
         )
 
     def _w2_metrics(
@@ -620,73 +511,3 @@ class Bench:
             result.metrics["inphp_per_task"] = round((submits_1 - submits_0) / finished, 2)
             result.metrics["resphp_per_task"] = round((polls_1 - polls_0) / finished, 2)
         result.metrics["max_in_flight"] = sim_max_in_flight(after, key)
-
-
-# -- helpers ---------------------------------------------------------------------------------------
-
-
-def _procs(n: int) -> str:
-    return f"{n} proc" + ("s" if n > 1 else "")
-
-
-def _round(value: float | None, digits: int = 2) -> float | None:
-    return round(value, digits) if value is not None else None
-
-
-def _tree_rss(group: ProcessGroup) -> dict[int, float]:
-    pids = [p.pid for p in group.procs if p.poll() is None]
-    pids += [child for pid in list(pids) for child in descendants(pid)]
-    return peak_rss_mb(pids)
-
-
-def _throughput_metrics(
-    result: RunResult,
-    run: Throughput,
-    before: Mapping[str, int],
-    after: Mapping[str, int],
-    rss: Mapping[int, float],
-) -> None:
-    done = len(run.seen)
-    commands = command_delta(before, after)
-    scripts = sum(n for name, n in commands.items() if name in ("evalsha", "eval", "fcall", "evalsha_ro"))
-    top = sorted(commands.items(), key=lambda kv: -kv[1])[:6]
-    result.notes.append(
-        "Redis commands per task: " + ", ".join(f"{name} {n / max(1, done):.2f}" for name, n in top)
-    )
-    result.metrics["lua_calls_per_task"] = round(scripts / max(1, done), 2)
-    result.metrics.update(
-        tasks=len(run.ids),
-        completed=done,
-        elapsed_s=round(run.elapsed_s, 3),
-        throughput_per_s=round(done / run.elapsed_s, 1) if run.elapsed_s else None,
-        submit_per_s=round(len(run.ids) / run.submit_s) if run.submit_s else None,
-        redis_cmds_per_task=round(sum(commands.values()) / max(1, done), 2),
-        peak_rss_mb=round(max(rss.values()), 1) if rss else None,
-    )
-
-
-def _overhead_stages(result: RunResult, woken: Any, latency_s: float) -> None:
-    """Where captcha-queue's overhead goes, from each result's Redis-time stamps and the wake time.
-
-    pickup: submitted -> claimed by a worker; worker: claimed -> final result written, minus L (the
-    in.php and res.php round trips, the poll schedule, the slot and the finishing script); notify:
-    result written -> the producer's waiter returns.
-    """
-    pickup: list[float] = []
-    worker: list[float] = []
-    notify: list[float] = []
-    for res, woke_wall in woken:
-        if res.started_at is None:
-            continue
-        pickup.append((res.started_at - res.submitted_at) * 1000)
-        worker.append((res.finished_at - res.started_at - latency_s) * 1000)
-        notify.append((woke_wall - res.finished_at) * 1000)
-    for name, values in (("pickup", pickup), ("worker", worker), ("notify", notify)):
-        result.metrics[f"{name}_p50_ms"] = _round(percentile(values, 0.5))
-        result.metrics[f"{name}_p99_ms"] = _round(percentile(values, 0.99))
-
-
-def _async_redis(url: str) -> Any:
-    import redis.asyncio as aioredis
-
-    return aioredis.Redis.from_url(url, max_connections=16)
