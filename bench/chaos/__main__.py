@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 from .scenarios import SCENARIOS, Row
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
+SCENARIO_TIMEOUT_S = 900.0
 
 
 def _versions() -> str:
@@ -64,7 +66,8 @@ def render(rows: list[Row], *, command: str, started: datetime.datetime, elapsed
         f"- Versions: {_versions()}",
         f"- Duration: {elapsed_s / 60:.1f} min; {passed}/{len(rows)} scenarios passed",
         f"- Fleet limit (solver's most tasks in flight <= N): held strictly in {limit_ok}/{len(held)} runs; "
-        "a `(+k ...)` note marks solves orphaned by a kill between submit and record_remote",
+        "a `(+k around kills)` note marks a kill scenario where a killed worker's solve outlived its slot "
+        "or was orphaned between submit and record_remote (allowed: one per kill or orphan)",
         "- Canary API key: searched in every worker and simulator log, every Redis key and value "
         "(SCAN, type-aware reads, DUMP with rdbcompression off) and every worker's /metrics",
         "",
@@ -94,7 +97,16 @@ def _within(limit: str) -> bool:
     return used <= cap
 
 
+def _dump_tasks() -> None:
+    """SIGUSR1: print where every asyncio task of this run is waiting (for a run that hangs)."""
+    for task in asyncio.all_tasks():
+        print(f"--- task {task.get_name()}", file=sys.stderr)
+        task.print_stack(limit=15, file=sys.stderr)
+    sys.stderr.flush()
+
+
 async def run(names: list[str], quick: bool, budget_s: float) -> list[Row]:
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
     rows: list[Row] = []
     deadline = time.monotonic() + budget_s
     for name in names:
@@ -105,7 +117,11 @@ async def run(names: list[str], quick: bool, budget_s: float) -> list[Row]:
             continue
         print(f"-- {name} {kwargs or ''}", flush=True)
         try:
-            row = await fn(**kwargs)
+            # A scenario that hangs becomes a failed row (with every task's stack on stderr).
+            row = await asyncio.wait_for(fn(**kwargs), timeout=SCENARIO_TIMEOUT_S)
+        except TimeoutError:
+            _dump_tasks()
+            row = Row(0, name, "", f"hung for {SCENARIO_TIMEOUT_S:.0f} s", False, ["hung"])
         except Exception as exc:  # a scenario that cannot run is a failed row, not a lost report
             row = Row(0, name, "", f"could not run: {type(exc).__name__}: {exc}", False, [repr(exc)])
         print(f"   {'pass' if row.passed else 'FAIL'}: {row.figure}", flush=True)

@@ -146,8 +146,10 @@ class Expect:
     max_error: int | None = None
     all_final: bool = True
     limit_holds: bool = True
-    #: Solves a killed worker submitted but never recorded keep running at the service while the
-    #: task is submitted again (an explained duplicate); with kills, each may add one over N.
+    #: With kills, the service may briefly hold more than N: a solve a killed worker submitted but
+    #: never recorded keeps running while the task is submitted again (an explained duplicate), and
+    #: a killed worker's solve may outlive its slot lease before the task's new owner adopts the
+    #: slot. Each kill and each orphaned solve may then add one over N; more is a violation.
     orphans_count_against_limit: bool = False
     min_slot_use: float | None = None
     max_slot_recovery_s: float | None = None
@@ -177,6 +179,7 @@ class CheckReport:
     slot_use: float | None = None
     slot_use_samples: int = 0
     kill_recoveries: list[KillRecovery] = field(default_factory=list)
+    kills: int = 0  # workers killed with SIGKILL during the run
 
     @property
     def success_rate(self) -> float:
@@ -225,11 +228,11 @@ class CheckReport:
         if expect.limit_holds and self.limit_held is False:
             assert self.max_solver_in_flight is not None
             assert self.solver_limit is not None
-            slack = self.orphaned_solves if expect.orphans_count_against_limit else 0
+            slack = self.orphaned_solves + self.kills if expect.orphans_count_against_limit else 0
             if self.max_solver_in_flight > self.solver_limit + slack:
                 found.append(
                     f"solver held {self.max_solver_in_flight} tasks at once > limit {self.solver_limit}"
-                    + (f" + {slack} orphaned solves" if slack else "")
+                    + (f" + {slack} (kills and orphaned solves)" if slack else "")
                 )
         if expect.min_slot_use is not None:
             if self.slot_use is None:
@@ -254,6 +257,7 @@ def check(
     samples: Sequence[FleetSample] = (),
     exclude: Sequence[tuple[float, float]] = (),
     kill_recoveries: Sequence[KillRecovery] = (),
+    kills: int = 0,
 ) -> CheckReport:
     """Check one run. ``submitted`` maps task id -> task key (the simulator's per-task counter)."""
     allowance = fault_allowance or {}
@@ -296,4 +300,5 @@ def check(
             samples, solver_limit, exclude=exclude
         )
     report.kill_recoveries = list(kill_recoveries)
+    report.kills = kills
     return report

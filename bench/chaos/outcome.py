@@ -11,6 +11,7 @@ never refuses work on the fleet's behalf: its in-flight maximum is what the flee
 from __future__ import annotations
 
 import contextlib
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -86,6 +87,7 @@ async def conclude(
         samples=rig.samples,
         exclude=exclude,
         kill_recoveries=kill_recoveries,
+        kills=sum(1 for _, event in rig.events if event.startswith(f"signal {int(signal.SIGKILL)} ")),
     )
     violations = report.violations(expect) + list(extra_violations)
     crashes = rig.check_crashes()
@@ -141,9 +143,12 @@ async def conclude(
 
 def _limit_text(report: CheckReport) -> str:
     text = f"{report.max_solver_in_flight} / {report.solver_limit}"
-    if report.limit_held is False and report.orphaned_solves:
+    if report.limit_held is False and (report.orphaned_solves or report.kills):
         over = (report.max_solver_in_flight or 0) - (report.solver_limit or 0)
-        text += f" (+{over}: solves orphaned by kills, {report.orphaned_solves} in all)"
+        text += (
+            f" (+{over} around kills: {report.kills} kills, {report.orphaned_solves} solves orphaned "
+            "between submit and record)"
+        )
     return text
 
 

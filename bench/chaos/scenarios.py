@@ -72,6 +72,7 @@ async def crash_storm(
         storm.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await storm
+        await asyncio.sleep(lease_s + 0.5)  # keep sampling: the last kill's slots come back after this
         recoveries = [KillRecovery(at, slot_recovery_s(at, held, rig.slot_snapshots)) for at, held in kills]
         ttl = await _ttl_audit(rig)
         exclude = [(0.0, 1.0)] + [(at, at + lease_s + 0.5) for at, _ in kills]
@@ -164,6 +165,7 @@ async def fleet_limit(
         await asyncio.sleep(lease_s)
         rig.start_worker(0)
         done = await rig.wait_all_final(timeout_s)
+        await asyncio.sleep(max(0.0, at + lease_s + 0.5 - rig.elapsed_s()))  # sample past one lease
         recovery = KillRecovery(at, slot_recovery_s(at, held, rig.slot_snapshots))
         expect = Expect(min_slot_use=0.9, max_slot_recovery_s=lease_s + 0.5, orphans_count_against_limit=True)
         row, report = await conclude(
