@@ -160,7 +160,10 @@ async def test_each_final_result_is_published_and_appended_to_the_stream(queue: 
         result = await finish_one(queue)
         message = await pubsub.get_message(timeout=2.0)
         assert message is not None
-        assert msgspec.json.decode(message["data"]) == {"id": task_id, "status": "success"}
+        announced = msgspec.json.decode(message["data"])
+        assert (announced["id"], announced["status"]) == (task_id, "success")
+        # The whole result travels with it, so waiters wake without reading it back.
+        assert msgspec.json.decode(msgspec.json.encode(announced["result"]), type=Result) == result
     finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
     [(_, fields)] = await queue.client.xrange(queue.keys.events)

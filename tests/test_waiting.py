@@ -144,3 +144,30 @@ async def test_the_waiter_reconnects_and_rechecks_after_losing_its_subscription(
     result = await asyncio.wait_for(waiter, 10)
     assert result is not None
     assert result.id == task_id
+
+
+async def test_a_waiter_woken_by_an_announcement_does_not_read_the_result_back(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    q = AsyncCaptchaQueue(redis_client, namespace=namespace)
+    task_id = await q.submit("userrecaptcha", {"googlekey": "k" * 20, "pageurl": "https://example.com"})
+    fetched: list[str] = []
+    original = q.waiter.fetch
+    first_check = asyncio.Event()
+
+    async def counting_fetch(tid: str) -> Result | None:
+        fetched.append(tid)
+        found = await original(tid)
+        first_check.set()
+        return found
+
+    q.waiter.fetch = counting_fetch  # type: ignore[method-assign]
+    waiter = asyncio.create_task(q.wait_result(task_id, timeout_s=10))
+    await asyncio.wait_for(first_check.wait(), 5)  # subscribed, checked once, nothing yet
+    [claim] = await q.claim("w", 1)
+    await q.complete(claim, "token")
+    result = await waiter
+    assert result is not None
+    assert result.solution is not None
+    assert result.solution.text == "token"
+    assert fetched == [task_id]  # woken with the result in hand: no second read

@@ -48,7 +48,16 @@ class _Announcement(msgspec.Struct):
     status: str = ""
 
 
+class _ResultAnnouncement(msgspec.Struct):
+    """A completion as published: the id, and the whole result, so a waiter needs no fetch."""
+
+    id: str
+    status: str = ""
+    result: Result | None = None
+
+
 _announcement_decoder = msgspec.json.Decoder(_Announcement)
+_result_announcement_decoder = msgspec.json.Decoder(_ResultAnnouncement)
 
 
 def _decode_result(raw: bytes | str | None, task_id: str) -> Result | None:
@@ -68,6 +77,7 @@ class ResultWaiter:
         self._client = client
         self._keys = keys
         self._watchers: dict[str, set[Callable[[str], None]]] = {}
+        self._pushed: dict[str, Result] = {}  # results carried by announcements, for watched ids
         self._subscribed = asyncio.Event()
         self._failed = asyncio.Event()
         self._last_error: BaseException | None = None
@@ -121,12 +131,22 @@ class ResultWaiter:
                 backoff_s = min(backoff_s * 2, 2.0)
 
     def _dispatch(self, data: bytes | str) -> None:
+        result: Result | None = None
         try:
-            task_id = _announcement_decoder.decode(data).id
-        except ValueError:
-            log.warning("ignored a malformed completion announcement: %r", data[:200])
+            announcement = _result_announcement_decoder.decode(data)
+            task_id, result = announcement.id, announcement.result
+        except (ValueError, RecursionError):
+            try:  # an unreadable result: waiters still wake, and read it from the results hash
+                task_id = _announcement_decoder.decode(data).id
+            except (ValueError, RecursionError):
+                log.warning("ignored a malformed completion announcement: %r", data[:200])
+                return
+        callbacks = self._watchers.get(task_id)
+        if not callbacks:
             return
-        for callback in tuple(self._watchers.get(task_id, ())):
+        if result is not None:
+            self._pushed[task_id] = result  # kept while someone watches this id
+        for callback in tuple(callbacks):
             callback(task_id)
 
     def _notify_all(self) -> None:
@@ -143,6 +163,7 @@ class ResultWaiter:
             callbacks.discard(callback)
             if not callbacks:
                 del self._watchers[task_id]
+                self._pushed.pop(task_id, None)
 
     async def _ensure_subscribed(self) -> None:
         """Return once the subscription is live; RedisUnavailable if it cannot be made now."""
@@ -166,6 +187,14 @@ class ResultWaiter:
         async with redis_errors_async(self._client):
             raw = await self._client.hget(self._keys.results, task_id)
         return _decode_result(raw, task_id)
+
+    async def _collect(self, task_ids: list[str]) -> dict[str, Result]:
+        """Results of ``task_ids``: those the announcement carried, the rest in one HMGET per chunk."""
+        found = {task_id: self._pushed[task_id] for task_id in task_ids if task_id in self._pushed}
+        missing = [task_id for task_id in task_ids if task_id not in found]
+        if missing:
+            found.update(await self.fetch_many(missing))
+        return found
 
     async def fetch_many(self, task_ids: list[str]) -> dict[str, Result]:
         found: dict[str, Result] = {}
@@ -193,7 +222,7 @@ class ResultWaiter:
             await self._ensure_subscribed()
             while True:
                 wake.clear()
-                result = await self.fetch(task_id)
+                result = self._pushed.get(task_id) or await self.fetch(task_id)
                 if result is not None:
                     return result
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -218,7 +247,7 @@ class ResultWaiter:
             await self._ensure_subscribed()
             to_check = list(pending)
             while pending:
-                for task_id, result in (await self.fetch_many(to_check)).items():
+                for task_id, result in (await self._collect(to_check)).items():
                     if task_id in pending:
                         del pending[task_id]
                         self._unwatch(task_id, ready.put_nowait)

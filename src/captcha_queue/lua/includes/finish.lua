@@ -32,7 +32,7 @@ local function result_json(id, st, status, now, extra)
 end
 
 -- Finish a task: write its result once, schedule every field of it for deletion, count it,
--- PUBLISH the id and status, append the result to the events stream. Returns the result JSON,
+-- PUBLISH the id, status and result, append the result to the events stream. Returns the result JSON,
 -- or nil when a result already exists (never two final results).
 local function finish(id, st, status, now, extra, counter)
   if redis.call('HEXISTS', K.results, id) == 1 then
@@ -47,7 +47,9 @@ local function finish(id, st, status, now, extra, counter)
   redis.call('ZREM', K.delayed, id)
   redis.call('ZADD', K.expiry, now + C.result_ttl_ms, id)
   redis.call('HINCRBY', K.counters, counter or COUNTER[status], 1)
-  redis.call('PUBLISH', C.channel, '{"id":' .. cjson.encode(id) .. ',"status":"' .. status .. '"}')
+  -- The whole result travels with the announcement, so a waiter wakes without a second read.
+  redis.call('PUBLISH', C.channel,
+    '{"id":' .. cjson.encode(id) .. ',"status":"' .. status .. '","result":' .. json .. '}')
   redis.call('XADD', K.events, 'MAXLEN', '~', C.events_maxlen, '*', 'id', id, 'status', status, 'result', json)
   return json
 end
