@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
 
+from captcha_queue.models import Claim
+from captcha_queue.queue import AsyncCaptchaQueue
 from captcha_queue.redis_server import die_with_parent
+
+T = TypeVar("T")
+
+
+def on_queue(redis_url: str, namespace: str, fn: Callable[[AsyncCaptchaQueue], Awaitable[T]]) -> T:
+    """Run ``fn`` on a queue of its own from synchronous test code (the CLI tests)."""
+
+    async def go() -> T:
+        async with AsyncCaptchaQueue.from_url(redis_url, namespace=namespace) as q:
+            return await fn(q)
+
+    return asyncio.run(go())
+
+
+async def claim_all(q: AsyncCaptchaQueue, n: int, *, deadline_s: float = 10.0) -> list[Claim]:
+    """Claim exactly ``n`` tasks (blocking on Redis, as a worker does), within a deadline."""
+    claims: list[Claim] = []
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    while len(claims) < n and loop.time() < end:
+        claims += await q.claim("test-worker", n - len(claims), lease_s=30.0, block_s=0.5)
+    assert len(claims) == n
+    return claims
 
 
 class ProcessManager:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import msgspec
@@ -19,7 +17,7 @@ from captcha_queue.keys import Keys
 from captcha_queue.models import Claim, Solution
 from captcha_queue.queue import AsyncCaptchaQueue
 
-from .helpers import ProcessManager
+from .helpers import ProcessManager, claim_all, on_queue
 
 T = TypeVar("T")
 TURNSTILE = ["turnstile", "sitekey=0x4AAAAAAAA", "pageurl=https://example.com/login"]
@@ -39,24 +37,6 @@ def sync_redis(redis_url: str) -> redis.Redis:
 
 def invoke(args: list[str], env: dict[str, str | None], input: str | None = None) -> Result:
     return CliRunner().invoke(cli, args, env=env, input=input)
-
-
-def on_queue(redis_url: str, namespace: str, fn: Callable[[AsyncCaptchaQueue], Awaitable[T]]) -> T:
-    async def go() -> T:
-        async with AsyncCaptchaQueue.from_url(redis_url, namespace=namespace) as q:
-            return await fn(q)
-
-    return asyncio.run(go())
-
-
-async def claim_all(q: AsyncCaptchaQueue, n: int, *, deadline_s: float = 10.0) -> list[Claim]:
-    claims: list[Claim] = []
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline_s
-    while len(claims) < n and loop.time() < end:
-        claims += await q.claim("test-worker", n - len(claims), lease_s=30.0, block_s=0.5)
-    assert len(claims) == n
-    return claims
 
 
 def submit(cli_env: dict[str, str | None], *extra: str) -> str:

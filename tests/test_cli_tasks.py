@@ -6,11 +6,9 @@ result the CLI prints was written by the real scripts.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -18,10 +16,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from captcha_queue.cli import cli
-from captcha_queue.models import Claim, Solution
+from captcha_queue.models import Solution
 from captcha_queue.queue import AsyncCaptchaQueue
 
-from .helpers import ProcessManager
+from .helpers import ProcessManager, claim_all, on_queue
 
 T = TypeVar("T")
 TURNSTILE = ["turnstile", "sitekey=0x4AAAAAAAA", "pageurl=https://example.com/login"]
@@ -34,25 +32,6 @@ def cli_env(redis_url: str, namespace: str) -> dict[str, str | None]:
 
 def invoke(args: list[str], env: dict[str, str | None]) -> Result:
     return CliRunner().invoke(cli, args, env=env)
-
-
-def on_queue(redis_url: str, namespace: str, fn: Callable[[AsyncCaptchaQueue], Awaitable[T]]) -> T:
-    async def go() -> T:
-        async with AsyncCaptchaQueue.from_url(redis_url, namespace=namespace) as q:
-            return await fn(q)
-
-    return asyncio.run(go())
-
-
-async def claim_all(q: AsyncCaptchaQueue, n: int, *, deadline_s: float = 10.0) -> list[Claim]:
-    """Claim exactly ``n`` tasks (blocking on Redis, as a worker does), within a deadline."""
-    claims: list[Claim] = []
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline_s
-    while len(claims) < n and loop.time() < end:
-        claims += await q.claim("test-worker", n - len(claims), lease_s=30.0, block_s=0.5)
-    assert len(claims) == n
-    return claims
 
 
 def test_submit_prints_the_id_and_queues_the_task(redis_url: str, namespace: str, cli_env: dict) -> None:
