@@ -32,6 +32,7 @@ __all__ = [
     "pid_of",
     "read_zset",
     "remote_ids_of",
+    "secret_scan",
 ]
 
 
@@ -93,17 +94,7 @@ async def conclude(
     crashes = rig.check_crashes()
     if crashes:
         violations.append(f"{len(crashes)} worker crashes: {crashes[0].tail[-300:]!r}")
-    secret_found: list[str] = []
-    log_bytes, found = scan_files(rig.log_files(), rig.config.api_key)
-    secret_found += found
-    assert rig.raw is not None
-    with contextlib.suppress(Exception):
-        await rig.raw.config_set("rdbcompression", "no")
-    keys_searched, found = await scan_redis(rig.raw, rig.config.api_key)
-    secret_found += found
-    if rig.metrics_ports():
-        _, found = await scan_metrics(rig.metrics_ports(), rig.config.api_key)
-        secret_found += found
+    secrets_text, secret_found = await secret_scan(rig)
     if secret_found:
         violations.append(f"the API key leaked: {', '.join(secret_found[:5])}")
     row = Row(
@@ -114,7 +105,7 @@ async def conclude(
         passed=not violations,
         violations=violations,
         limit=_limit_text(report),
-        secrets=f"{len(secret_found)} hits ({keys_searched} keys, {log_bytes // 1024} KiB of logs)",
+        secrets=secrets_text,
         elapsed_s=round(time.monotonic() - started, 1),
         details={
             "lost": len(report.lost),
@@ -139,6 +130,22 @@ async def conclude(
         },
     )
     return row, report
+
+
+async def secret_scan(rig: Rig) -> tuple[str, list[str]]:
+    """Search every log, Redis key and value, and live /metrics for the run's API key."""
+    found: list[str] = []
+    log_bytes, hits = scan_files(rig.log_files(), rig.config.api_key)
+    found += hits
+    assert rig.raw is not None
+    with contextlib.suppress(Exception):
+        await rig.raw.config_set("rdbcompression", "no")
+    keys_searched, hits = await scan_redis(rig.raw, rig.config.api_key)
+    found += hits
+    if rig.metrics_ports():
+        _, hits = await scan_metrics(rig.metrics_ports(), rig.config.api_key)
+        found += hits
+    return f"{len(found)} hits ({keys_searched} keys, {log_bytes // 1024} KiB of logs)", found
 
 
 def _limit_text(report: CheckReport) -> str:

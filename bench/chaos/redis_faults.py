@@ -23,6 +23,7 @@ from .outcome import (
     fraction_final,
     pid_of,
     read_zset,
+    secret_scan,
     summary,
     text,
 )
@@ -194,6 +195,9 @@ async def redis_restarted_empty(
             extra.append(f"the producer reported {loss.lost} lost; {truth} were unfinished at the kill")
         if len(worker_lines) < len(rig.slots):
             extra.append(f"{len(worker_lines)} of {len(rig.slots)} workers logged the loss at CRITICAL")
+        secrets_text, leaked = await secret_scan(rig)
+        if leaked:
+            extra.append(f"the API key leaked: {', '.join(leaked[:5])}")
         sim = await rig.sim_stats()
         over = int(sim.get("max_in_flight", 0))
         reported = loss.lost if loss is not None else 0
@@ -208,6 +212,7 @@ async def redis_restarted_empty(
             ),
             passed=not extra,
             violations=extra,
+            secrets=secrets_text,
             limit=f"{over} / {solver_limit}"
             + (" (the slot leases were in the lost data set)" if over > solver_limit else ""),
             elapsed_s=round(time.monotonic() - started, 1),

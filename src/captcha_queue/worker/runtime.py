@@ -167,6 +167,16 @@ class Worker:
             log.debug("shutdown: claim loop stopped")
             await self._shutdown()
 
+    def _slot_lease_s(self) -> float:
+        """Slots follow the task lease (renewed in the same period) plus one renewal period.
+
+        Tied to ``lease_s`` so a killed worker's slots come back soon after its tasks do, not after
+        a fixed 30 s; one period longer so the task's next owner adopts the slot of a solve that
+        is still running before any other worker may reap it (which would put N + 1 solves in
+        flight at the service).
+        """
+        return self.config.lease_s + self.config.renew_period_s
+
     async def _start(self) -> None:
         await self._redis(lambda: self.registry.heartbeat(0), persist=True)
         await self.breaker.refresh()
@@ -178,10 +188,8 @@ class Worker:
                 self.queue.keys,
                 self.solver.account,
                 limit=limit,
-                # Slots share the task lease (renewed in the same period), so a killed worker's
-                # slots come back within one lease, like its tasks, not after a fixed 30 s.
                 config=dataclasses.replace(
-                    self.config.limiter.scaled(self.config.time_scale), lease_s=self.config.lease_s
+                    self.config.limiter.scaled(self.config.time_scale), lease_s=self._slot_lease_s()
                 ),
             )
             await self._redis(lambda: self._set_limit(limit), persist=True)
