@@ -66,9 +66,10 @@ def render(rows: list[Row], *, command: str, started: datetime.datetime, elapsed
         f"- Versions: {_versions()}",
         f"- Duration: {elapsed_s / 60:.1f} min; {passed}/{len(rows)} scenarios passed",
         f"- Fleet limit (solver's most tasks in flight <= N): held strictly in {limit_ok}/{len(held)} runs. "
-        "Where it did not, the cell says why: around a kill, a solve orphaned between submit and "
-        "record_remote (allowed: one per kill or orphan); a stopped worker's submits that were in "
-        "progress when it froze; or Redis losing the slot leases with the rest of its data",
+        "Where it did not, the cell says why: a solve orphaned between submit and record_remote by a "
+        "kill or a lost lease, or a killed worker's solve outliving its slot (allowed: one per kill or "
+        "orphan); a stopped worker's submits that were in progress when it froze; or Redis losing the "
+        "slot leases with the rest of its data",
         "- Canary API key: searched in every worker and simulator log, every Redis key and value "
         "(SCAN, type-aware reads, DUMP with rdbcompression off) and every worker's /metrics",
         "",

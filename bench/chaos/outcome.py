@@ -153,8 +153,8 @@ def _limit_text(report: CheckReport) -> str:
     if report.limit_held is False and (report.orphaned_solves or report.kills):
         over = (report.max_solver_in_flight or 0) - (report.solver_limit or 0)
         text += (
-            f" (+{over} around kills: {report.kills} kills, {report.orphaned_solves} solves orphaned "
-            "between submit and record)"
+            f" (+{over}: {report.orphaned_solves} solves orphaned between submit and record_remote "
+            f"by a kill or a lost lease; {report.kills} kills)"
         )
     return text
 
