@@ -150,8 +150,10 @@ async def _account_phase(
         "pause_s": round(pause_s, 3),
         "reason": stats.paused,
         "burst": at_pause - before,
-        # Submits racing the pause: at most the fleet's N slots, each answered once.
-        "burst_allowed": rig.config.solver_limit + len(rig.slots),
+        # Answers racing the pause: the N solves in flight (each poll answered once), plus the
+        # submits of tasks that took a slot freed by one of those answers before the pause reached
+        # their worker (at most N more), plus one per worker.
+        "burst_allowed": 2 * rig.config.solver_limit + len(rig.slots),
         "while_paused": while_paused,
         "probes_allowed": 2 * len(rig.slots),
         "submitted_while_paused": submit_while_paused,
