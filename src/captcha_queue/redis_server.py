@@ -172,18 +172,25 @@ class EmbeddedRedis:
                 *self.persistence.args(self._workdir.name),
                 *self.extra_args,
             ]
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                preexec_fn=die_with_parent,
-            )
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    preexec_fn=die_with_parent,
+                )
+            except OSError as exc:
+                self._workdir.cleanup()
+                self._workdir = None
+                raise ConfigError(f"could not start {binary}: {exc.strerror or exc}") from exc
             if _wait_for_port(port, proc, timeout_s):
                 self.port = port
                 self.process = proc
                 return self
             last_error = _stop(proc)
+        self._workdir.cleanup()
+        self._workdir = None
         raise ConfigError(f"could not start {binary}: {last_error or 'it did not listen in time'}")
 
     def stop(self) -> None:
