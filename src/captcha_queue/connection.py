@@ -17,7 +17,7 @@ from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from .errors import RedisCommandError, RedisUnavailable
+from .errors import CaptchaQueueError, RedisCommandError, RedisUnavailable
 from .redis_server import check_version, redact_url
 
 __all__ = [
@@ -99,33 +99,37 @@ def _refused(exc: redis.ResponseError) -> RedisCommandError:
     return RedisCommandError(f"Redis refused a command: {first}")
 
 
+def _ours(exc: BaseException, client: aioredis.Redis | None) -> CaptchaQueueError | None:
+    """Our error for a redis-py one (None: not ours to translate): connection-level errors become
+    RedisUnavailable, refusals (WRONGTYPE, NOPERM, ...) RedisCommandError."""
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
+        return _translate(exc, client)
+    if isinstance(exc, redis.ResponseError):
+        return _refused(exc)
+    if isinstance(exc, RuntimeError) and _closed_transport(exc):
+        return _translate(exc, client)
+    return None
+
+
 @contextlib.contextmanager
 def redis_errors(client: aioredis.Redis | None = None) -> Iterator[None]:
-    """Translate redis-py errors into ours (sync code paths): connection-level ones into
-    RedisUnavailable, refusals (WRONGTYPE, NOPERM, ...) into RedisCommandError."""
+    """Translate redis-py errors into ours (sync code paths); see ``_ours``."""
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        raise _translate(exc, client) from exc
-    except redis.ResponseError as exc:
-        raise _refused(exc) from exc
-    except RuntimeError as exc:
-        if _closed_transport(exc):
-            raise _translate(exc, client) from exc
-        raise
+    except (redis.RedisError, OSError, RuntimeError) as exc:
+        ours = _ours(exc, client)
+        if ours is None:
+            raise
+        raise ours from exc
 
 
 @contextlib.asynccontextmanager
 async def redis_errors_async(client: aioredis.Redis | None = None) -> AsyncIterator[None]:
-    """Translate redis-py errors into ours: connection-level ones into RedisUnavailable, refusals
-    (WRONGTYPE, NOPERM, ...) into RedisCommandError."""
+    """Translate redis-py errors into ours; see ``_ours``."""
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        raise _translate(exc, client) from exc
-    except redis.ResponseError as exc:
-        raise _refused(exc) from exc
-    except RuntimeError as exc:
-        if _closed_transport(exc):
-            raise _translate(exc, client) from exc
-        raise
+    except (redis.RedisError, OSError, RuntimeError) as exc:
+        ours = _ours(exc, client)
+        if ours is None:
+            raise
+        raise ours from exc

@@ -86,6 +86,17 @@ def decode_lenient(decoder: msgspec.json.Decoder[T], raw: Any) -> T:
         return decoder.decode(raw.decode("utf-8", errors="replace"))
 
 
+def decode_result(raw: Any, task_id: str) -> Result | None:
+    """A stored Result, or None (logged) when the entry is absent or unreadable."""
+    if raw is None:
+        return None
+    try:
+        return decode_lenient(_result_decoder, raw)
+    except (ValueError, RecursionError) as exc:
+        log.warning("unreadable result for task %s skipped: %s", task_id, exc)
+        return None
+
+
 def as_str(value: Any) -> str:
     """A Redis reply (bytes without decode_responses) as str."""
     if isinstance(value, bytes):
@@ -169,14 +180,7 @@ class QueueCore:
 
     @staticmethod
     def _decode_result(raw: Any, task_id: str) -> Result | None:
-        """A stored Result, or None (logged) when the entry is unreadable."""
-        if raw is None:
-            return None
-        try:
-            return decode_lenient(_result_decoder, raw)
-        except (ValueError, RecursionError) as exc:
-            log.warning("unreadable result for task %s skipped: %s", task_id, exc)
-            return None
+        return decode_result(raw, task_id)
 
     @staticmethod
     def _decode_task(raw: Any) -> Task:

@@ -29,7 +29,7 @@ from .connection import BLOCK_MAX_S, redis_errors_async
 from .errors import RedisUnavailable
 from .keys import Keys
 from .models import Result
-from .queue_base import decode_lenient
+from .queue_base import decode_result
 
 __all__ = ["RECONNECT_GIVE_UP_S", "ResultWaiter", "listen_events"]
 
@@ -58,16 +58,6 @@ class _ResultAnnouncement(msgspec.Struct):
 
 _announcement_decoder = msgspec.json.Decoder(_Announcement)
 _result_announcement_decoder = msgspec.json.Decoder(_ResultAnnouncement)
-
-
-def _decode_result(raw: bytes | str | None, task_id: str) -> Result | None:
-    if raw is None:
-        return None
-    try:
-        return decode_lenient(_result_decoder, raw)
-    except (ValueError, RecursionError) as exc:
-        log.warning("unreadable result for task %s skipped: %s", task_id, exc)
-        return None
 
 
 class ResultWaiter:
@@ -186,7 +176,7 @@ class ResultWaiter:
     async def fetch(self, task_id: str) -> Result | None:
         async with redis_errors_async(self._client):
             raw = await self._client.hget(self._keys.results, task_id)
-        return _decode_result(raw, task_id)
+        return decode_result(raw, task_id)
 
     async def _collect(self, task_ids: list[str]) -> dict[str, Result]:
         """Results of ``task_ids``: those the announcement carried, the rest in one HMGET per chunk."""
@@ -203,7 +193,7 @@ class ResultWaiter:
             async with redis_errors_async(self._client):
                 raws = await self._client.hmget(self._keys.results, chunk)
             for task_id, raw in zip(chunk, raws, strict=True):
-                result = _decode_result(raw, task_id)
+                result = decode_result(raw, task_id)
                 if result is not None:
                     found[task_id] = result
         return found
@@ -325,6 +315,6 @@ async def listen_events(
                 last_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
                 raw = fields.get(b"result", fields.get("result"))
                 task_id = fields.get(b"id", fields.get("id", b"?"))
-                result = _decode_result(raw, task_id.decode() if isinstance(task_id, bytes) else str(task_id))
+                result = decode_result(raw, task_id.decode() if isinstance(task_id, bytes) else str(task_id))
                 if result is not None:
                     yield last_id, result
