@@ -52,6 +52,16 @@ async def pumps(redis_client: aioredis.Redis, namespace: str) -> AsyncIterator[P
     await manager.stop()
 
 
+async def wait_for_async(
+    read: Callable[[], Awaitable[set[str]]], predicate: Callable[[set[str]], bool], timeout_s: float = 5.0
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate(await read()):
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
 def spawn(coro: Awaitable[None]) -> asyncio.Task[None]:
     async def runner() -> None:
         await coro
@@ -106,19 +116,109 @@ async def test_many_limiters_never_exceed_the_fleet_limit(pumps: Pumps) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_a_dead_holders_slots_come_back_after_one_lease(pumps: Pumps) -> None:
-    short = LimiterConfig(lease_s=0.4, retry_min_s=0.002, retry_max_s=0.02)
+async def members(pumps: Pumps) -> set[str]:
+    return {m.decode() for m in await pumps.client.zrange(pumps.keys.slots("acct"), 0, -1)}
+
+
+async def test_a_dead_holders_slots_stay_counted_until_their_solves_must_be_over(pumps: Pumps) -> None:
+    # The holder stops renewing at once (lease 0.3 s); its solves may run at the service until 1 s
+    # after they were granted, so they count as ghosts until then, and only then are free.
+    short = LimiterConfig(lease_s=0.3, orphan_hold_s=1.0, retry_min_s=0.002, retry_max_s=0.02)
     dead = pumps.start(limit=2, config=short)
+    started = time.monotonic()
     await dead.acquire("a", "ta")
     await dead.acquire("b", "tb")
     pumps.tasks[0].cancel()  # the holder "dies": no renew, no release
     survivor = pumps.start(limit=2, config=short)
-    started = time.monotonic()
     await asyncio.wait_for(survivor.acquire("c", "tc"), 5.0)
-    waited = time.monotonic() - started
-    assert 0.2 <= waited <= 2.0
+    assert time.monotonic() - started >= 0.9
     state = await read_slot_state(pumps.client, pumps.keys, "acct")
     assert state.used <= 2
+
+
+async def test_a_resumed_task_adopts_its_ghost_without_taking_free_room(pumps: Pumps) -> None:
+    short = LimiterConfig(lease_s=0.2, orphan_hold_s=30.0, retry_min_s=0.002, retry_max_s=0.02)
+    dead = pumps.start(limit=2, config=short)
+    await dead.acquire("a", "ta")
+    pumps.tasks[0].cancel()
+    other = pumps.start(limit=2, config=short)
+    await other.acquire("x", "tx")
+
+    async def renew_and_read() -> set[str]:
+        await other.renew()  # any slot script turns expired slots into ghosts
+        return await members(pumps)
+
+    await wait_for_async(renew_and_read, lambda m: "#a#ta" in m)  # "a" outlived its lease
+    # The task's next owner polls the same remote id: the ghost becomes its live slot.
+    await asyncio.wait_for(other.acquire("a", "ta2", resume=True), 2.0)
+    assert await members(pumps) == {"a", "x"}
+    blocked = spawn(other.acquire("b", "tb"))
+    await asyncio.sleep(0.1)
+    assert not blocked.done()
+    other.release("a", "ta2", outcome="ok")
+    await asyncio.wait_for(blocked, 2.0)
+
+
+async def test_a_fresh_submit_leaves_the_previous_owners_solve_counted(pumps: Pumps) -> None:
+    first = pumps.start(limit=2)
+    second = pumps.start(limit=2)
+    await first.acquire("a", "ta")  # submitted, then the worker froze (its lease was lost)
+    await asyncio.wait_for(second.acquire("a", "tb"), 2.0)  # no remote id recorded: submits anew
+    assert await members(pumps) == {"a", "#a#ta"}
+    blocked = spawn(second.acquire("c", "tc"))
+    await asyncio.sleep(0.1)
+    assert not blocked.done()  # two solves of "a" at the service fill N = 2
+    assert await first.renew() == ["a"]
+    second.release("a", "tb", outcome="ok")
+    await asyncio.wait_for(blocked, 2.0)
+    assert await members(pumps) == {"c", "#a#ta"}
+
+
+async def test_abandoned_slots_stay_counted_and_finished_ones_are_freed(pumps: Pumps) -> None:
+    short = LimiterConfig(lease_s=30.0, orphan_hold_s=0.5, retry_min_s=0.002, retry_max_s=0.02)
+    limiter = pumps.start(limit=2, config=short)
+    await limiter.acquire("kept", "t1")
+    await limiter.acquire("done", "t2")
+    limiter.release("kept", "t1", outcome="abandon")  # lease lost mid-solve: the service solves on
+    limiter.release("done", "t2", outcome="error")
+    await wait_for_async(lambda: members(pumps), lambda m: m == {"#kept#t1"})
+    started = time.monotonic()
+    await limiter.acquire("n1", "t3")
+    await asyncio.wait_for(limiter.acquire("n2", "t4"), 2.0)  # once the ghost's hold is over
+    assert time.monotonic() - started >= 0.2
+    assert await members(pumps) == {"n1", "n2"}
+
+
+async def test_renew_takes_back_its_ghost_and_reregisters_a_slot_redis_lost(pumps: Pumps) -> None:
+    short = LimiterConfig(lease_s=0.2, orphan_hold_s=30.0, retry_min_s=0.002, retry_max_s=0.02)
+    holder = pumps.start(limit=2, config=short)
+    other = pumps.start(limit=2, config=short)
+    await holder.acquire("a", "ta")
+    await asyncio.sleep(0.3)  # stalled past its slot lease
+    await other.acquire("x", "tx")  # any slot call turns the expired slot into a ghost
+    assert await members(pumps) == {"#a#ta", "x"}
+    assert await holder.renew() == []
+    assert await members(pumps) == {"a", "x"}
+    # Redis loses the slot (an fsync window): the renewal counts it again, even over the limit, and
+    # nothing new is granted for one lease so the other workers re-register theirs.
+    await pumps.client.delete(pumps.keys.slots("acct"), pumps.keys.slot_owners("acct"))
+    assert await holder.renew() == []
+    assert await members(pumps) == {"a"}
+    started = time.monotonic()
+    await asyncio.wait_for(other.acquire("y", "ty"), 2.0)
+    assert time.monotonic() - started >= 0.1
+
+
+async def test_redis_losing_the_limit_hash_holds_new_grants_for_one_lease(pumps: Pumps) -> None:
+    short = LimiterConfig(lease_s=0.5, retry_min_s=0.002, retry_max_s=0.02)
+    limiter = pumps.start(limit=3, config=short)
+    await limiter.acquire("a", "ta")
+    keys = pumps.keys
+    await pumps.client.delete(keys.slots("acct"), keys.slot_limit("acct"), keys.slot_owners("acct"))
+    started = time.monotonic()
+    await asyncio.wait_for(limiter.acquire("b", "tb"), 5.0)
+    assert time.monotonic() - started >= 0.4
+    assert (await read_slot_state(pumps.client, pumps.keys, "acct")).effective == 3
 
 
 async def test_renew_keeps_slots_past_their_lease(pumps: Pumps) -> None:
@@ -139,14 +239,16 @@ async def test_a_stale_holder_cannot_release_an_adopted_slot(pumps: Pumps) -> No
     stale = pumps.start(limit=1)
     fresh = pumps.start(limit=1)
     await stale.acquire("task", "old-token")
-    # The task is reclaimed by another worker (new lease token): it adopts the slot at once.
-    await asyncio.wait_for(fresh.acquire("task", "new-token"), 2.0)
+    # The task is reclaimed by another worker (new lease token) resuming its remote id: it adopts
+    # the slot at once.
+    await asyncio.wait_for(fresh.acquire("task", "new-token", resume=True), 2.0)
     assert await stale.renew() == ["task"]
     stale.release("task", "old-token")
+    stale.release("task", "old-token", outcome="abandon")
     await asyncio.sleep(0.05)
     owners = await pumps.client.hgetall(pumps.keys.slot_owners("acct"))
-    assert owners == {b"task": b"new-token"}
-    assert await pumps.client.zcard(pumps.keys.slots("acct")) == 1
+    assert owners[b"task"] == b"new-token"
+    assert await members(pumps) == {"task"}
 
 
 async def test_the_limit_changes_at_run_time(pumps: Pumps) -> None:
@@ -200,13 +302,14 @@ async def test_busy_lowers_the_fleet_limit_once_and_success_raises_it_back(pumps
     assert (await read_slot_state(pumps.client, pumps.keys, "acct")).effective == 8
 
 
-async def test_aclose_gives_every_slot_back(pumps: Pumps) -> None:
+async def test_aclose_leaves_held_slots_counted_as_ghosts(pumps: Pumps) -> None:
     limiter = pumps.start(limit=3)
     for i in range(3):
         await limiter.acquire(f"t{i}", "tok")
+    limiter.release("t0", "tok", outcome="ok")
     pumps.tasks[0].cancel()
-    await limiter.aclose()
-    assert await pumps.client.zcard(pumps.keys.slots("acct")) == 0
+    await limiter.aclose()  # shutdown: the solves still held are left for their tasks' next owners
+    assert await members(pumps) == {"#t1#tok", "#t2#tok"}
 
 
 def test_config_scaling() -> None:

@@ -149,14 +149,7 @@ async def secret_scan(rig: Rig) -> tuple[str, list[str]]:
 
 
 def _limit_text(report: CheckReport) -> str:
-    text = f"{report.max_solver_in_flight} / {report.solver_limit}"
-    if report.limit_held is False and (report.orphaned_solves or report.kills):
-        over = (report.max_solver_in_flight or 0) - (report.solver_limit or 0)
-        text += (
-            f" (+{over}: {report.orphaned_solves} solves orphaned between submit and record_remote "
-            f"by a kill or a lost lease; {report.kills} kills)"
-        )
-    return text
+    return f"{report.max_solver_in_flight} / {report.solver_limit}"
 
 
 def rounded(value: float | None) -> float | None:

@@ -77,7 +77,7 @@ async def crash_storm(
         recoveries = [KillRecovery(at, slot_recovery_s(at, held, rig.slot_snapshots)) for at, held in kills]
         ttl = await _ttl_audit(rig)
         exclude = [(0.0, 1.0)] + [(at, at + _slot_lease_s(lease_s) + 0.5) for at, _ in kills]
-        expect = Expect(max_slot_recovery_s=_slot_lease_s(lease_s) + 0.5, orphans_count_against_limit=True)
+        expect = Expect(max_slot_recovery_s=_slot_lease_s(lease_s) + 0.5)
         row, report = await conclude(
             rig,
             1,
@@ -171,7 +171,6 @@ async def fleet_limit(
         expect = Expect(
             min_slot_use=0.9,
             max_slot_recovery_s=_slot_lease_s(lease_s) + 0.5,
-            orphans_count_against_limit=True,
         )
         row, report = await conclude(
             rig,
@@ -241,7 +240,7 @@ async def zombie(
             f"{tasks:,} tasks, a worker stopped {lease_s * 2.5:g} s (lease {lease_s:g} s)",
             # Not fenceable: solver submits the frozen process had in progress go out when it
             # continues, on slots that expired meanwhile. Reported, not failed (see the limit note).
-            Expect(limit_holds=False),
+            Expect(),
             started=started,
             extra_violations=extra,
             details={
@@ -354,7 +353,7 @@ async def kill_during_polling(
             9,
             "Kill during polling",
             f"{tasks:,} tasks, every worker killed mid-poll",
-            Expect(orphans_count_against_limit=True),
+            Expect(),
             started=started,
             extra_violations=extra,
             details={"polling_at_kill": len(polling), "resumed": resumed},
@@ -405,7 +404,7 @@ async def poison_task(
             10,
             "Poison task",
             f"1 poison task (kills its worker) + {tasks:,} others, max_attempts {max_attempts}",
-            Expect(max_error=1, orphans_count_against_limit=True),
+            Expect(max_error=1),
             started=started,
             extra_violations=extra,
             details={

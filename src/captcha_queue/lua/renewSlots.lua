@@ -1,45 +1,57 @@
 --[[ renewSlots: extend the leases of the slots one worker holds (one call per renew period).
 
-KEYS[1] slots ZSET, KEYS[2] slot limit HASH, KEYS[3] owners HASH (as in acquireSlots)
+KEYS[1] slots ZSET, KEYS[2] slot limit HASH, KEYS[3] owners HASH (layout: includes/slots.lua)
 
 ARGV[1] lease_ms
-ARGV[2..] pairs: holder, token
+ARGV[2] hold_ms (as in acquireSlots)
+ARGV[3..] pairs: holder, token
 
-A slot still owned by the token is extended. A slot that expired meanwhile (the worker was stalled)
-and that nobody else took is taken back if there is room. A slot now owned by another token, or one
-that cannot be taken back, is reported lost.
+Every holder named here has a solve running (or a submit in progress) at the service, so its slot is
+never given up by a renewal. A slot still owned by the token is extended. A slot that turned into a
+ghost of this token (the worker was stalled past the lease) is taken back live. A slot that is gone
+altogether (Redis lost it: restarted empty, or an fsync window) is registered again, even over the
+limit, and no new slot is granted for one lease (rebuild_until_ms) so the other workers' solves are
+re-registered too. Only a slot that another claim of the task now owns is reported lost: that owner
+resumed the solve or left it counted as a ghost.
 
 Returns { effective, used, lost holder, ... }
 ]]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local deadline = now + tonumber(ARGV[1])
+--- @include "slots"
 
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-for i = 1, #expired, 500 do
-  local last = math.min(i + 499, #expired)
-  redis.call('ZREM', KEYS[1], unpack(expired, i, last))
-  redis.call('HDEL', KEYS[3], unpack(expired, i, last))
-end
+local now = slot_now()
+local lease_ms, hold_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
+local deadline = now + lease_ms
+reap_slots(now, hold_ms)
 
-local effective = tonumber(redis.call('HGET', KEYS[2], 'effective')) or 0
-local used = redis.call('ZCARD', KEYS[1])
 local lost = {}
-for i = 2, #ARGV, 2 do
+local missing = 0
+for i = 3, #ARGV, 2 do
   local holder, token = ARGV[i], ARGV[i + 1]
-  local owner = redis.call('HGET', KEYS[3], holder)
+  local owner = redis.call('HGET', OWNERS, holder)
   if owner == token then
-    if not redis.call('ZSCORE', KEYS[1], holder) then used = used + 1 end
-    redis.call('ZADD', KEYS[1], deadline, holder)
-  elseif (not owner) and used < effective then
-    used = used + 1
-    redis.call('ZADD', KEYS[1], deadline, holder)
-    redis.call('HSET', KEYS[3], holder, token)
-  else
+    redis.call('ZADD', SLOTS, deadline, holder)
+  elseif owner then
     lost[#lost + 1] = holder
+  else
+    local since
+    if redis.call('HGET', OWNERS, '#' .. holder) == ghost_member(holder, token) then
+      since = take_ghost(holder, hold_ms)
+    end
+    if not since then
+      since = now
+      missing = missing + 1
+    end
+    set_live(holder, token, deadline, since)
   end
 end
 
-local reply = { effective, used }
+if missing > 0 then
+  local until_ms = tonumber(redis.call('HGET', LIMIT, 'rebuild_until_ms')) or 0
+  if until_ms < deadline then
+    redis.call('HSET', LIMIT, 'rebuild_until_ms', deadline)
+  end
+end
+
+local reply = { tonumber(redis.call('HGET', LIMIT, 'effective')) or 0, redis.call('ZCARD', SLOTS) }
 for i = 1, #lost do reply[#reply + 1] = lost[i] end
 return reply

@@ -3,8 +3,15 @@
 At most N solves are in flight across every worker on every machine. A slot is a member of
 ``keys.slots(account)`` (holder = task id, score = lease deadline in server-time ms), owned by the
 lease token of the claim holding it (``keys.slot_owners(account)``), so a stale worker can never
-release a slot that the task's new owner adopted. A dead worker's slots expire after one lease and
-are reclaimed inside ``acquireSlots``.
+release a slot that the task's new owner adopted.
+
+A slot counts a solve at the service, not a worker's intent, so no slot is freed while its solve may
+still run there. When its holder stops renewing it (killed, stalled) or gives its task up mid-solve
+(lease lost, cancelled, shutdown, Redis lost its data), the slot becomes a *ghost*, counted until the
+solve must be over (``orphan_hold_s`` after its submit could have started) unless the task's next
+owner resumes the same remote id and adopts it. A worker killed between the submit and recording the
+remote id therefore leaves a ghost, and the task's next submit takes a slot of its own: N holds at
+the service, not just in Redis. The Lua side is ``lua/includes/slots.lua``.
 
 Batching keeps the fleet near its limit without hammering Redis: every task of a process that waits
 for a slot joins one FIFO, and a single pump takes slots for all of them in one script call (and
@@ -39,7 +46,11 @@ __all__ = ["LimiterConfig", "SlotLimiter", "SlotState", "read_slot_state"]
 
 log = logging.getLogger("captcha_queue.worker.limiter")
 
-Outcome = Literal["ok", "busy", "error"]
+#: How a slot is given back: ``ok`` (solved), ``busy`` (the service was full: lowers the limit),
+#: ``error`` (the solve is over or never started), ``abandon`` (the solve may still run: a ghost),
+#: ``abandon_lost`` (as ``abandon``, Redis lost its data: a slot it no longer has is counted again).
+Outcome = Literal["ok", "busy", "error", "abandon", "abandon_lost"]
+_HOW = {"ok": "0", "busy": "0", "error": "0", "abandon": "1", "abandon_lost": "2"}
 
 
 @dataclass(frozen=True)
@@ -54,9 +65,12 @@ class LimiterConfig:
     batch_max: int = 256
     retry_min_s: float = 0.005  # first wait when the fleet is full
     retry_max_s: float = 0.2  # longest wait between tries while tasks wait for a slot
+    #: How long a solve left running at the service (a ghost) keeps counting: the longest a solve
+    #: can take there (the CaptchaAI SDK polls for 180 s at most; the slowest kinds take 60-90 s).
+    orphan_hold_s: float = 180.0
 
     def scaled(self, time_scale: float) -> LimiterConfig:
-        """Scale the AIMD pacing and the full-fleet retry timer (not the lease)."""
+        """Scale the AIMD pacing, the full-fleet retry timer and the ghost hold (not the lease)."""
         return LimiterConfig(
             lease_s=self.lease_s,
             decrease_factor=self.decrease_factor,
@@ -66,6 +80,7 @@ class LimiterConfig:
             batch_max=self.batch_max,
             retry_min_s=min(self.retry_min_s, self.retry_max_s * time_scale),
             retry_max_s=max(0.01, min(self.retry_max_s, self.retry_max_s * time_scale * 10)),
+            orphan_hold_s=self.orphan_hold_s * time_scale,
         )
 
 
@@ -90,11 +105,12 @@ async def read_slot_state(client: aioredis.Redis, keys: Keys, account: str) -> S
 
 
 class _Waiter:
-    __slots__ = ("future", "token")
+    __slots__ = ("future", "resume", "token")
 
-    def __init__(self, token: str, future: asyncio.Future[None]) -> None:
+    def __init__(self, token: str, future: asyncio.Future[None], resume: bool) -> None:
         self.token = token
         self.future = future
+        self.resume = resume
 
 
 class SlotLimiter:
@@ -123,7 +139,8 @@ class SlotLimiter:
         self._limit = limit
         self._held: dict[str, str] = {}
         self._waiters: OrderedDict[str, _Waiter] = OrderedDict()
-        self._releases: dict[str, str] = {}
+        self._releases: dict[str, tuple[str, str]] = {}  # holder -> (token, how: see _HOW)
+        self._registered = False
         self._busy = False
         self._successes = 0
         self._wake = asyncio.Event()
@@ -159,23 +176,28 @@ class SlotLimiter:
         log.debug("solver limit of account %s: configured %s, effective %s", self.account, limit, effective)
         return SlotState(int(configured), int(effective), int(used))
 
-    async def acquire(self, holder: str, token: str) -> None:
-        """Wait for a slot for ``holder`` (a task id) owned by ``token``. Cancel to stop waiting."""
+    async def acquire(self, holder: str, token: str, *, resume: bool = False) -> None:
+        """Wait for a slot for ``holder`` (a task id) owned by ``token``. Cancel to stop waiting.
+
+        ``resume``: the holder polls the remote id its task already has, whose solve is counted
+        already (its previous owner's live slot or ghost is adopted, without taking free room).
+        """
         if self._held.get(holder) == token:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters[holder] = _Waiter(token, future)
+        self._waiters[holder] = _Waiter(token, future, resume)
         self._wake.set()
         try:
             await future
         except asyncio.CancelledError:
             self._waiters.pop(holder, None)
             if future.done() and not future.cancelled():
-                self.release(holder, token, outcome="error")  # granted in the same instant
+                # Granted in the same instant: an adopted slot stays counted (its solve runs on).
+                self.release(holder, token, outcome="abandon" if resume else "error")
             raise
 
     def release(self, holder: str, token: str, *, outcome: Outcome = "ok") -> None:
-        """Give a slot back (flushed by the pump). ``busy`` lowers the fleet's effective limit."""
+        """Give a slot back (flushed by the pump); see ``Outcome``. ``busy`` lowers the effective limit."""
         waiter = self._waiters.get(holder)
         if waiter is not None and waiter.token == token:
             self._waiters.pop(holder)
@@ -187,15 +209,19 @@ class SlotLimiter:
             self._successes += 1
         if self._held.get(holder) == token:
             del self._held[holder]
-            self._releases[holder] = token
+            self._releases[holder] = (token, _HOW[outcome])
         self._wake.set()
 
     async def renew(self) -> list[str]:
-        """Extend every held slot in one call. Returns holders whose slot is gone (now released)."""
+        """Extend every held slot in one call. Returns holders whose slot another claim now owns.
+
+        A held slot is never given up by a renewal: its solve is running. One that Redis lost is
+        registered again (and the fleet grants nothing new for a lease, until every worker did so).
+        """
         if not self._held:
             return []
         held = list(self._held.items())
-        args: list[object] = [int(self.config.lease_s * 1000)]
+        args: list[object] = [int(self.config.lease_s * 1000), self._hold_ms()]
         for holder, token in held:
             args += [holder, token]
         async with redis_errors_async(self._client):
@@ -205,8 +231,11 @@ class SlotLimiter:
         for holder in lost:
             self._held.pop(holder, None)
         if lost:
-            log.warning("lost %d solver slots whose lease expired (stalled process?)", len(lost))
+            log.warning("%d solver slots are now held by their tasks' new owners", len(lost))
         return lost
+
+    def _hold_ms(self) -> int:
+        return int(self.config.orphan_hold_s * 1000)
 
     # -- the pump ------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -215,6 +244,18 @@ class SlotLimiter:
         full_rounds = 0
         redis_failures = 0
         while True:
+            if not self._registered:
+                # The limit hash must exist before the first acquire: missing later, it tells the
+                # acquire script that Redis lost its data (and every slot with it).
+                try:
+                    await self.set_limit(self._limit)
+                except RedisUnavailable as exc:
+                    redis_failures += 1
+                    delay = Backoff(0.05, 2.0).delay_s(redis_failures)
+                    log.warning("solver slots: %s; retrying in %.2fs", exc, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                self._registered = True
             if full_rounds and not self._releases:
                 # The fleet was full: wait for a local release or a short, growing timer.
                 with contextlib.suppress(TimeoutError):
@@ -244,9 +285,9 @@ class SlotLimiter:
         if not self._waiters:
             return False
         batch = list(self._waiters.items())[: self.config.batch_max]
-        args: list[object] = [int(self.config.lease_s * 1000), self._limit]
+        args: list[object] = [int(self.config.lease_s * 1000), self._limit, self._hold_ms()]
         for holder, queued in batch:
-            args += [holder, queued.token]
+            args += [holder, queued.token, "1" if queued.resume else "0"]
         async with redis_errors_async(self._client):
             reply = await self._scripts.acquireSlots(self._client, list(self._keys), args)
         self.effective, self.used = int(reply[0]), int(reply[1])
@@ -255,8 +296,9 @@ class SlotLimiter:
         for holder in granted:
             waiter = self._waiters.get(holder)
             if waiter is None or waiter is not tokens[holder] or waiter.future.done():
-                # The task stopped waiting while the script ran: give the slot straight back.
-                self._releases[holder] = tokens[holder].token
+                # The task stopped waiting while the script ran: give the slot straight back (an
+                # adopted slot stays counted: its solve runs on).
+                self._releases[holder] = (tokens[holder].token, "1" if tokens[holder].resume else "0")
                 continue
             del self._waiters[holder]
             self._held[holder] = waiter.token
@@ -275,16 +317,17 @@ class SlotLimiter:
             int(cfg.busy_cooldown_s * 1000),
             int(cfg.recover_every_s * 1000),
             step,
+            self._hold_ms(),
         ]
-        for holder, token in releases.items():
-            args += [holder, token]
+        for holder, (token, how) in releases.items():
+            args += [holder, token, how]
         try:
             async with redis_errors_async(self._client):
                 reply = await self._scripts.releaseSlots(self._client, list(self._keys), args)
         except BaseException:
             # Keep what was not written, for the next try.
-            for holder, token in releases.items():
-                self._releases.setdefault(holder, token)
+            for holder, pending in releases.items():
+                self._releases.setdefault(holder, pending)
             self._busy = self._busy or busy
             self._successes += successes
             raise
@@ -294,13 +337,13 @@ class SlotLimiter:
             log.debug("effective solver limit of account %s: %d -> %d", self.account, before, self.effective)
 
     async def aclose(self) -> None:
-        """Give back every slot still held (shutdown). Waiters are cancelled."""
+        """Give back every slot still held (shutdown): as ghosts, their solves may run on."""
         for waiter in self._waiters.values():
             if not waiter.future.done():
                 waiter.future.cancel()
         self._waiters.clear()
         for holder, token in list(self._held.items()):
-            self.release(holder, token, outcome="error")
+            self.release(holder, token, outcome="abandon")
         if self._releases:
             with contextlib.suppress(RedisUnavailable):
                 await self._flush_releases()

@@ -39,6 +39,7 @@ from ..errors import (
     SolverError,
     TaskCancelled,
     TaskRejected,
+    Unsolvable,
 )
 from ..models import Claim, Result, Solution
 from .breaker import AccountBreaker
@@ -60,6 +61,8 @@ T = TypeVar("T")
 
 #: Poll answers that mean the service no longer knows a remote id (a resume came too late).
 _UNKNOWN_REMOTE = frozenset({"ERROR_WRONG_CAPTCHA_ID", "ERROR_WRONG_ID_FORMAT"})
+#: Submit failures after which the service may have the task anyway (the answer was lost).
+_SUBMIT_UNCERTAIN = frozenset({"TIMEOUT", "CONNECTION_ERROR"})
 _REDIS_BACKOFF = Backoff(base_s=0.05, cap_s=2.0)
 
 
@@ -85,6 +88,12 @@ class _Run:
     drop_reason: str | None = None  # set when renew said lost/cancelled, or on shutdown ("shutdown")
     resumed: bool = False
     submitted_at: float | None = None
+    #: A solve of this run may be running at the service (from the moment in.php is called until an
+    #: answer ends it): its slot must then stay counted when the run ends early (a ghost).
+    at_service: bool = False
+    data_lost: bool = False
+    remote_id: str | None = None
+    remote_since: float = 0.0  # monotonic time the remote solve started (as far as this run knows)
 
 
 class Worker:
@@ -139,6 +148,7 @@ class Worker:
         self._room = asyncio.Event()
         self._stopping = asyncio.Event()
         self._finishing: set[asyncio.Task[Any]] = set()
+        self._draining: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self.finished = 0
 
@@ -226,6 +236,10 @@ class Worker:
             await asyncio.wait(pending, timeout=10.0)
         if self._finishing:
             await asyncio.wait(list(self._finishing), timeout=10.0)
+        for drain in list(self._draining):
+            drain.cancel()  # their slots stay counted as ghosts until the solves must be over
+        if self._draining:
+            await asyncio.wait(list(self._draining), timeout=5.0)
         log.debug("shutdown: stopping background loops")
         for loop in self._loops:
             loop.cancel()
@@ -355,6 +369,7 @@ class Worker:
             else:
                 self._forget(run, slot_outcome="error")
                 log.debug("task %s dropped: %s", run.claim.task_id, run.drop_reason or "cancelled")
+                self._start_drain(run)
                 return
         except Exception as exc:
             outcome = exc
@@ -375,16 +390,18 @@ class Worker:
             age_s = time.time() - claim.remote_submitted_at
             if age_s <= self.config.resume_window_s * self.config.time_scale:
                 remote_id, elapsed_s, run.resumed = claim.remote_id, max(0.0, age_s), True
+                run.at_service = True
                 log.debug("task %s resumes remote id %s (%.1fs old)", task.id, remote_id, age_s)
         while True:
-            await self._take_slot(run)
+            await self._take_slot(run, resume=remote_id is not None)
             if remote_id is None:
                 remote_id = await self._submit(run)
                 elapsed_s = 0.0
             run.stage = "poll"
+            run.remote_id, run.remote_since = remote_id, time.monotonic() - elapsed_s
             first_s, interval_s = self.solver.poll_schedule(task.method, task.params)
             try:
-                return await self.poller.wait_for(
+                solution = await self.poller.wait_for(
                     remote_id,
                     task.method,
                     task.params,
@@ -392,13 +409,17 @@ class Worker:
                     interval_s=interval_s,
                     elapsed_s=elapsed_s,
                 )
-            except TaskRejected as exc:
-                if not (run.resumed and exc.code in _UNKNOWN_REMOTE):
+            except (TaskRejected, Unsolvable) as exc:
+                run.at_service = False  # the service's answer ended this solve
+                if not (isinstance(exc, TaskRejected) and run.resumed and exc.code in _UNKNOWN_REMOTE):
                     raise
                 log.info("task %s: the service forgot remote id %s; submitting anew", task.id, remote_id)
                 remote_id, run.resumed = None, False
+                continue
+            run.at_service = False
+            return solution
 
-    async def _take_slot(self, run: _Run) -> None:
+    async def _take_slot(self, run: _Run, *, resume: bool = False) -> None:
         if self.limiter is None or self.limiter.holds(run.claim.task_id):
             return
         run.stage = "slot"
@@ -409,7 +430,7 @@ class Worker:
                 raise _Stop("expire")
         try:
             async with asyncio.timeout(timeout_s):
-                await self.limiter.acquire(run.claim.task_id, run.claim.lease_token)
+                await self.limiter.acquire(run.claim.task_id, run.claim.lease_token, resume=resume)
         except TimeoutError:
             raise _Stop("expire") from None
         # This task leaves the buffer of claimed tasks waiting for a slot: the claim loop may
@@ -428,9 +449,11 @@ class Worker:
             if task.expires_at is not None and time.time() >= task.expires_at:
                 raise _Stop("expire")
             run.stage = "submit"
+            run.at_service = True  # from here on a solve may exist even if the answer is lost
             try:
                 remote_id = await self.solver.submit(task.method, task.params)
             except SolverBusy as exc:
+                run.at_service = False
                 self.events.solver_request("in", exc.code)
                 busy_count += 1
                 decision = self._policy.decide(
@@ -444,6 +467,7 @@ class Worker:
                 await self._take_slot(run)
                 continue
             except SolverError as exc:
+                run.at_service = exc.code in _SUBMIT_UNCERTAIN
                 self.events.solver_request("in", exc.code)
                 raise
             self.events.solver_request("in", "OK")
@@ -536,10 +560,70 @@ class Worker:
         task_id = run.claim.task_id
         if self._runs.get(task_id) is run:
             del self._runs[task_id]
-        if self.limiter is not None:
-            self.limiter.release(task_id, run.claim.lease_token, outcome=slot_outcome)
+        if not self._drains(run):  # else the drain keeps the slot until the solve is over
+            self._release_slot(run, slot_outcome)
         self.events.set_in_flight(len(self._runs))
         self._room.set()
+
+    def _release_slot(self, run: _Run, done: Literal["ok", "error"] = "error") -> None:
+        """Give the run's slot back: freed if its solve is over, else left counted as a ghost."""
+        if self.limiter is None:
+            return
+        outcome: Literal["ok", "error", "abandon", "abandon_lost"] = done
+        if run.at_service:
+            outcome = "abandon_lost" if run.data_lost else "abandon"
+        self.limiter.release(run.claim.task_id, run.claim.lease_token, outcome=outcome)
+
+    def _drop(self, run: _Run, reason: str) -> None:
+        """Stop a run whose task this worker may no longer finish (its slot handed back at once,
+        so the renewal that follows does not register it again).
+
+        A cancelled task's solve runs on at the service and nobody else will poll it: the slot is
+        kept, and the remote id polled until the service is done with it (``_drain``)."""
+        if run.stage == "finish" or run.task is None:
+            return
+        run.drop_reason = reason
+        if not self._drains(run):
+            self._release_slot(run)
+        run.task.cancel()
+
+    def _drains(self, run: _Run) -> bool:
+        return (
+            run.drop_reason == "cancelled"
+            and run.stage == "poll"
+            and run.remote_id is not None
+            and self.limiter is not None
+            and not self._stopping.is_set()
+        )
+
+    def _start_drain(self, run: _Run) -> None:
+        if not self._drains(run) or run.remote_id is None:
+            return
+        run.at_service = True
+        drain = asyncio.create_task(self._drain(run, run.remote_id), name=f"drain:{run.claim.task_id}")
+        self._draining.add(drain)
+        drain.add_done_callback(self._draining.discard)
+
+    async def _drain(self, run: _Run, remote_id: str) -> None:
+        """Poll a cancelled task's solve to its end, then free its slot (no result is written)."""
+        task = run.claim.task
+        first_s, interval_s = self.solver.poll_schedule(task.method, task.params)
+        try:
+            await self.poller.wait_for(
+                remote_id,
+                task.method,
+                task.params,
+                first_poll_s=first_s,
+                interval_s=interval_s,
+                elapsed_s=time.monotonic() - run.remote_since,
+            )
+            run.at_service = False
+        except (TaskRejected, Unsolvable):
+            run.at_service = False
+        except SolverError:
+            pass  # unknown: the slot stays counted as a ghost until the solve must be over
+        finally:
+            self._release_slot(run)
 
     # -- leases, registry, pause -------------------------------------------------------------
     async def _renew_loop(self) -> None:
@@ -548,17 +632,28 @@ class Worker:
             await self._renew_once()
 
     async def _renew_once(self) -> None:
-        runs = [r for r in self._runs.values() if r.stage != "finish"]
         try:
+            loss = await self.queue.check_data_loss()
+            if loss is not None:
+                held = list(self._runs.values())
+                log.critical(
+                    "%s; the %d tasks this worker holds cannot be finished: dropped (their solves at "
+                    "the service stay counted against the fleet limit until they must be over)",
+                    loss.describe(),
+                    len(held),
+                )
+                for run in held:
+                    run.data_lost = True
+                    self._drop(run, "data lost")
+            runs = [r for r in self._runs.values() if r.stage != "finish" and r.drop_reason is None]
             if runs:
                 outcome = await self.queue.renew([r.claim for r in runs], self.config.lease_s)
                 for task_id, reason in [(t, "lease lost") for t in outcome.lost] + [
                     (t, "cancelled") for t in outcome.cancelled
                 ]:
-                    run = self._runs.get(task_id)
-                    if run is not None and run.stage != "finish" and run.task is not None:
-                        run.drop_reason = reason
-                        run.task.cancel()
+                    gone = self._runs.get(task_id)
+                    if gone is not None:
+                        self._drop(gone, reason)
                 if outcome.lost or outcome.cancelled:
                     log.info(
                         "renew: %d leases lost, %d tasks cancelled", len(outcome.lost), len(outcome.cancelled)
@@ -568,9 +663,6 @@ class Worker:
                 self.events.set_slots(self.limiter.used, self.limiter.effective)
             await self.registry.heartbeat(len(self._runs))
             await self.breaker.refresh()
-            loss = await self.queue.check_data_loss()
-            if loss is not None:
-                log.critical("%s; the tasks this worker holds cannot be finished", loss.describe())
         except RedisUnavailable as exc:
             log.warning("renew: %s (leases are renewed again next period)", exc)
 
