@@ -35,6 +35,7 @@ class WorkerOptions:
     account: str
     grace_s: float
     resume_window_s: float
+    orphan_hold_s: float = 180.0
 
 
 @cli.command("worker")
@@ -93,6 +94,14 @@ class WorkerOptions:
     show_default=True,
     help="Resume a reclaimed task's remote id if it is younger than this (time-scaled).",
 )
+@click.option(
+    "--orphan-hold-s",
+    type=click.FloatRange(min=0.0),
+    default=180.0,
+    show_default=True,
+    help="How long a solve left running at the service by a dead or stalled worker keeps its "
+    "fleet slot: the longest a solve takes there (time-scaled).",
+)
 @click.option("--namespace", default=None, help="Queue namespace [env: CAPTCHA_QUEUE_NAMESPACE].")
 @click.option("--redis-url", default=None, help="Redis URL [env: REDIS_URL].")
 @click.option("--solver-url", default=None, help="Solver base URL [env: CAPTCHAAI_URL].")
@@ -109,6 +118,7 @@ def worker_cmd(
     account: str,
     grace_s: float,
     resume_window_s: float,
+    orphan_hold_s: float,
     namespace: str | None,
     redis_url: str | None,
     solver_url: str | None,
@@ -137,6 +147,7 @@ def worker_cmd(
         account=account,
         grace_s=grace_s,
         resume_window_s=resume_window_s,
+        orphan_hold_s=orphan_hold_s,
     )
     if solver_kind == "captchaai":
         settings.require_key()
@@ -181,6 +192,8 @@ def _child_args(opts: WorkerOptions, settings: Settings, index: int) -> list[str
         repr(opts.grace_s),
         "--resume-window-s",
         repr(opts.resume_window_s),
+        "--orphan-hold-s",
+        repr(opts.orphan_hold_s),
         "--namespace",
         settings.namespace,
         "--redis-url",
@@ -212,6 +225,7 @@ async def _run_one(opts: WorkerOptions, settings: Settings) -> int:
     from ..queue import AsyncCaptchaQueue
     from ..solvers import create_solver
     from ..worker.events import WorkerEvents
+    from ..worker.limiter import LimiterConfig
     from ..worker.runtime import Worker, WorkerConfig
     from ..worker.supervisor import install_worker_signals
 
@@ -243,6 +257,7 @@ async def _run_one(opts: WorkerOptions, settings: Settings) -> int:
             time_scale=opts.time_scale,
             grace_s=opts.grace_s,
             resume_window_s=opts.resume_window_s,
+            limiter=LimiterConfig(orphan_hold_s=opts.orphan_hold_s),
         )
         worker = Worker(queue, solver, config, events=events)
         install_worker_signals(asyncio.get_running_loop(), worker.stop)
