@@ -376,13 +376,27 @@ async def poison_task(
 ) -> Row:
     """A task that kills its worker every time is dead-lettered after max_attempts; others finish."""
     started = time.monotonic()
+    # The poison's solve (800 s of service time) outlasts all its attempts, so no resumed attempt
+    # finds it done; each attempt's worker is killed mid-solve and leaves it running at the service.
+    # The workers are told the service's longest solve (--orphan-hold-s 900) so those solves stay
+    # counted against N. x_sim_solve_s is in real seconds.
     config = config_for(
-        solver_limit, workers=2, concurrency=solver_limit, time_scale=time_scale, lease_s=lease_s
+        solver_limit,
+        workers=2,
+        concurrency=solver_limit,
+        time_scale=time_scale,
+        lease_s=lease_s,
+        worker_args=("--orphan-hold-s", "900"),
     )
     async with Rig(config) as rig:
         assert rig.raw is not None
         poison_id = (
-            await rig.submit(1, tag="poison", max_attempts=max_attempts, extra={"x_sim_solve_s": 60})
+            await rig.submit(
+                1,
+                tag="poison",
+                max_attempts=max_attempts,
+                extra={"x_sim_solve_s": round(800 * time_scale, 3)},
+            )
         )[0]
         await rig.submit(tasks, max_attempts=max_attempts + 2)
         rig.start_sampler()
