@@ -21,6 +21,7 @@ import shlex
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,7 @@ async def run(names: list[str], quick: bool, budget_s: float) -> list[Row]:
             _dump_tasks()
             row = Row(0, name, "", f"hung for {SCENARIO_TIMEOUT_S:.0f} s", False, ["hung"])
         except Exception as exc:  # a scenario that cannot run is a failed row, not a lost report
+            traceback.print_exc()  # where it broke, for the operator (the row keeps one line)
             row = Row(0, name, "", f"could not run: {type(exc).__name__}: {exc}", False, [repr(exc)])
         print(f"   {'pass' if row.passed else 'FAIL'}: {row.figure}", flush=True)
         for violation in row.violations:
