@@ -95,6 +95,18 @@ async def test_every_field_of_a_finished_task_expires_with_its_result(
     assert await q.get_result(task_id) is None
 
 
+async def test_a_result_is_kept_as_long_as_its_producer_asked_whatever_the_worker_default(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    producer = AsyncCaptchaQueue(redis_client, namespace=namespace, result_ttl_s=86_400)
+    worker_side = AsyncCaptchaQueue(redis_client, namespace=namespace)  # default: one hour
+    task_id = await producer.submit("userrecaptcha", RC)
+    await finish_one(worker_side)
+    now_s, _ = await redis_client.time()
+    score = await redis_client.zscore(producer.keys.expiry, task_id)
+    assert score == pytest.approx(now_s * 1000 + 86_400_000, abs=5_000)
+
+
 async def test_the_claim_path_reaps_expired_results_in_bounded_batches(
     redis_client: aioredis.Redis, namespace: str
 ) -> None:

@@ -52,7 +52,9 @@ for i = 0, n - 1 do
     reply[#reply + 1] = existing
   else
     local task_tail = ',"submitted_at":' .. submitted_at
-    local state_tail = ',"submitted_ms":' .. fmt_int(now)
+    -- The producer's result TTL travels with the task: the worker that finishes it keeps the
+    -- result that long, whatever its own default.
+    local state_tail = ',"submitted_ms":' .. fmt_int(now) .. ',"result_ttl_ms":' .. fmt_int(C.result_ttl_ms)
     if expires_in ~= '' then
       local expires_ms = now + tonumber(expires_in)
       task_tail = task_tail .. ',"expires_at":' .. fmt_s(expires_ms)

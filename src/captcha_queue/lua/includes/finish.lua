@@ -45,7 +45,7 @@ local function finish(id, st, status, now, extra, counter)
   save_state(id, st)
   redis.call('ZREM', K.active, id)
   redis.call('ZREM', K.delayed, id)
-  redis.call('ZADD', K.expiry, now + C.result_ttl_ms, id)
+  redis.call('ZADD', K.expiry, now + (tonumber(st.result_ttl_ms) or C.result_ttl_ms), id)
   redis.call('HINCRBY', K.counters, counter or COUNTER[status], 1)
   -- The whole result travels with the announcement, so a waiter wakes without a second read.
   redis.call('PUBLISH', C.channel,
