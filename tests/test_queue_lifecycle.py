@@ -76,6 +76,18 @@ async def test_cancel_of_a_finished_or_unknown_task_is_false(queue: AsyncCaptcha
     assert await queue.cancel("0" * 32) is False
 
 
+async def test_status_follows_a_task_from_queued_to_done(queue: AsyncCaptchaQueue) -> None:
+    task_id = await queue.submit("userrecaptcha", RC)
+    assert await queue.status(task_id) == "queued"
+    [claim] = await queue.claim("w", 1, block_s=0)
+    assert await queue.status(task_id) == "active"
+    assert await queue.fail(claim, "TIMEOUT", retry_in_s=60) is None
+    assert await queue.status(task_id) == "delayed"
+    await queue.cancel(task_id)
+    assert await queue.status(task_id) == "done"
+    assert await queue.status("0" * 32) is None
+
+
 # -- everything a finished task leaves expires together ---------------------------------------------
 async def test_every_field_of_a_finished_task_expires_with_its_result(
     redis_client: aioredis.Redis, namespace: str

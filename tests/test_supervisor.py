@@ -134,3 +134,34 @@ async def test_worker_processes_command_restarts_a_killed_child_and_stops_on_sig
         assert supervisor.returncode == 0
         assert not any(alive(pid) for pid in children)
         assert await list_workers(q.client, q.keys) == []
+
+
+def test_every_worker_option_reaches_the_child_processes() -> None:
+    from captcha_queue.cli.config import Settings
+    from captcha_queue.cli.worker_cmd import WorkerOptions, _child_args, worker_cmd
+
+    opts = WorkerOptions(
+        processes=3,
+        concurrency=7,
+        lease_s=4.5,
+        solver_limit=9,
+        time_scale=0.5,
+        solver="instant",
+        metrics_port=None,
+        log_format="json",
+        log_level="debug",
+        account="acct",
+        grace_s=2.0,
+        resume_window_s=60.0,
+        orphan_hold_s=90.0,
+        request_timeout_s=12.5,
+    )
+    settings = Settings(redis_url="redis://127.0.0.1:1/0", namespace="ns")
+    ctx = worker_cmd.make_context("worker", _child_args(opts, settings, 0))
+    params = ctx.params
+    assert params["processes"] == 1
+    for name in ("concurrency", "lease_s", "solver_limit", "time_scale", "account", "grace_s"):
+        assert params[name] == getattr(opts, name), name
+    for name in ("resume_window_s", "orphan_hold_s", "request_timeout_s", "log_format", "log_level"):
+        assert params[name] == getattr(opts, name), name
+    assert params["solver_kind"] == "instant"

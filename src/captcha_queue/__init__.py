@@ -21,7 +21,7 @@ from .errors import (
     Unsolvable,
 )
 from .models import AccountInfo, Claim, DataLoss, DeadLetter, Result, Solution, Stats, Task, TaskSpec
-from .queue import AsyncCaptchaQueue
+from .queue import AsyncCaptchaQueue, TaskStatus
 from .sync import CaptchaQueue
 
 __version__ = "0.1.0"
@@ -52,6 +52,7 @@ __all__ = [
     "TaskNotFound",
     "TaskRejected",
     "TaskSpec",
+    "TaskStatus",
     "TransientError",
     "Unsolvable",
     "__version__",

@@ -14,11 +14,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
+import msgspec
 import redis.asyncio as aioredis
 
-from .connection import make_client
+from .connection import make_client, redis_errors_async
 from .errors import InvalidTask
 from .models import Result, TaskSpec
 from .queue_admin import AdminAPI
@@ -28,7 +29,17 @@ from .submission import PreparedTask, new_ids, prepare, prepare_entry
 from .waiting import ResultWaiter, listen_events
 from .worker_api import WorkerAPI
 
-__all__ = ["AsyncCaptchaQueue", "QueueConfig"]
+__all__ = ["AsyncCaptchaQueue", "QueueConfig", "TaskStatus"]
+
+
+TaskStatus = Literal["queued", "delayed", "active", "done"]
+
+
+class _StateStatus(msgspec.Struct):
+    status: TaskStatus = "queued"
+
+
+_state_decoder = msgspec.json.Decoder(_StateStatus)
 
 
 class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
@@ -178,6 +189,20 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
     def as_completed(self, task_ids: Iterable[str], timeout_s: float | None = None) -> AsyncIterator[Result]:
         """Results in the order they finish; stops (without raising) when ``timeout_s`` passes."""
         return self.waiter.as_completed(list(task_ids), timeout_s)
+
+    async def status(self, task_id: str) -> TaskStatus | None:
+        """Where a task is now: ``queued``, ``delayed`` (a retry waits its turn), ``active`` (a worker
+        holds it) or ``done`` (its result is written); None if unknown or its result has expired."""
+        if not isinstance(task_id, str) or not task_id:
+            raise InvalidTask("task_id must be a non-empty string", field="task_id")
+        async with redis_errors_async(self.client):
+            raw = await self.client.hget(self.keys.state, task_id)
+        if raw is None:
+            return None
+        try:
+            return _state_decoder.decode(raw).status
+        except msgspec.DecodeError:
+            return "queued"  # unreadable: still the queue's (a claim dead-letters it with a reason)
 
     async def cancel(self, task_id: str) -> bool:
         """End a task as "cancelled": at once when queued or delayed; when claimed, also at once, and

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from .connection import BLOCK_MAX_S
 from .models import Claim, DataLoss, DeadLetter, RenewOutcome, Result, Solution, Stats, TaskSpec
-from .queue import AsyncCaptchaQueue
+from .queue import AsyncCaptchaQueue, TaskStatus
 
 __all__ = ["CaptchaQueue"]
 
@@ -159,6 +159,9 @@ class CaptchaQueue:
 
     def as_completed(self, task_ids: Iterable[str], timeout_s: float | None = None) -> Iterator[Result]:
         return self._iterate(self._queue.as_completed(list(task_ids), timeout_s))
+
+    def status(self, task_id: str) -> TaskStatus | None:
+        return self._loop.run(self._queue.status(task_id))
 
     def cancel(self, task_id: str) -> bool:
         return self._loop.run(self._queue.cancel(task_id))

@@ -99,7 +99,7 @@ def _pending(task_id: str, *, as_json: bool, timeout_s: float | None) -> int:
 
 
 async def _task_exists(q: AsyncCaptchaQueue, task_id: str) -> bool:
-    return bool(await q.client.hexists(q.keys.tasks, task_id))
+    return await q.status(task_id) is not None
 
 
 _timeout_option = click.option(

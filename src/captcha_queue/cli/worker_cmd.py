@@ -36,6 +36,7 @@ class WorkerOptions:
     grace_s: float
     resume_window_s: float
     orphan_hold_s: float = 180.0
+    request_timeout_s: float = 30.0
 
 
 @cli.command("worker")
@@ -102,6 +103,13 @@ class WorkerOptions:
     help="How long a solve left running at the service by a dead or stalled worker keeps its "
     "fleet slot: the longest a solve takes there (time-scaled).",
 )
+@click.option(
+    "--request-timeout-s",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Give up one in.php / res.php request after this long (real seconds, not scaled).",
+)
 @click.option("--namespace", default=None, help="Queue namespace [env: CAPTCHA_QUEUE_NAMESPACE].")
 @click.option("--redis-url", default=None, help="Redis URL [env: REDIS_URL].")
 @click.option("--solver-url", default=None, help="Solver base URL [env: CAPTCHAAI_URL].")
@@ -119,6 +127,7 @@ def worker_cmd(
     grace_s: float,
     resume_window_s: float,
     orphan_hold_s: float,
+    request_timeout_s: float,
     namespace: str | None,
     redis_url: str | None,
     solver_url: str | None,
@@ -148,6 +157,7 @@ def worker_cmd(
         grace_s=grace_s,
         resume_window_s=resume_window_s,
         orphan_hold_s=orphan_hold_s,
+        request_timeout_s=request_timeout_s,
     )
     if solver_kind == "captchaai":
         settings.require_key()
@@ -194,6 +204,8 @@ def _child_args(opts: WorkerOptions, settings: Settings, index: int) -> list[str
         repr(opts.resume_window_s),
         "--orphan-hold-s",
         repr(opts.orphan_hold_s),
+        "--request-timeout-s",
+        repr(opts.request_timeout_s),
         "--namespace",
         settings.namespace,
         "--redis-url",
@@ -235,6 +247,7 @@ async def _run_one(opts: WorkerOptions, settings: Settings) -> int:
     if opts.solver == "captchaai":
         solver_options["api_key"] = settings.require_key()
         solver_options["base_url"] = settings.captchaai_url
+        solver_options["request_timeout_s"] = opts.request_timeout_s
     solver = create_solver(opts.solver, account=opts.account, time_scale=opts.time_scale, **solver_options)
     metrics_server = None
     events: WorkerEvents | None = None
