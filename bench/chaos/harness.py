@@ -479,6 +479,19 @@ class Rig:
         with contextlib.suppress(Exception):
             found["slots_held"] = int(await self.raw.zcard(self.keys.slots(ACCOUNT)))
         with contextlib.suppress(Exception):
+            slots = await self.raw.zrange(self.keys.slots(ACCOUNT), 0, 19, withscores=True)
+            found["slots"] = {_s(member): int(score) for member, score in slots}  # ghosts start with '#'
+            found["slot_limit"] = {
+                _s(k): _s(v) for k, v in (await self.raw.hgetall(self.keys.slot_limit(ACCOUNT))).items()
+            }
+            found["paused"] = {_s(k): _s(v) for k, v in (await self.raw.hgetall(self.keys.paused)).items()}
+        with contextlib.suppress(Exception):
+            finished = {_s(k) for k in await self.raw.hkeys(self.keys.results)}
+            waiting = [t for t in self.submitted if t not in finished][:10]
+            states = await self.raw.hmget(self.keys.state, waiting) if waiting else []
+            pairs = zip(waiting, states, strict=True)
+            found["unfinished"] = {t: _s(v) if v is not None else None for t, v in pairs}
+        with contextlib.suppress(Exception):
             sim = await self.sim_stats()
             found["simulator_in_flight"] = sim.get("in_flight")
         found["alive"] = [s.proc.poll() is None for s in self.slots if s.proc is not None]
