@@ -331,3 +331,14 @@ async def test_the_limit_comes_from_threadsinfo_and_follows_it_at_run_time(
         state = await read_slot_state(queue.client, queue.keys, "default")
         assert (state.configured, state.effective) == (7, 7)
     await solver.aclose()
+
+
+async def test_an_idle_worker_stops_without_sitting_out_its_claim_block(queue: AsyncCaptchaQueue) -> None:
+    worker = Worker(queue, InstantSolver(), fast_config(claim_block_s=8.0))
+    task = asyncio.create_task(worker.run(), name="worker")
+    await wait_until_async(lambda: list_workers(queue.client, queue.keys), lambda found: len(found) == 1)
+    started = time.monotonic()
+    worker.stop()
+    await asyncio.wait_for(task, 30.0)
+    assert time.monotonic() - started < 5.0  # the blocked claim gave up its wait, not its 8 s
+    assert await list_workers(queue.client, queue.keys) == []

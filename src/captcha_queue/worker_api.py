@@ -51,12 +51,19 @@ class WorkerAPI(QueueCore):
     """Claims and fenced state transitions (mixed into AsyncCaptchaQueue)."""
 
     async def claim(
-        self, worker_id: str, count: int, lease_s: float = 30.0, *, block_s: float = BLOCK_MAX_S
+        self,
+        worker_id: str,
+        count: int,
+        lease_s: float = 30.0,
+        *,
+        block_s: float = BLOCK_MAX_S,
+        stop: asyncio.Event | None = None,
     ) -> list[Claim]:
         """Take up to ``count`` tasks (strict priorities, FIFO within one) under a lease.
 
         Blocks on Redis for up to ``block_s`` when nothing is ready (0: try once). Returns an empty
-        list on timeout or while the fleet is paused.
+        list on timeout, while the fleet is paused, or as soon as ``stop`` is set while it waits
+        (a shutting-down worker need not sit out the block; no claim is ever dropped by that).
         """
         if count < 1:
             raise ValueError(f"count must be at least 1, got {count}")
@@ -90,9 +97,25 @@ class WorkerAPI(QueueCore):
             hint_ms = int(reply[1])
             if hint_ms >= 0:
                 wait_s = min(wait_s, hint_ms / 1000)
-            await self._block_on_wake(max(MIN_BLOCK_S, wait_s))
+            await self._block_on_wake(max(MIN_BLOCK_S, wait_s), stop)
+            if stop is not None and stop.is_set():
+                return []
 
-    async def _block_on_wake(self, timeout_s: float) -> None:
+    async def _block_on_wake(self, timeout_s: float, stop: asyncio.Event | None = None) -> None:
+        if stop is not None:
+            # Only the wait is given up (a wake marker at most, which heals itself), never a claim.
+            block = asyncio.ensure_future(self._block_on_wake(timeout_s))
+            stopped = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({block, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in (block, stopped):
+                    waiter.cancel()
+                await asyncio.gather(block, stopped, return_exceptions=True)
+            error = None if block.cancelled() else block.exception()
+            if error is not None:
+                raise error
+            return
         async with redis_errors_async(self.client):
             try:
                 await self.client.blpop([self.keys.wake], timeout=timeout_s)

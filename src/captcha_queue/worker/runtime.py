@@ -320,7 +320,11 @@ class Worker:
                 continue
             try:
                 claims = await self.queue.claim(
-                    self.worker_id, count, self.config.lease_s, block_s=self.config.claim_block_s
+                    self.worker_id,
+                    count,
+                    self.config.lease_s,
+                    block_s=self.config.claim_block_s,
+                    stop=self._stopping,
                 )
             except RedisUnavailable as exc:
                 failures += 1
