@@ -124,6 +124,16 @@ async def _account_phase(
     """Break the account, see the fleet pause, submit while paused, fix it and resume."""
     assert rig.queue is not None
     account = await _account_label(rig)
+
+    async def working() -> bool:
+        assert rig.queue is not None
+        return (await rig.queue.stats()).in_flight > 0
+
+    if not await working():
+        # The pause is tripped by an error answer: with nothing in flight (a slow machine may have
+        # finished everything) nothing would reach the service, so give the fleet work first.
+        await rig.submit(rig.config.solver_limit, tag=label.replace(" ", "-") + "-before")
+        await rig.wait_until(working, 20.0, poll_s=0.01)
     before = await _error_answers(rig)
     await rig.sim_control(accounts={account: change})
     broke_at = time.monotonic()
