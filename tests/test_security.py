@@ -305,7 +305,7 @@ def test_acl_lines_for_the_readme() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 async def test_canary_key_appears_in_no_log_redis_value_metric_or_cli_output() -> None:
     """Faults, an account error, a kill and debug logging: the key still shows up nowhere."""
     config = config_for(
@@ -317,37 +317,62 @@ async def test_canary_key_appears_in_no_log_redis_value_metric_or_cli_output() -
         api_key=CANARY_KEY,
     )
     started = time.monotonic()
+    steps: list[str] = []  # what was done when: a stall names its step and where the work sat
+
+    def step(name: str) -> None:
+        steps.append(f"{name} at {time.monotonic() - started:.1f}s")
+
     async with Rig(config) as rig:
-        assert rig.queue is not None
-        await rig.submit(120, max_attempts=2)
-        rig.start_sampler()
-        accounts = (await rig.sim_stats())["accounts"]
-        label = next(iter(accounts)) if accounts else None
-        await rig.wait_until(_some_final(rig, 20), 30)
-        if label is None:
-            label = next(iter((await rig.sim_stats())["accounts"]))
-        await rig.sim_control(accounts={label: {"state": "bad"}})
-
-        async def paused() -> bool:
-            assert rig.queue is not None
-            return (await rig.queue.stats()).paused is not None
-
-        assert await rig.wait_until(paused, 20)
-        commands = (["stats"], ["workers"], ["account"], ["dlq", "list"])
-        cli_output = "".join(_cli(rig, *args) for args in commands)
-        await rig.sim_control(accounts={label: {"state": "ok"}}, unban=True)
-        _cli(rig, "resume")
-        rig.kill_worker(0)
-        await rig.wait_worker_exit(0)
-        rig.start_worker(0)
-        assert await rig.wait_all_final(60)
-        row, _ = await conclude(
-            rig, 0, "canary", "120 tasks", Expect(max_error=None, max_unexplained=None), started=started
-        )
+        try:
+            async with asyncio.timeout(120):  # before pytest's 180 s: Rig start and stop fit around it
+                cli_output, row = await _canary_run(rig, started, step)
+        except TimeoutError:
+            pytest.fail(f"stalled after {steps}: {await rig.diagnose()}")
     assert CANARY_KEY not in cli_output
     leaks = [v for v in row.violations if "leaked" in v]
     assert not leaks, leaks
     assert row.secrets.startswith("0 hits"), row.secrets
+
+
+async def _canary_run(rig: Rig, started: float, step: Any) -> tuple[str, Any]:
+    assert rig.queue is not None
+    await rig.submit(120, max_attempts=2)
+    rig.start_sampler()
+    accounts = (await rig.sim_stats())["accounts"]
+    label = next(iter(accounts)) if accounts else None
+    await rig.wait_until(_some_final(rig, 20), 30)
+    step("20 final")
+    if label is None:
+        label = next(iter((await rig.sim_stats())["accounts"]))
+    await rig.sim_control(accounts={label: {"state": "bad"}})
+
+    async def paused() -> bool:
+        assert rig.queue is not None
+        return (await rig.queue.stats()).paused is not None
+
+    if not await rig.wait_until(paused, 20):
+        pytest.fail(f"the fleet did not pause on the bad key: {await rig.diagnose()}")
+    step("paused")
+    commands = (["stats"], ["workers"], ["account"], ["dlq", "list"])
+    cli_output = ""
+    for args in commands:
+        cli_output += await asyncio.to_thread(_cli, rig, *args)
+        step(" ".join(args))
+    await rig.sim_control(accounts={label: {"state": "ok"}}, unban=True)
+    await asyncio.to_thread(_cli, rig, "resume")
+    step("resumed")
+    rig.kill_worker(0)
+    await rig.wait_worker_exit(0)
+    rig.start_worker(0)
+    step("worker 0 killed and restarted")
+    if not await rig.wait_all_final(60):
+        pytest.fail(f"not every task final after the kill: {await rig.diagnose()}")
+    step("all final")
+    row, _ = await conclude(
+        rig, 0, "canary", "120 tasks", Expect(max_error=None, max_unexplained=None), started=started
+    )
+    step("concluded")
+    return cli_output, row
 
 
 def _some_final(rig: Rig, count: int) -> Any:
