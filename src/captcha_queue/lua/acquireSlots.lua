@@ -22,7 +22,7 @@ Returns { effective, used, granted holder, ... }
 ]]
 --- @include "slots"
 
-local now = slot_now()
+local now = now_ms()
 local lease_ms, hold_ms = tonumber(ARGV[1]), tonumber(ARGV[3])
 reap_slots(now, hold_ms)
 

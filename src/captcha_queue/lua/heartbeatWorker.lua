@@ -10,8 +10,9 @@ ARGV[4] forget_ms: registrations that lapsed this long ago are deleted (bounded:
 
 Returns the number of live workers
 ]]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--- @include "clock"
+
+local now = now_ms()
 if ARGV[3] == '' then
   redis.call('ZREM', KEYS[1], ARGV[1])
   redis.call('HDEL', KEYS[2], ARGV[1])

@@ -11,8 +11,9 @@ open-ended pause replaces a timed one. A pause whose until_ms has passed is repl
 
 Returns { 1 if this call paused the fleet else 0, since_ms }
 ]]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--- @include "clock"
+
+local now = now_ms()
 local current = redis.call('HMGET', KEYS[1], 'since_ms', 'until_ms')
 local since, until_ms = tonumber(current[1]), tonumber(current[2])
 local active = redis.call('EXISTS', KEYS[1]) == 1 and ((not until_ms) or until_ms > now)

@@ -10,8 +10,9 @@ Returns { verdict, since_ms }:
  -1  no pause, or it ended (until_ms passed)
  -2  an operator pause (code OPERATOR): only `captcha-queue resume` lifts it
 ]]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--- @include "clock"
+
+local now = now_ms()
 local p = redis.call('HMGET', KEYS[1], 'since_ms', 'until_ms', 'code', 'probe_ms')
 local since, until_ms = tonumber(p[1]), tonumber(p[2])
 if redis.call('EXISTS', KEYS[1]) == 0 or (until_ms and until_ms <= now) then

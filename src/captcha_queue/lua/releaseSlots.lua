@@ -21,7 +21,7 @@ Returns { effective, used }
 ]]
 --- @include "slots"
 
-local now = slot_now()
+local now = now_ms()
 local hold_ms = tonumber(ARGV[7])
 reap_slots(now, hold_ms)
 

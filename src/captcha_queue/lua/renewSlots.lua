@@ -18,7 +18,7 @@ Returns { effective, used, lost holder, ... }
 ]]
 --- @include "slots"
 
-local now = slot_now()
+local now = now_ms()
 local lease_ms, hold_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
 local deadline = now + lease_ms
 reap_slots(now, hold_ms)

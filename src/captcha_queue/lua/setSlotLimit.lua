@@ -10,8 +10,9 @@ operator or threadsinfo says what the account has); the same N again changes not
 
 Returns { configured, effective, used }
 ]]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--- @include "clock"
+
+local now = now_ms()
 local wanted = tonumber(ARGV[1])
 local limit = redis.call('HMGET', KEYS[1], 'configured', 'effective')
 local configured, effective = tonumber(limit[1]), tonumber(limit[2])

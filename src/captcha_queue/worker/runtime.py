@@ -403,16 +403,8 @@ class Worker:
                 elapsed_s = 0.0
             run.stage = "poll"
             run.remote_id, run.remote_since = remote_id, time.monotonic() - elapsed_s
-            first_s, interval_s = self.solver.poll_schedule(task.method, task.params)
             try:
-                solution = await self.poller.wait_for(
-                    remote_id,
-                    task.method,
-                    task.params,
-                    first_poll_s=first_s,
-                    interval_s=interval_s,
-                    elapsed_s=elapsed_s,
-                )
+                solution = await self._poll(run, remote_id)
             except (TaskRejected, Unsolvable) as exc:
                 run.at_service = False  # the service's answer ended this solve
                 if not (isinstance(exc, TaskRejected) and run.resumed and exc.code in _UNKNOWN_REMOTE):
@@ -422,6 +414,19 @@ class Worker:
                 continue
             run.at_service = False
             return solution
+
+    async def _poll(self, run: _Run, remote_id: str) -> Solution:
+        """Wait for the answer to ``remote_id`` on the process-wide poll timer."""
+        task = run.claim.task
+        first_s, interval_s = self.solver.poll_schedule(task.method, task.params)
+        return await self.poller.wait_for(
+            remote_id,
+            task.method,
+            task.params,
+            first_poll_s=first_s,
+            interval_s=interval_s,
+            elapsed_s=time.monotonic() - run.remote_since,
+        )
 
     async def _take_slot(self, run: _Run, *, resume: bool = False) -> None:
         if self.limiter is None or self.limiter.holds(run.claim.task_id):
@@ -603,24 +608,14 @@ class Worker:
     def _start_drain(self, run: _Run) -> None:
         if not self._drains(run) or run.remote_id is None:
             return
-        run.at_service = True
         drain = asyncio.create_task(self._drain(run, run.remote_id), name=f"drain:{run.claim.task_id}")
         self._draining.add(drain)
         drain.add_done_callback(self._draining.discard)
 
     async def _drain(self, run: _Run, remote_id: str) -> None:
         """Poll a cancelled task's solve to its end, then free its slot (no result is written)."""
-        task = run.claim.task
-        first_s, interval_s = self.solver.poll_schedule(task.method, task.params)
         try:
-            await self.poller.wait_for(
-                remote_id,
-                task.method,
-                task.params,
-                first_poll_s=first_s,
-                interval_s=interval_s,
-                elapsed_s=time.monotonic() - run.remote_since,
-            )
+            await self._poll(run, remote_id)
             run.at_service = False
         except (TaskRejected, Unsolvable):
             run.at_service = False

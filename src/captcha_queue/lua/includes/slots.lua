@@ -12,12 +12,9 @@
 -- counting against N until it must be over (since + hold_ms), unless the task's next owner, resuming
 -- the same remote id, adopts it. Nobody ever frees a slot whose solve may still be running.
 
-local SLOTS, LIMIT, OWNERS = KEYS[1], KEYS[2], KEYS[3]
+--- @include "clock"
 
-local function slot_now()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+local SLOTS, LIMIT, OWNERS = KEYS[1], KEYS[2], KEYS[3]
 
 local function ghost_member(holder, token)
   return '#' .. holder .. '#' .. token

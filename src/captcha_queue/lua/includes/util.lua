@@ -1,10 +1,6 @@
 -- Time, number formatting, key type checks and the wake marker.
 
--- Milliseconds of Redis server time: leases never depend on a client's clock.
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+--- @include "clock"
 
 -- Seconds with millisecond precision, as stored in Result and Task JSON.
 local function fmt_s(ms)

@@ -1,0 +1,5 @@
+-- Milliseconds of Redis server time: leases never depend on a client's clock.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
