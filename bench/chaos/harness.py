@@ -41,7 +41,7 @@ from captcha_queue.redis_server import EmbeddedRedis, Persistence, die_with_pare
 from .checker import FinalState, FleetSample, final_states
 from .proxy import FaultProxy
 
-__all__ = ["CANARY_KEY", "Rig", "RigConfig", "WorkerCrash"]
+__all__ = ["CANARY_KEY", "Rig", "RigConfig", "WorkerCrash", "stop_task"]
 
 #: The solver API key every scenario uses: 32 characters (a valid shape), easy to grep for.
 CANARY_KEY = "CANARY" + "c4a7" * 6 + "51"
@@ -118,6 +118,7 @@ class Rig:
         self.queue: AsyncCaptchaQueue | None = None
         self.raw: aioredis.Redis | None = None
         self._sampler: asyncio.Task[None] | None = None
+        self._sampling = asyncio.Event()  # cleared to end the sampler
         self._finished_seen = 0
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -168,9 +169,11 @@ class Rig:
 
     async def aclose(self) -> None:
         if self._sampler is not None:
-            self._sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._sampler
+            # A cancel that lands inside a redis-py call can be swallowed there (seen: the sampler
+            # went on looping and this await hung the run), so the loop also checks a flag, and the
+            # wait is bounded.
+            self._sampling.clear()
+            await stop_task(self._sampler)
             self._sampler = None
         await asyncio.to_thread(self._stop_processes)
         if self.queue is not None:
@@ -419,12 +422,13 @@ class Rig:
 
     # -- watching ---------------------------------------------------------------------------------
     def start_sampler(self, interval_s: float = 0.1) -> None:
+        self._sampling.set()
         self._sampler = asyncio.create_task(self._sample(interval_s), name="chaos-sampler")
 
     async def _sample(self, interval_s: float) -> None:
         assert self.raw is not None
         slots_key = self.keys.slots(ACCOUNT)
-        while True:
+        while self._sampling.is_set():
             try:
                 async with self.raw.pipeline(transaction=False) as pipe:
                     pipe.zrange(slots_key, 0, -1, withscores=True)
@@ -505,6 +509,13 @@ class Rig:
         results = {_s(k): decode_lenient(_result_decoder, v) for k, v in results_raw.items()}
         dead = {_s(k): decode_lenient(_dead_decoder, v) for k, v in dead_raw.items()}
         return final_states(results, dead)
+
+
+async def stop_task(task: asyncio.Task[Any], timeout_s: float = 5.0) -> None:
+    """Cancel a helper task and wait for it, bounded: a cancel that lands inside a redis-py call can
+    be swallowed there, and an unbounded await would then hang the whole run."""
+    task.cancel()
+    await asyncio.wait([task], timeout=timeout_s)
 
 
 def _s(value: Any) -> str:

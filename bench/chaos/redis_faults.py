@@ -14,7 +14,7 @@ from typing import Any
 from captcha_queue.redis_server import Persistence
 
 from .checker import Expect
-from .harness import Rig
+from .harness import Rig, stop_task
 from .outcome import (
     Row,
     conclude,
@@ -286,9 +286,7 @@ async def network_faults(
         rig.start_sampler()
         chaos = asyncio.create_task(_network_chaos(rig, cycle_s, long_partition_s))
         done = await rig.wait_all_final(timeout_s)
-        chaos.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await chaos
+        await stop_task(chaos)
         assert rig.proxy is not None
         rig.proxy.heal()
         events = await events_per_task(rig)

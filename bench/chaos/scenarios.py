@@ -13,7 +13,6 @@ This module holds the worker-process scenarios (1-4, 9, 10) and the registry; th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import re
 import signal
@@ -23,7 +22,7 @@ from typing import Any
 import msgspec
 
 from .checker import Expect, KillRecovery, slot_recovery_s
-from .harness import ACCOUNT, CANARY_KEY, Rig
+from .harness import ACCOUNT, CANARY_KEY, Rig, stop_task
 from .input_faults import account_errors, fuzz, solver_faults
 from .outcome import (
     Row,
@@ -70,9 +69,7 @@ async def crash_storm(
         kills: list[tuple[float, dict[str, float]]] = []
         storm = asyncio.create_task(_storm(rig, rng, kill_every_s, kills))
         done = await rig.wait_all_final(timeout_s)
-        storm.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await storm
+        await stop_task(storm)
         await asyncio.sleep(_slot_lease_s(lease_s) + 0.5)  # keep sampling past the last kill's slot lease
         recoveries = [KillRecovery(at, slot_recovery_s(at, held, rig.slot_snapshots)) for at, held in kills]
         ttl = await _ttl_audit(rig)
@@ -402,9 +399,7 @@ async def poison_task(
         rig.start_sampler()
         killer = asyncio.create_task(_kill_whoever_holds(rig, poison_id))
         done = await rig.wait_all_final(timeout_s)
-        killer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await killer
+        await stop_task(killer)
         letter = await rig.queue.dead_letter(poison_id) if rig.queue else None
         finals = await rig.finals()
         others_ok = sum(1 for t, f in finals.items() if t != poison_id and f.status == "success")
