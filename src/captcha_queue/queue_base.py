@@ -77,13 +77,19 @@ class QueueConfig:
 
 def decode_lenient(decoder: msgspec.json.Decoder[T], raw: Any) -> T:
     """Decode an entry read from Redis; invalid UTF-8 (written by someone else) is replaced, so the
-    rest of the entry can still be read. Raises ValueError when it still cannot be decoded."""
+    rest of the entry can still be read. Raises ValueError when it still cannot be decoded.
+
+    Any decode failure of bytes falls back: msgspec < 0.23 raises UnicodeDecodeError for invalid
+    UTF-8, 0.23 raises msgspec.DecodeError; both are ValueErrors."""
     try:
         return decoder.decode(raw)
-    except UnicodeDecodeError:
+    except ValueError:
         if not isinstance(raw, bytes):
             raise
-        return decoder.decode(raw.decode("utf-8", errors="replace"))
+        text = raw.decode("utf-8", errors="replace")
+        if text.encode("utf-8") == raw:
+            raise  # valid UTF-8 that is not a valid entry: the first error is the one to report
+        return decoder.decode(text)
 
 
 def decode_result(raw: Any, task_id: str) -> Result | None:

@@ -12,6 +12,7 @@ of threads may share one ``CaptchaQueue``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import weakref
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping, Sequence
@@ -25,6 +26,9 @@ from .queue import AsyncCaptchaQueue, TaskStatus
 __all__ = ["CaptchaQueue"]
 
 T = TypeVar("T")
+
+#: How long closing may take before the loop is stopped regardless.
+_SHUTDOWN_TIMEOUT_S = 10.0
 
 
 class _LoopThread:
@@ -50,12 +54,32 @@ class _LoopThread:
             future.cancel()  # e.g. KeyboardInterrupt: do not leave the coroutine running
             raise
 
-    def stop(self) -> None:
+    def stop(self, closing: AsyncCaptchaQueue | None = None) -> None:
+        """Close ``closing`` (when given) on the loop, end every task still on it, then stop.
+
+        Called by close() and, for a queue dropped without close(), by its finalizer: a task left
+        pending (the result subscription) would be destroyed with the loop and print "Task was
+        destroyed but it is pending" and an un-awaited redis-py teardown coroutine."""
         if self.loop.is_closed():
             return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join()
+        if self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self._shutdown(closing), self.loop).result(
+                    timeout=_SHUTDOWN_TIMEOUT_S
+                )
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join()
         self.loop.close()
+
+    @staticmethod
+    async def _shutdown(closing: AsyncCaptchaQueue | None) -> None:
+        if closing is not None:
+            await closing.aclose()
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 class CaptchaQueue:
@@ -63,8 +87,6 @@ class CaptchaQueue:
 
     def __init__(self, url: str, *, namespace: str = "captcha", **options: Any) -> None:
         self._loop = _LoopThread()
-        # Closes the loop thread if the object is dropped without close().
-        self._finalizer = weakref.finalize(self, self._loop.stop)
 
         async def create() -> AsyncCaptchaQueue:
             return AsyncCaptchaQueue.from_url(url, namespace=namespace, **options)
@@ -72,8 +94,10 @@ class CaptchaQueue:
         try:
             self._queue = self._loop.run(create())
         except BaseException:
-            self._finalizer()
+            self._loop.stop()
             raise
+        # Closes the queue and the loop thread if the object is dropped without close().
+        self._finalizer = weakref.finalize(self, self._loop.stop, self._queue)
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str = "captcha", **options: Any) -> CaptchaQueue:
@@ -91,12 +115,7 @@ class CaptchaQueue:
 
     def close(self) -> None:
         """Close the Redis client and stop the loop thread (idempotent)."""
-        if not self._finalizer.alive:
-            return
-        try:
-            self._loop.run(self._queue.aclose())
-        finally:
-            self._finalizer()
+        self._finalizer()
 
     def __enter__(self) -> CaptchaQueue:
         return self

@@ -115,7 +115,7 @@ class ResultWaiter:
                 log.exception("result subscription failed; restarting")
             finally:
                 with contextlib.suppress(*_CONNECTION_ERRORS, RuntimeError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis-py 8.2
             if not self._closing:
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 2.0)
