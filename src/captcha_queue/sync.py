@@ -73,13 +73,15 @@ class _LoopThread:
 
     @staticmethod
     async def _shutdown(closing: AsyncCaptchaQueue | None) -> None:
-        if closing is not None:
-            await closing.aclose()
-        current = asyncio.current_task()
-        pending = [task for task in asyncio.all_tasks() if task is not current]
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            if closing is not None:
+                await closing.aclose()
+        finally:  # whatever closing raised, no task may outlive the loop
+            current = asyncio.current_task()
+            pending = [task for task in asyncio.all_tasks() if task is not current]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
 
 class CaptchaQueue:
