@@ -19,20 +19,21 @@ import asyncio
 import statistics
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from captcha_queue import AsyncCaptchaQueue, Solution, TaskSpec
 from captcha_queue.connection import make_client
+from captcha_queue.models import ParamValue
 from captcha_queue.redis_server import resolved_redis
 
-RC = {"googlekey": "6Le-bench-site-key", "pageurl": "https://example.com/login"}
+RC: dict[str, ParamValue] = {"googlekey": "6Le-bench-site-key", "pageurl": "https://example.com/login"}
 
 
 class RoundTrips:
     """Counts the commands a client sends one by one (each is one round trip)."""
 
-    def __init__(self, execute: Callable[..., Awaitable[Any]]) -> None:
+    def __init__(self, execute: Callable[..., Coroutine[Any, Any, Any]]) -> None:
         self._execute = execute
         self.count = 0
 
@@ -72,7 +73,7 @@ async def bench_worker_path(url: str, tasks: int, batch: int) -> tuple[float, fl
     try:
         await q.submit_many([TaskSpec("userrecaptcha", RC)] * tasks)
         counter = RoundTrips(client.execute_command)
-        client.execute_command = counter  # type: ignore[method-assign]
+        client.execute_command = counter  # type: ignore[method-assign]  # count what the client sends
         started = time.perf_counter()
         done = 0
         while done < tasks:
@@ -85,7 +86,7 @@ async def bench_worker_path(url: str, tasks: int, batch: int) -> tuple[float, fl
             await asyncio.gather(*(solve(c) for c in claims))
             done += len(claims)
         elapsed = time.perf_counter() - started
-        client.execute_command = counter._execute  # type: ignore[method-assign]
+        client.execute_command = counter._execute  # type: ignore[method-assign]  # and restore it
         await _drop_namespace(q)
         return counter.count / tasks, tasks / elapsed
     finally:

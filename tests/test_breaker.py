@@ -12,7 +12,7 @@ from captcha_queue.errors import AccountError, TransientError
 from captcha_queue.keys import Keys
 from captcha_queue.models import AccountInfo
 from captcha_queue.solvers import InstantSolver
-from captcha_queue.worker.breaker import AccountBreaker, read_pause_state
+from captcha_queue.worker.breaker import IP_BAN_PAUSE_S, AccountBreaker, read_pause_state
 from captcha_queue.worker.registry import WorkerRegistry, list_workers, new_worker_id
 
 
@@ -30,8 +30,17 @@ class Account:
         return AccountInfo(threads=5, working_threads=0)
 
 
-def breaker(client: aioredis.Redis, ns: str, account: Account, **kw: float) -> AccountBreaker:
-    return AccountBreaker(client, Keys(ns), account.info, probe_every_s=kw.pop("probe_every_s", 0.2), **kw)
+def breaker(
+    client: aioredis.Redis,
+    ns: str,
+    account: Account,
+    *,
+    probe_every_s: float = 0.2,
+    ip_ban_pause_s: float = IP_BAN_PAUSE_S,
+) -> AccountBreaker:
+    return AccountBreaker(
+        client, Keys(ns), account.info, probe_every_s=probe_every_s, ip_ban_pause_s=ip_ban_pause_s
+    )
 
 
 async def test_an_account_error_pauses_the_fleet_once(redis_client: aioredis.Redis, namespace: str) -> None:
@@ -119,8 +128,9 @@ async def test_an_operator_pause_is_only_lifted_by_resume(
     keys = Keys(namespace)
     account = Account()
     account.healthy = True
-    operator = {"reason": "maintenance", "code": "OPERATOR", "since_ms": "1"}
-    await redis_client.hset(keys.paused, mapping=operator)
+    await redis_client.hset(
+        keys.paused, mapping={"reason": "maintenance", "code": "OPERATOR", "since_ms": "1"}
+    )
     b = breaker(redis_client, namespace, account, probe_every_s=0.01)
     await b.refresh()
     assert b.paused
@@ -129,6 +139,7 @@ async def test_an_operator_pause_is_only_lifted_by_resume(
     assert account.calls == 0
     await redis_client.delete(keys.paused)  # `captcha-queue resume`
     await b.refresh()
+    b = b  # mypy keeps `b.paused` narrowed to True across refresh() (python/mypy#11969): forget it
     assert not b.paused
     # An open-ended account pause replaces a timed one; a timed one never shortens an open one.
     await b.trip(AccountError("IP_BANNED", pause_s=60.0))

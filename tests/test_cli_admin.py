@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
 from typing import TypeVar
 
 import msgspec
@@ -21,25 +22,26 @@ from .helpers import ProcessManager, claim_all, on_queue
 
 T = TypeVar("T")
 TURNSTILE = ["turnstile", "sitekey=0x4AAAAAAAA", "pageurl=https://example.com/login"]
+CliEnv = dict[str, str | None]  # CliRunner's env: None unsets a variable
 
 
 @pytest.fixture
-def cli_env(redis_url: str, namespace: str) -> dict[str, str | None]:
+def cli_env(redis_url: str, namespace: str) -> CliEnv:
     return {"REDIS_URL": redis_url, "CAPTCHA_QUEUE_NAMESPACE": namespace, "CAPTCHAAI_KEY": None}
 
 
 @pytest.fixture
-def sync_redis(redis_url: str) -> redis.Redis:
+def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield client  # type: ignore[misc]
+    yield client
     client.close()
 
 
-def invoke(args: list[str], env: dict[str, str | None], input: str | None = None) -> Result:
+def invoke(args: list[str], env: CliEnv, input: str | None = None) -> Result:
     return CliRunner().invoke(cli, args, env=env, input=input)
 
 
-def submit(cli_env: dict[str, str | None], *extra: str) -> str:
+def submit(cli_env: CliEnv, *extra: str) -> str:
     result = invoke(["submit", *TURNSTILE, *extra], cli_env)
     assert result.exit_code == 0, result.output
     return result.stdout.strip()
@@ -48,7 +50,7 @@ def submit(cli_env: dict[str, str | None], *extra: str) -> str:
 # -- stats --------------------------------------------------------------------------------------------
 
 
-def test_stats_table_and_json(redis_url: str, namespace: str, cli_env: dict) -> None:
+def test_stats_table_and_json(redis_url: str, namespace: str, cli_env: CliEnv) -> None:
     for _ in range(3):
         submit(cli_env, "--priority", "high")
     submit(cli_env, "--priority", "low")
@@ -74,7 +76,7 @@ def test_stats_table_and_json(redis_url: str, namespace: str, cli_env: dict) -> 
         assert row in table.stdout
 
 
-def test_stats_watch_refreshes(cli_env: dict) -> None:
+def test_stats_watch_refreshes(cli_env: CliEnv) -> None:
     submit(cli_env)
     lines = invoke(["stats", "--watch", "--count", "3", "--interval", "0.05", "--json"], cli_env)
     assert lines.exit_code == 0
@@ -90,7 +92,7 @@ def test_stats_watch_refreshes(cli_env: dict) -> None:
 
 
 def test_pause_stops_claims_and_resume_lets_them_go(
-    redis_url: str, namespace: str, cli_env: dict, sync_redis: redis.Redis
+    redis_url: str, namespace: str, cli_env: CliEnv, sync_redis: redis.Redis
 ) -> None:
     task_id = submit(cli_env)
     paused = invoke(["pause", "--reason", "maintenance window"], cli_env)
@@ -122,7 +124,7 @@ def test_pause_stops_claims_and_resume_lets_them_go(
     assert "was not paused" in invoke(["resume"], cli_env).stdout
 
 
-def test_pause_for_a_while_sets_an_end(namespace: str, cli_env: dict, sync_redis: redis.Redis) -> None:
+def test_pause_for_a_while_sets_an_end(namespace: str, cli_env: CliEnv, sync_redis: redis.Redis) -> None:
     assert invoke(["pause", "--for", "60"], cli_env).exit_code == 0
     stored = sync_redis.hgetall(Keys(namespace).paused)
     assert int(stored["until_ms"]) - int(stored["since_ms"]) == 60_000
@@ -132,7 +134,7 @@ def test_pause_for_a_while_sets_an_end(namespace: str, cli_env: dict, sync_redis
 # -- workers -----------------------------------------------------------------------------------------------
 
 
-def test_workers_lists_live_registrations(namespace: str, cli_env: dict, sync_redis: redis.Redis) -> None:
+def test_workers_lists_live_registrations(namespace: str, cli_env: CliEnv, sync_redis: redis.Redis) -> None:
     keys = Keys(namespace)
     assert invoke(["workers"], cli_env).stdout.strip() == "no live workers"
     seconds, micros = sync_redis.time()
@@ -158,7 +160,7 @@ def test_workers_lists_live_registrations(namespace: str, cli_env: dict, sync_re
 # -- dead letters -----------------------------------------------------------------------------------------
 
 
-def make_dead_letters(redis_url: str, namespace: str, cli_env: dict, n: int) -> list[str]:
+def make_dead_letters(redis_url: str, namespace: str, cli_env: CliEnv, n: int) -> list[str]:
     ids = [submit(cli_env, "--max-attempts", "1") for _ in range(n)]
 
     async def fail_all(q: AsyncCaptchaQueue) -> None:
@@ -169,7 +171,7 @@ def make_dead_letters(redis_url: str, namespace: str, cli_env: dict, n: int) -> 
     return ids
 
 
-def test_dlq_list_show_requeue_purge(redis_url: str, namespace: str, cli_env: dict) -> None:
+def test_dlq_list_show_requeue_purge(redis_url: str, namespace: str, cli_env: CliEnv) -> None:
     assert invoke(["dlq", "list"], cli_env).stdout.strip() == "no dead letters"
     ids = make_dead_letters(redis_url, namespace, cli_env, 3)
 
@@ -207,7 +209,7 @@ def test_dlq_list_show_requeue_purge(redis_url: str, namespace: str, cli_env: di
 # -- listen -------------------------------------------------------------------------------------------------
 
 
-def test_listen_replays_from_the_start_of_the_stream(redis_url: str, namespace: str, cli_env: dict) -> None:
+def test_listen_replays_from_the_start_of_the_stream(redis_url: str, namespace: str, cli_env: CliEnv) -> None:
     ids = [submit(cli_env) for _ in range(2)]
 
     async def finish(q: AsyncCaptchaQueue) -> None:
@@ -226,7 +228,7 @@ def test_listen_replays_from_the_start_of_the_stream(redis_url: str, namespace: 
 
 
 def test_listen_prints_completions_as_they_happen(
-    redis_url: str, namespace: str, cli_env: dict, subprocess_env: dict[str, str], processes: ProcessManager
+    redis_url: str, namespace: str, cli_env: CliEnv, subprocess_env: dict[str, str], processes: ProcessManager
 ) -> None:
     first = submit(cli_env)
     second = submit(cli_env)
@@ -250,7 +252,7 @@ def test_listen_prints_completions_as_they_happen(
 
 
 def test_connection_flags_on_the_subcommand(redis_url: str, namespace: str) -> None:
-    env: dict[str, str | None] = {"REDIS_URL": None, "CAPTCHA_QUEUE_NAMESPACE": None}
+    env: CliEnv = {"REDIS_URL": None, "CAPTCHA_QUEUE_NAMESPACE": None}
     submitted = invoke(["submit", *TURNSTILE, "--redis-url", redis_url, "-n", namespace], env)
     assert submitted.exit_code == 0, submitted.output
     stats = invoke(["stats", "--json", "--redis-url", redis_url, "--namespace", namespace], env)

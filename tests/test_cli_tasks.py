@@ -23,18 +23,19 @@ from .helpers import ProcessManager, claim_all, on_queue
 
 T = TypeVar("T")
 TURNSTILE = ["turnstile", "sitekey=0x4AAAAAAAA", "pageurl=https://example.com/login"]
+CliEnv = dict[str, str | None]  # CliRunner's env: None unsets a variable
 
 
 @pytest.fixture
-def cli_env(redis_url: str, namespace: str) -> dict[str, str | None]:
+def cli_env(redis_url: str, namespace: str) -> CliEnv:
     return {"REDIS_URL": redis_url, "CAPTCHA_QUEUE_NAMESPACE": namespace, "CAPTCHAAI_KEY": None}
 
 
-def invoke(args: list[str], env: dict[str, str | None]) -> Result:
+def invoke(args: list[str], env: CliEnv) -> Result:
     return CliRunner().invoke(cli, args, env=env)
 
 
-def test_submit_prints_the_id_and_queues_the_task(redis_url: str, namespace: str, cli_env: dict) -> None:
+def test_submit_prints_the_id_and_queues_the_task(redis_url: str, namespace: str, cli_env: CliEnv) -> None:
     plain = invoke(["submit", *TURNSTILE, "--priority", "high"], cli_env)
     assert plain.exit_code == 0, plain.output
     task_id = plain.stdout.strip()
@@ -57,7 +58,9 @@ def test_submit_prints_the_id_and_queues_the_task(redis_url: str, namespace: str
     on_queue(redis_url, namespace, check)
 
 
-def test_submit_reads_files_as_base64(tmp_path: Path, redis_url: str, namespace: str, cli_env: dict) -> None:
+def test_submit_reads_files_as_base64(
+    tmp_path: Path, redis_url: str, namespace: str, cli_env: CliEnv
+) -> None:
     image = tmp_path / "captcha.png"
     image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
     result = invoke(["submit", "image", f"body=@{image}", "numeric=1"], cli_env)
@@ -70,12 +73,12 @@ def test_submit_reads_files_as_base64(tmp_path: Path, redis_url: str, namespace:
     on_queue(redis_url, namespace, check)
 
 
-def test_submit_with_an_idempotency_key_returns_the_same_id(cli_env: dict) -> None:
+def test_submit_with_an_idempotency_key_returns_the_same_id(cli_env: CliEnv) -> None:
     ids = {invoke(["submit", *TURNSTILE, "--idempotency-key", "order-17"], cli_env).stdout for _ in range(2)}
     assert len(ids) == 1
 
 
-def test_result_pending_done_failed_and_unknown(redis_url: str, namespace: str, cli_env: dict) -> None:
+def test_result_pending_done_failed_and_unknown(redis_url: str, namespace: str, cli_env: CliEnv) -> None:
     ok_id = invoke(["submit", *TURNSTILE], cli_env).stdout.strip()
     bad_id = invoke(["submit", *TURNSTILE, "--max-attempts", "1"], cli_env).stdout.strip()
 
@@ -111,7 +114,7 @@ def test_result_pending_done_failed_and_unknown(redis_url: str, namespace: str, 
 
 
 def test_wait_prints_each_result_and_reports_the_late_ones(
-    redis_url: str, namespace: str, cli_env: dict
+    redis_url: str, namespace: str, cli_env: CliEnv
 ) -> None:
     ids = [invoke(["submit", *TURNSTILE], cli_env).stdout.strip() for _ in range(3)]
 
@@ -133,7 +136,7 @@ def test_wait_prints_each_result_and_reports_the_late_ones(
     assert f"no result within 0.3 s for 1 task(s): {ids[2]}" in late.stderr
 
 
-def test_cancel_a_queued_task(cli_env: dict) -> None:
+def test_cancel_a_queued_task(cli_env: CliEnv) -> None:
     task_id = invoke(["submit", *TURNSTILE], cli_env).stdout.strip()
     cancelled = invoke(["cancel", task_id], cli_env)
     assert cancelled.exit_code == 0

@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from captcha_queue.keys import Keys
+from captcha_queue.queue_base import as_str
 from captcha_queue.worker.limiter import LimiterConfig, SlotLimiter, read_slot_state
 
 FAST = LimiterConfig(lease_s=30.0, retry_min_s=0.002, retry_max_s=0.02)
@@ -117,7 +118,13 @@ async def test_many_limiters_never_exceed_the_fleet_limit(pumps: Pumps) -> None:
 
 
 async def members(pumps: Pumps) -> set[str]:
-    return {m.decode() for m in await pumps.client.zrange(pumps.keys.slots("acct"), 0, -1)}
+    return {as_str(m) for m in await pumps.client.zrange(pumps.keys.slots("acct"), 0, -1)}
+
+
+async def effective_limit(pumps: Pumps) -> int:
+    effective = (await read_slot_state(pumps.client, pumps.keys, "acct")).effective
+    assert effective is not None, "the account has no effective limit in Redis"
+    return effective
 
 
 async def test_a_dead_holders_slots_stay_counted_until_their_solves_must_be_over(pumps: Pumps) -> None:
@@ -292,7 +299,7 @@ async def test_busy_lowers_the_fleet_limit_once_and_success_raises_it_back(pumps
     assert state.effective == 4  # halved once, not twice
     # Additive recovery: +2 (a quarter of 8) per interval with successful solves, up to 8.
     rounds = 0
-    while (await read_slot_state(pumps.client, pumps.keys, "acct")).effective < 8:
+    while await effective_limit(pumps) < 8:
         rounds += 1
         assert rounds < 200
         await first.acquire(f"s{rounds}", "tok")

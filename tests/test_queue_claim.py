@@ -12,8 +12,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from captcha_queue import AsyncCaptchaQueue, LeaseLost, TaskSpec, TransientError
+from captcha_queue.models import ParamValue
 
-RC = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
+RC: dict[str, ParamValue] = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
 
 
 @pytest.fixture

@@ -10,8 +10,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from captcha_queue import AsyncCaptchaQueue, Result, Solution, TaskCancelled, TaskSpec
+from captcha_queue.models import ParamValue
 
-RC = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
+RC: dict[str, ParamValue] = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
 
 
 @pytest.fixture
@@ -189,8 +190,11 @@ async def test_each_final_result_is_published_and_appended_to_the_stream(queue: 
         # The whole result travels with it, so waiters wake without reading it back.
         assert msgspec.json.decode(msgspec.json.encode(announced["result"]), type=Result) == result
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
-    [(_, fields)] = await queue.client.xrange(queue.keys.events)
+        await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis-py 8.2
+    entries = await queue.client.xrange(queue.keys.events)
+    assert entries is not None
+    [(_, fields)] = entries
+    assert fields is not None
     assert msgspec.json.decode(fields[b"result"], type=Result) == result
 
 
@@ -216,7 +220,7 @@ async def test_listen_from_now_yields_only_later_completions(queue: AsyncCaptcha
     await wait_until_blocked(queue.client)
     later = await finish_one(queue)
     assert await following == later
-    await events.aclose()  # type: ignore[attr-defined]
+    await events.aclose()
 
 
 async def test_listen_resumes_from_an_event_id_without_missing_any(queue: AsyncCaptchaQueue) -> None:
@@ -225,14 +229,14 @@ async def test_listen_resumes_from_an_event_id_without_missing_any(queue: AsyncC
     await finish_one(queue)
     events = queue.listen_events(from_id="0-0")
     seen = [await anext(events), await anext(events)]
-    await events.aclose()  # type: ignore[attr-defined]
+    await events.aclose()
     assert [r.id for _, r in seen] == ids[:2]
     # Two more finish while nobody listens; resuming from the last id seen misses none of them.
     await finish_one(queue)
     await finish_one(queue)
     resumed = queue.listen(from_id=seen[-1][0])
     later = [await anext(resumed), await anext(resumed)]
-    await resumed.aclose()  # type: ignore[attr-defined]
+    await resumed.aclose()
     assert [r.id for r in later] == ids[2:]
 
 

@@ -11,10 +11,11 @@ import pytest
 import redis.asyncio as aioredis
 from bench.chaos.proxy import FaultProxy
 
-from captcha_queue import AsyncCaptchaQueue, RedisUnavailable, ScriptError, TaskSpec
+from captcha_queue import AsyncCaptchaQueue, Claim, RedisUnavailable, ScriptError, TaskSpec
 from captcha_queue.connection import make_client
+from captcha_queue.models import ParamValue
 
-RC = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
+RC: dict[str, ParamValue] = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
 
 
 @pytest.fixture
@@ -96,7 +97,7 @@ async def test_a_list_full_of_garbage_is_worked_through_in_bounded_calls(queue: 
     await queue.client.rpush(queue.keys.queue("normal"), *[f"junk-{i}" for i in range(250)])
     good = await queue.submit("userrecaptcha", RC)
     calls = 0
-    claims = []
+    claims: list[Claim] = []
     while not claims:
         calls += 1
         assert calls <= 5, "the claim never got through the garbage"
@@ -137,7 +138,7 @@ async def test_malformed_results_and_events_are_skipped(queue: AsyncCaptchaQueue
     await queue.complete(claim, "t")
     events = queue.listen(from_id="0-0")
     first = await anext(events)
-    await events.aclose()  # type: ignore[attr-defined]
+    await events.aclose()
     assert first.id == task_id
 
 

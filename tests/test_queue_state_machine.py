@@ -28,6 +28,7 @@ from hypothesis.stateful import (
 
 from captcha_queue import CaptchaQueue, Claim, LeaseLost, Result, TaskCancelled
 from captcha_queue.models import PRIORITIES
+from captcha_queue.queue_base import as_str
 
 RC = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
 WORKERS = ("w1", "w2", "w3")
@@ -187,11 +188,11 @@ class QueueMachine(RuleBasedStateMachine):
     @invariant()
     def each_task_in_exactly_one_place(self) -> None:
         queued = Counter(
-            task_id.decode() for p in PRIORITIES for task_id in self.r.lrange(self.keys.queue(p), 0, -1)
+            as_str(task_id) for p in PRIORITIES for task_id in self.r.lrange(self.keys.queue(p), 0, -1)
         )
-        delayed = {m.decode() for m in self.r.zrange(self.keys.delayed, 0, -1)}
-        active = {m.decode() for m in self.r.zrange(self.keys.active, 0, -1)}
-        results = {k.decode() for k in self.r.hkeys(self.keys.results)}
+        delayed = {as_str(m) for m in self.r.zrange(self.keys.delayed, 0, -1)}
+        active = {as_str(m) for m in self.r.zrange(self.keys.active, 0, -1)}
+        results = {as_str(k) for k in self.r.hkeys(self.keys.results)}
         assert set(queued) | delayed | active | results <= set(self.submitted), "an unknown id appeared"
         for task_id in self.submitted:
             places = queued[task_id] + (task_id in delayed) + (task_id in active) + (task_id in results)
@@ -212,7 +213,12 @@ class QueueMachine(RuleBasedStateMachine):
     def final_results_are_written_once_and_never_change(self) -> None:
         for _task_id, raw in self.r.hgetall(self.keys.results).items():
             self._record_final(msgspec.json.decode(raw, type=Result))
-        announced = Counter(fields[b"id"].decode() for _, fields in self.r.xrange(self.keys.events))
+        entries = self.r.xrange(self.keys.events)
+        assert entries is not None
+        announced: Counter[str] = Counter()
+        for _, fields in entries:
+            assert fields is not None
+            announced[as_str(fields[b"id"])] += 1
         assert all(n == 1 for n in announced.values()), "a task was finished twice"
         assert set(announced) == set(self.finals)
 

@@ -13,8 +13,9 @@ import redis.asyncio as aioredis
 
 from captcha_queue import AsyncCaptchaQueue, InvalidTask, TaskSpec
 from captcha_queue.keys import Keys
+from captcha_queue.models import ParamValue
 
-RC = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
+RC: dict[str, ParamValue] = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
 
 
 def _nested(depth: int) -> dict[str, Any]:
@@ -179,6 +180,7 @@ async def test_stored_json_is_readable_and_carries_server_times(
 ) -> None:
     task_id = await queue.submit("userrecaptcha", RC, priority="high", metadata={"order": 7}, expires_in_s=60)
     raw = await redis_client.hget(queue.keys.tasks, task_id)
+    assert raw is not None
     stored = msgspec.json.decode(raw)
     seconds, _ = await redis_client.time()
     assert stored["id"] == task_id
@@ -199,5 +201,7 @@ async def test_aliases_are_applied_before_storing(
     queue: AsyncCaptchaQueue, redis_client: aioredis.Redis
 ) -> None:
     task_id = await queue.submit("userrecaptcha", {**RC, "user_agent": "Mozilla/5.0"})
-    stored = msgspec.json.decode(await redis_client.hget(queue.keys.tasks, task_id))
+    raw = await redis_client.hget(queue.keys.tasks, task_id)
+    assert raw is not None
+    stored = msgspec.json.decode(raw)
     assert stored["params"]["userAgent"] == "Mozilla/5.0"

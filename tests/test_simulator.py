@@ -471,7 +471,7 @@ async def test_latency_override_and_unsolvable_rate_are_seeded(http: aiohttp.Cli
         async with run_simulator(config) as sim:
             for _ in range(20):
                 await submit_json(http, sim, "turnstile")
-            await until(lambda sim=sim: sim.stats()["in_flight"] == 0)  # type: ignore[misc]
+            await until(lambda sim=sim: sim.stats()["in_flight"] == 0)
             outcomes.append((sim.stats()["solved"], sim.stats()["unsolvable"]))
     assert outcomes[0] == outcomes[1]
     assert 0 < outcomes[0][1] < 20

@@ -107,7 +107,8 @@ async def test_canary_echoed_by_a_hostile_server(
 
     async def echo(request: web.Request) -> web.Response:
         form = await request.post()
-        text = " ".join(f"{k}={v}" for k, v in form.items())
+        # A multipart part may arrive as bytes: echo every value as str() renders it.
+        text = " ".join(f"{k}={v!s}" for k, v in form.items())
         mode = request.match_info["mode"]
         if mode == "html":
             return web.Response(
@@ -116,9 +117,9 @@ async def test_canary_echoed_by_a_hostile_server(
         if mode == "json":
             return web.json_response({"status": 0, "request": "ERROR_SERVER_ERROR", "error_text": text})
         if mode == "code":
-            return web.Response(text=f"ERROR_{form.get('key')}")
+            return web.Response(text=f"ERROR_{form.get('key')!s}")
         if mode == "redirect":
-            raise web.HTTPFound(f"/elsewhere?key={form.get('key')}")
+            raise web.HTTPFound(f"/elsewhere?key={form.get('key')!s}")
         return web.Response(text=f"garbage {text}")
 
     app = web.Application()

@@ -10,8 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from captcha_queue import AsyncCaptchaQueue, CaptchaQueue, InvalidTask, RedisUnavailable, TaskSpec
+from captcha_queue.models import ParamValue
 
-RC = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
+RC: dict[str, ParamValue] = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
 
 
 @pytest.fixture

@@ -10,8 +10,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from captcha_queue import AsyncCaptchaQueue, Result, TaskSpec
+from captcha_queue.models import ParamValue
 
-RC = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
+RC: dict[str, ParamValue] = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
 
 
 @pytest.fixture
@@ -113,7 +114,7 @@ async def test_as_completed_yields_finished_ones_first_then_in_completion_order(
     await until(lambda: _async_len(seen, 1))
     for done, index in enumerate((3, 0, 1), start=2):
         await queue.complete(claims[index], "later")
-        await until(lambda n=done: _async_len(seen, n))  # type: ignore[misc]
+        await until(lambda n=done: _async_len(seen, n))
     await consumer
     assert seen == [ids[2], ids[3], ids[0], ids[1]]
 
@@ -155,13 +156,13 @@ async def test_a_waiter_woken_by_an_announcement_does_not_read_the_result_back(
     original = q.waiter.fetch
     first_check = asyncio.Event()
 
-    async def counting_fetch(tid: str) -> Result | None:
-        fetched.append(tid)
-        found = await original(tid)
+    async def counting_fetch(task_id: str) -> Result | None:
+        fetched.append(task_id)
+        found = await original(task_id)
         first_check.set()
         return found
 
-    q.waiter.fetch = counting_fetch  # type: ignore[method-assign]
+    q.waiter.fetch = counting_fetch  # type: ignore[method-assign]  # a spy on the real fetch
     waiter = asyncio.create_task(q.wait_result(task_id, timeout_s=10))
     await asyncio.wait_for(first_check.wait(), 5)  # subscribed, checked once, nothing yet
     [claim] = await q.claim("w", 1)

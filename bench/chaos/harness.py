@@ -483,7 +483,8 @@ class Rig:
         with contextlib.suppress(Exception):
             found["slots_held"] = int(await self.raw.zcard(self.keys.slots(ACCOUNT)))
         with contextlib.suppress(Exception):
-            slots = await self.raw.zrange(self.keys.slots(ACCOUNT), 0, 19, withscores=True)
+            # (member, score) pairs: redis-py types a zrange reply as one union for every option.
+            slots: Any = await self.raw.zrange(self.keys.slots(ACCOUNT), 0, 19, withscores=True)
             found["slots"] = {_s(member): int(score) for member, score in slots}  # ghosts start with '#'
             found["slot_limit"] = {
                 _s(k): _s(v) for k, v in (await self.raw.hgetall(self.keys.slot_limit(ACCOUNT))).items()

@@ -12,7 +12,7 @@ object), never by polling. ``CaptchaQueue`` (sync.py) is the blocking twin of th
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal
 
@@ -217,16 +217,16 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
         return True
 
     # -- every completion ----------------------------------------------------------------------
-    def listen(self, from_id: str | None = None) -> AsyncIterator[Result]:
+    def listen(self, from_id: str | None = None) -> AsyncGenerator[Result, None]:
         """Every final result as it is written, from the events stream (resumes after disconnects)."""
         return _results_only(listen_events(self.client, self.keys, from_id))
 
-    def listen_events(self, from_id: str | None = None) -> AsyncIterator[tuple[str, Result]]:
+    def listen_events(self, from_id: str | None = None) -> AsyncGenerator[tuple[str, Result], None]:
         """Like ``listen``, with each result's stream id: pass the last one as ``from_id`` to resume."""
         return listen_events(self.client, self.keys, from_id)
 
 
-async def _results_only(events: AsyncIterator[tuple[str, Result]]) -> AsyncIterator[Result]:
+async def _results_only(events: AsyncIterator[tuple[str, Result]]) -> AsyncGenerator[Result, None]:
     try:
         async for _event_id, result in events:
             yield result

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -282,7 +282,7 @@ async def _last_event_id(client: aioredis.Redis, stream: str) -> str:
 
 async def listen_events(
     client: aioredis.Redis, keys: Keys, from_id: str | None = None
-) -> AsyncIterator[tuple[str, Result]]:
+) -> AsyncGenerator[tuple[str, Result], None]:
     """Every final result as (event id, Result), from the entry after ``from_id`` (None: from now).
 
     A broken connection is retried with backoff, resuming after the last entry yielded; after
