@@ -59,11 +59,11 @@ test-lowest: $(UV)
 check: lint typecheck pytest package-check
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict src/ tests/ bench/
+	$(BIN)/mypy --strict src/ tests/ bench/ tools/
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest --cov=captcha_queue --cov-report=term:skip-covered --cov-fail-under=$(COV_FLOOR) $(PYTEST_ARGS)

@@ -1,7 +1,7 @@
 """Print uv.lock's pins of everything except the runtime dependencies, as pip constraints.
 
-`make test-lowest` installs the runtime dependencies at their floors (what users may have) while the test tools
-stay at their locked versions (what the suite is written for): this script gives uv the second half.
+`make test-lowest` installs the runtime dependencies at their floors (what users may have) while the test
+tools stay at their locked versions (what the suite is written for): this script gives uv the second half.
 Reads `uv export` output on stdin.
 """
 
