@@ -26,7 +26,7 @@ from .queue_admin import AdminAPI
 from .queue_base import QueueConfig, as_str
 from .scripts import Code
 from .submission import PreparedTask, new_ids, prepare, prepare_entry
-from .waiting import ResultWaiter, listen_events
+from .waiting import ResultWaiter, check_event_id, listen_events
 from .worker_api import WorkerAPI
 
 __all__ = ["AsyncCaptchaQueue", "QueueConfig", "TaskStatus"]
@@ -218,11 +218,14 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
 
     # -- every completion ----------------------------------------------------------------------
     def listen(self, from_id: str | None = None) -> AsyncIterator[Result]:
-        """Every final result as it is written, from the events stream (resumes after disconnects)."""
+        """Every final result as it is written, from the events stream (resumes after disconnects).
+        InvalidArgument at once for a malformed ``from_id``."""
+        check_event_id(from_id)
         return _results_only(listen_events(self.client, self.keys, from_id))
 
     def listen_events(self, from_id: str | None = None) -> AsyncIterator[tuple[str, Result]]:
         """Like ``listen``, with each result's stream id: pass the last one as ``from_id`` to resume."""
+        check_event_id(from_id)
         return listen_events(self.client, self.keys, from_id)
 
 
