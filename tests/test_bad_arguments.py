@@ -1,12 +1,12 @@
 """Bad arguments to the library: a typed InvalidArgument, raised before anything is written.
 
-Malformed namespaces (a trailing newline included) and account names that would collide with
-another account's keys.
+NaN and infinities in every public number of seconds, malformed namespaces (a trailing newline
+included) and account names that would collide with another account's keys.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -14,8 +14,10 @@ import redis.asyncio as aioredis
 
 from captcha_queue import AsyncCaptchaQueue, CaptchaQueueError, InvalidArgument
 from captcha_queue.keys import Keys, validate_account, validate_namespace
+from captcha_queue.queue_base import QueueConfig
 
 RC = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
+NON_FINITE = [float("nan"), float("inf"), float("-inf")]
 
 
 @pytest.fixture
@@ -34,6 +36,44 @@ async def snapshot(client: aioredis.Redis, namespace: str) -> dict[bytes, Any]:
 def test_invalid_argument_is_ours_and_still_a_value_error() -> None:
     assert issubclass(InvalidArgument, CaptchaQueueError)
     assert issubclass(InvalidArgument, ValueError)  # what these checks raised before they were typed
+
+
+# -- NaN and infinities -------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("bad", NON_FINITE)
+async def test_non_finite_seconds_are_refused_and_nothing_is_written(
+    queue: AsyncCaptchaQueue, redis_client: aioredis.Redis, namespace: str, bad: float
+) -> None:
+    task_id = await queue.submit("userrecaptcha", RC)
+    (claim,) = await queue.claim("w", 1, block_s=0)
+    before = await snapshot(redis_client, namespace)
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "timeout_s": lambda: queue.wait_result(task_id, timeout_s=bad),
+        "lease_s": lambda: queue.claim("w", 1, lease_s=bad, block_s=0),
+        "block_s": lambda: queue.claim("w", 1, block_s=bad),
+        "retry_in_s": lambda: queue.fail(claim, "ERROR_X", retry_in_s=bad),
+    }
+    for field, call in calls.items():
+        with pytest.raises(InvalidArgument) as info:
+            await call()
+        assert info.value.field == field
+    with pytest.raises(InvalidArgument, match="lease_s"):
+        await queue.renew([claim], lease_s=bad)
+    with pytest.raises(InvalidArgument, match="timeout_s"):
+        queue.as_completed([task_id], timeout_s=bad)
+    assert await snapshot(redis_client, namespace) == before
+    assert await queue.status(task_id) == "active"  # the claim is untouched
+
+
+@pytest.mark.parametrize("bad", NON_FINITE)
+@pytest.mark.parametrize("name", ["result_ttl_s", "dead_ttl_s"])
+def test_non_finite_ttls_are_refused(redis_client: aioredis.Redis, name: str, bad: float) -> None:
+    with pytest.raises(InvalidArgument, match=name):
+        QueueConfig(**{name: bad})
+    with pytest.raises(InvalidArgument, match=name):
+        AsyncCaptchaQueue(redis_client, **{name: bad})
 
 
 # -- namespaces and accounts --------------------------------------------------------------------------
