@@ -20,7 +20,7 @@ from ..errors import TaskNotFound
 from ..keys import validate_account
 from ..models import PRIORITIES, DeadLetter, Result, Stats
 from ..waiting import check_event_id
-from . import fleet
+from . import doctor_cmd, fleet
 from .app import FiniteFloat, checked, cli, connection_options, echo_json, get_settings, open_queue, run
 
 if TYPE_CHECKING:
@@ -141,6 +141,8 @@ def stats_cmd(watch: bool, interval_s: float, count: int | None, account: str, a
 
     async def go() -> None:
         async with open_queue(settings) as q:
+            for warning in await doctor_cmd.warnings(q.client):
+                click.echo(f"warning: Redis {warning} (see `captcha-queue doctor`)", err=True)
             if not watch:
                 stats, pause, now_ms = await snapshot(q)
                 if as_json:
