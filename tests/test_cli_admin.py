@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -258,3 +259,42 @@ def test_connection_flags_on_the_subcommand(redis_url: str, namespace: str) -> N
     stats = invoke(["stats", "--json", "--redis-url", redis_url, "--namespace", namespace], env)
     doc = json.loads(stats.stdout)
     assert doc["queued"]["normal"] == 1
+
+
+# -- bad input ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_stats_watch_with_a_nan_interval_is_refused_at_once(subprocess_env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "captcha_queue", "stats", "--watch", "--interval", "nan"],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "error: Invalid value for '--interval': 'nan' is not a finite number. "
+        "(see 'captcha-queue stats --help')"
+    ]
+
+
+@pytest.mark.timeout(30)
+def test_listen_from_a_malformed_id_exits_at_once_instead_of_looping(subprocess_env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "captcha_queue", "listen", "--from", "bogus"],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "Invalid stream ID" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: Invalid value for '--from': from_id 'bogus' is not an event id "
+        "(like 1795915811595-0; 0: the oldest kept) (see 'captcha-queue listen --help')"
+    ]

@@ -13,10 +13,12 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
 from captcha_queue.cli import cli
+from captcha_queue.cli.app import FiniteFloat
 from captcha_queue.cli.config import Settings
 from captcha_queue.errors import ConfigError
 from captcha_queue.methods import KNOWN_METHODS
@@ -257,3 +259,133 @@ def test_a_refusing_redis_is_one_line(redis_url: str) -> None:
     line = one_error_line(result)
     assert line.startswith(f"error: Redis at {wrong_db} refused the connection: ")
     assert "DB index is out of range" in line
+
+
+# -- bad input: one line, exit 2, before anything runs ---------------------------------------------------
+
+
+def _float_options() -> list[tuple[list[str], click.Option]]:
+    """Every float option of every command, with the command's path under the root."""
+    found: list[tuple[list[str], click.Option]] = []
+
+    def walk(command: click.Command, path: list[str]) -> None:
+        for param in command.params:
+            if isinstance(param, click.Option) and isinstance(param.type, click.types.FloatParamType):
+                found.append((path, param))
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                walk(sub, [*path, name])
+
+    walk(cli, [])
+    return found
+
+
+# Required arguments per command, so that only the float option can be wrong.
+_ARGS = {"submit": ["turnstile", "sitekey=x", "pageurl=https://e.com"], "wait": ["some-id"]}
+
+
+def test_every_float_option_refuses_nan_and_infinity() -> None:
+    options = _float_options()
+    assert len(options) >= 20  # submit, wait, stats, pause, worker, simulator, demo
+    for path, option in options:
+        assert isinstance(option.type, FiniteFloat), f"{' '.join(path)} {option.opts[0]} takes NaN"
+    url = f"redis://127.0.0.1:{closed_port()}/0"
+    for path, option in options:
+        for bad in ("nan", "inf", "-inf", "NaN"):
+            args = [*path, *_ARGS.get(path[0], []), option.opts[0], bad]
+            result = invoke(args, {"REDIS_URL": url})
+            assert result.exit_code == 2, (args, result.output)
+            line = one_error_line(result)
+            assert f"Invalid value for '{option.opts[0]}'" in line, line
+            assert "is not a finite number" in line, line
+
+
+def test_finite_float_keeps_its_range_and_its_help() -> None:
+    assert FiniteFloat(min=0, min_open=True).convert("0.5", None, None) == 0.5
+    with pytest.raises(click.BadParameter, match="not in the range"):
+        FiniteFloat(min=0, min_open=True).convert("0", None, None)
+    timeout = invoke(["submit", "--help"])
+    assert "FLOAT" in timeout.stdout
+    assert "x>0" in timeout.stdout
+
+
+@pytest.mark.parametrize("bad", ["bogus", "1-2-3", "$", "18446744073709551616"])
+def test_listen_from_a_malformed_id_is_one_line_and_exit_2(bad: str) -> None:
+    # Redis is down: the id is refused before any connection is tried.
+    result = invoke(["listen", "--from", bad], {"REDIS_URL": f"redis://127.0.0.1:{closed_port()}/0"})
+    assert result.exit_code == 2, result.output
+    line = one_error_line(result)
+    assert line.startswith("error: Invalid value for '--from': ")
+    assert "is not an event id" in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["stats", "--account", "a:limit"],
+        ["stats", "--account", "a b"],
+        ["worker", "--account", "a:b", "--solver", "instant"],
+    ],
+)
+def test_a_bad_account_name_is_one_line_and_exit_2(args: list[str]) -> None:
+    result = invoke(args, {"REDIS_URL": f"redis://127.0.0.1:{closed_port()}/0"})
+    assert result.exit_code == 2, result.output
+    line = one_error_line(result)
+    assert line.startswith("error: Invalid value for '--account': account ")
+    assert "letters, digits, '_', '.', '-'" in line
+
+
+BAD_TEXT = os.fsdecode(b"\xff")  # what Python makes of a non-UTF-8 argv byte: '\udcff'
+
+
+@pytest.mark.parametrize(
+    ("args", "where"),
+    [
+        (["result", BAD_TEXT], "'ID'"),
+        (["cancel", "ok-id", BAD_TEXT], "'ID...'"),
+        (["wait", BAD_TEXT, "--timeout", "1"], "'ID...'"),
+        (["dlq", "show", BAD_TEXT], "'ID'"),
+        (["dlq", "requeue", BAD_TEXT], "'[ID]...'"),
+        (["submit", BAD_TEXT], "'METHOD'"),
+        (["submit", "turnstile", f"sitekey={BAD_TEXT}", "pageurl=https://e.com"], "'KEY=VALUE...'"),
+        (
+            ["submit", *["turnstile", "sitekey=x", "pageurl=https://e.com"], "--idempotency-key", BAD_TEXT],
+            "'--idempotency-key'",
+        ),
+        (["pause", "--reason", BAD_TEXT], "'--reason'"),
+        (["stats", "--account", BAD_TEXT], "'--account'"),
+        (["listen", "--from", BAD_TEXT], "'--from'"),
+        (["stats", "--redis-url", f"redis://{BAD_TEXT}"], "'--redis-url'"),
+        (["--redis-url", f"redis://{BAD_TEXT}", "stats"], "'--redis-url'"),
+        (["--captchaai-url", f"http://{BAD_TEXT}", "account"], "'--captchaai-url'"),
+    ],
+)
+def test_non_utf8_arguments_are_one_line_and_exit_2(args: list[str], where: str) -> None:
+    result = invoke(args, {"REDIS_URL": f"redis://127.0.0.1:{closed_port()}/0"})
+    assert result.exit_code == 2, result.output
+    line = one_error_line(result)
+    assert line.startswith(f"error: Invalid value for {where}: "), line
+    assert "\\udcff" in line  # shown escaped, never written raw
+
+
+@pytest.mark.parametrize(("command", "metavar"), [("result", "ID"), ("cancel", "ID...")])
+def test_subprocess_non_utf8_id_is_one_line_and_exit_2(redis_url: str, command: str, metavar: str) -> None:
+    done = run_cli([command, BAD_TEXT], {"REDIS_URL": redis_url})  # argv carries the byte 0xff
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: Invalid value for '{metavar}': '\\udcff' is not valid UTF-8 "
+        f"(see 'captcha-queue {command} --help')"
+    ]
+
+
+def test_usage_errors_are_one_line_too() -> None:
+    for args in (
+        ["submit"],
+        ["nosuchcommand"],
+        ["submit", "image", "--priority", "urgent"],
+        ["dlq", "requeue"],
+    ):
+        result = invoke(args)
+        assert result.exit_code == 2
+        assert one_error_line(result).endswith("--help')")

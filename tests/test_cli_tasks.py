@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import TypeVar
@@ -173,3 +174,28 @@ def test_submit_wait_as_a_subprocess(
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert out.decode().strip() == "SOLVED-BY-TEST"
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+def test_submit_wait_with_a_non_finite_timeout_writes_nothing(
+    redis_url: str, namespace: str, cli_env: CliEnv, subprocess_env: dict[str, str], bad: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "captcha_queue", "submit", *TURNSTILE, "--timeout", bad, "--wait"],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: Invalid value for '--timeout': '{bad}' is not a finite number. "
+        "(see 'captcha-queue submit --help')"
+    ]
+
+    async def count(q: AsyncCaptchaQueue) -> int:
+        return len([key async for key in q.client.scan_iter(match="{" + namespace + "}*")])
+
+    assert on_queue(redis_url, namespace, count) == 0  # no task was written

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
-from captcha_queue import AsyncCaptchaQueue, Result, TaskSpec
+from captcha_queue import AsyncCaptchaQueue, CaptchaQueue, InvalidArgument, Result, TaskSpec
 from captcha_queue.models import ParamValue
+from captcha_queue.waiting import check_event_id, listen_events
 
 RC: dict[str, ParamValue] = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
 
@@ -172,3 +175,73 @@ async def test_a_waiter_woken_by_an_announcement_does_not_read_the_result_back(
     assert result.solution is not None
     assert result.solution.text == "token"
     assert fetched == [task_id]  # woken with the result in hand: no second read
+
+
+# -- listen: a malformed from_id ----------------------------------------------------------------------
+
+BAD_EVENT_IDS = [
+    "bogus",
+    "",
+    "1-2-3",
+    "-1",
+    "1-",
+    "1.5",
+    " 1",
+    "1\n",
+    "$",
+    "٣",
+    "18446744073709551616-0",
+    "0-18446744073709551616",
+]
+GOOD_EVENT_IDS = ["0", "0-0", "1795915811595-0", "1795915811595", "18446744073709551615-18446744073709551615"]
+
+
+def closed_url() -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("bad", BAD_EVENT_IDS)
+async def test_listen_refuses_a_malformed_from_id_at_once_without_redis(bad: str) -> None:
+    # Redis is not there: a check that needed it would raise RedisUnavailable (or retry) instead.
+    async with AsyncCaptchaQueue.from_url(closed_url()) as q:
+        with pytest.raises(InvalidArgument) as info:
+            q.listen(from_id=bad)
+        assert info.value.field == "from_id"
+        with pytest.raises(InvalidArgument):
+            q.listen_events(from_id=bad)
+        with pytest.raises(InvalidArgument):
+            await anext(listen_events(q.client, q.keys, bad))
+
+
+@pytest.mark.timeout(10)
+def test_the_blocking_listen_refuses_a_malformed_from_id_at_once() -> None:
+    with CaptchaQueue.from_url(closed_url()) as q, pytest.raises(InvalidArgument):
+        q.listen(from_id="bogus")
+
+
+async def test_the_event_id_check_agrees_with_redis(queue: AsyncCaptchaQueue) -> None:
+    for good in GOOD_EVENT_IDS:
+        assert check_event_id(good) == good
+        await queue.client.xread({queue.keys.events: good}, count=1)  # Redis takes it
+    for bad in BAD_EVENT_IDS:
+        # Redis takes these two, but they are refused here: "$" means "from now", which None says (and
+        # None resumes correctly after a reconnect); " 1" is no id the stream ever hands out.
+        if bad in ("$", " 1"):
+            continue
+        with pytest.raises(ResponseError, match="Invalid stream ID"):
+            await queue.client.xread({queue.keys.events: bad}, count=1)
+
+
+async def test_listen_from_a_valid_id_still_replays(queue: AsyncCaptchaQueue) -> None:
+    task_id = await queue.submit("userrecaptcha", RC)
+    await finish(queue)
+    events = queue.listen_events(from_id="0")
+    try:
+        event_id, result = await asyncio.wait_for(anext(events), 5)
+    finally:
+        await events.aclose()
+    assert result.id == task_id
+    assert check_event_id(event_id) == event_id

@@ -4,6 +4,7 @@
     ├── ConfigError                 bad or missing configuration (CAPTCHAAI_KEY unset, bad URL, ...)
     ├── RedisUnavailable            Redis cannot be reached, or the connection was lost mid-call
     ├── ServerVersionError          the Redis server is too old (Redis >= 7.0 or Valkey >= 7.2 needed)
+    ├── InvalidArgument             a bad argument (NaN/inf, a bad name or event id); nothing done (.field)
     ├── InvalidTask                 a submission failed validation; nothing was written (.field)
     ├── TaskNotFound                no task (or dead letter) with that id
     ├── LeaseLost                   fencing: this worker no longer holds the task's lease
@@ -27,6 +28,7 @@ __all__ = [
     "AccountError",
     "CaptchaQueueError",
     "ConfigError",
+    "InvalidArgument",
     "InvalidTask",
     "LeaseLost",
     "RedisCommandError",
@@ -57,6 +59,16 @@ class RedisUnavailable(CaptchaQueueError):
 
 class ServerVersionError(CaptchaQueueError):
     """The Redis server lacks what captcha-queue needs."""
+
+
+class InvalidArgument(CaptchaQueueError, ValueError):
+    """An argument was refused before anything was done: a NaN or infinite number of seconds, a
+    malformed namespace or account name, a malformed event id. Also a ValueError, which is what
+    these checks raised before they were typed."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class InvalidTask(CaptchaQueueError):

@@ -9,20 +9,37 @@ index reaped by the scripts), not in per-task keys, so a script never needs a ke
 from __future__ import annotations
 
 import re
+import reprlib
 from dataclasses import dataclass, field
 
-__all__ = ["Keys", "validate_namespace"]
+from .errors import InvalidArgument
 
-_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+__all__ = ["Keys", "validate_account", "validate_namespace"]
+
+_NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+# No ':' in an account name: "a:limit" would name account a's limit key.
+_ACCOUNT_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def validate_namespace(namespace: str) -> str:
-    """Return ``namespace`` if it is usable inside a hash tag, else raise ValueError."""
-    if not _NAMESPACE_RE.match(namespace):
-        raise ValueError(
-            f"namespace {namespace!r} must be 1-64 characters of letters, digits, '_', '.', ':', '-'"
+    """Return ``namespace`` if it is usable inside a hash tag, else raise InvalidArgument."""
+    if not isinstance(namespace, str) or not _NAMESPACE_RE.fullmatch(namespace):
+        raise InvalidArgument(
+            f"namespace {reprlib.repr(namespace)} must be 1-64 characters of "
+            "letters, digits, '_', '.', ':', '-'",
+            field="namespace",
         )
     return namespace
+
+
+def validate_account(account: str) -> str:
+    """Return ``account`` if it can name a solver account's keys, else raise InvalidArgument."""
+    if not isinstance(account, str) or not _ACCOUNT_RE.fullmatch(account):
+        raise InvalidArgument(
+            f"account {reprlib.repr(account)} must be 1-64 characters of letters, digits, '_', '.', '-'",
+            field="account",
+        )
+    return account
 
 
 @dataclass(frozen=True)
@@ -156,12 +173,12 @@ class Keys:
 
     def slots(self, account: str) -> str:
         """ZSET slot holder -> lease deadline (ms): solver slots in use on one account."""
-        return self._k(f"slots:{account}")
+        return self._k(f"slots:{validate_account(account)}")
 
     def slot_limit(self, account: str) -> str:
         """HASH: configured, effective (after back-off) limit, and when it last changed."""
-        return self._k(f"slots:{account}:limit")
+        return self._k(f"slots:{validate_account(account)}:limit")
 
     def slot_owners(self, account: str) -> str:
         """HASH slot holder -> lease token of the claim holding it (fencing for slot release)."""
-        return self._k(f"slots:{account}:owners")
+        return self._k(f"slots:{validate_account(account)}:owners")

@@ -23,10 +23,10 @@ from .connection import make_client, redis_errors_async
 from .errors import InvalidTask
 from .models import Result, TaskSpec
 from .queue_admin import AdminAPI
-from .queue_base import QueueConfig, as_str
+from .queue_base import QueueConfig, as_str, check_seconds
 from .scripts import Code
 from .submission import PreparedTask, new_ids, prepare, prepare_entry
-from .waiting import ResultWaiter, listen_events
+from .waiting import ResultWaiter, check_event_id, listen_events
 from .worker_api import WorkerAPI
 
 __all__ = ["AsyncCaptchaQueue", "QueueConfig", "TaskStatus"]
@@ -184,10 +184,14 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
 
         A result that finished before the call is returned at once. RedisUnavailable if Redis cannot
         be reached (a short outage during the wait is ridden out: the subscription reconnects)."""
+        if timeout_s is not None:
+            check_seconds("timeout_s", timeout_s)
         return await self.waiter.wait(task_id, timeout_s)
 
     def as_completed(self, task_ids: Iterable[str], timeout_s: float | None = None) -> AsyncIterator[Result]:
         """Results in the order they finish; stops (without raising) when ``timeout_s`` passes."""
+        if timeout_s is not None:
+            check_seconds("timeout_s", timeout_s)
         return self.waiter.as_completed(list(task_ids), timeout_s)
 
     async def status(self, task_id: str) -> TaskStatus | None:
@@ -218,11 +222,14 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
 
     # -- every completion ----------------------------------------------------------------------
     def listen(self, from_id: str | None = None) -> AsyncGenerator[Result, None]:
-        """Every final result as it is written, from the events stream (resumes after disconnects)."""
+        """Every final result as it is written, from the events stream (resumes after disconnects).
+        InvalidArgument at once for a malformed ``from_id``."""
+        check_event_id(from_id)
         return _results_only(listen_events(self.client, self.keys, from_id))
 
     def listen_events(self, from_id: str | None = None) -> AsyncGenerator[tuple[str, Result], None]:
         """Like ``listen``, with each result's stream id: pass the last one as ``from_id`` to resume."""
+        check_event_id(from_id)
         return listen_events(self.client, self.keys, from_id)
 
 

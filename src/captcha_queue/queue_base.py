@@ -9,6 +9,7 @@ called by SHA with the standard KEYS layout (``Keys.script_keys``) and the stand
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -18,12 +19,12 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
 from .connection import redis_errors_async
-from .errors import ScriptError
+from .errors import InvalidArgument, ScriptError
 from .keys import Keys
 from .models import Attempt, DeadLetter, Result, Task
 from .scripts import Code, Scripts, load_scripts, raise_for_code
 
-__all__ = ["QueueConfig", "QueueCore", "as_str", "decode_lenient"]
+__all__ = ["QueueConfig", "QueueCore", "as_str", "check_seconds", "decode_lenient"]
 
 log = logging.getLogger("captcha_queue.queue")
 T = TypeVar("T")
@@ -67,12 +68,22 @@ class QueueConfig:
     submit_chunk: int = 1000
 
     def __post_init__(self) -> None:
+        check_seconds("result_ttl_s", self.result_ttl_s)
+        check_seconds("dead_ttl_s", self.dead_ttl_s)
         if self.result_ttl_s <= 0 or self.dead_ttl_s <= 0:
-            raise ValueError("result_ttl_s and dead_ttl_s must be positive")
+            raise InvalidArgument("result_ttl_s and dead_ttl_s must be positive")
         if self.events_maxlen < 1 or self.max_payload_bytes < 1:
             raise ValueError("events_maxlen and max_payload_bytes must be positive")
         if self.maintenance_batch < 1 or self.submit_chunk < 1:
             raise ValueError("maintenance_batch and submit_chunk must be positive")
+
+
+def check_seconds(name: str, value: object) -> float:
+    """``value`` as a finite number of seconds; InvalidArgument (naming ``name``) for NaN, an
+    infinity or anything that is not a number (range checks are the caller's)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidArgument(f"{name} must be a finite number of seconds, got {value!r}", field=name)
+    return float(value)
 
 
 def decode_lenient(decoder: msgspec.json.Decoder[T], raw: Any) -> T:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import reprlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from typing import Any
@@ -26,12 +28,12 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from .connection import BLOCK_MAX_S, redis_errors_async
-from .errors import RedisUnavailable
+from .errors import InvalidArgument, RedisUnavailable
 from .keys import Keys
 from .models import Result
 from .queue_base import decode_result
 
-__all__ = ["RECONNECT_GIVE_UP_S", "ResultWaiter", "listen_events"]
+__all__ = ["RECONNECT_GIVE_UP_S", "ResultWaiter", "check_event_id", "listen_events"]
 
 log = logging.getLogger("captcha_queue.waiting")
 
@@ -39,6 +41,8 @@ log = logging.getLogger("captcha_queue.waiting")
 RECONNECT_GIVE_UP_S = 30.0
 _CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 _HMGET_CHUNK = 1000
+# A stream id as XREAD takes it: "<ms>-<seq>" or "<ms>", each part at most 2**64 - 1.
+_EVENT_ID_RE = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
 
 _result_decoder = msgspec.json.Decoder(Result)
 
@@ -280,6 +284,20 @@ async def _last_event_id(client: aioredis.Redis, stream: str) -> str:
     return raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
 
 
+def check_event_id(from_id: str | None) -> str | None:
+    """``from_id`` if it is an event id ``listen_events`` can resume after (None: from now), else
+    InvalidArgument. Checked before any Redis call: Redis would refuse it on every read."""
+    if from_id is None:
+        return None
+    match = _EVENT_ID_RE.fullmatch(from_id) if isinstance(from_id, str) else None
+    if match is None or any(int(part) >= 2**64 for part in match.groups() if part is not None):
+        raise InvalidArgument(
+            f"from_id {reprlib.repr(from_id)} is not an event id (like 1795915811595-0; 0: the oldest kept)",
+            field="from_id",
+        )
+    return from_id
+
+
 async def listen_events(
     client: aioredis.Redis, keys: Keys, from_id: str | None = None
 ) -> AsyncGenerator[tuple[str, Result], None]:
@@ -287,8 +305,10 @@ async def listen_events(
 
     A broken connection is retried with backoff, resuming after the last entry yielded; after
     ``RECONNECT_GIVE_UP_S`` without success RedisUnavailable is raised. Entries already trimmed from
-    the capped stream (``QueueConfig.events_maxlen``) cannot be replayed.
+    the capped stream (``QueueConfig.events_maxlen``) cannot be replayed. A malformed ``from_id`` is
+    InvalidArgument.
     """
+    check_event_id(from_id)
     last_id = from_id if from_id is not None else await _last_event_id(client, keys.events)
     backoff_s = 0.05
     down_since: float | None = None

@@ -18,9 +18,9 @@ import msgspec
 from redis.exceptions import ResponseError
 
 from .connection import BLOCK_MAX_S, redis_errors_async
-from .errors import ScriptError, SolverError
+from .errors import InvalidArgument, ScriptError, SolverError
 from .models import Claim, RenewOutcome, Result, Solution
-from .queue_base import QueueCore, as_str, log
+from .queue_base import QueueCore, as_str, check_seconds, log
 from .scripts import Code
 
 __all__ = ["MIN_BLOCK_S", "WorkerAPI"]
@@ -32,8 +32,8 @@ _solution_encoder = msgspec.json.Encoder()
 
 
 def _lease_ms(lease_s: float) -> int:
-    if not lease_s > 0:
-        raise ValueError(f"lease_s must be positive, got {lease_s!r}")
+    if not check_seconds("lease_s", lease_s) > 0:
+        raise InvalidArgument(f"lease_s must be positive, got {lease_s!r}", field="lease_s")
     return max(1, round(lease_s * 1000))
 
 
@@ -68,7 +68,7 @@ class WorkerAPI(QueueCore):
         if count < 1:
             raise ValueError(f"count must be at least 1, got {count}")
         lease_ms = _lease_ms(lease_s)
-        deadline = time.monotonic() + max(0.0, block_s)
+        deadline = time.monotonic() + max(0.0, check_seconds("block_s", block_s))
         while True:
             reply = await self._script(
                 "claimTasks",
@@ -202,7 +202,9 @@ class WorkerAPI(QueueCore):
         ("max_attempts") and finished "error". Without ``retry_in_s``: finished "error" at once.
         """
         code, text = _error_fields(error, message)
-        retry = "" if retry_in_s is None else str(max(0, round(retry_in_s * 1000)))
+        retry = (
+            "" if retry_in_s is None else str(max(0, round(check_seconds("retry_in_s", retry_in_s) * 1000)))
+        )
         reply = await self._script("failTask", claim.task.id, claim.lease_token, code, text, retry)
         if int(reply[0]) == Code.RETRY_SCHEDULED:
             return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import (  # noqa: F401  (registers their commands)
     admin_cmds,
     demo_cmd,
+    doctor_cmd,
     server_cmds,
     simulator_cmd,
     task_cmds,

@@ -17,9 +17,11 @@ from rich.markup import escape as esc
 from rich.table import Table
 
 from ..errors import TaskNotFound
+from ..keys import validate_account
 from ..models import PRIORITIES, DeadLetter, Result, Stats
-from . import fleet
-from .app import cli, connection_options, echo_json, get_settings, open_queue, run
+from ..waiting import check_event_id
+from . import doctor_cmd, fleet
+from .app import FiniteFloat, checked, cli, connection_options, echo_json, get_settings, open_queue, run
 
 if TYPE_CHECKING:
     from ..queue import AsyncCaptchaQueue
@@ -112,7 +114,7 @@ def _stats_doc(stats: Stats, pause: fleet.Pause | None, now_ms: int) -> dict[str
 @click.option(
     "--interval",
     "interval_s",
-    type=click.FloatRange(min=0.05),
+    type=FiniteFloat(min=0.05),
     default=1.0,
     show_default=True,
     help="Seconds between refreshes with --watch.",
@@ -120,7 +122,13 @@ def _stats_doc(stats: Stats, pause: fleet.Pause | None, now_ms: int) -> dict[str
 @click.option(
     "--count", type=click.IntRange(min=1), default=None, help="With --watch: stop after N refreshes."
 )
-@click.option("--account", default="default", show_default=True, help="Whose solver slots to count.")
+@click.option(
+    "--account",
+    default="default",
+    show_default=True,
+    callback=checked(validate_account),
+    help="Whose solver slots to count.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document (one per refresh with --watch).")
 def stats_cmd(watch: bool, interval_s: float, count: int | None, account: str, as_json: bool) -> None:
     """Queued per priority, delayed, in flight, finished counts, workers, pause, solver slots."""
@@ -133,6 +141,8 @@ def stats_cmd(watch: bool, interval_s: float, count: int | None, account: str, a
 
     async def go() -> None:
         async with open_queue(settings) as q:
+            for warning in await doctor_cmd.warnings(q.client):
+                click.echo(f"warning: Redis {warning} (see `captcha-queue doctor`)", err=True)
             if not watch:
                 stats, pause, now_ms = await snapshot(q)
                 if as_json:
@@ -280,7 +290,7 @@ def _or_dash(value: int | None) -> str:
 @click.option(
     "--for",
     "for_s",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     default=None,
     help="Seconds until the pause ends by itself (default: until `resume`).",
 )
@@ -473,6 +483,7 @@ def _listen_line(result: Result) -> str:
     "from_id",
     default=None,
     metavar="EVENT_ID",
+    callback=checked(check_event_id),
     help="Start after this event id (JSON lines carry one; 0: from the oldest kept). Default: from now.",
 )
 @click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N completions.")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import reprlib
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ import click
 import msgspec
 import redis
 
-from ..errors import CaptchaQueueError, ConfigError, RedisCommandError, RedisUnavailable
+from ..errors import CaptchaQueueError, ConfigError, InvalidArgument, RedisCommandError, RedisUnavailable
 from ..redis_server import redact_url
 from .config import ENV_CAPTCHAAI_KEY, Settings
 
@@ -32,8 +34,11 @@ __all__ = [
     "EXIT_ERROR",
     "EXIT_NOT_OK",
     "EXIT_TIMEOUT",
+    "CliCommand",
     "CliGroup",
     "CliState",
+    "FiniteFloat",
+    "checked",
     "cli",
     "connection_options",
     "echo_json",
@@ -52,25 +57,99 @@ EXIT_NOT_OK = 3  # the task finished, but not with a solution (error, cancelled,
 EXIT_TIMEOUT = 4  # no result within --timeout (the task may still finish)
 
 
+class CliCommand(click.Command):
+    """A command that refuses arguments that are not valid UTF-8 before it runs."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        _check_utf8(ctx)
+        return super().invoke(ctx)
+
+
 class CliGroup(click.Group):
-    """A group whose errors are one readable line and a non-zero exit (a traceback with --debug)."""
+    """A group whose errors are one readable line and a non-zero exit (a traceback with --debug):
+    a usage error (a bad option or argument) exits 2, as in click, every other error 1."""
+
+    command_class = CliCommand
+    group_class = type  # subgroups (dlq) are CliGroups too
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
+            _check_utf8(ctx)
             return super().invoke(ctx)
         except CaptchaQueueError as exc:
             if ctx.find_root().params.get("debug"):
                 raise
             click.echo(f"error: {_one_line(exc)}", err=True)
             sys.exit(EXIT_ERROR)
+        except click.UsageError as exc:
+            if isinstance(exc, click.exceptions.NoArgsIsHelpError) or ctx.find_root().params.get("debug"):
+                raise
+            path = (exc.ctx or ctx).command_path
+            click.echo(
+                f"error: {_printable(_first_line(exc.format_message()))} (see '{path} --help')", err=True
+            )
+            sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
 
 
 def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+    return _printable(_first_line(str(exc)) or type(exc).__name__)
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _printable(text: str) -> str:
+    """``text`` with what cannot be written as UTF-8 (a non-UTF-8 argv byte) escaped, like repr does."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _check_utf8(ctx: click.Context) -> None:
+    """Refuse an argument that is not valid UTF-8 (Python hands a non-UTF-8 argv byte over as a lone
+    surrogate, which Redis cannot be sent). Paths are exempt: the file system takes any bytes."""
+    for param in ctx.command.params:
+        if param.name is not None and not isinstance(param.type, click.Path):
+            _utf8(ctx, param, ctx.params.get(param.name))
+
+
+def _utf8(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    for item in value if isinstance(value, tuple) else (value,):
+        if isinstance(item, str) and _printable(item) != item:
+            raise click.BadParameter(f"{reprlib.repr(item)} is not valid UTF-8", ctx=ctx, param=param)
+
+
+class FiniteFloat(click.FloatRange):
+    """The type of every float option: a FloatRange (bounds optional) that also refuses NaN and
+    infinities, which FloatRange lets through."""
+
+    name = "float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if not math.isfinite(click.FLOAT.convert(value, param, ctx)):  # NaN would pass the range check
+            self.fail(f"{reprlib.repr(value)} is not a finite number.", param, ctx)
+        return super().convert(value, param, ctx)
+
+    def _describe_range(self) -> str:
+        return "" if self.min is None and self.max is None else super()._describe_range()
+
+
+def checked(check: Callable[[Any], Any]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback running one of the library's checks (``validate_account``...): its
+    InvalidArgument becomes a usage error (exit 2) before anything runs."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return check(value)
+        except InvalidArgument as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+    return callback
 
 
 @dataclass
@@ -150,6 +229,7 @@ def cli(
 
 def _override(name: str) -> Callable[[click.Context, click.Parameter, str | None], None]:
     def store(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        _utf8(ctx, param, value)  # not exposed, so not seen by _check_utf8
         if value is not None:
             state = ctx.find_object(CliState) or ctx.ensure_object(CliState)
             setattr(state, name, value)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InvalidArgument
 from ..keys import validate_namespace
 from ..redis_server import redact_url
 
@@ -124,7 +124,7 @@ def _scheme(url: str, name: str) -> str:
 def _check_namespace(namespace: str) -> str:
     try:
         return validate_namespace(namespace)
-    except ValueError as exc:
+    except InvalidArgument as exc:
         raise ConfigError(f"{ENV_NAMESPACE}: {exc}") from None
 
 

@@ -12,13 +12,17 @@ import click
 import msgspec
 from rich.console import Console
 
-from .app import cli
+from .app import FiniteFloat, cli
 
 
 @cli.command("demo")
 @click.option("--tasks", default=2000, show_default=True, help="How many tasks to submit.")
 @click.option(
-    "--time-scale", default=0.05, show_default=True, help="Scale of solve times and poll intervals."
+    "--time-scale",
+    type=FiniteFloat(),
+    default=0.05,
+    show_default=True,
+    help="Scale of solve times and poll intervals.",
 )
 @click.option("--processes", default=2, show_default=True, help="Worker processes.")
 @click.option("--concurrency", default=500, show_default=True, help="Tasks in flight per worker process.")
@@ -26,10 +30,16 @@ from .app import cli
 @click.option("--real", is_flag=True, help="Use CAPTCHAAI_KEY against the real service, not the simulator.")
 @click.option("--threads", default=40, show_default=True, help="Simulator: the account's thread limit.")
 @click.option(
-    "--lease-s", default=5.0, show_default=True, help="Worker lease (short, so --chaos recovers fast)."
+    "--lease-s",
+    type=FiniteFloat(),
+    default=5.0,
+    show_default=True,
+    help="Worker lease (short, so --chaos recovers fast).",
 )
 @click.option("--seed", default=7, show_default=True, help="Workload and simulator seed.")
-@click.option("--timeout", "timeout_s", default=600.0, show_default=True, help="Give up after this.")
+@click.option(
+    "--timeout", "timeout_s", type=FiniteFloat(), default=600.0, show_default=True, help="Give up after this."
+)
 @click.option(
     "--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report here."
 )

@@ -23,7 +23,7 @@ from ..simulator import (
     SimulatorConfig,
     run_simulator,
 )
-from .app import cli
+from .app import FiniteFloat, cli
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
@@ -46,7 +46,9 @@ def _latency(values: tuple[str, ...]) -> dict[str, LatencyModel]:
 @cli.command("simulator")
 @click.option("--port", type=int, default=8765, show_default=True, help="Port to listen on (0: a free one).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--time-scale", type=float, default=1.0, show_default=True, help="Multiplies every solve time.")
+@click.option(
+    "--time-scale", type=FiniteFloat(), default=1.0, show_default=True, help="Multiplies every solve time."
+)
 @click.option("--threads", type=int, default=50, show_default=True, help="Thread limit per account.")
 @click.option(
     "--over-capacity",
@@ -58,14 +60,16 @@ def _latency(values: tuple[str, ...]) -> dict[str, LatencyModel]:
 @click.option(
     "--keys", multiple=True, help="Accepted keys (comma-separated or repeated; default: any 32-char key)."
 )
-@click.option("--fault-rate", type=float, default=0.0, show_default=True, help="Share of requests that fail.")
+@click.option(
+    "--fault-rate", type=FiniteFloat(), default=0.0, show_default=True, help="Share of requests that fail."
+)
 @click.option(
     "--fault-kinds",
     multiple=True,
     help=f"Kinds the fault rate is spread over (default: {','.join(DEFAULT_FAULT_KINDS)}; "
     f"all: {','.join(FAULT_KINDS)}).",
 )
-@click.option("--unsolvable-rate", type=float, default=0.0, show_default=True)
+@click.option("--unsolvable-rate", type=FiniteFloat(), default=0.0, show_default=True)
 @click.option("--seed", type=int, default=None, help="Seed for solve times, faults and answers.")
 @click.option(
     "--latency", multiple=True, help="VARIANT=MEDIAN[:MIN:MAX] seconds, e.g. recaptcha_v2=35:15:80 or *=1."
@@ -73,12 +77,15 @@ def _latency(values: tuple[str, ...]) -> dict[str, LatencyModel]:
 @click.option(
     "--id-format", type=click.Choice(["mixed", "int", "string"]), default="mixed", show_default=True
 )
-@click.option("--balance", type=float, default=10.0, show_default=True)
+@click.option("--balance", type=FiniteFloat(), default=10.0, show_default=True)
 @click.option(
     "--ip-ban-after", type=int, default=5, show_default=True, help="Bad-key requests before IP_BANNED."
 )
 @click.option(
-    "--min-poll-interval-s", type=float, default=None, help="Answer ERROR_TOO_MUCH_REQUESTS to faster polls."
+    "--min-poll-interval-s",
+    type=FiniteFloat(),
+    default=None,
+    help="Answer ERROR_TOO_MUCH_REQUESTS to faster polls.",
 )
 @click.option("--multi-get/--no-multi-get", default=True, show_default=True, help="Serve res.php?ids=1,2,3.")
 @click.option(
@@ -88,10 +95,14 @@ def _latency(values: tuple[str, ...]) -> dict[str, LatencyModel]:
     show_default=True,
 )
 @click.option(
-    "--slow-s", type=float, default=2.0, show_default=True, help="Delay of a 'slow' fault (real s)."
+    "--slow-s", type=FiniteFloat(), default=2.0, show_default=True, help="Delay of a 'slow' fault (real s)."
 )
 @click.option(
-    "--hang-s", type=float, default=300.0, show_default=True, help="Length of a 'hang' fault (real s)."
+    "--hang-s",
+    type=FiniteFloat(),
+    default=300.0,
+    show_default=True,
+    help="Length of a 'hang' fault (real s).",
 )
 def simulator_cmd(
     port: int,

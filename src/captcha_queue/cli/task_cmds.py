@@ -17,7 +17,17 @@ import click
 
 from ..errors import InvalidTask, TaskNotFound
 from ..models import PRIORITIES, Priority, Result
-from .app import EXIT_NOT_OK, EXIT_TIMEOUT, cli, connection_options, echo_json, get_settings, open_queue, run
+from .app import (
+    EXIT_NOT_OK,
+    EXIT_TIMEOUT,
+    FiniteFloat,
+    cli,
+    connection_options,
+    echo_json,
+    get_settings,
+    open_queue,
+    run,
+)
 
 if TYPE_CHECKING:
     from ..queue import AsyncCaptchaQueue
@@ -105,7 +115,7 @@ async def _task_exists(q: AsyncCaptchaQueue, task_id: str) -> bool:
 _timeout_option = click.option(
     "--timeout",
     "timeout_s",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     default=120.0,
     show_default=True,
     help="Seconds to wait for the result.",
@@ -123,7 +133,7 @@ _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON 
 @click.option(
     "--expires-in",
     "expires_in_s",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     default=None,
     help="Seconds after which the task expires unsolved.",
 )

@@ -13,7 +13,8 @@ from typing import Any
 import click
 
 from ..errors import ConfigError
-from .app import cli, get_settings
+from ..keys import validate_account
+from .app import FiniteFloat, checked, cli, get_settings
 from .config import Settings
 
 __all__ = ["WorkerOptions", "worker_cmd"]
@@ -53,9 +54,7 @@ class WorkerOptions:
     show_default=True,
     help="Tasks in flight per process.",
 )
-@click.option(
-    "--lease-s", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Task lease."
-)
+@click.option("--lease-s", type=FiniteFloat(min=0.1), default=30.0, show_default=True, help="Task lease.")
 @click.option(
     "--solver-limit",
     type=click.IntRange(min=1),
@@ -64,7 +63,7 @@ class WorkerOptions:
 )
 @click.option(
     "--time-scale",
-    type=click.FloatRange(min=0.0, min_open=True),
+    type=FiniteFloat(min=0.0, min_open=True),
     default=1.0,
     show_default=True,
     help="Scale poll delays, backoffs and probes (for a time-scaled simulator).",
@@ -83,21 +82,23 @@ class WorkerOptions:
     "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True
 )
 @click.option(
-    "--account", default="default", show_default=True, help="Solver account name (fleet-wide limit key)."
+    "--account",
+    default="default",
+    show_default=True,
+    callback=checked(validate_account),
+    help="Solver account name (fleet-wide limit key).",
 )
-@click.option(
-    "--grace-s", type=click.FloatRange(min=0.0), default=30.0, show_default=True, help="Shutdown grace."
-)
+@click.option("--grace-s", type=FiniteFloat(min=0.0), default=30.0, show_default=True, help="Shutdown grace.")
 @click.option(
     "--resume-window-s",
-    type=click.FloatRange(min=0.0),
+    type=FiniteFloat(min=0.0),
     default=600.0,
     show_default=True,
     help="Resume a reclaimed task's remote id if it is younger than this (time-scaled).",
 )
 @click.option(
     "--orphan-hold-s",
-    type=click.FloatRange(min=0.0),
+    type=FiniteFloat(min=0.0),
     default=180.0,
     show_default=True,
     help="How long a solve left running at the service by a dead or stalled worker keeps its "
@@ -105,7 +106,7 @@ class WorkerOptions:
 )
 @click.option(
     "--request-timeout-s",
-    type=click.FloatRange(min=0.1),
+    type=FiniteFloat(min=0.1),
     default=30.0,
     show_default=True,
     help="Give up one in.php / res.php request after this long (real seconds, not scaled).",
