@@ -16,7 +16,7 @@ export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 export UV_NO_PROGRESS := 1
 
-.PHONY: test test-latest test-lowest check lint typecheck pytest package-check demo bench chaos redis lock clean
+.PHONY: test test-latest test-lowest check lint typecheck pytest docs package-check demo bench chaos redis lock clean
 
 $(UV): requirements/uv.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "captcha-queue needs Python 3.11 or newer")'
@@ -56,7 +56,7 @@ test-latest: $(UV)
 test-lowest: $(UV)
 	$(MAKE) --no-print-directory pytest VENV=.venv-lowest RESOLUTION=lowest-direct
 
-check: lint typecheck pytest package-check
+check: lint typecheck pytest docs package-check
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench tools
@@ -67,6 +67,10 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest --cov=captcha_queue --cov-report=term:skip-covered --cov-fail-under=$(COV_FLOOR) $(PYTEST_ARGS)
+
+# The documentation site, built strictly (a broken link or a missing snippet fails); build/site/index.html.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --quiet --strict
 
 # The wheel and the sdist build; the wheel installs into a fresh venv with no dev tools (its dependencies
 # pinned by uv.lock) and runs the demo from outside the source tree with nothing but that venv on PATH (so
