@@ -11,6 +11,15 @@ local function fmt_int(n)
   return string.format('%d', n)
 end
 
+-- A number read from Redis (tonumber also reads "nan", "inf" and "1e999"), or nil unless finite.
+local function finite(value)
+  local n = tonumber(value)
+  if n and n == n and n > -math.huge and n < math.huge then
+    return n
+  end
+  return nil
+end
+
 -- The first of `checks` ({key, type}, ...) whose key exists with another type, or nil.
 -- Scripts check before writing anything: Redis does not roll a script back when a command fails.
 local function wrong_type(checks)

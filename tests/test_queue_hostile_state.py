@@ -1,0 +1,178 @@
+"""Hostile values in a task's state (written into Redis by someone else): dead-lettered, never a
+script error halfway.
+
+Redis keeps the writes a script made before an error. A state whose numbers are NaN, inf or huge,
+whose fields have the wrong types or nest tables, or whose status is unknown used to pass
+``load_state`` and then make ``cjson.encode`` or the arithmetic fail after earlier pops and writes:
+the other tasks of that claim became active with no owner and the bad one stayed "queued" in no
+list. Now every script validates the whole state first; a bad entry is dead-lettered with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from captcha_queue import AsyncCaptchaQueue, LeaseLost, TaskSpec
+
+RC = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
+
+#: (label, text replacing the whole value of a field, or a field to add) -> a state JSON edit.
+HOSTILE: list[tuple[str, str, str]] = [
+    ("attempts inf", "attempts", "1e999"),
+    ("attempts NaN", "attempts", "NaN"),
+    ("attempts huge", "attempts", "1e300"),
+    ("attempts fractional", "attempts", "0.5"),
+    ("attempts negative", "attempts", "-1"),
+    ("attempts a string", "attempts", '"0"'),
+    ("attempts a nested table", "attempts", '{"n": {"n": 1}}'),
+    ("max_attempts inf", "max_attempts", "1e999"),
+    ("max_attempts -inf", "max_attempts", "-inf"),
+    ("max_attempts zero", "max_attempts", "0"),
+    ("submitted_ms inf", "submitted_ms", "Infinity"),
+    ("submitted_ms NaN", "submitted_ms", "nan"),
+    ("result_ttl_ms NaN", "result_ttl_ms", "NaN"),
+    ("expires_ms a string", "expires_ms", '"soon"'),
+    ("started_ms huge", "started_ms", "1e300"),
+    ("status zombie", "status", '"zombie"'),
+    ("status a number", "status", "7"),
+    ("priority unknown", "priority", '"urgent"'),
+    ("method a list", "method", '["userrecaptcha"]'),
+    ("remote_id a table", "remote_id", '{"id": 1}'),
+    ("token a number", "token", "5"),
+    ("metadata a table", "metadata", '{"a": 1}'),
+    ("history an object", "history", '{"a": 1}'),
+    ("history of numbers", "history", "[1, 2]"),
+    ("history holding inf", "history", '[{"attempt": 1, "ended_at": 1e999}]'),
+    ("an unknown field holding NaN", "extra", "NaN"),
+    ("an unknown field nested with inf", "extra", '{"a": [{"b": -1e999}]}'),
+]
+
+
+@pytest.fixture
+async def queue(redis_client: aioredis.Redis, namespace: str) -> AsyncIterator[AsyncCaptchaQueue]:
+    q = AsyncCaptchaQueue(redis_client, namespace=namespace)
+    yield q
+    await q.aclose()
+
+
+async def _make_hostile(q: AsyncCaptchaQueue, task_id: str, field: str, value: str) -> str:
+    """Rewrite one field of the stored state as raw JSON text (which json.dumps cannot write)."""
+    state = json.loads(await q.client.hget(q.keys.state, task_id))
+    state[field] = "@HOSTILE@"
+    text = json.dumps(state).replace('"@HOSTILE@"', value)
+    await q.client.hset(q.keys.state, task_id, text)
+    return text
+
+
+async def _assert_dead_lettered(q: AsyncCaptchaQueue, task_id: str, raw: str) -> None:
+    letter = await q.dead_letter(task_id)
+    assert letter is not None, "the hostile entry was not dead-lettered"
+    assert letter.reason == "malformed state"
+    assert letter.raw == raw
+    result = await q.get_result(task_id)
+    assert result is not None
+    assert result.status == "error"
+    assert result.error_code == "MALFORMED"
+    assert await q.status(task_id) == "done"
+
+
+@pytest.mark.parametrize(("label", "field", "value"), HOSTILE, ids=[h[0] for h in HOSTILE])
+async def test_a_hostile_queued_state_is_dead_lettered_and_the_claim_goes_through(
+    queue: AsyncCaptchaQueue, label: str, field: str, value: str
+) -> None:
+    first, bad, last = await queue.submit_many([TaskSpec("userrecaptcha", RC)] * 3)
+    raw = await _make_hostile(queue, bad, field, value)
+    claims = await queue.claim("w", 3, block_s=0)  # used to raise ScriptError after two writes
+    assert [c.task_id for c in claims] == [first, last]
+    # Exactly the claimed tasks are active: none became active without an owner.
+    active = {m.decode() for m in await queue.client.zrange(queue.keys.active, 0, -1)}
+    assert active == {first, last}
+    await _assert_dead_lettered(queue, bad, raw)
+    for claim in claims:
+        result = await queue.complete(claim, "token")
+        assert result.attempts == 1
+
+
+@pytest.mark.parametrize(
+    ("label", "field", "value"),
+    [h for h in HOSTILE if h[1] in ("attempts", "max_attempts", "status", "extra")],
+    ids=[h[0] for h in HOSTILE if h[1] in ("attempts", "max_attempts", "status", "extra")],
+)
+async def test_a_hostile_state_behind_an_expired_lease_is_reaped_not_kept(
+    queue: AsyncCaptchaQueue, label: str, field: str, value: str
+) -> None:
+    bad, good = await queue.submit_many([TaskSpec("userrecaptcha", RC)] * 2)
+    [claim] = await queue.claim("w", 1, lease_s=30, block_s=0)
+    assert claim.task_id == bad
+    raw = await _make_hostile(queue, bad, field, value)
+    await queue.client.zadd(queue.keys.active, {bad: 0})  # its lease has run out
+    # The holder's writes are refused (nothing it could fence on), and the reaper takes it.
+    with pytest.raises(LeaseLost):
+        await queue.complete(claim, "token")
+    assert [c.task_id for c in await queue.claim("w2", 2, block_s=0)] == [good]
+    await _assert_dead_lettered(queue, bad, raw)
+    assert await queue.client.zscore(queue.keys.active, bad) is None
+
+
+@pytest.mark.parametrize(
+    ("label", "field", "value"),
+    [h for h in HOSTILE if h[1] in ("attempts", "status", "result_ttl_ms", "history")],
+    ids=[h[0] for h in HOSTILE if h[1] in ("attempts", "status", "result_ttl_ms", "history")],
+)
+async def test_a_hostile_state_of_a_due_retry_is_dead_lettered_not_dropped(
+    queue: AsyncCaptchaQueue, label: str, field: str, value: str
+) -> None:
+    task_id = await queue.submit("userrecaptcha", RC)
+    [claim] = await queue.claim("w", 1, block_s=0)
+    assert await queue.fail(claim, "ERROR_X", retry_in_s=0.0) is None
+    raw = await _make_hostile(queue, task_id, field, value)
+    assert await queue.claim("w", 1, block_s=0) == []
+    # Before: dropped from the delayed set alone, it stayed "delayed" forever, in no list.
+    await _assert_dead_lettered(queue, task_id, raw)
+
+
+@pytest.mark.parametrize(
+    ("label", "field", "value"),
+    [h for h in HOSTILE if h[1] in ("attempts", "status", "history", "result_ttl_ms")],
+    ids=[h[0] for h in HOSTILE if h[1] in ("attempts", "status", "history", "result_ttl_ms")],
+)
+async def test_cancelling_a_task_with_a_hostile_state_ends_it_whole(
+    queue: AsyncCaptchaQueue, label: str, field: str, value: str
+) -> None:
+    task_id = await queue.submit("userrecaptcha", RC)
+    raw = await _make_hostile(queue, task_id, field, value)
+    assert await queue.cancel(task_id) is False  # it ended as a dead letter, not as cancelled
+    await _assert_dead_lettered(queue, task_id, raw)
+    events = await queue.client.xrange(queue.keys.events)
+    assert [e[1][b"id"].decode() for e in events] == [task_id]  # announced once
+
+
+async def test_metadata_holding_inf_is_left_out_of_the_result_which_stays_readable(
+    queue: AsyncCaptchaQueue,
+) -> None:
+    task_id = await queue.submit("userrecaptcha", RC, metadata={"n": 1})
+    state = json.loads(await queue.client.hget(queue.keys.state, task_id))
+    state["metadata"] = '{"n": 1e999}'
+    await queue.client.hset(queue.keys.state, task_id, json.dumps(state))
+    [claim] = await queue.claim("w", 1, block_s=0)
+    result = await queue.complete(claim, "token")
+    assert result.metadata is None
+    assert await queue.get_result(task_id) == result
+
+
+async def test_hostile_wait_hints_are_ignored(queue: AsyncCaptchaQueue) -> None:
+    """A retry due at inf and a pause ending at inf: the claim's wait hint says "none known" (-1)
+    instead of an integer reply made from inf (-9223372036854775808 on x86)."""
+    await queue.client.zadd(queue.keys.delayed, {"someone": float("inf")})
+    await queue.client.hset(queue.keys.paused, mapping={"reason": "x", "until_ms": "inf"})
+    reply = await queue._script("claimTasks", "w", 1, 30_000, "tok", 100)
+    assert [int(reply[0]), int(reply[1])] == [1, -1]  # PAUSED (no usable end: until resumed)
+    await queue.client.delete(queue.keys.paused)
+    reply = await queue._script("claimTasks", "w", 1, 30_000, "tok", 100)
+    assert [int(reply[0]), int(reply[1])] == [0, -1]
+    task_id = await queue.submit("userrecaptcha", RC)
+    assert [c.task_id for c in await queue.claim("w", 1, block_s=0)] == [task_id]
