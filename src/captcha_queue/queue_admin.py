@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 
@@ -20,7 +21,21 @@ _encoder = msgspec.json.Encoder()
 
 
 def _int(value: Any) -> int:
-    return int(value) if value is not None else 0
+    """A counter as stored; one someone overwrote with something else reads as 0 (the scripts that
+    count refuse to run until it is repaired: see lua/includes/util.lua)."""
+    try:
+        return int(value) if value is not None else 0
+    except ValueError:
+        return 0
+
+
+def _limit(value: Any) -> int | None:
+    """The solver slot limit as stored, or None when absent or not a finite number."""
+    try:
+        limit = float(as_str(value)) if value is not None else math.nan
+    except ValueError:
+        return None
+    return int(limit) if math.isfinite(limit) else None
 
 
 class AdminAPI(QueueCore):
@@ -50,7 +65,7 @@ class AdminAPI(QueueCore):
             oldest_queued_age_s=oldest_ms / 1000 if oldest_ms >= 0 else None,
             paused=as_str(reply[8]) if reply[8] is not None else None,
             solver_slots_used=int(reply[9]),
-            solver_slots_limit=int(float(as_str(reply[10]))) if reply[10] is not None else None,
+            solver_slots_limit=_limit(reply[10]),
             submitted=_int(counters["submitted"]),
             dead_letters=int(reply[11]),
             epoch=as_str(reply[12]) if reply[12] is not None else None,
