@@ -12,7 +12,7 @@ from .connection import redis_errors_async
 from .models import PRIORITIES, DataLoss, DeadLetter, Stats, Task
 from .queue_base import QueueCore, as_str, log
 from .scripts import Code
-from .submission import state_open
+from .submission import MAX_ATTEMPTS_LIMIT, state_open
 
 __all__ = ["AdminAPI"]
 
@@ -133,7 +133,7 @@ class AdminAPI(QueueCore):
                 task = msgspec.json.decode(letter.raw, type=Task)
             except ValueError:
                 task = None
-        if task is None or task.id != task_id:
+        if task is None or task.id != task_id or not 1 <= task.max_attempts <= MAX_ATTEMPTS_LIMIT:
             log.warning("dead letter %s has no readable task: not requeued", task_id)
             return False
         # An operator's requeue starts over: the old deadline would expire it at once.
