@@ -202,3 +202,23 @@ async def test_accepted_work_still_finishes_above_maxmemory(small_queue: AsyncCa
     assert (await small_queue.expire(claims[3])).status == "expired"
     assert await small_queue.client.xlen(small_queue.keys.events) == 3
     assert await small_queue.reap() >= 0
+
+
+# -- the worker registry --------------------------------------------------------------------------
+
+
+async def test_a_heartbeat_with_a_broken_info_key_writes_nothing(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    from captcha_queue.errors import RedisCommandError
+    from captcha_queue.keys import Keys
+    from captcha_queue.worker.registry import WorkerRegistry
+
+    keys = Keys(namespace)
+    await redis_client.set(keys.worker_info, "someone else's")
+    registry = WorkerRegistry(redis_client, keys, "w-1")
+    with pytest.raises(RedisCommandError, match="WRONGTYPE"):
+        await registry.heartbeat(0)
+    assert await redis_client.exists(keys.workers) == 0  # used to be registered as live, with no info
+    await redis_client.delete(keys.worker_info)
+    assert await registry.heartbeat(0) == 1
