@@ -11,45 +11,21 @@ list. Now every script validates the whole state first; a bad entry is dead-lett
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis
 import redis.asyncio as aioredis
+from bench.chaos.state_faults import HOSTILE_VALUES, hostile_state_json
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from captcha_queue import AsyncCaptchaQueue, LeaseLost, TaskSpec
+from captcha_queue import AsyncCaptchaQueue, CaptchaQueue, LeaseLost, TaskSpec
+from captcha_queue.keys import Keys
 
 RC = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
 
-#: (label, text replacing the whole value of a field, or a field to add) -> a state JSON edit.
-HOSTILE: list[tuple[str, str, str]] = [
-    ("attempts inf", "attempts", "1e999"),
-    ("attempts NaN", "attempts", "NaN"),
-    ("attempts huge", "attempts", "1e300"),
-    ("attempts fractional", "attempts", "0.5"),
-    ("attempts negative", "attempts", "-1"),
-    ("attempts a string", "attempts", '"0"'),
-    ("attempts a nested table", "attempts", '{"n": {"n": 1}}'),
-    ("max_attempts inf", "max_attempts", "1e999"),
-    ("max_attempts -inf", "max_attempts", "-inf"),
-    ("max_attempts zero", "max_attempts", "0"),
-    ("submitted_ms inf", "submitted_ms", "Infinity"),
-    ("submitted_ms NaN", "submitted_ms", "nan"),
-    ("result_ttl_ms NaN", "result_ttl_ms", "NaN"),
-    ("expires_ms a string", "expires_ms", '"soon"'),
-    ("started_ms huge", "started_ms", "1e300"),
-    ("status zombie", "status", '"zombie"'),
-    ("status a number", "status", "7"),
-    ("priority unknown", "priority", '"urgent"'),
-    ("method a list", "method", '["userrecaptcha"]'),
-    ("remote_id a table", "remote_id", '{"id": 1}'),
-    ("token a number", "token", "5"),
-    ("metadata a table", "metadata", '{"a": 1}'),
-    ("history an object", "history", '{"a": 1}'),
-    ("history of numbers", "history", "[1, 2]"),
-    ("history holding inf", "history", '[{"attempt": 1, "ended_at": 1e999}]'),
-    ("an unknown field holding NaN", "extra", "NaN"),
-    ("an unknown field nested with inf", "extra", '{"a": [{"b": -1e999}]}'),
-]
+HOSTILE = HOSTILE_VALUES  # (what is wrong, state field, raw JSON text of its value)
 
 
 @pytest.fixture
@@ -61,9 +37,7 @@ async def queue(redis_client: aioredis.Redis, namespace: str) -> AsyncIterator[A
 
 async def _make_hostile(q: AsyncCaptchaQueue, task_id: str, field: str, value: str) -> str:
     """Rewrite one field of the stored state as raw JSON text (which json.dumps cannot write)."""
-    state = json.loads(await q.client.hget(q.keys.state, task_id))
-    state[field] = "@HOSTILE@"
-    text = json.dumps(state).replace('"@HOSTILE@"', value)
+    text = hostile_state_json(json.loads(await q.client.hget(q.keys.state, task_id)), field, value)
     await q.client.hset(q.keys.state, task_id, text)
     return text
 
@@ -176,3 +150,67 @@ async def test_hostile_wait_hints_are_ignored(queue: AsyncCaptchaQueue) -> None:
     assert [int(reply[0]), int(reply[1])] == [0, -1]
     task_id = await queue.submit("userrecaptcha", RC)
     assert [c.task_id for c in await queue.claim("w", 1, block_s=0)] == [task_id]
+
+
+# -- any JSON value in any field ------------------------------------------------------------------
+
+_json_leaf = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),  # json.dumps writes NaN and Infinity
+    st.integers(-(2**80), 2**80),
+    st.text(max_size=6),
+    st.booleans(),
+    st.none(),
+)
+_json_value = st.recursive(
+    _json_leaf,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=8,
+)
+_FIELDS = [
+    "attempts", "max_attempts", "priority", "method", "submitted_ms", "result_ttl_ms", "expires_ms",
+    "started_ms", "claimed_ms", "remote_id", "remote_ms", "token", "worker", "metadata", "history",
+    "idem", "extra",
+]  # fmt: skip
+
+
+@pytest.fixture
+def sync_queue(redis_url: str, namespace: str) -> Iterator[CaptchaQueue]:
+    with CaptchaQueue.from_url(redis_url, namespace=namespace) as q:
+        yield q
+
+
+@pytest.fixture
+def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.mark.timeout(120)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(_FIELDS), value=_json_value)
+def test_any_value_in_any_state_field_is_claimed_or_dead_lettered_never_half_done(
+    sync_queue: CaptchaQueue, sync_redis: redis.Redis, field: str, value: object
+) -> None:
+    keys = Keys(sync_queue.namespace)
+    sync_redis.delete(*keys.script_keys)
+    hostile, good = sync_queue.submit_many([TaskSpec("userrecaptcha", RC)] * 2)
+    state = json.loads(sync_redis.hget(keys.state, hostile))  # type: ignore[arg-type]
+    sync_redis.hset(keys.state, hostile, json.dumps({**state, field: value}))
+    claims = sync_queue.claim("w", 2, block_s=0)  # never raises
+    claimed = {c.task_id: c for c in claims}
+    assert good in claimed
+    active = {m.decode() for m in sync_redis.zrange(keys.active, 0, -1)}  # type: ignore[union-attr]
+    assert active == set(claimed)  # nothing active without an owner
+    if hostile in claimed:
+        result = sync_queue.complete(claimed[hostile], "token")
+        assert result.status == "success"
+    else:
+        result = sync_queue.get_result(hostile)
+        assert result is not None, f"{field}={value!r}: neither claimed nor finished"
+        if result.status == "error":
+            letter = sync_queue.dead_letter(hostile)
+            assert letter is not None
+            assert letter.reason == "malformed state"
+        else:
+            assert result.status == "expired"  # a valid deadline that has passed
