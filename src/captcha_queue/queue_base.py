@@ -230,7 +230,7 @@ def _script_failure(name: str, exc: ResponseError) -> CaptchaQueueError:
     script without the allow-oom flag whole, before it runs (scripts.py): RedisOutOfMemory."""
     if isinstance(exc, OutOfMemoryError):
         return RedisOutOfMemory(
-            f"Redis is out of memory (maxmemory), script {name} refused: {_first_line(exc)}"
+            f"Redis is out of memory (maxmemory), script {name} refused: {_first_line(exc).rstrip('.')}"
         )
     return ScriptError(f"script {name} failed: {_first_line(exc)}")
 
