@@ -34,6 +34,7 @@ from bench.chaos.scenarios import (
     quiet_run,
     zombie,
 )
+from bench.chaos.state_faults import hostile_state, near_maxmemory
 
 from captcha_queue.redis_server import EmbeddedRedis
 
@@ -339,6 +340,27 @@ async def test_fuzz_scenario() -> None:
     row = await fuzz(submissions=200, corrupt=1000)
     assert row.passed, _explain(row)
     assert row.details["refused"] == 200
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_hostile_state_values() -> None:
+    row = await hostile_state(tasks=200, hostile=162, solver_limit=30)
+    assert row.passed, _explain(row)
+    assert row.details["dead_lettered"] == row.details["hostile"] == 162
+    assert row.details["hostile_submits"] == 0
+    assert row.details["claim_errors"] == 0
+    assert row.details["duplicates"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+async def test_redis_near_maxmemory() -> None:
+    row = await near_maxmemory(maxmemory_mb=12, batch=100, chunk=25, solver_limit=30, timeout_s=90.0)
+    assert row.passed, _explain(row)
+    assert row.details["refusals"] >= 2
+    assert row.details["unknown"] == row.details["missing"] == 0
+    assert row.details["finished_above_maxmemory"] > 0
 
 
 # -- fixes the network-fault scenario called for ---------------------------------------------------

@@ -61,6 +61,7 @@ class RigConfig:
     time_scale: float = 0.01
     lease_s: float = 2.0
     persistence: Persistence = field(default_factory=Persistence)
+    redis_args: Sequence[str] = ()  # extra redis-server arguments (e.g. --maxmemory)
     simulator_args: Sequence[str] = ()
     worker_args: Sequence[str] = ()
     api_key: str = CANARY_KEY
@@ -101,7 +102,7 @@ class Rig:
     def __init__(self, config: RigConfig) -> None:
         self.config = config
         self.keys = Keys(config.namespace)
-        self.redis = EmbeddedRedis(persistence=config.persistence)
+        self.redis = EmbeddedRedis(persistence=config.persistence, extra_args=config.redis_args)
         self.proxy: FaultProxy | None = None
         self.sim_proc: subprocess.Popen[bytes] | None = None
         self.sim_url = ""

@@ -1,4 +1,4 @@
-"""The twelve chaos scenarios of ``make chaos``; each returns one row of the report table.
+"""The chaos scenarios of ``make chaos``; each returns one row of the report table.
 
 Every scenario runs on its own ``Rig`` (a private Redis, the simulator, worker processes), submits
 tasks whose page URL is the simulator's task key, injects its fault, waits until every task is final
@@ -7,7 +7,7 @@ the fleet-limit check (the simulator's most tasks in flight against N) and the c
 
 This module holds the worker-process scenarios (1-4, 9, 10) and the registry; the Redis faults
 (5, 6, 11) are in ``redis_faults.py``, the bad solver answers and bad input (7, 8, 12) in
-``input_faults.py``.
+``input_faults.py``, hostile state values and Redis near maxmemory (13, 14) in ``state_faults.py``.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from .outcome import (
     text,
 )
 from .redis_faults import network_faults, redis_killed, redis_restarted_empty
+from .state_faults import hostile_state, near_maxmemory
 
 __all__ = ["SCENARIOS", "Row"]
 
@@ -465,6 +466,8 @@ SCENARIOS: dict[str, tuple[Any, dict[str, Any], dict[str, Any]]] = {
     "poison_task": (poison_task, {}, {"tasks": 200}),
     "network_faults": (network_faults, {"long_partition_s": 20.0}, {"tasks": 1000}),
     "fuzz": (fuzz, {}, {"submissions": 500, "corrupt": 2000}),
+    "hostile_state": (hostile_state, {}, {"tasks": 500, "hostile": 270}),
+    "near_maxmemory": (near_maxmemory, {}, {"maxmemory_mb": 24}),
 }
 
 _ = CANARY_KEY  # the canary every rig uses by default (re-exported for the tests)

@@ -6,6 +6,10 @@
     ├── ServerVersionError          the Redis server is too old (Redis >= 7.0 or Valkey >= 7.2 needed)
     ├── InvalidArgument             a bad argument (NaN/inf, a bad name or event id); nothing done (.field)
     ├── InvalidTask                 a submission failed validation; nothing was written (.field)
+    ├── SubmitRefused               Redis took none or only part of a submission (.accepted: the ids it took)
+    │   ├── QueueFull               max_queued tasks are queued already (backpressure)
+    │   ├── RedisOutOfMemory        Redis is at maxmemory: no room for the submission
+    │   └── IdempotencyConflict     the key names a task with another method, params or priority
     ├── TaskNotFound                no task (or dead letter) with that id
     ├── LeaseLost                   fencing: this worker no longer holds the task's lease
     │   └── TaskCancelled           ... because the task was cancelled while claimed
@@ -24,19 +28,26 @@ Messages never contain the solver API key.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 __all__ = [
     "AccountError",
     "CaptchaQueueError",
     "ConfigError",
+    "IdempotencyConflict",
     "InvalidArgument",
     "InvalidTask",
     "LeaseLost",
+    "QueueFull",
     "RedisCommandError",
+    "RedisOutOfMemory",
     "RedisUnavailable",
     "ScriptError",
     "ServerVersionError",
     "SolverBusy",
     "SolverError",
+    "SubmitRefused",
     "TaskCancelled",
     "TaskNotFound",
     "TaskRejected",
@@ -77,6 +88,57 @@ class InvalidTask(CaptchaQueueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class SubmitRefused(CaptchaQueueError):
+    """Redis refused a submission, or part of a large ``submit_many``.
+
+    ``submit_many`` writes a batch in chunks (``QueueConfig.submit_chunk`` tasks per script call),
+    each applied whole or not at all. ``accepted`` maps the index of every entry of the call that
+    was written (or answered by the existing task of its idempotency key) to its task id; every
+    other entry was not written. Empty for ``submit``, and whenever nothing was written. Submitting
+    the rest again is safe; submitting the same batch again is safe when it has idempotency keys.
+    """
+
+    def __init__(self, message: str, *, accepted: Mapping[int, str] | None = None, total: int = 1) -> None:
+        super().__init__(message)
+        self.reason = message
+        self.accepted: dict[int, str] = dict(accepted or {})
+        self.total = total
+
+    def __str__(self) -> str:
+        if not self.accepted:
+            return f"{self.reason}; nothing was written"
+        return (
+            f"{self.reason}; {len(self.accepted)} of {self.total} tasks were accepted "
+            "(their ids are in .accepted)"
+        )
+
+
+class QueueFull(SubmitRefused):
+    """The queue holds ``max_queued`` tasks already (backpressure): submit again later."""
+
+    def __init__(self, queued: int, limit: int, **kwargs: Any) -> None:
+        super().__init__(f"the queue is full: {queued} tasks queued, max_queued is {limit}", **kwargs)
+        self.queued = queued
+        self.limit = limit
+
+
+class RedisOutOfMemory(SubmitRefused):
+    """Redis has no room for the submission (``maxmemory``). Work already accepted still finishes."""
+
+
+class IdempotencyConflict(SubmitRefused):
+    """The idempotency key already names a task submitted with another method, params or priority.
+
+    ``task_id`` is that task; ``idempotency_key`` the key. Nothing of the conflicting entry was
+    written (the same method, params and priority again answer the existing id, as before).
+    """
+
+    def __init__(self, message: str, *, task_id: str, idempotency_key: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.task_id = task_id
+        self.idempotency_key = idempotency_key
 
 
 class TaskNotFound(CaptchaQueueError):

@@ -18,9 +18,18 @@ from typing import Any, Literal
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from .connection import make_client, redis_errors_async
-from .errors import InvalidTask
+from .errors import (
+    CaptchaQueueError,
+    IdempotencyConflict,
+    InvalidTask,
+    QueueFull,
+    RedisOutOfMemory,
+    ScriptError,
+    SubmitRefused,
+)
 from .models import Result, TaskSpec
 from .queue_admin import AdminAPI
 from .queue_base import QueueConfig, as_str, check_seconds
@@ -33,6 +42,15 @@ __all__ = ["AsyncCaptchaQueue", "QueueConfig", "TaskStatus"]
 
 
 TaskStatus = Literal["queued", "delayed", "active", "done"]
+
+#: A submission estimated at this many bytes or more (or larger than one script call) first checks
+#: Redis's memory headroom (INFO memory): one more round trip, only for big batches. Smaller ones
+#: rely on Redis refusing submitTasks whole above maxmemory (scripts.py).
+MEMORY_CHECK_BYTES = 1 << 20
+#: What Redis keeps per task beside the two JSON documents (hash and list entries, the times the
+#: script appends, the idempotency mapping), and the allocator's rounding of the documents (a quarter):
+#: measured on Redis 7.0, 860 bytes for a 355-byte task, 2,880 for a 2,165-byte one.
+_TASK_OVERHEAD_BYTES = 512
 
 
 class _StateStatus(msgspec.Struct):
@@ -55,6 +73,7 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
         events_maxlen: int = 10_000,
         max_payload_bytes: int = 512 * 1024,
         allow_unknown_methods: bool = False,
+        max_queued: int | None = None,
         owns_client: bool = False,
     ) -> None:
         config = QueueConfig(
@@ -63,6 +82,7 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
             events_maxlen=events_maxlen,
             max_payload_bytes=max_payload_bytes,
             allow_unknown_methods=allow_unknown_methods,
+            max_queued=max_queued,
         )
         super().__init__(client, namespace=namespace, config=config, owns_client=owns_client)
         self._waiter: ResultWaiter | None = None
@@ -151,24 +171,75 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
         return await self._write(prepared)
 
     async def _write(self, prepared: list[PreparedTask]) -> list[str]:
+        """Write the batch in order, ``submit_chunk`` tasks per script call, each applied whole or
+        not at all. The first refusal stops the batch: the error carries the ids of the chunks
+        written before it (``SubmitRefused.accepted``, a prefix of the batch)."""
         epoch_candidate = self._epoch_candidate()
         chunk = self.config.submit_chunk
-        calls = []
+        max_queued = "" if self.config.max_queued is None else str(self.config.max_queued)
+        await self._check_memory(prepared)
+        ids: list[str] = []
         for first in range(0, len(prepared), chunk):
             part = prepared[first : first + chunk]
-            args: list[Any] = [epoch_candidate, len(part)]
+            args: list[Any] = [epoch_candidate, max_queued, len(part)]
             for task in part:
                 args.extend(task.script_args())
-            calls.append(("submitTasks", args))
-        if len(calls) == 1:
-            replies = [await self._script(calls[0][0], *calls[0][1])]
-        else:
-            replies = await self._script_pipeline(calls)
-        ids: list[str] = []
-        for reply in replies:
-            self._check(reply, prepared[0].id)
+            try:
+                reply = await self._script("submitTasks", *args)
+                if int(reply[0]) != Code.OK:
+                    raise self._refusal(reply, prepared, first)
+            except SubmitRefused as exc:
+                exc.accepted, exc.total = dict(enumerate(ids)), len(prepared)
+                raise
+            except ScriptError as exc:
+                if not ids:
+                    raise
+                raise SubmitRefused(str(exc), accepted=dict(enumerate(ids)), total=len(prepared)) from exc
             ids.extend(as_str(task_id) for task_id in reply[1:])
         return ids
+
+    def _refusal(self, reply: Any, prepared: list[PreparedTask], first: int) -> CaptchaQueueError:
+        """The error for a submitTasks refusal of the chunk starting at ``first``."""
+        code = int(reply[0])
+        if code == Code.QUEUE_FULL:
+            return QueueFull(int(reply[1]), int(reply[2]))
+        if code == Code.IDEMPOTENCY_CONFLICT:
+            index = first + int(reply[1])
+            key, existing = prepared[index].idempotency_key, as_str(reply[2])
+            where = f"task {index} of the batch: " if len(prepared) > 1 else ""
+            return IdempotencyConflict(
+                f"{where}idempotency key {key!r} already names task {existing}, submitted with "
+                "another method, params or priority",
+                task_id=existing,
+                idempotency_key=key,
+            )
+        try:
+            self._check(reply, prepared[first].id)
+        except CaptchaQueueError as exc:
+            return exc
+        return ScriptError(f"submitTasks answered code {code}")
+
+    async def _check_memory(self, prepared: list[PreparedTask]) -> None:
+        """Refuse a big batch that cannot fit below Redis's maxmemory before writing any of it.
+        (Each chunk is also refused whole by Redis once it is above maxmemory: scripts.py.)"""
+        documents = sum(len(t.task_open) + len(t.state_open) + len(t.idempotency_key) for t in prepared)
+        needed = documents * 5 // 4 + len(prepared) * _TASK_OVERHEAD_BYTES
+        if len(prepared) <= self.config.submit_chunk and needed < MEMORY_CHECK_BYTES:
+            return
+        try:
+            async with redis_errors_async(self.client):
+                info = await self.client.info("memory")
+        except CaptchaQueueError as exc:
+            if isinstance(exc.__cause__, ResponseError):
+                return  # INFO not allowed to this user: each chunk is still refused whole by Redis
+            raise
+        used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+        if limit and used + needed > limit:
+            raise RedisOutOfMemory(
+                f"Redis has no room for {len(prepared)} tasks (about {needed:,} bytes): "
+                f"{used:,} of maxmemory {limit:,} bytes in use",
+                total=len(prepared),
+            )
 
     @staticmethod
     def _epoch_candidate() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 
@@ -11,7 +12,7 @@ from .connection import redis_errors_async
 from .models import PRIORITIES, DataLoss, DeadLetter, Stats, Task
 from .queue_base import QueueCore, as_str, log
 from .scripts import Code
-from .submission import state_open
+from .submission import MAX_ATTEMPTS_LIMIT, state_open
 
 __all__ = ["AdminAPI"]
 
@@ -20,7 +21,21 @@ _encoder = msgspec.json.Encoder()
 
 
 def _int(value: Any) -> int:
-    return int(value) if value is not None else 0
+    """A counter as stored; one someone overwrote with something else reads as 0 (the scripts that
+    count refuse to run until it is repaired: see lua/includes/util.lua)."""
+    try:
+        return int(value) if value is not None else 0
+    except ValueError:
+        return 0
+
+
+def _limit(value: Any) -> int | None:
+    """The solver slot limit as stored, or None when absent or not a finite number."""
+    try:
+        limit = float(as_str(value)) if value is not None else math.nan
+    except ValueError:
+        return None
+    return int(limit) if math.isfinite(limit) else None
 
 
 class AdminAPI(QueueCore):
@@ -50,7 +65,7 @@ class AdminAPI(QueueCore):
             oldest_queued_age_s=oldest_ms / 1000 if oldest_ms >= 0 else None,
             paused=as_str(reply[8]) if reply[8] is not None else None,
             solver_slots_used=int(reply[9]),
-            solver_slots_limit=int(float(as_str(reply[10]))) if reply[10] is not None else None,
+            solver_slots_limit=_limit(reply[10]),
             submitted=_int(counters["submitted"]),
             dead_letters=int(reply[11]),
             epoch=as_str(reply[12]) if reply[12] is not None else None,
@@ -118,7 +133,7 @@ class AdminAPI(QueueCore):
                 task = msgspec.json.decode(letter.raw, type=Task)
             except ValueError:
                 task = None
-        if task is None or task.id != task_id:
+        if task is None or task.id != task_id or not 1 <= task.max_attempts <= MAX_ATTEMPTS_LIMIT:
             log.warning("dead letter %s has no readable task: not requeued", task_id)
             return False
         # An operator's requeue starts over: the old deadline would expire it at once.

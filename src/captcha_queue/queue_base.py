@@ -16,10 +16,10 @@ from typing import Any, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 
 from .connection import redis_errors_async
-from .errors import InvalidArgument, ScriptError
+from .errors import CaptchaQueueError, InvalidArgument, RedisOutOfMemory, ScriptError
 from .keys import Keys
 from .models import Attempt, DeadLetter, Result, Task
 from .scripts import Code, Scripts, load_scripts, raise_for_code
@@ -66,6 +66,9 @@ class QueueConfig:
     maintenance_batch: int = 100
     #: Tasks per submitTasks call; a larger submit_many is sent as several calls in one round trip.
     submit_chunk: int = 1000
+    #: The most tasks the queues may hold (backpressure): a submission that would go over raises
+    #: QueueFull and writes nothing. None: no limit.
+    max_queued: int | None = None
 
     def __post_init__(self) -> None:
         check_seconds("result_ttl_s", self.result_ttl_s)
@@ -73,9 +76,14 @@ class QueueConfig:
         if self.result_ttl_s <= 0 or self.dead_ttl_s <= 0:
             raise InvalidArgument("result_ttl_s and dead_ttl_s must be positive")
         if self.events_maxlen < 1 or self.max_payload_bytes < 1:
-            raise ValueError("events_maxlen and max_payload_bytes must be positive")
+            raise InvalidArgument("events_maxlen and max_payload_bytes must be positive")
         if self.maintenance_batch < 1 or self.submit_chunk < 1:
-            raise ValueError("maintenance_batch and submit_chunk must be positive")
+            raise InvalidArgument("maintenance_batch and submit_chunk must be positive")
+        limit = self.max_queued
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+            raise InvalidArgument(
+                f"max_queued must be a positive integer or None, got {limit!r}", field="max_queued"
+            )
 
 
 def check_seconds(name: str, value: object) -> float:
@@ -158,7 +166,7 @@ class QueueCore:
                     self.client, self._script_keys if keys is None else keys, (*self._conf_args, *args)
                 )
             except ResponseError as exc:
-                raise ScriptError(f"script {name} failed: {_first_line(exc)}") from exc
+                raise _script_failure(name, exc) from exc
 
     async def _script_pipeline(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
         """Several script calls in one round trip. Calls refused with NOSCRIPT were not run:
@@ -176,7 +184,7 @@ class QueueCore:
                 if isinstance(reply, NoScriptError):
                     again.append(i)
                 elif isinstance(reply, ResponseError):
-                    raise ScriptError(f"script {calls[i][0]} failed: {_first_line(reply)}") from reply
+                    raise _script_failure(calls[i][0], reply) from reply
                 else:
                     results[i] = reply
             if not again:
@@ -228,6 +236,16 @@ class QueueCore:
         """Close the client if this object created it."""
         if self._owns_client:
             await self.client.aclose()
+
+
+def _script_failure(name: str, exc: ResponseError) -> CaptchaQueueError:
+    """Our error for a script call Redis refused or that failed. Above maxmemory Redis refuses a
+    script without the allow-oom flag whole, before it runs (scripts.py): RedisOutOfMemory."""
+    if isinstance(exc, OutOfMemoryError):
+        return RedisOutOfMemory(
+            f"Redis is out of memory (maxmemory), script {name} refused: {_first_line(exc).rstrip('.')}"
+        )
+    return ScriptError(f"script {name} failed: {_first_line(exc)}")
 
 
 def _first_line(exc: BaseException) -> str:

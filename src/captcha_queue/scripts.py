@@ -40,6 +40,10 @@ class Code:
     ALREADY_FINAL = -4
     #: A key the script needs exists with another type (written by someone else); nothing was written.
     WRONG_TYPE = -5
+    #: submitTasks: max_queued tasks are queued already; nothing was written.
+    QUEUE_FULL = -6
+    #: submitTasks: an idempotency key names a task with other method/params/priority; nothing written.
+    IDEMPOTENCY_CONFLICT = -7
 
 
 def raise_for_code(code: int, task_id: str, detail: str | None = None) -> None:
@@ -57,6 +61,26 @@ def raise_for_code(code: int, task_id: str, detail: str | None = None) -> None:
     if code == Code.ALREADY_FINAL:
         raise LeaseLost(task_id, f"task {task_id} already has its final result")
     raise ScriptError(f"script returned unknown code {code} for task {task_id}")
+
+
+#: Scripts that admit new work run only while Redis is below ``maxmemory``: above it Redis refuses
+#: the call whole, before it writes anything (the caller gets RedisOutOfMemory).
+_ADMIT_WORK = frozenset({"submitTasks", "requeueDead"})
+#: Read-only scripts run without flags (as they always did, on a replica too).
+_READ_ONLY = frozenset({"readStats"})
+
+
+def _with_flags(name: str, source: str) -> str:
+    """The script with its Redis 7 flags line. Every script but those above moves work already
+    accepted towards its end (claims, renewals, finishes, slots, pauses) and runs even above
+    maxmemory (``allow-oom``): refused there, a solved task could never be finished, and finished
+    tasks are what frees memory (their results expire). What they add is bounded by the work
+    accepted. A script that names its own flags keeps them."""
+    if name in _READ_ONLY or source.startswith("#!"):
+        return source
+    if name in _ADMIT_WORK:
+        return "#!lua\n" + source
+    return "#!lua flags=allow-oom\n" + source
 
 
 def _read(name: str) -> str:
@@ -135,6 +159,6 @@ def load_scripts() -> Scripts:
         for entry in (resources.files("captcha_queue") / "lua").iterdir():
             if entry.name.endswith(".lua") and entry.is_file():
                 name = entry.name[: -len(".lua")]
-                found[name] = Script(name, _expand(entry.read_text(encoding="utf-8")))
+                found[name] = Script(name, _with_flags(name, _expand(entry.read_text(encoding="utf-8"))))
         _CACHE = Scripts(found)
     return _CACHE

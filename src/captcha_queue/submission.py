@@ -8,6 +8,7 @@ from the Redis clock).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -25,6 +26,7 @@ __all__ = [
     "MAX_EXPIRES_IN_S",
     "MAX_IDEMPOTENCY_KEY_CHARS",
     "PreparedTask",
+    "idempotency_digest",
     "new_ids",
     "prepare",
     "prepare_entry",
@@ -37,6 +39,7 @@ MAX_IDEMPOTENCY_KEY_CHARS = 256
 
 _SPEC_FIELDS = frozenset(TaskSpec.__struct_fields__)
 _encoder = msgspec.json.Encoder()
+_sorted_encoder = msgspec.json.Encoder(order="sorted")
 _ENCODE_ERRORS = (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError)
 
 
@@ -47,15 +50,17 @@ class PreparedTask:
     id: str
     priority: str
     idempotency_key: str
+    digest: str
     expires_in_ms: str
     task_open: bytes
     state_open: bytes
 
-    def script_args(self) -> tuple[str, str, str, str, bytes, bytes]:
+    def script_args(self) -> tuple[str, str, str, str, str, bytes, bytes]:
         return (
             self.id,
             self.priority,
             self.idempotency_key,
+            self.digest,
             self.expires_in_ms,
             self.task_open,
             self.state_open,
@@ -168,7 +173,15 @@ def _encode_metadata(metadata: object) -> bytes | None:
     return encoded
 
 
-def state_open(task: Task, metadata_json: bytes | None) -> bytes:
+def idempotency_digest(task: Task) -> str:
+    """What an idempotency key promises stays the same: the task's method, params and priority
+    (after aliases are applied, params in name order). Stored with the task; a later submission
+    under the same key with another digest is an IdempotencyConflict."""
+    canonical = _sorted_encoder.encode([task.method, task.params, task.priority])
+    return hashlib.sha256(canonical).hexdigest()[:32]
+
+
+def state_open(task: Task, metadata_json: bytes | None, digest: str | None = None) -> bytes:
     """The initial state JSON of a task without its closing brace (see lua/includes/state.lua)."""
     state: dict[str, Any] = {
         "status": "queued",
@@ -179,6 +192,7 @@ def state_open(task: Task, metadata_json: bytes | None) -> bytes:
     }
     if task.idempotency_key is not None:
         state["idem"] = task.idempotency_key
+        state["idem_digest"] = digest or idempotency_digest(task)
     if metadata_json is not None:
         state["metadata"] = metadata_json.decode("utf-8")
     return _encoder.encode(state)[:-1]
@@ -222,13 +236,15 @@ def prepare(
             f"the task is {len(encoded)} bytes encoded, over the limit of {max_payload_bytes}",
             field="params",
         )
+    digest = idempotency_digest(task) if key else ""
     return PreparedTask(
         id=task.id,
         priority=checked_priority,
         idempotency_key=key,
+        digest=digest,
         expires_in_ms=expires_in_ms,
         task_open=encoded[:-1],
-        state_open=state_open(task, metadata_json),
+        state_open=state_open(task, metadata_json, digest),
     )
 
 

@@ -19,7 +19,7 @@ if bad then
 end
 
 local id = ARGV[A]
-local st, raw = load_state(id)
+local st, raw, problem = load_state(id)
 if st == nil then
   return { NOT_FOUND }
 end
@@ -27,7 +27,7 @@ local now = now_ms()
 if st == false then
   -- Unreadable state: finish it from a stand-in, keeping the raw entry in the dead-letter queue.
   dead_letter(id, placeholder_state(nil, now), 'malformed state', now, 'MALFORMED',
-    'the task state in Redis is unreadable', raw)
+    state_message(problem), raw)
   return { ALREADY_FINAL }
 end
 if st.status == 'done' then

@@ -39,22 +39,22 @@ reap_all(now, batch)
 
 local function wait_hint(paused_until)
   local hint = -1
-  local function consider(ms)
-    if ms and (hint < 0 or ms < hint) then
-      hint = math.max(0, ms)
+  -- `at`: ms of Redis time (scores written by someone else may be inf: ignored).
+  local function consider(at)
+    at = finite(at)
+    if at and (hint < 0 or at - now < hint) then
+      hint = math.max(0, math.min(at - now, 86400000)) -- an integer reply: keep it in range
     end
   end
-  local first_delayed = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
-  if first_delayed[2] then consider(tonumber(first_delayed[2]) - now) end
-  local first_lease = redis.call('ZRANGE', K.active, 0, 0, 'WITHSCORES')
-  if first_lease[2] then consider(tonumber(first_lease[2]) - now) end
-  if paused_until then consider(paused_until - now) end
+  consider(redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')[2])
+  consider(redis.call('ZRANGE', K.active, 0, 0, 'WITHSCORES')[2])
+  consider(paused_until)
   return hint
 end
 
 -- Paused: the HASH exists and until_ms is absent or in the future.
 if redis.call('EXISTS', K.paused) == 1 then
-  local until_ms = tonumber(redis.call('HGET', K.paused, 'until_ms'))
+  local until_ms = finite(redis.call('HGET', K.paused, 'until_ms'))
   if not until_ms or until_ms > now then
     return { PAUSED, wait_hint(until_ms), warnings }
   end
@@ -72,16 +72,16 @@ for _, priority in ipairs(PRIORITIES) do
       break
     end
     pops_left = pops_left - 1
-    local st, raw = load_state(id)
+    local st, raw, problem = load_state(id)
     local has_task = redis.call('HEXISTS', K.tasks, id) == 1
     if st == nil and not has_task then
       warnings[#warnings + 1] = 'queued id ' .. id .. ' has no task: dead-lettered'
       dead_letter(id, placeholder_state(priority, now), 'no task', now, 'MALFORMED',
         'the queue held an id with no task')
     elseif not st then
-      warnings[#warnings + 1] = 'task ' .. id .. ' has a missing or unreadable state: dead-lettered'
+      warnings[#warnings + 1] = 'task ' .. id .. ': ' .. state_message(problem) .. ': dead-lettered'
       dead_letter(id, placeholder_state(priority, now), 'malformed state', now, 'MALFORMED',
-        'the task state in Redis is missing or unreadable', raw)
+        state_message(problem), raw)
     elseif not has_task then
       warnings[#warnings + 1] = 'task ' .. id .. ' has no task body: dead-lettered'
       dead_letter(id, st, 'no task', now, 'MALFORMED', 'the task body is missing from Redis')

@@ -8,9 +8,17 @@ ARGV[2] ttl_ms: the registration lapses unless renewed within this
 ARGV[3] registration JSON (host, pid, started, in flight, version, ...), or '' to drop the worker
 ARGV[4] forget_ms: registrations that lapsed this long ago are deleted (bounded: 100 per call)
 
-Returns the number of live workers
+Returns the number of live workers, or an error reply (nothing written) when a key has another type
 ]]
 --- @include "clock"
+
+-- Checked before the first write: Redis keeps the writes made before a command fails.
+for i, expected in ipairs({ 'zset', 'hash' }) do
+  local found = redis.call('TYPE', KEYS[i])['ok']
+  if found ~= 'none' and found ~= expected then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' is a ' .. found .. ', expected a ' .. expected)
+  end
+end
 
 local now = now_ms()
 if ARGV[3] == '' then

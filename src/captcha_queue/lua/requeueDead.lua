@@ -7,7 +7,8 @@
 --- ARGV: the standard prefix, then [A] task id, [A+1] Task JSON (from the dead letter),
 ---       [A+2] state JSON without its closing brace (as submitTasks receives it), [A+3] priority,
 ---       [A+4] idempotency key ("" = none).
---- Returns: {OK} | {NOT_FOUND} (no such dead letter) | {WRONG_TYPE, message}.
+--- Returns: {OK} | {NOT_FOUND} (no such dead letter) | {WRONG_TYPE, message}; an error reply (nothing
+---          written) for malformed arguments. Refused by Redis above maxmemory (scripts.py).
 --- @include "keys"
 --- @include "codes"
 --- @include "util"
@@ -24,7 +25,11 @@ if redis.call('HEXISTS', K.dead, id) == 0 then
 end
 local now = now_ms()
 local old = load_state(id)
-local st = cjson.decode(state_open .. ',"submitted_ms":' .. fmt_int(now) .. '}')
+local ok, st = pcall(cjson.decode, state_open .. ',"submitted_ms":' .. fmt_int(now) .. '}')
+-- Checked before the first write: a bad argument must not leave the dead letter half-requeued.
+if not ok or state_problem(st) or not K.queue[priority] or not pcall(cjson.decode, task_json) then
+  return redis.error_reply('ERR requeueDead: malformed arguments for task ' .. id)
+end
 if old and type(old.history) == 'table' and #old.history > 0 then
   st.history = old.history
 end

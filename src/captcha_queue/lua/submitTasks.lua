@@ -1,15 +1,21 @@
 --- submitTasks: accept a batch of validated tasks, appended in order to the tail of their priority.
 ---
+--- Everything is read and checked first; the batch is then written whole, or nothing is written.
+--- Called by Redis only while it is below maxmemory (scripts.py gives it no allow-oom flag).
+---
 --- KEYS: the standard layout (includes/keys.lua); writes queue:*, wake, tasks, state, idem, counters, epoch,
 ---       and deletes the fields of finished tasks whose TTL has passed (results, expiry, dead letters).
 --- ARGV: the standard prefix, then
 ---   [A]   epoch candidate (random id, SET NX: the first writer of a data set names it)
----   [A+1] n, the number of tasks, followed by 6 arguments per task:
----         id, priority, idempotency key ("" = none), expires_in_ms ("" = none),
----         task JSON without its closing brace, state JSON without its closing brace
----         (the script appends submitted_at / expires_at from Redis time and closes both).
+---   [A+1] max_queued: the most tasks the queues may hold ("" = no limit)
+---   [A+2] n, the number of tasks, followed by 7 arguments per task:
+---         id, priority, idempotency key ("" = none), digest of method, params and priority,
+---         expires_in_ms ("" = none), task JSON without its closing brace, state JSON without its
+---         closing brace (the script appends submitted_at / expires_at from Redis time and closes both).
 --- Returns: {OK, id, id, ...} in input order (an idempotent duplicate answers the existing id),
----          or {WRONG_TYPE, message}.
+---          {QUEUE_FULL, tasks queued, max_queued} when the new tasks would not fit,
+---          {IDEMPOTENCY_CONFLICT, index of the task in this call (0-based), existing id} when a key
+---          names a task with another digest, or {WRONG_TYPE, message}. Nothing is written but on OK.
 --- @include "keys"
 --- @include "codes"
 --- @include "util"
@@ -24,54 +30,100 @@ if bad then
   return { WRONG_TYPE, bad }
 end
 
-local now = now_ms()
-local submitted_at = fmt_s(now)
--- Producers reap too (a small bounded batch), so finished tasks expire on time even while no worker
--- runs, and an idempotency key whose result has expired is free again.
-reap_finished(now, 100)
-reap_dead(now, 100)
-local n = tonumber(ARGV[A + 1])
-local reply = { OK }
-local task_args, state_args = {}, {}
-local by_priority = { high = {}, normal = {}, low = {} }
-local created = {}
-local accepted = 0
+local PER_TASK = 7
+local n = tonumber(ARGV[A + 2])
+local max_queued = ARGV[A + 1] ~= '' and tonumber(ARGV[A + 1]) or nil
+if not n or #ARGV ~= A + 2 + n * PER_TASK or (ARGV[A + 1] ~= '' and not max_queued) then
+  return redis.error_reply('ERR submitTasks: malformed arguments')
+end
 
+local now = now_ms()
+
+-- The task an idempotency key names, if it still lives (a mapping whose task is gone or whose
+-- result TTL has passed is free again, as the reaper would make it), and that task's digest.
+local function named_by(key)
+  local existing = redis.call('HGET', K.idem, key)
+  if not existing or redis.call('HEXISTS', K.state, existing) == 0 then
+    return nil
+  end
+  local expires = finite(redis.call('ZSCORE', K.expiry, existing))
+  if expires and expires <= now then
+    return nil
+  end
+  local st = load_state(existing)
+  -- A state written before digests were stored (or unreadable) cannot conflict.
+  return existing, st and st.idem_digest or nil
+end
+
+-- Read and check every task first.
+local reply = { OK }
+local fresh = {} -- ARGV offsets of the tasks to write
+local created = {} -- idempotency key -> { id, digest } of a task created by this call
 for i = 0, n - 1 do
-  local b = A + 2 + i * 6
-  local id, priority, idem, expires_in = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
-  local existing = nil
-  if idem ~= '' then
-    existing = redis.call('HGET', K.idem, idem)
-    -- The mapping lives while the task or its result lives; a dangling one is replaced.
-    if existing and not created[existing] and redis.call('HEXISTS', K.state, existing) == 0 then
-      existing = nil
+  local b = A + 3 + i * PER_TASK
+  local id, priority, key, digest, expires_in = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+  if not K.queue[priority] or (expires_in ~= '' and not finite(expires_in)) then
+    return redis.error_reply('ERR submitTasks: malformed arguments of task ' .. i)
+  end
+  local existing, existing_digest = nil, nil
+  if key ~= '' then
+    if created[key] then
+      existing, existing_digest = created[key][1], created[key][2]
+    else
+      existing, existing_digest = named_by(key)
     end
+  end
+  if existing and existing_digest and existing_digest ~= digest then
+    return { IDEMPOTENCY_CONFLICT, i, existing }
   end
   if existing then
     reply[#reply + 1] = existing
   else
-    local task_tail = ',"submitted_at":' .. submitted_at
-    -- The producer's result TTL travels with the task: the worker that finishes it keeps the
-    -- result that long, whatever its own default.
-    local state_tail = ',"submitted_ms":' .. fmt_int(now) .. ',"result_ttl_ms":' .. fmt_int(C.result_ttl_ms)
-    if expires_in ~= '' then
-      local expires_ms = now + tonumber(expires_in)
-      task_tail = task_tail .. ',"expires_at":' .. fmt_s(expires_ms)
-      state_tail = state_tail .. ',"expires_ms":' .. fmt_int(expires_ms)
+    fresh[#fresh + 1] = b
+    if key ~= '' then
+      created[key] = { id, digest }
     end
-    task_args[#task_args + 1] = id
-    task_args[#task_args + 1] = ARGV[b + 4] .. task_tail .. '}'
-    state_args[#state_args + 1] = id
-    state_args[#state_args + 1] = ARGV[b + 5] .. state_tail .. '}'
-    local list = by_priority[priority]
-    list[#list + 1] = id
-    if idem ~= '' then
-      redis.call('HSET', K.idem, idem, id)
-    end
-    created[id] = true
-    accepted = accepted + 1
     reply[#reply + 1] = id
+  end
+end
+
+if max_queued and #fresh > 0 then
+  local queued = 0
+  for _, priority in ipairs(PRIORITIES) do
+    queued = queued + redis.call('LLEN', K.queue[priority])
+  end
+  if queued + #fresh > max_queued then
+    return { QUEUE_FULL, queued, max_queued }
+  end
+end
+
+-- Then write. Producers reap too (a small bounded batch), so finished tasks expire on time even
+-- while no worker runs.
+reap_finished(now, 100)
+reap_dead(now, 100)
+local submitted_at = fmt_s(now)
+local task_args, state_args, idem_args = {}, {}, {}
+local by_priority = { high = {}, normal = {}, low = {} }
+for _, b in ipairs(fresh) do
+  local id, priority, key, expires_in = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 4]
+  local task_tail = ',"submitted_at":' .. submitted_at
+  -- The producer's result TTL travels with the task: the worker that finishes it keeps the
+  -- result that long, whatever its own default.
+  local state_tail = ',"submitted_ms":' .. fmt_int(now) .. ',"result_ttl_ms":' .. fmt_int(C.result_ttl_ms)
+  if expires_in ~= '' then
+    local expires_ms = now + tonumber(expires_in)
+    task_tail = task_tail .. ',"expires_at":' .. fmt_s(expires_ms)
+    state_tail = state_tail .. ',"expires_ms":' .. fmt_int(expires_ms)
+  end
+  task_args[#task_args + 1] = id
+  task_args[#task_args + 1] = ARGV[b + 5] .. task_tail .. '}'
+  state_args[#state_args + 1] = id
+  state_args[#state_args + 1] = ARGV[b + 6] .. state_tail .. '}'
+  local list = by_priority[priority]
+  list[#list + 1] = id
+  if key ~= '' then
+    idem_args[#idem_args + 1] = key
+    idem_args[#idem_args + 1] = id
   end
 end
 
@@ -84,11 +136,12 @@ local function write_chunked(command, key, args)
 end
 write_chunked('HSET', K.tasks, task_args)
 write_chunked('HSET', K.state, state_args)
+write_chunked('HSET', K.idem, idem_args)
 for _, priority in ipairs(PRIORITIES) do
   write_chunked('RPUSH', K.queue[priority], by_priority[priority])
 end
-if accepted > 0 then
-  redis.call('HINCRBY', K.counters, 'submitted', accepted)
+if #fresh > 0 then
+  redis.call('HINCRBY', K.counters, 'submitted', #fresh)
   arm_wake()
 end
 redis.call('SET', K.epoch, ARGV[A], 'NX')

@@ -7,3 +7,5 @@ local LEASE_LOST = -2
 local CANCELLED = -3
 local ALREADY_FINAL = -4
 local WRONG_TYPE = -5
+local QUEUE_FULL = -6
+local IDEMPOTENCY_CONFLICT = -7

@@ -2,6 +2,13 @@
 
 local COUNTER = { success = 'completed', error = 'failed', cancelled = 'cancelled', expired = 'expired' }
 
+-- True when `text` is JSON with no number that is NaN or inf (such as 1e999): it may be embedded
+-- as it is in a result every client can read.
+local function json_clean(text)
+  local ok, value = pcall(cjson.decode, text)
+  return ok and (pcall(cjson.encode, value))
+end
+
 -- The Result JSON, built from the state (method, priority, timings, metadata) and `extra`
 -- ({solution = raw JSON, error_code = str, error_message = str}).
 local function result_json(id, st, status, now, extra)
@@ -24,7 +31,7 @@ local function result_json(id, st, status, now, extra)
   if extra.error_message and extra.error_message ~= '' then
     parts[#parts + 1] = ',"error_message":' .. cjson.encode(extra.error_message)
   end
-  if type(st.metadata) == 'string' and pcall(cjson.decode, st.metadata) then
+  if type(st.metadata) == 'string' and json_clean(st.metadata) then
     parts[#parts + 1] = ',"metadata":' .. st.metadata
   end
   parts[#parts + 1] = '}'
@@ -60,7 +67,7 @@ end
 local function dead_letter(id, st, reason, now, error_code, error_message, raw)
   local parts = { '{"id":', cjson.encode(id), ',"reason":', cjson.encode(reason), ',"dead_at":', fmt_s(now) }
   local task_raw = redis.call('HGET', K.tasks, id)
-  if task_raw and task_raw ~= raw and pcall(cjson.decode, task_raw) then
+  if task_raw and task_raw ~= raw and json_clean(task_raw) then
     parts[#parts + 1] = ',"task":' .. task_raw
   elseif task_raw then
     raw = raw or task_raw

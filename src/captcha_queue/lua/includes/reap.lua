@@ -8,10 +8,10 @@ local function reap_leases(now, limit)
   for i = #ids, 1, -1 do
     local id = ids[i]
     redis.call('ZREM', K.active, id)
-    local st, raw = load_state(id)
+    local st, raw, problem = load_state(id)
     if st == false or (st == nil and redis.call('HEXISTS', K.tasks, id) == 1) then
       dead_letter(id, placeholder_state(nil, now), 'malformed state', now, 'MALFORMED',
-        'the task state in Redis is missing or unreadable', raw)
+        state_message(problem), raw)
     elseif st and st.status == 'active' then
       add_history(st, now, 'stalled', 'STALLED', 'lease expired')
       st.attempts = st.attempts + 1
@@ -29,14 +29,18 @@ local function reap_leases(now, limit)
   return #ids
 end
 
--- Retries whose time has come go back to the head of their priority.
+-- Retries whose time has come go back to the head of their priority. A malformed state is
+-- dead-lettered (dropped from the set alone, it would stay in Redis forever, in no list).
 local function promote_delayed(now, limit)
   local ids = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, limit)
   for i = #ids, 1, -1 do
     local id = ids[i]
     redis.call('ZREM', K.delayed, id)
-    local st = load_state(id)
-    if st and st.status == 'delayed' then
+    local st, raw, problem = load_state(id)
+    if st == false then
+      dead_letter(id, placeholder_state(nil, now), 'malformed state', now, 'MALFORMED',
+        state_message(problem), raw)
+    elseif st and st.status == 'delayed' then
       st.status = 'queued'
       save_state(id, st)
       redis.call('LPUSH', K.queue[st.priority], id)
