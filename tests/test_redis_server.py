@@ -85,6 +85,34 @@ def test_password_is_redacted_from_messages() -> None:
 
 
 @pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://user:s3cret@127.0.0.1:1/0", "redis://user:***@127.0.0.1:1/0"),
+        ("redis://:s3cret@127.0.0.1:1/0", "redis://:***@127.0.0.1:1/0"),
+        ("redis://s3cret@127.0.0.1:1/0", "redis://***@127.0.0.1:1/0"),
+        ("redis://u:p@ss:s3cret@h:1/0", "redis://u:***@h:1/0"),
+        ("redis://127.0.0.1:1/0?password=s3cret", "redis://127.0.0.1:1/0?password=***"),
+        ("redis://h:1/0?db=2&password=s3cret&x=1", "redis://h:1/0?db=2&password=***&x=1"),
+        ("unix:///tmp/r.sock?db=0&password=s3cret", "unix:///tmp/r.sock?db=0&password=***"),
+        (
+            "rediss://cq:s3cret@h:6380/0?ssl_ca_certs=/ca.pem&ssl_keyfile=/s3cret.key&ssl_password=s3cret",
+            "rediss://cq:***@h:6380/0?ssl_ca_certs=/ca.pem&ssl_keyfile=***&ssl_password=***",
+        ),
+        (
+            "redis+sentinel://:s3cret@h1:26379,h2:26379/mymaster/0?sentinel_password=s3cret",
+            "redis+sentinel://:***@h1:26379,h2:26379/mymaster/0?sentinel_password=***",
+        ),
+        ("redis://h:1/0?PASSWORD=s3cret#frag", "redis://h:1/0?PASSWORD=***#frag"),
+        ("https://ocr.example/?key=s3cret", "https://ocr.example/?key=***"),
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("not a url password=s3cret", "not a url password=s3cret"),
+    ],
+)
+def test_every_credential_form_is_redacted(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize(
     ("info", "ok"),
     [
         ({"redis_version": "7.0.15"}, True),

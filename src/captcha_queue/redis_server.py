@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import shutil
 import signal
 import socket
@@ -24,7 +25,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote
 
 from .errors import ConfigError, RedisUnavailable, ServerVersionError
 
@@ -47,20 +48,36 @@ MIN_VALKEY_VERSION = (7, 2)
 _PR_SET_PDEATHSIG = 1
 
 
+#: Query parameters whose values are secrets (or point at one): password, ssl_password,
+#: sentinel_password, ssl_keyfile, token, ... Their values are shown as ``***``.
+_SECRET_PARAM = re.compile(r"pass|pwd|secret|token|auth|key", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, for messages and logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """The URL with every credential replaced by ``***``, for messages and logs.
+
+    Covers ``user:pass@`` and ``:pass@`` (a lone ``name@`` too: some clients read it as the password),
+    also with several hosts (sentinel-style URLs), and secret query parameters (``?password=``,
+    ``ssl_password``, ``ssl_keyfile``, ...). Works on text that does not parse as a URL, and errs on
+    the side of hiding too much: everything up to the last ``@`` counts as credentials.
+    """
+    head, sep, rest = url.partition("://")
+    if not sep:
+        head, rest = "", url
+    if sep and "@" in rest:
+        userinfo, _, rest = rest.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        rest = (f"{user}:***@" if colon else "***@") + rest
+    path, qmark, query = rest.partition("?")
+    if qmark:
+        query, hash_, fragment = query.partition("#")
+        pairs = re.split(r"([&;])", query)
+        for i in range(0, len(pairs), 2):
+            name, eq, _ = pairs[i].partition("=")
+            if eq and _SECRET_PARAM.search(unquote(name)):
+                pairs[i] = f"{name}=***"
+        rest = f"{path}?{''.join(pairs)}{hash_}{fragment}"
+    return f"{head}{sep}{rest}"
 
 
 def find_server_binary() -> str:
