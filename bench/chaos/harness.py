@@ -270,7 +270,7 @@ class Rig:
     # -- workers ----------------------------------------------------------------------------------
     @property
     def worker_redis_url(self) -> str:
-        url = self.proxy.redis_url() if self.proxy is not None else self.redis.url
+        url = self.proxy.redis_url(password=self.redis.password) if self.proxy is not None else self.redis.url
         return self._login(url, self.config.worker_user)
 
     def _login(self, url: str, user: str | None) -> str:
@@ -278,7 +278,8 @@ class Rig:
         if user is None:
             return url
         password = next(r[1:] for r in self.config.acl_users[user] if r.startswith(">"))
-        return url.replace("redis://", f"redis://{user}:{password}@", 1)
+        address = url.split("://", 1)[1].rsplit("@", 1)[-1]  # without the server's own password
+        return f"redis://{user}:{password}@{address}"
 
     def worker_env(self) -> dict[str, str]:
         env = dict(os.environ)
