@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -105,6 +106,7 @@ class Rig:
         self.proxy: FaultProxy | None = None
         self.sim_proc: subprocess.Popen[bytes] | None = None
         self.sim_url = ""
+        self.sim_token = secrets.token_hex(16)  # for the simulator's /control
         self.slots: list[_WorkerSlot] = []
         self.crashes: list[WorkerCrash] = []
         self.slow_shutdowns: list[int] = []  # pids that ignored SIGTERM for the whole grace period
@@ -239,6 +241,7 @@ class Rig:
         try:
             self.sim_proc = subprocess.Popen(
                 [sys.executable, "-m", "captcha_queue", *args],
+                env={**os.environ, "CAPTCHA_QUEUE_SIMULATOR_TOKEN": self.sim_token},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=log,
@@ -261,7 +264,11 @@ class Rig:
         """Change the simulator at run time (``POST /control``): fault rates, over-capacity, keys."""
         async with (
             aiohttp.ClientSession() as http,
-            http.post(f"{self.sim_url}/control", json=settings) as resp,
+            http.post(
+                f"{self.sim_url}/control",
+                json=settings,
+                headers={"Authorization": f"Bearer {self.sim_token}"},
+            ) as resp,
         ):
             resp.raise_for_status()
             data: dict[str, Any] = msgspec.json.decode(await resp.read())
