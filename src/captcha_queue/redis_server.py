@@ -366,7 +366,7 @@ def _last_log_line(logfile: Path) -> str:
         lines = logfile.read_text(encoding="utf-8", errors="replace").strip().splitlines()
     except OSError:
         return ""
-    return re.sub(r"^\d+:[A-Z] [^#*.-]*[#*.-] ", "", lines[-1]) if lines else ""
+    return re.sub(r"^\d+:[A-Z] .*?\d\d:\d\d:\d\d\.\d+ [#*.-] ", "", lines[-1]) if lines else ""
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> str:
