@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from captcha_queue.redis_server import EmbeddedRedis, check_redis, redis_url_from_env
+from captcha_queue.redis_server import EmbeddedRedis, check_redis, redact_url, redis_url_from_env
 
 from . import naive
 from .harness import (
@@ -233,7 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sim_args += ["--seed", "7"]
         simulator = Simulator.start(group, sim_args, child_env())
         bench = Bench(url, sizes, private_redis=private, simulator=simulator, redis_pid=redis_pid)
-        bench.log(f"Redis {url} ({'private' if private else 'REDIS_URL'}), simulator {simulator.base_url}")
+        shown = redact_url(url)
+        bench.log(f"Redis {shown} ({'private' if private else 'REDIS_URL'}), simulator {simulator.base_url}")
         bench.clean()
         run_async(run_all(bench, workloads, systems))
         targets = check_targets(bench.results, sizes.poll_bound, sizes.w2_concurrency, sizes.w3_waiters)

@@ -11,7 +11,7 @@ The design, as it was:
 
 Both waits (5 s and 1 s) are multiplied by the time scale, like the simulator's solve times. HTTP is
 the standard library's ``http.client`` (keep-alive, one connection per process), as the original used a
-plain synchronous client. Run a worker with ``python -m bench.naive worker --redis-url ... --prefix ...``.
+plain synchronous client. Run a worker with ``REDIS_URL=... python -m bench.naive worker --prefix ...``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import http.client
 import json
+import os
 import secrets
 import sys
 import time
@@ -37,6 +38,7 @@ from .harness import (
     ProcessGroup,
     RunResult,
     bounded,
+    child_env,
     command_counts,
     command_delta,
     descendants,
@@ -139,12 +141,15 @@ def worker_loop(
 
 def worker_main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.naive worker")
-    parser.add_argument("--redis-url", required=True)
+    # From the environment by default: a password in the URL must stay off the command line (ps).
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"), help="default: $REDIS_URL")
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--solver-url", default=None, help="in.php/res.php base URL; none = answer at once")
     parser.add_argument("--time-scale", type=float, default=1.0)
     parser.add_argument("--api-key", default=SIMULATOR_KEY)
     args = parser.parse_args(argv)
+    if not args.redis_url:
+        parser.error("set REDIS_URL (or --redis-url)")
     try:
         worker_loop(args.redis_url, NaiveKeys(args.prefix), args.solver_url, args.api_key, args.time_scale)
     except KeyboardInterrupt:
@@ -250,11 +255,12 @@ def spawn_workers(
     time_scale: float,
     api_key: str = SIMULATOR_KEY,
 ) -> list[int]:
-    args = ["-m", "bench.naive", "worker", "--redis-url", redis_url, "--prefix", keys.prefix]
+    args = ["-m", "bench.naive", "worker", "--prefix", keys.prefix]
     args += ["--time-scale", str(time_scale), "--api-key", api_key]
     if solver_url:
         args += ["--solver-url", solver_url]
-    return [group.spawn_python(args).pid for _ in range(processes)]
+    env = child_env({"REDIS_URL": redis_url})
+    return [group.spawn_python(args, env).pid for _ in range(processes)]
 
 
 async def run_naive_throughput(
@@ -346,4 +352,4 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "worker":
         worker_main(sys.argv[2:])
     else:
-        sys.exit("usage: python -m bench.naive worker --redis-url URL --prefix P [--solver-url URL]")
+        sys.exit("usage: REDIS_URL=URL python -m bench.naive worker --prefix P [--solver-url URL]")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import secrets
 import sys
 import time
@@ -27,7 +28,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from . import naive
-from .harness import BenchError, ProcessGroup, RunResult, bounded, percentile
+from .harness import BenchError, ProcessGroup, RunResult, bounded, child_env, percentile
 
 __all__ = ["run_w3"]
 
@@ -120,9 +121,9 @@ async def run_w3(
             )
             ids = [producer.new_id() for _ in range(count)]
             await client.rpush(f"{control_key}:ids", *ids)
-        argv = ["-m", "bench.notify", "writer", "--redis-url", redis_url, "--system", system]
+        argv = ["-m", "bench.notify", "writer", "--system", system]
         argv += ["--namespace", namespace, "--count", str(count), "--control", control_key]
-        group.spawn_python(argv)
+        group.spawn_python(argv, child_env({"REDIS_URL": redis_url}))
         ready = await client.blpop([f"{control_key}:ready"], timeout=30)
         if ready is None or int(ready[1]) != count:
             raise BenchError(f"the W3 writer did not get its {count} tasks ready")
@@ -184,12 +185,16 @@ def _r(value: float | None) -> float | None:
 def main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.notify writer")
     parser.add_argument("role", choices=["writer"])
-    parser.add_argument("--redis-url", required=True)
+    # From the environment by default: a password in the URL must stay off the command line (ps).
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"), help="default: $REDIS_URL")
     parser.add_argument("--system", choices=["captcha-queue", "naive"], required=True)
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--control", required=True)
-    asyncio.run(_writer(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    if not args.redis_url:
+        parser.error("set REDIS_URL (or --redis-url)")
+    asyncio.run(_writer(args))
 
 
 if __name__ == "__main__":

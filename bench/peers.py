@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 import time
 import uuid
@@ -186,7 +187,6 @@ async def _run_saq(args: argparse.Namespace) -> None:
 
 def worker_argv(
     system: str,
-    redis_url: str,
     queue: str,
     concurrency: int,
     solver_url: str | None,
@@ -194,7 +194,8 @@ def worker_argv(
     connections: int,
     api_key: str = SIMULATOR_KEY,
 ) -> list[str]:
-    argv = ["-m", "bench.peers", f"{system}-worker", "--redis-url", redis_url, "--queue", queue]
+    # The Redis URL (with its password) goes in the environment: REDIS_URL.
+    argv = ["-m", "bench.peers", f"{system}-worker", "--queue", queue]
     argv += ["--api-key", api_key]
     argv += ["--concurrency", str(concurrency), "--time-scale", str(time_scale)]
     argv += ["--connections", str(connections)]
@@ -206,7 +207,8 @@ def worker_argv(
 def main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.peers")
     parser.add_argument("role", choices=["arq-worker", "saq-worker"])
-    parser.add_argument("--redis-url", required=True)
+    # From the environment by default: a password in the URL must stay off the command line (ps).
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"), help="default: $REDIS_URL")
     parser.add_argument("--queue", required=True)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--solver-url", default=None)
@@ -214,6 +216,8 @@ def main(argv: Sequence[str]) -> None:
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--api-key", default=SIMULATOR_KEY)
     args = parser.parse_args(argv)
+    if not args.redis_url:
+        parser.error("set REDIS_URL (or --redis-url)")
     runner = _run_arq if args.role == "arq-worker" else _run_saq
     with contextlib.suppress(KeyboardInterrupt):
         run_async(runner(args))

@@ -384,12 +384,11 @@ class Bench:
     ) -> AsyncIterator[tuple[ProcessGroup, str]]:
         key = self.new_key()
         solver_url = self.simulator.base_url if http and self.simulator else None
-        argv = worker_argv(
-            system, self.redis_url, queue, concurrency, solver_url, self.sizes.time_scale, concurrency, key
-        )
+        argv = worker_argv(system, queue, concurrency, solver_url, self.sizes.time_scale, concurrency, key)
         group = ProcessGroup()
         try:
-            procs = [group.spawn_python(argv, capture_stdout=True) for _ in range(processes)]
+            env = child_env({"REDIS_URL": self.redis_url})
+            procs = [group.spawn_python(argv, env, capture_stdout=True) for _ in range(processes)]
             for proc in procs:
                 line = await asyncio.to_thread(read_line, proc, 30.0, f"the {system} worker")
                 if line != "ready":

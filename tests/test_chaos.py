@@ -55,7 +55,7 @@ def _client(url: str) -> aioredis.Redis:
 async def test_proxy_forwards_and_adds_latency_each_way(private_redis: EmbeddedRedis) -> None:
     assert private_redis.port is not None
     async with FaultProxy("127.0.0.1", private_redis.port) as proxy:
-        client = _client(proxy.redis_url())
+        client = _client(proxy.redis_url(password=private_redis.password))
         try:
             assert await client.set("proxy:k", "v")
             proxy.set_latency(0.1)
@@ -73,7 +73,7 @@ async def test_proxy_forwards_and_adds_latency_each_way(private_redis: EmbeddedR
 async def test_proxy_half_open_stalls_without_closing_then_heals(private_redis: EmbeddedRedis) -> None:
     assert private_redis.port is not None
     async with FaultProxy("127.0.0.1", private_redis.port) as proxy:
-        client = _client(proxy.redis_url())
+        client = _client(proxy.redis_url(password=private_redis.password))
         try:
             assert await client.ping()
             proxy.half_open(True)
@@ -93,7 +93,7 @@ async def test_proxy_half_open_stalls_without_closing_then_heals(private_redis: 
 async def test_proxy_drop_reset_and_refuse(private_redis: EmbeddedRedis) -> None:
     assert private_redis.port is not None
     async with FaultProxy("127.0.0.1", private_redis.port) as proxy:
-        client = _client(proxy.redis_url())
+        client = _client(proxy.redis_url(password=private_redis.password))
         try:
             assert await client.ping()
             assert proxy.reset_all() == 1
@@ -121,7 +121,7 @@ def test_threaded_proxy_is_controlled_from_another_thread(private_redis: Embedde
 
     assert private_redis.port is not None
     with ThreadedProxy("127.0.0.1", private_redis.port) as proxy:
-        client = redis.Redis.from_url(proxy.redis_url(), socket_timeout=2.0)
+        client = redis.Redis.from_url(proxy.redis_url(password=private_redis.password), socket_timeout=2.0)
         try:
             assert client.ping()
             proxy.set_latency(0.05)
@@ -208,7 +208,7 @@ def test_slot_recovery_waits_for_every_slot_held_at_the_kill() -> None:
 async def test_proxy_closes_cleanly_with_stalled_links(private_redis: EmbeddedRedis) -> None:
     assert private_redis.port is not None
     proxy = await FaultProxy("127.0.0.1", private_redis.port).start()
-    client = _client(proxy.redis_url())
+    client = _client(proxy.redis_url(password=private_redis.password))
     try:
         assert await client.ping()
         proxy.half_open(True)

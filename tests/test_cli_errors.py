@@ -22,6 +22,7 @@ from captcha_queue.cli.app import FiniteFloat
 from captcha_queue.cli.config import Settings
 from captcha_queue.errors import ConfigError
 from captcha_queue.methods import KNOWN_METHODS
+from captcha_queue.redis_server import redact_url
 
 CANARY_KEY = "c4n4ry0123456789abcdef0123456789"
 CLEAN_ENV: dict[str, str | None] = {
@@ -161,6 +162,30 @@ def test_unreachable_redis_hides_the_password() -> None:
     assert "hunter2" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("template", "shown"),
+    [
+        ("redis://127.0.0.1:{port}/0?password=hunter2", "redis://127.0.0.1:{port}/0?password=***"),
+        ("redis://cq-worker:hunter2@127.0.0.1:{port}/0", "redis://cq-worker:***@127.0.0.1:{port}/0"),
+        ("redis://hunter2@127.0.0.1:{port}/0", "redis://***@127.0.0.1:{port}/0"),
+        (
+            "rediss://127.0.0.1:{port}/0?ssl_keyfile=/etc/hunter2.key&ssl_password=hunter2",
+            "rediss://127.0.0.1:{port}/0?ssl_keyfile=***&ssl_password=***",
+        ),
+    ],
+)
+def test_unreachable_redis_hides_every_credential_form(template: str, shown: str) -> None:
+    port = closed_port()
+    for args in (["--redis-url", template.format(port=port), "stats"], ["stats"]):
+        result = invoke(args, {"REDIS_URL": template.format(port=port)})
+        assert result.exit_code == 1
+        assert "hunter2" not in result.output
+        if template.startswith("redis://"):  # rediss:// fails earlier, on the missing key file
+            assert one_error_line(result).startswith(
+                f"error: cannot reach Redis at {shown.format(port=port)}: "
+            )
+
+
 def test_debug_shows_the_traceback() -> None:
     url = f"redis://127.0.0.1:{closed_port()}/0"
     result = invoke(["--debug", "stats"], {"REDIS_URL": url})
@@ -257,7 +282,7 @@ def test_a_refusing_redis_is_one_line(redis_url: str) -> None:
     result = invoke(["stats"], {"REDIS_URL": wrong_db})
     assert result.exit_code == 1
     line = one_error_line(result)
-    assert line.startswith(f"error: Redis at {wrong_db} refused the connection: ")
+    assert line.startswith(f"error: Redis at {redact_url(wrong_db)} refused the connection: ")
     assert "DB index is out of range" in line
 
 

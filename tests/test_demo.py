@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from .helpers import ProcessManager
 
 
 @pytest.mark.timeout(180)
@@ -55,3 +59,27 @@ def test_demo_with_chaos_loses_nothing(tmp_path: Path, subprocess_env: dict[str,
         assert row["end_to_end_s"]["p50"] is not None
     if report["max_solver_in_flight"] is not None and report["solver_limit"]:
         assert report["max_solver_in_flight"] <= report["solver_limit"]
+
+
+@pytest.mark.timeout(120)
+def test_demo_private_redis_has_a_password_that_is_never_printed(
+    tmp_path: Path, processes: ProcessManager
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CAPTCHA_QUEUE_NAMESPACE")}
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    argv = ["-m", "captcha_queue", "demo", "--tasks", "20", "--time-scale", "0.01", "--processes", "1"]
+    proc = processes.spawn_python([*argv, "--concurrency", "20", "--quiet", "--timeout", "60"], env)
+    assert proc.stdout is not None
+    first = proc.stdout.readline().decode()
+    assert first.startswith("Redis: redis://127.0.0.1:"), first
+    assert "(a private server; password in " in first
+    password_file = Path(first.rsplit("password in ", 1)[1].strip().rstrip(")"))
+    assert password_file.parent == tmp_path / "state" / "captcha-queue"
+    password = password_file.read_text().strip()
+    assert len(password) >= 32
+    assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+    rest = proc.stdout.read().decode()
+    assert proc.wait(60) == 0, first + rest
+    assert "lost 0" in rest
+    assert password not in first + rest
+    assert not password_file.exists()

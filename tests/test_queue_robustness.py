@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -210,9 +211,11 @@ async def test_a_connection_killed_while_idle_reconnects_or_raises_promptly(
 async def test_a_broken_connection_mid_life_raises_redis_unavailable(redis_url: str, namespace: str) -> None:
     """The network between client and server breaks (connections reset, reconnects refused): the
     next call raises RedisUnavailable at once, on every supported redis-py."""
-    host, port = redis_url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
-    async with FaultProxy(host, int(port)) as proxy:
-        client = make_client(proxy.redis_url())
+    parts = urlsplit(redis_url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    async with FaultProxy(parts.hostname, parts.port) as proxy:
+        client = make_client(proxy.redis_url(password=parts.password))
         q = AsyncCaptchaQueue(client, namespace=namespace)
         try:
             await q.submit("userrecaptcha", RC)

@@ -34,6 +34,7 @@ import trustme
 from bench.chaos.checker import Expect
 from bench.chaos.harness import CANARY_KEY, Rig
 from bench.chaos.outcome import conclude, config_for
+from bench.chaos.secrets import scan_files
 
 from captcha_queue.connection import check_server, make_client
 from captcha_queue.errors import ConfigError, InvalidTask, RedisUnavailable
@@ -48,9 +49,10 @@ class TlsServer:
     port: int
     ca_file: Path
     wrong_ca_file: Path
+    password: str
 
     def url(self, ca_file: Path | None = None) -> str:
-        return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={ca_file or self.ca_file}"
+        return f"rediss://:{self.password}@127.0.0.1:{self.port}/0?ssl_ca_certs={ca_file or self.ca_file}"
 
 
 def _free_port() -> int:
@@ -93,7 +95,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
         server.stop()
         pytest.skip(f"{binary} cannot serve TLS here: {exc}")
     try:
-        yield TlsServer(tls_port, folder / "ca.pem", folder / "wrong-ca.pem")
+        yield TlsServer(tls_port, folder / "ca.pem", folder / "wrong-ca.pem", server.password)
     finally:
         server.stop()
 
@@ -328,6 +330,11 @@ async def test_canary_key_appears_in_no_log_redis_value_metric_or_cli_output() -
                 cli_output, row = await _canary_run(rig, started, step)
         except TimeoutError:
             pytest.fail(f"stalled after {steps}: {await rig.diagnose()}")
+        # The Redis password (in every process's REDIS_URL) is no more visible than the key.
+        password = rig.redis.password
+        _, in_logs = scan_files(sorted(rig.log_dir.rglob("*.log")), password)
+        assert not in_logs, in_logs
+        assert password not in cli_output
     assert CANARY_KEY not in cli_output
     leaks = [v for v in row.violations if "leaked" in v]
     assert not leaks, leaks

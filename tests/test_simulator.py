@@ -403,20 +403,26 @@ async def test_stats_and_reset(http: aiohttp.ClientSession, sim: RunningSimulato
     assert stats["max_in_flight"] >= 2
     account = stats["accounts"][account_label(KEY)]
     assert account["max_in_flight"] >= 2
-    async with http.post(f"{sim.base_url}/stats/reset") as resp:
+    async with http.post(f"{sim.base_url}/stats/reset", headers=control_auth(sim)) as resp:
         stats = await resp.json()
     assert (stats["submits"], stats["submits_by_task"], stats["codes"]) == (0, {}, {})
     assert stats["max_in_flight"] == stats["in_flight"] == 2  # the maxima restart from what is in flight
 
 
+def control_auth(sim: RunningSimulator) -> dict[str, str]:
+    return {"Authorization": f"Bearer {sim.control_token}"}
+
+
 async def test_control_endpoint(http: aiohttp.ClientSession, sim: RunningSimulator) -> None:
     async with http.post(
-        f"{sim.base_url}/control", json={"threads": 3, "fault_rate": 0.5, "fault_kinds": ["reset"]}
+        f"{sim.base_url}/control",
+        json={"threads": 3, "fault_rate": 0.5, "fault_kinds": ["reset"]},
+        headers=control_auth(sim),
     ) as resp:
         settings = await resp.json()
     assert settings["threads"] == 3
     assert settings["faults"] == {"reset": 0.5}
-    async with http.get(f"{sim.base_url}/control") as resp:
+    async with http.get(f"{sim.base_url}/control", headers=control_auth(sim)) as resp:
         assert (await resp.json())["threads"] == 3
     for bad in (
         {"nope": 1},
@@ -424,12 +430,48 @@ async def test_control_endpoint(http: aiohttp.ClientSession, sim: RunningSimulat
         {"accounts": {"acct-00000000": {"threads": 1}}},
         [1],
     ):
-        async with http.post(f"{sim.base_url}/control", json=bad) as resp:
+        async with http.post(f"{sim.base_url}/control", json=bad, headers=control_auth(sim)) as resp:
             assert resp.status == 400
             assert "error" in await resp.json()
     assert sim.control({})["threads"] == 3  # a refused change changed nothing
     async with http.get(f"{sim.base_url}/health") as resp:
         assert await resp.text() == "ok"
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong-token", "Basic x", "Bearer "])
+async def test_control_and_stats_reset_refuse_a_missing_or_wrong_token(
+    http: aiohttp.ClientSession, sim: RunningSimulator, header: str | None
+) -> None:
+    headers = {"Authorization": header} if header is not None else {}
+    await submit_json(http, sim, "turnstile", x_sim_solve_s=60)
+    before = sim.control({})
+    submits = sim.stats()["submits"]
+    assert submits == 1
+    async with http.post(f"{sim.base_url}/control", json={"threads": 0}, headers=headers) as resp:
+        assert resp.status == 401
+        assert resp.headers["WWW-Authenticate"] == "Bearer"
+        assert "control token" in (await resp.json())["error"]
+    async with http.get(f"{sim.base_url}/control", headers=headers) as resp:
+        assert resp.status == 401
+    async with http.post(f"{sim.base_url}/stats/reset", headers=headers) as resp:
+        assert resp.status == 401
+    assert sim.control({}) == before  # nothing changed
+    assert sim.stats()["submits"] == submits  # nothing reset
+    # GET /stats and the protocol stay open.
+    async with http.get(f"{sim.base_url}/stats") as resp:
+        assert resp.status == 200
+
+
+async def test_a_configured_control_token_is_the_one_accepted(http: aiohttp.ClientSession) -> None:
+    async with run_simulator(SimulatorConfig(control_token="given-token")) as sim:
+        assert sim.control_token == "given-token"
+        headers = {"Authorization": "Bearer given-token"}
+        async with http.post(f"{sim.base_url}/control", json={"threads": 2}, headers=headers) as resp:
+            assert resp.status == 200
+        assert sim.control({})["threads"] == 2
+    async with run_simulator() as a, run_simulator() as b:
+        assert a.control_token != b.control_token  # random per simulator when not given
+        assert len(a.control_token) >= 32
 
 
 async def test_fault_rates_apply_only_to_the_protocol(http: aiohttp.ClientSession) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
+import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
@@ -14,10 +16,12 @@ import pytest
 from .helpers import ProcessManager
 
 KEY = "q" * 32
+TOKEN = "test-control-token"
 
 
 def start(processes: ProcessManager, *args: str) -> tuple[subprocess.Popen[bytes], str]:
-    proc = processes.spawn_python(["-m", "captcha_queue", "simulator", "--port", "0", *args])
+    env = {**os.environ, "CAPTCHA_QUEUE_SIMULATOR_TOKEN": TOKEN}
+    proc = processes.spawn_python(["-m", "captcha_queue", "simulator", "--port", "0", *args], env)
     assert proc.stdout is not None
     line = proc.stdout.readline().decode().strip()
     assert line.startswith("http://127.0.0.1:"), line
@@ -30,8 +34,9 @@ def post(url: str, fields: dict[str, Any]) -> str:
         return str(resp.read().decode())
 
 
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as resp:
+def get_json(url: str, token: str | None = None) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as resp:
         return json.loads(resp.read())
 
 
@@ -61,8 +66,29 @@ def test_flags(processes: ProcessManager) -> None:
     assert json.loads(post(f"{url}/in.php", task))["request"] == "ERROR_NO_SLOT_AVAILABLE"
     assert post(f"{url}/in.php", {**task, "key": "z" * 32}).endswith('"ERROR_KEY_DOES_NOT_EXIST"}')
     assert post(f"{url}/res.php", {"key": KEY, "action": "getbalance"}) == "3.500"
-    settings = get_json(f"{url}/control")
+    settings = get_json(f"{url}/control", TOKEN)
     assert (settings["threads"], settings["over_capacity"], settings["faults"]) == (1, "no_slot", {})
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0
+
+
+def test_control_needs_the_token_printed_at_start(processes: ProcessManager) -> None:
+    proc = processes.spawn_python(["-m", "captcha_queue", "simulator", "--port", "0", "--threads", "4"])
+    assert proc.stdout is not None
+    url = proc.stdout.readline().decode().strip()
+    token = ""
+    while not token:
+        line = proc.stdout.readline().decode()
+        assert line, "the simulator did not print its control token"
+        if "Authorization: Bearer " in line:
+            token = line.rsplit("Bearer ", 1)[1].strip()
+    for method in ("GET", "POST"):
+        request = urllib.request.Request(f"{url}/control", data=b'{"threads": 0}', method=method)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 401
+        refused.value.close()
+    assert get_json(f"{url}/control", token)["threads"] == 4  # the refused change changed nothing
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == 0
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from captcha_queue.queue import AsyncCaptchaQueue
+from captcha_queue.redis_server import EmbeddedRedis
 from captcha_queue.worker.registry import list_workers
 from captcha_queue.worker.retry import Backoff
 from captcha_queue.worker.supervisor import Supervisor
@@ -155,6 +158,7 @@ def test_every_worker_option_reaches_the_child_processes() -> None:
         resume_window_s=60.0,
         orphan_hold_s=90.0,
         request_timeout_s=12.5,
+        startup_timeout_s=7.5,
     )
     settings = Settings(redis_url="redis://127.0.0.1:1/0", namespace="ns")
     ctx = worker_cmd.make_context("worker", _child_args(opts, settings, 0))
@@ -164,4 +168,137 @@ def test_every_worker_option_reaches_the_child_processes() -> None:
         assert params[name] == getattr(opts, name), name
     for name in ("resume_window_s", "orphan_hold_s", "request_timeout_s", "log_format", "log_level"):
         assert params[name] == getattr(opts, name), name
+    assert params["startup_timeout_s"] == opts.startup_timeout_s
     assert params["solver_kind"] == "instant"
+
+
+# -- secrets stay off command lines ---------------------------------------------------------------------
+
+
+def _cmdline(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().replace(b"\0", b" ").decode(errors="replace")
+
+
+@pytest.mark.timeout(90)
+async def test_no_password_key_or_solver_credential_on_any_worker_command_line(
+    namespace: str, processes: ProcessManager
+) -> None:
+    """ps shows every local user each process's command line: the Redis password, the API key and a
+    solver URL's credentials must travel in the environment."""
+    key = "c4n4ry" + "k" * 26
+    with EmbeddedRedis() as server:
+        env = dict(os.environ)
+        env |= {"REDIS_URL": server.url, "CAPTCHA_QUEUE_NAMESPACE": namespace, "CAPTCHAAI_KEY": key}
+        env["CAPTCHAAI_URL"] = "http://solver-user:solver-s3cret@127.0.0.1:9"
+        argv = ["-m", "captcha_queue", "worker", "--processes", "2", "--solver", "instant"]
+        supervisor = processes.spawn_python(
+            [*argv, "--grace-s", "1", "--log-level", "warning"], env, capture=False
+        )
+        async with AsyncCaptchaQueue.from_url(server.url, namespace=namespace) as q:
+
+            async def two_live() -> bool:
+                return len(await list_workers(q.client, q.keys)) == 2
+
+            await eventually(two_live, what="two workers registered")
+            children = [w.pid for w in await list_workers(q.client, q.keys)]
+            assert supervisor.pid not in children
+            for pid in [supervisor.pid, *children, server.pid]:
+                assert pid is not None
+                line = _cmdline(pid)
+                for secret in (server.password, key, "solver-s3cret"):
+                    assert secret not in line, f"pid {pid}: {line}"
+            assert all("worker --processes 1" in _cmdline(pid) for pid in children)
+            supervisor.send_signal(signal.SIGTERM)
+            await eventually(lambda: _done(supervisor), what="the supervisor stopped")
+            assert supervisor.returncode == 0
+
+
+async def _done(proc: subprocess.Popen[bytes]) -> bool:
+    return proc.poll() is not None
+
+
+# -- Redis unreachable at start-up ------------------------------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("processes_flag", ["1", "2"])
+def test_unreachable_redis_at_start_up_is_one_line_and_exit_1_whatever_p(processes_flag: str) -> None:
+    url = f"redis://:pw@127.0.0.1:{_closed_port()}/0"
+    env = {**os.environ, "REDIS_URL": url}
+    argv = ["-m", "captcha_queue", "worker", "--processes", processes_flag, "--solver", "instant"]
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, *argv, "--startup-timeout-s", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=45,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1, result.stderr
+    assert 2.0 <= elapsed < 20, elapsed  # it kept trying for the start-up timeout, then gave up
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: cannot reach Redis at redis://:***@{url.split('@')[1]} within 2 s")
+    assert "pw@" not in result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_supervised_child_that_cannot_reach_redis_exits_with_the_give_up_code() -> None:
+    from captcha_queue.cli.worker_cmd import EXIT_STARTUP_FAILED
+
+    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{_closed_port()}/0"}
+    argv = ["-m", "captcha_queue", "worker", "--processes", "1", "--supervised", "--solver", "instant"]
+    result = subprocess.run(
+        [sys.executable, *argv, "--startup-timeout-s", "0.5"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=45,
+        check=False,
+    )
+    assert result.returncode == EXIT_STARTUP_FAILED, result.stderr
+    assert result.stderr.startswith("error: cannot reach Redis at ")
+
+
+async def test_the_supervisor_stops_the_fleet_when_a_child_gives_up(tmp_path: Path) -> None:
+    starts = tmp_path / "starts"
+    gives_up = [sys.executable, "-c", f"open({str(starts)!r}, 'a').write('x'); raise SystemExit(69)"]
+    steady = [sys.executable, "-c", "import time; time.sleep(60)"]
+    supervisor = Supervisor(
+        [gives_up, steady], restart_backoff=Backoff(base_s=0.01, cap_s=0.01), grace_s=1.0, give_up_code=69
+    )
+    code = await asyncio.wait_for(supervisor.run(install_signals=False), 20)
+    assert code == 1
+    assert starts.read_text() == "x"  # not restarted
+    assert supervisor.pids == []  # the steady child was stopped too
+
+
+@pytest.mark.timeout(90)
+async def test_workers_wait_for_a_redis_that_comes_up_within_the_start_up_timeout(
+    namespace: str, processes: ProcessManager
+) -> None:
+    server = EmbeddedRedis(port=_closed_port())
+    env = {**os.environ, "REDIS_URL": server.url, "CAPTCHA_QUEUE_NAMESPACE": namespace}
+    argv = ["-m", "captcha_queue", "worker", "--processes", "2", "--solver", "instant", "--grace-s", "1"]
+    supervisor = processes.spawn_python([*argv, "--startup-timeout-s", "60", "--log-level", "warning"], env)
+    await asyncio.sleep(1.5)  # nothing listens yet: the fleet waits instead of failing
+    assert supervisor.poll() is None
+    with server:
+        async with AsyncCaptchaQueue.from_url(server.url, namespace=namespace) as q:
+
+            async def two_live() -> bool:
+                return len(await list_workers(q.client, q.keys)) == 2
+
+            await eventually(two_live, what="two workers registered once Redis was up")
+            supervisor.send_signal(signal.SIGTERM)
+            await eventually(lambda: _done(supervisor), what="the supervisor stopped")
+    assert supervisor.returncode == 0

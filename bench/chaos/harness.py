@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -106,6 +107,7 @@ class Rig:
         self.proxy: FaultProxy | None = None
         self.sim_proc: subprocess.Popen[bytes] | None = None
         self.sim_url = ""
+        self.sim_token = secrets.token_hex(16)  # for the simulator's /control
         self.slots: list[_WorkerSlot] = []
         self.crashes: list[WorkerCrash] = []
         self.slow_shutdowns: list[int] = []  # pids that ignored SIGTERM for the whole grace period
@@ -240,6 +242,7 @@ class Rig:
         try:
             self.sim_proc = subprocess.Popen(
                 [sys.executable, "-m", "captcha_queue", *args],
+                env={**os.environ, "CAPTCHA_QUEUE_SIMULATOR_TOKEN": self.sim_token},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=log,
@@ -262,7 +265,11 @@ class Rig:
         """Change the simulator at run time (``POST /control``): fault rates, over-capacity, keys."""
         async with (
             aiohttp.ClientSession() as http,
-            http.post(f"{self.sim_url}/control", json=settings) as resp,
+            http.post(
+                f"{self.sim_url}/control",
+                json=settings,
+                headers={"Authorization": f"Bearer {self.sim_token}"},
+            ) as resp,
         ):
             resp.raise_for_status()
             data: dict[str, Any] = msgspec.json.decode(await resp.read())
@@ -271,7 +278,7 @@ class Rig:
     # -- workers ----------------------------------------------------------------------------------
     @property
     def worker_redis_url(self) -> str:
-        url = self.proxy.redis_url() if self.proxy is not None else self.redis.url
+        url = self.proxy.redis_url(password=self.redis.password) if self.proxy is not None else self.redis.url
         return self._login(url, self.config.worker_user)
 
     def _login(self, url: str, user: str | None) -> str:
@@ -279,7 +286,8 @@ class Rig:
         if user is None:
             return url
         password = next(r[1:] for r in self.config.acl_users[user] if r.startswith(">"))
-        return url.replace("redis://", f"redis://{user}:{password}@", 1)
+        address = url.split("://", 1)[1].rsplit("@", 1)[-1]  # without the server's own password
+        return f"redis://{user}:{password}@{address}"
 
     def worker_env(self) -> dict[str, str]:
         env = dict(os.environ)

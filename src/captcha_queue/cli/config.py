@@ -1,6 +1,7 @@
 """Command-line configuration: the environment, overridden by flags, checked once and loudly.
 
-    REDIS_URL                 redis://127.0.0.1:6379/0 when unset (``captcha-queue redis`` prints one)
+    REDIS_URL                 redis://127.0.0.1:6379/0 when unset (``captcha-queue redis`` prints one;
+                              its password is read from its 0600 file, see ``with_local_password``)
     CAPTCHA_QUEUE_NAMESPACE   captcha
     CAPTCHAAI_URL             https://ocr.captchaai.com (or a compatible service, or the simulator)
     CAPTCHAAI_KEY             no default; only the commands that talk to the solver need it
@@ -13,12 +14,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError, InvalidArgument
 from ..keys import validate_namespace
-from ..redis_server import redact_url
+from ..redis_server import redact_url, with_local_password
 
 __all__ = [
     "DEFAULT_CAPTCHAAI_URL",
@@ -52,6 +54,8 @@ class Settings:
     namespace: str = DEFAULT_NAMESPACE
     captchaai_url: str = DEFAULT_CAPTCHAAI_URL
     captchaai_key: str | None = field(default=None, repr=False)
+    #: The file the Redis password was read from (a private server's), if any.
+    redis_password_file: Path | None = field(default=None, repr=False)
 
     @classmethod
     def load(
@@ -71,11 +75,15 @@ class Settings:
             value = value.strip() if value is not None else None
             return value or None
 
+        url, password_file = with_local_password(
+            _check_redis_url(pick(redis_url, ENV_REDIS_URL) or DEFAULT_REDIS_URL), source
+        )
         return cls(
-            redis_url=_check_redis_url(pick(redis_url, ENV_REDIS_URL) or DEFAULT_REDIS_URL),
+            redis_url=url,
             namespace=_check_namespace(pick(namespace, ENV_NAMESPACE) or DEFAULT_NAMESPACE),
             captchaai_url=_check_http_url(pick(captchaai_url, ENV_CAPTCHAAI_URL) or DEFAULT_CAPTCHAAI_URL),
             captchaai_key=_check_key(pick(captchaai_key, ENV_CAPTCHAAI_KEY)),
+            redis_password_file=password_file,
         )
 
     def require_key(self) -> str:

@@ -61,14 +61,17 @@ def demo_cmd(
     """Run Redis, the solver simulator and worker processes on a mixed workload, then report."""
     from ..demo import DemoConfig, run_demo
     from ..demo_view import render_report
-    from ..redis_server import resolved_redis
+    from ..redis_server import redact_url, resolved_redis, state_dir
 
     if tasks < 1 or processes < 1 or concurrency < 1 or time_scale <= 0:
         raise click.BadParameter("--tasks, --processes, --concurrency and --time-scale must be positive")
     console = Console(stderr=False, width=max(110, Console().width))
-    with resolved_redis() as (url, server):
-        where = "a private server" if server is not None else "REDIS_URL"
-        console.print(f"Redis: {url} ({where})")
+    with resolved_redis(password_dir=state_dir()) as (url, server):
+        if server is not None:
+            where = f"a private server; password in {server.password_file}"
+            console.print(f"Redis: {server.public_url} ({where})", soft_wrap=True, markup=False)
+        else:
+            console.print(f"Redis: {redact_url(url)} (REDIS_URL)", soft_wrap=True, markup=False)
         cfg = DemoConfig(
             redis_url=url,
             tasks=tasks,

@@ -1,13 +1,16 @@
 """``captcha-queue simulator``: serve the in.php / res.php simulator in the foreground.
 
 The first line on stdout is the base URL (read it from scripts and tests); logs go to stderr.
-SIGTERM and SIGINT stop it cleanly.
+SIGTERM and SIGINT stop it cleanly. ``/control`` and ``/stats/reset`` need the control token:
+``CAPTCHA_QUEUE_SIMULATOR_TOKEN`` when set, else a random one printed on stderr.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
 import signal
 import sys
 
@@ -24,6 +27,9 @@ from ..simulator import (
     run_simulator,
 )
 from .app import FiniteFloat, cli
+
+#: The control token for ``/control`` and ``/stats/reset`` (default: a random one, printed on stderr).
+ENV_SIMULATOR_TOKEN = "CAPTCHA_QUEUE_SIMULATOR_TOKEN"
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
@@ -126,6 +132,7 @@ def simulator_cmd(
     hang_s: float,
 ) -> None:
     """Serve a simulator of the CaptchaAI in.php/res.php API and print its base URL."""
+    given_token = os.environ.get(ENV_SIMULATOR_TOKEN, "").strip()
     try:
         kinds = _split(fault_kinds) or list(DEFAULT_FAULT_KINDS)
         config = SimulatorConfig(
@@ -145,15 +152,16 @@ def simulator_cmd(
             multi_get=multi_get,
             min_poll_interval_s=min_poll_interval_s,
             pingback_mode=pingback_mode,  # type: ignore[arg-type]
+            control_token=given_token or secrets.token_hex(16),
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     if any(len(key) != 32 for key in config.keys or ()):
         raise ConfigError("every --keys entry must be 32 characters")
-    asyncio.run(_serve(config, host, port))
+    asyncio.run(_serve(config, host, port, token_given=bool(given_token)))
 
 
-async def _serve(config: SimulatorConfig, host: str, port: int) -> None:
+async def _serve(config: SimulatorConfig, host: str, port: int, *, token_given: bool) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -167,6 +175,8 @@ async def _serve(config: SimulatorConfig, host: str, port: int) -> None:
                 f"account, over capacity: {config.over_capacity}); stats at {sim.base_url}/stats",
                 err=True,
             )
+            token = f"${ENV_SIMULATOR_TOKEN}" if token_given else sim.control_token
+            click.echo(f"/control and /stats/reset need the header: Authorization: Bearer {token}", err=True)
             await stop.wait()
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc

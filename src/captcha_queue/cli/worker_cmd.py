@@ -8,18 +8,26 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import ConfigError
+from ..errors import ConfigError, RedisUnavailable
 from ..keys import validate_account
+from ..redis_server import redact_url
 from .app import FiniteFloat, checked, cli, get_settings
-from .config import Settings
+from .config import ENV_CAPTCHAAI_KEY, ENV_CAPTCHAAI_URL, ENV_REDIS_URL, Settings
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 __all__ = ["WorkerOptions", "worker_cmd"]
 
 log = logging.getLogger("captcha_queue.worker")
+
+#: A child of ``--processes P`` that could not reach Redis within ``--startup-timeout-s`` exits with
+#: this code (EX_UNAVAILABLE); the supervisor then stops the fleet instead of restarting it.
+EXIT_STARTUP_FAILED = 69
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,7 @@ class WorkerOptions:
     resume_window_s: float
     orphan_hold_s: float = 180.0
     request_timeout_s: float = 30.0
+    startup_timeout_s: float = 30.0
 
 
 @cli.command("worker")
@@ -111,6 +120,14 @@ class WorkerOptions:
     show_default=True,
     help="Give up one in.php / res.php request after this long (real seconds, not scaled).",
 )
+@click.option(
+    "--startup-timeout-s",
+    type=FiniteFloat(min=0.0),
+    default=30.0,
+    show_default=True,
+    help="Keep trying to reach Redis at start-up for this long, then exit non-zero (real seconds).",
+)
+@click.option("--supervised", is_flag=True, hidden=True, help="Set by --processes P on its children.")
 @click.option("--namespace", default=None, help="Queue namespace [env: CAPTCHA_QUEUE_NAMESPACE].")
 @click.option("--redis-url", default=None, help="Redis URL [env: REDIS_URL].")
 @click.option("--solver-url", default=None, help="Solver base URL [env: CAPTCHAAI_URL].")
@@ -129,6 +146,8 @@ def worker_cmd(
     resume_window_s: float,
     orphan_hold_s: float,
     request_timeout_s: float,
+    startup_timeout_s: float,
+    supervised: bool,
     namespace: str | None,
     redis_url: str | None,
     solver_url: str | None,
@@ -159,6 +178,7 @@ def worker_cmd(
         resume_window_s=resume_window_s,
         orphan_hold_s=orphan_hold_s,
         request_timeout_s=request_timeout_s,
+        startup_timeout_s=startup_timeout_s,
     )
     if solver_kind == "captchaai":
         settings.require_key()
@@ -168,7 +188,14 @@ def worker_cmd(
     configure_logging(log_format, getattr(logging, log_level.upper()), secrets=secrets)
     if opts.processes > 1:
         sys.exit(_supervise(opts, settings))
-    sys.exit(_run_loop(_run_one(opts, settings)))
+    try:
+        code = _run_loop(_run_one(opts, settings))
+    except _StartupFailed as exc:
+        if not supervised:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        code = EXIT_STARTUP_FAILED
+    sys.exit(code)
 
 
 def _run_loop(coro: Any) -> int:
@@ -207,12 +234,11 @@ def _child_args(opts: WorkerOptions, settings: Settings, index: int) -> list[str
         repr(opts.orphan_hold_s),
         "--request-timeout-s",
         repr(opts.request_timeout_s),
+        "--startup-timeout-s",
+        repr(opts.startup_timeout_s),
+        "--supervised",
         "--namespace",
         settings.namespace,
-        "--redis-url",
-        settings.redis_url,
-        "--solver-url",
-        settings.captchaai_url,
     ]
     if opts.solver_limit is not None:
         args += ["--solver-limit", str(opts.solver_limit)]
@@ -225,16 +251,69 @@ def _supervise(opts: WorkerOptions, settings: Settings) -> int:
     from ..worker.supervisor import Supervisor, child_argv
 
     argvs: Sequence[list[str]] = [child_argv(_child_args(opts, settings, i)) for i in range(opts.processes)]
-    # The key travels in the environment only, never on a command line.
+    supervisor = Supervisor(
+        argvs, env=_child_env(settings), grace_s=opts.grace_s, give_up_code=EXIT_STARTUP_FAILED
+    )
+
+    async def supervise() -> int:
+        # Redis unreachable: fail here, once, as one process would, before any child starts.
+        await _reach_redis(settings.redis_url, opts.startup_timeout_s)
+        return await supervisor.run()
+
+    return _run_loop(supervise())
+
+
+def _child_env(settings: Settings) -> dict[str, str]:
+    """The children's environment. The Redis URL (its password), the solver URL and the API key
+    travel here, never on a command line, where any local user could read them (``ps``)."""
     env = dict(os.environ)
+    env[ENV_REDIS_URL] = settings.redis_url
+    env[ENV_CAPTCHAAI_URL] = settings.captchaai_url
     if settings.captchaai_key:
-        env["CAPTCHAAI_KEY"] = settings.captchaai_key
-    supervisor = Supervisor(argvs, env=env, grace_s=opts.grace_s)
-    return _run_loop(supervisor.run())
+        env[ENV_CAPTCHAAI_KEY] = settings.captchaai_key
+    return env
+
+
+class _StartupFailed(RedisUnavailable):
+    """Redis could not be reached within the start-up timeout."""
+
+
+async def _reach_redis(url: str, timeout_s: float, client: aioredis.Redis | None = None) -> None:
+    """Ping Redis (and check its version) until it answers, for up to ``timeout_s``; then raise
+    _StartupFailed. A fleet may start before its Redis; it must not wait forever either."""
+    import redis
+
+    from ..connection import check_server, make_client
+
+    own = client is None
+    if client is None:
+        client = make_client(url, max_connections=2)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    delay = 0.1
+    try:
+        while True:
+            try:
+                await check_server(client)
+                return
+            except RedisUnavailable as exc:
+                if isinstance(exc.__cause__, redis.AuthenticationError):
+                    raise  # a wrong password does not get better with time
+                if loop.time() + delay > deadline:
+                    reason = str(exc).split(": ", 1)[-1] if str(exc).startswith("cannot reach ") else str(exc)
+                    raise _StartupFailed(
+                        f"cannot reach Redis at {redact_url(url)} within {timeout_s:g} s "
+                        f"(--startup-timeout-s): {reason}"
+                    ) from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+    finally:
+        if own:
+            await client.aclose()
 
 
 async def _run_one(opts: WorkerOptions, settings: Settings) -> int:
-    from ..connection import check_server, make_client
+    from ..connection import make_client
     from ..queue import AsyncCaptchaQueue
     from ..solvers import create_solver
     from ..worker.events import WorkerEvents
@@ -254,7 +333,7 @@ async def _run_one(opts: WorkerOptions, settings: Settings) -> int:
     events: WorkerEvents | None = None
     refresher: asyncio.Task[None] | None = None
     try:
-        await check_server(client)
+        await _reach_redis(settings.redis_url, opts.startup_timeout_s, client)
         queue = AsyncCaptchaQueue(client, namespace=settings.namespace)
         if opts.metrics_port is not None:
             from ..metrics import WorkerMetrics

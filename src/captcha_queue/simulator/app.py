@@ -8,6 +8,9 @@ Routes:
 * ``GET /control`` (current settings), ``POST /control`` (JSON: change them at run time);
 * ``GET /health``.
 
+``/stats/reset`` and ``/control`` need ``Authorization: Bearer <token>`` (``config.control_token``, or a
+random one per app: ``RunningSimulator.control_token``); without it they answer 401 and change nothing.
+
 ``make_app(config)`` builds the application; ``run_simulator(config)`` serves it on a free loopback
 port for the length of an ``async with`` block.
 """
@@ -16,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import ipaddress
 import json
 import logging
+import secrets
 import socket
 import struct
 from collections.abc import AsyncIterator, Mapping
@@ -49,6 +54,7 @@ class _AppState:
 
 SIMULATOR_KEY = web.AppKey("simulator", Simulator)
 _STATE_KEY = web.AppKey("simulator_state", _AppState)
+_TOKEN_KEY = web.AppKey("control_token", str)
 
 _HTML_502 = (
     "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
@@ -64,6 +70,7 @@ def make_app(config: SimulatorConfig | None = None) -> web.Application:
     app = web.Application(client_max_size=max(4 << 20, 2 * config.max_image_bytes))
     app[SIMULATOR_KEY] = simulator
     app[_STATE_KEY] = _AppState()
+    app[_TOKEN_KEY] = config.control_token or secrets.token_hex(16)
     app.router.add_route("*", "/in.php", _in_php)
     app.router.add_route("*", "/res.php", _res_php)
     app.router.add_get("/stats", _stats)
@@ -216,17 +223,35 @@ async def _stats(request: web.Request) -> web.Response:
     return web.json_response(request.app[SIMULATOR_KEY].snapshot())
 
 
+def _unauthorized(request: web.Request) -> web.Response | None:
+    """401 unless the request carries the control token (compared in constant time)."""
+    given = request.headers.get("Authorization", "").encode()
+    if hmac.compare_digest(given, f"Bearer {request.app[_TOKEN_KEY]}".encode()):
+        return None
+    return web.json_response(
+        {"error": "this endpoint needs the control token: Authorization: Bearer <token>"},
+        status=401,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
 async def _stats_reset(request: web.Request) -> web.Response:
+    if (refused := _unauthorized(request)) is not None:
+        return refused
     simulator = request.app[SIMULATOR_KEY]
     simulator.reset_stats()
     return web.json_response(simulator.snapshot())
 
 
 async def _control_get(request: web.Request) -> web.Response:
+    if (refused := _unauthorized(request)) is not None:
+        return refused
     return web.json_response(current_settings(request.app[SIMULATOR_KEY]))
 
 
 async def _control_post(request: web.Request) -> web.Response:
+    if (refused := _unauthorized(request)) is not None:
+        return refused
     simulator = request.app[SIMULATOR_KEY]
     try:
         changes = await request.json()
@@ -311,6 +336,8 @@ class RunningSimulator:
         self.port = port
         self.base_url = f"http://{host}:{port}"
         self.simulator = app[SIMULATOR_KEY]
+        #: For ``Authorization: Bearer <token>`` on ``/control`` and ``/stats/reset``.
+        self.control_token = app[_TOKEN_KEY]
 
     @property
     def config(self) -> SimulatorConfig:

@@ -53,6 +53,8 @@ class SimulatorConfig:
     pingback_mode: PingbackMode = "get_query"
     pingback_attempts: int = 1
     pingback_timeout_real_s: float = 5.0
+    # test endpoints: POST /stats/reset and /control need "Authorization: Bearer <control_token>"
+    control_token: str | None = field(default=None, repr=False)  # None: a random one per app
 
     def __post_init__(self) -> None:
         if self.time_scale <= 0:

@@ -8,6 +8,10 @@ A child that exits while the fleet is running is restarted after a backoff that 
 successive deaths (exponential with full jitter, reset once a child has lived a minute). SIGTERM or
 SIGINT is forwarded to every child, which then shut down gracefully; a child still alive after the
 grace period (plus a margin) is killed. A second signal kills every child at once.
+
+A child that exits with ``give_up_code`` (the worker's "could not reach Redis within
+--startup-timeout-s") is not restarted: the supervisor stops the others and exits non-zero, as one
+process would.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class Supervisor:
         env: Mapping[str, str] | None = None,
         grace_s: float = 30.0,
         restart_backoff: Backoff | None = None,
+        give_up_code: int | None = None,
     ) -> None:
         self._children = [_Child(i, list(argv)) for i, argv in enumerate(argvs)]
         self._env = dict(env) if env is not None else None
@@ -66,6 +71,8 @@ class Supervisor:
         self._backoff = restart_backoff or Backoff(base_s=0.5, cap_s=30.0)
         self._stopping = asyncio.Event()
         self._signals = 0
+        self._give_up_code = give_up_code
+        self._gave_up = False
 
     @property
     def pids(self) -> list[int]:
@@ -124,9 +131,23 @@ class Supervisor:
                     return
                 for finished in done:
                     child = waiters[finished]
+                    if self._give_up_code is not None and finished.result() == self._give_up_code:
+                        self._give_up(child)
+                        return
                     await self._restart(child, finished.result())
         finally:
             stop.cancel()
+
+    def _give_up(self, child: _Child) -> None:
+        assert child.proc is not None
+        log.error(
+            "supervisor: worker %d (pid %d) could not start (code %d); stopping every worker",
+            child.index,
+            child.proc.pid,
+            self._give_up_code,
+        )
+        self._gave_up = True
+        self.request_stop()
 
     async def _restart(self, child: _Child, code: int) -> None:
         lived_s = time.monotonic() - child.started_at
@@ -162,7 +183,7 @@ class Supervisor:
         codes = [c.proc.returncode for c in self._children if c.proc is not None]
         bad = [code for code in codes if code not in (0, None)]
         log.info("supervisor: all workers stopped (exit codes %s)", codes)
-        return 0 if not bad else 1
+        return 0 if not bad and not self._gave_up else 1
 
 
 def _describe(code: int) -> str:
