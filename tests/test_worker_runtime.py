@@ -150,7 +150,7 @@ async def test_rejected_tasks_fail_at_once_and_unsolvable_ones_are_solved_afresh
     await solver.aclose()
 
 
-async def test_an_account_error_pauses_the_fleet_and_fails_nothing(
+async def test_an_account_error_pauses_the_account_and_fails_nothing(
     queue: AsyncCaptchaQueue, simulator: RunningSimulator
 ) -> None:
     class BadKeySolver(CaptchaAISolver):
@@ -174,13 +174,13 @@ async def test_an_account_error_pauses_the_fleet_and_fails_nothing(
         ids = await queue.submit_many([{"method": "turnstile", "params": turnstile(i)} for i in range(8)])
         await wait_until(lambda: worker.breaker.paused)
         await asyncio.sleep(0.3)
-        pause = await read_pause_state(queue.client, queue.keys)
+        pause = await read_pause_state(queue.client, queue.keys, solver.account_ref)
         assert pause is not None
         assert pause.code == "ERROR_KEY_DOES_NOT_EXIST"
+        assert pause.worker == worker.worker_id
         stats = await queue.stats()
         assert stats.failed == 0
         assert stats.completed == 0
-        assert stats.paused
         assert stats.queued_total + stats.in_flight == 8
         solver.broken = False  # the probe finds the account working and lifts the pause
         done = await results(queue, ids)
@@ -342,3 +342,69 @@ async def test_an_idle_worker_stops_without_sitting_out_its_claim_block(queue: A
     await asyncio.wait_for(task, 30.0)
     assert time.monotonic() - started < 5.0  # the blocked claim gave up its wait, not its 8 s
     assert await list_workers(queue.client, queue.keys) == []
+
+
+# -- the fleet limit on every path, one account's pause -----------------------------------------------
+
+BAD_KEY = "fedcba9876543210fedcba9876543210"
+
+
+async def test_a_bad_key_pauses_only_its_own_account(
+    queue: AsyncCaptchaQueue, simulator: RunningSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before the fix one worker with a wrong key paused the whole namespace, for good: the worker with
+    a working key stopped too. Now the pause belongs to the bad key's account and names its worker."""
+    simulator.control({"accounts": {BAD_KEY: {"state": "bad"}}})
+    good, bad = (CaptchaAISolver(k, simulator.base_url, time_scale=SCALE) for k in (KEY, BAD_KEY))
+    # No account probes: they would hide a pause that stops the wrong workers behind quick lifts.
+    good_worker = Worker(queue, good, fast_config(solver_limit=5, probe_every_s=3600.0))
+    bad_worker = Worker(queue, bad, fast_config(solver_limit=5, probe_every_s=3600.0))
+    async with contextlib.AsyncExitStack() as good_running:
+        async with running(bad_worker):
+            first = await queue.submit_many(
+                [{"method": "turnstile", "params": turnstile(i)} for i in range(5)]
+            )
+            await wait_until(lambda: bad_worker.breaker.paused)
+            await good_running.enter_async_context(running(good_worker))
+            ids = first + await queue.submit_many(
+                [{"method": "turnstile", "params": turnstile(i)} for i in range(5, 25)]
+            )
+            done = await asyncio.wait_for(results(queue, ids), 20.0)  # before the fix: all stopped
+            assert {r.status for r in done} == {"success"}
+            assert max(r.attempts for r in done) == 1  # tasks the bad worker held went back unharmed
+            assert not good_worker.breaker.paused
+            assert bad_worker.breaker.paused
+        # The bad worker is gone; its account's pause stays (the key is still wrong), stopping nobody.
+        more = await queue.submit_many(
+            [{"method": "turnstile", "params": turnstile(i)} for i in range(25, 30)]
+        )
+        assert {r.status for r in await results(queue, more)} == {"success"}
+    await good.aclose()
+    await bad.aclose()
+    from captcha_queue.cli import fleet
+    from captcha_queue.solvers.base import key_fingerprint
+
+    pauses, _ = await fleet.read_account_pauses(queue.client, queue.keys)
+    assert len(pauses) == 1
+    (pause,) = pauses
+    assert (pause.worker, pause.account, pause.key) == (
+        bad_worker.worker_id,
+        "default",
+        key_fingerprint(BAD_KEY),
+    )
+    assert pause.ref == f"default/{key_fingerprint(BAD_KEY)}"
+    assert pause.code == "ERROR_KEY_DOES_NOT_EXIST"
+    assert (await queue.stats()).paused is None  # the namespace is not paused
+    for key in await queue.client.keys("{" + queue.keys.namespace + "}*"):
+        assert BAD_KEY.encode() not in key
+        if await queue.client.type(key) == b"hash":
+            assert BAD_KEY.encode() not in b"".join(
+                b"".join(kv) for kv in (await queue.client.hgetall(key)).items()
+            )
+    # Both keys run under the account name "default", whose fleet limit is keyed by the name: said.
+    assert any("also used with another API key" in r.getMessage() for r in caplog.records)
+    _, lifted = await fleet.resume(queue.client, queue.keys, account="other")
+    assert lifted == []
+    _, lifted = await fleet.resume(queue.client, queue.keys, account=key_fingerprint(BAD_KEY))
+    assert [p.ref for p in lifted] == [pause.ref]
+    assert (await fleet.read_account_pauses(queue.client, queue.keys))[0] == []

@@ -489,6 +489,9 @@ class Rig:
                 _s(k): _s(v) for k, v in (await self.raw.hgetall(self.keys.slot_limit(ACCOUNT))).items()
             }
             found["paused"] = {_s(k): _s(v) for k, v in (await self.raw.hgetall(self.keys.paused)).items()}
+            for ref in await self.raw.smembers(self.keys.paused_accounts):
+                stored = await self.raw.hgetall(self.keys.account_paused(_s(ref)))
+                found[f"paused account {_s(ref)}"] = {_s(k): _s(v) for k, v in stored.items()}
         with contextlib.suppress(Exception):
             finished = {_s(k) for k in await self.raw.hkeys(self.keys.results)}
             waiting = [t for t in self.submitted if t not in finished][:10]

@@ -10,6 +10,8 @@ import sys
 import time
 from typing import Any
 
+from captcha_queue.cli import fleet
+
 from .checker import Expect
 from .harness import Rig
 from .outcome import Row, conclude, config_for, fraction_final, summary
@@ -141,7 +143,7 @@ async def _account_phase(
 
     async def paused() -> bool:
         assert rig.queue is not None
-        return (await rig.queue.stats()).paused is not None
+        return bool(await _account_pauses(rig))
 
     was_paused = await rig.wait_until(paused, 20.0, poll_s=0.01)
     pause_s = time.monotonic() - broke_at
@@ -150,6 +152,7 @@ async def _account_phase(
     await rig.submit(submit_while_paused, tag=label.replace(" ", "-"))
     await asyncio.sleep(1.0)  # paused: only account probes may reach the service
     stats = await rig.queue.stats()
+    reasons = [p.reason for p in await _account_pauses(rig)]
     while_paused = await _error_answers(rig) - at_pause
     await rig.sim_control(accounts={account: fix}, unban=True)
     await asyncio.to_thread(_cli_resume, rig)
@@ -158,7 +161,7 @@ async def _account_phase(
         "label": label,
         "paused": was_paused,
         "pause_s": round(pause_s, 3),
-        "reason": stats.paused,
+        "reason": "; ".join(reasons),
         "burst": at_pause - before,
         # Answers racing the pause: the N solves in flight (each poll answered once), plus the
         # submits of tasks that took a slot freed by one of those answers before the pause reached
@@ -169,6 +172,12 @@ async def _account_phase(
         "submitted_while_paused": submit_while_paused,
         "queued_while_paused": stats.queued_total,
     }
+
+
+async def _account_pauses(rig: Rig) -> list[fleet.AccountPause]:
+    """The pauses of solver accounts (the workers' one: they all share the scenario's key)."""
+    assert rig.queue is not None
+    return (await fleet.read_account_pauses(rig.queue.client, rig.queue.keys))[0]
 
 
 async def _account_label(rig: Rig) -> str:

@@ -33,7 +33,13 @@ class WorkerEvents(Protocol):
         """Fleet-wide solver slots in use and the effective limit (None: unlimited)."""
 
     def set_paused(self, paused: bool) -> None:
-        """The fleet-wide pause as this process sees it."""
+        """The fleet-wide (operator's) pause as this process sees it."""
+
+    def set_account_paused(self, paused: bool) -> None:
+        """The pause of this process's solver account (account error, busy that did not clear)."""
+
+    def account_paused(self, code: str) -> None:
+        """This process paused its account, for ``code`` (the service's answer)."""
 
 
 class NullEvents:
@@ -58,4 +64,10 @@ class NullEvents:
         pass
 
     def set_paused(self, paused: bool) -> None:
+        pass
+
+    def set_account_paused(self, paused: bool) -> None:
+        pass
+
+    def account_paused(self, code: str) -> None:
         pass

@@ -47,7 +47,7 @@ from .config import WorkerConfig
 from .events import NullEvents, WorkerEvents
 from .limiter import SlotLimiter
 from .polling import PollScheduler
-from .registry import WorkerRegistry, new_worker_id
+from .registry import WorkerRegistry, list_workers, new_worker_id
 from .retry import Action, Backoff
 
 if TYPE_CHECKING:
@@ -129,9 +129,13 @@ class Worker:
             client,
             keys,
             solver.account_info,
+            account=solver.account,
+            key_fingerprint=solver.key_fingerprint,
+            worker_id=self.worker_id,
             probe_every_s=cfg.probe_every_s * scale,
             ip_ban_pause_s=300.0 * scale,
             on_change=self.events.set_paused,
+            on_account_change=self.events.set_account_paused,
         )
         self.registry = WorkerRegistry(
             client,
@@ -141,6 +145,7 @@ class Worker:
             concurrency=cfg.concurrency,
             account=solver.account,
             solver=solver.kind,
+            key=solver.key_fingerprint,
         )
         self.limiter: SlotLimiter | None = None
         self._limit_from_account = cfg.solver_limit is None
@@ -189,6 +194,7 @@ class Worker:
 
     async def _start(self) -> None:
         await self._redis(lambda: self.registry.heartbeat(0), persist=True)
+        await self._check_account_name()
         await self.breaker.refresh()
         await self._redis(self.queue.check_data_loss)  # records the data set this worker starts on
         limit = await self._initial_limit()
@@ -215,9 +221,27 @@ class Worker:
             self.config.concurrency,
             self.config.lease_s,
             self.solver.kind,
-            self.solver.account,
+            self.breaker.ref,
             limit if limit is not None else "none",
         )
+
+    async def _check_account_name(self) -> None:
+        """Slots are keyed by the account name: two API keys under one name share one fleet limit."""
+        try:
+            workers = await list_workers(self.queue.client, self.queue.keys)
+        except CaptchaQueueError:
+            return
+        mine = self.solver.key_fingerprint
+        for other in workers:
+            if other.account == self.solver.account and other.key and mine and other.key != mine:
+                log.error(
+                    "account %s is also used with another API key (key %s, worker %s): both share one "
+                    "fleet limit; give each key its own --account",
+                    self.solver.account,
+                    other.key,
+                    other.id,
+                )
+                return
 
     async def _shutdown(self) -> None:
         cfg = self.config
@@ -282,7 +306,7 @@ class Worker:
             info = await self.solver.account_info()
         except AccountError as exc:
             error = exc
-            await self._redis(lambda: self.breaker.trip(error), persist=True)
+            await self._redis(lambda: self._pause_account(error), persist=True)
             return None
         except SolverError as exc:
             log.warning("could not read the account's threads (%s); no fleet-wide limit yet", exc.code)
@@ -313,6 +337,15 @@ class Worker:
     async def _claim_loop(self) -> None:
         failures = 0
         while not self._stopping.is_set():
+            if self.breaker.paused:
+                # Nothing is claimed while this worker's account (or the fleet) is paused: the claim
+                # script only knows the fleet's pause. Look again at least once a second.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.05, min(1.0, self.config.renew_period_s))):
+                        await self.breaker.wait_resumed()
+                with contextlib.suppress(CaptchaQueueError):  # nothing supervises this loop
+                    await self.breaker.refresh()
+                continue
             count = self._capacity()
             if count <= 0:
                 self._room.clear()
@@ -347,11 +380,6 @@ class Worker:
                 self._start_run(claim)
             if claims and self._stopping.is_set():
                 log.debug("claimed %d tasks while stopping: they are released", len(claims))
-            if not claims and self.breaker.paused:
-                # The claim script hands out nothing while paused: wait for a resume, not a busy loop.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.05, min(1.0, self.config.renew_period_s))):
-                        await self.breaker.wait_resumed()
 
     def _start_run(self, claim: Claim) -> None:
         run = _Run(claim)
@@ -486,6 +514,10 @@ class Worker:
         log.debug("task %s submitted as remote id %s", task.id, remote_id)
         return remote_id
 
+    async def _pause_account(self, error: AccountError, *, reason: str | None = None) -> None:
+        if await self.breaker.trip(error, reason=reason):
+            self.events.account_paused(error.code)
+
     # -- finish --------------------------------------------------------------------------------
     async def _finish(self, run: _Run, outcome: Solution | BaseException) -> None:
         run.stage = "finish"
@@ -521,7 +553,7 @@ class Worker:
             return
         if decision.action is Action.PAUSE:
             assert isinstance(error, AccountError)
-            await self._redis(lambda: self.breaker.trip(error), persist=True)
+            await self._redis(lambda: self._pause_account(error), persist=True)
             await self._redis(lambda: self.queue.release(claim), persist=True)
             return
         if decision.action in (Action.RETRY, Action.FRESH_SOLVE):
