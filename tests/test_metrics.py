@@ -134,10 +134,12 @@ def test_gauges_from_hooks_and_stats(metrics: WorkerMetrics, server: MetricsServ
     metrics.set_slots(9, 10)
     metrics.set_paused(True)
     metrics.set_account_paused(True)
+    metrics.set_limit_unknown(True)
     metrics.account_paused("ERROR_ZERO_BALANCE")
     metrics.account_paused("ERROR: 1001")  # not a label-safe code
     got = scrape(server)
     assert value(got, "captcha_queue_account_paused") == 1
+    assert value(got, "captcha_queue_solver_limit_unknown") == 1
     assert value(got, "captcha_queue_account_pauses_total", code="ERROR_ZERO_BALANCE") == 1
     assert value(got, "captcha_queue_account_pauses_total", code="OTHER") == 1
     assert value(got, "captcha_queue_worker_in_flight") == 42

@@ -19,6 +19,7 @@ from captcha_queue.simulator import RunningSimulator, SimulatorConfig, run_simul
 from captcha_queue.solvers import CaptchaAISolver, InstantSolver
 from captcha_queue.solvers.base import Solver
 from captcha_queue.worker.breaker import read_pause_state
+from captcha_queue.worker.events import NullEvents
 from captcha_queue.worker.limiter import read_slot_state
 from captcha_queue.worker.logs import configure_logging
 from captcha_queue.worker.registry import list_workers
@@ -347,6 +348,70 @@ async def test_an_idle_worker_stops_without_sitting_out_its_claim_block(queue: A
 # -- the fleet limit on every path, one account's pause -----------------------------------------------
 
 BAD_KEY = "fedcba9876543210fedcba9876543210"
+
+
+class Recorder(NullEvents):
+    """The events the issue asks to be visible in metrics, as the runtime reports them."""
+
+    def __init__(self) -> None:
+        self.limit_unknown: list[bool] = []
+
+    def set_limit_unknown(self, unknown: bool) -> None:
+        self.limit_unknown.append(unknown)
+
+
+@contextlib.asynccontextmanager
+async def three_threads() -> AsyncIterator[RunningSimulator]:
+    """An account with 3 threads that queues anything over them silently: its in-flight maximum is
+    what the fleet did (over 3 is a broken limit)."""
+    config = SimulatorConfig(time_scale=SCALE, threads=3, over_capacity="queue", seed=2)
+    async with run_simulator(config) as sim:
+        yield sim
+
+
+async def test_no_solve_is_sent_before_the_account_has_told_the_limit(queue: AsyncCaptchaQueue) -> None:
+    """Before the fix a failed threadsinfo at start left the worker without any limit: the simulator
+    saw 30 solves in flight against 3 threads. Now the account call is retried and tasks wait."""
+    async with three_threads() as sim:
+        sim.control({"next_errors": {"res": ["ERROR_SERVER_ERROR"] * 3}})  # threadsinfo fails 3 times
+        ids = await queue.submit_many([{"method": "turnstile", "params": turnstile(i)} for i in range(30)])
+        solver = CaptchaAISolver(KEY, sim.base_url, time_scale=SCALE)
+        events = Recorder()
+        worker = Worker(queue, solver, fast_config(concurrency=50), events=events)
+        async with running(worker):
+            done = await results(queue, ids)
+        await solver.aclose()
+        assert {r.status for r in done} == {"success"}
+        assert 1 <= sim.stats()["max_in_flight"] <= 3
+        assert worker.limiter is not None
+        assert worker.limiter.limit == 3
+        assert events.limit_unknown[0] is True  # said so in the metrics...
+        assert events.limit_unknown[-1] is False  # ...until the account answered
+
+
+async def test_after_an_account_error_at_start_and_a_resume_the_limit_still_holds(
+    queue: AsyncCaptchaQueue,
+) -> None:
+    """Before the fix an account error at start left the worker without a limit for good: after the
+    account was fixed and the pause lifted, it solved without any."""
+    async with three_threads() as sim:
+        solver = CaptchaAISolver(KEY, sim.base_url, time_scale=SCALE)
+        sim.control({"accounts": {KEY: {"state": "bad"}}})
+        worker = Worker(queue, solver, fast_config(concurrency=50, probe_every_s=20.0))  # probe: 0.2 s
+        async with running(worker):
+            await wait_until(lambda: worker.breaker.paused)
+            ids = await queue.submit_many(
+                [{"method": "turnstile", "params": turnstile(i)} for i in range(30)]
+            )
+            await asyncio.sleep(0.3)
+            assert sim.stats()["submits"] == 0
+            assert (await queue.stats()).queued_total == 30  # nothing claimed while the account is paused
+            sim.control({"accounts": {KEY: {"state": "ok"}}})  # the account probe lifts the pause
+            done = await results(queue, ids)
+        await solver.aclose()
+        assert {r.status for r in done} == {"success"}
+        assert max(r.attempts for r in done) == 1
+        assert 1 <= sim.stats()["max_in_flight"] <= 3
 
 
 async def test_a_bad_key_pauses_only_its_own_account(

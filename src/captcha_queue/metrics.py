@@ -20,6 +20,7 @@ Wiring it into the worker runtime (every call is cheap, synchronous and never ra
     metrics.set_paused(True)                     # from the breaker (False on resume)
     metrics.set_account_paused(True)             # this process's account paused (False on resume)
     metrics.account_paused("ERROR_ZERO_BALANCE") # this process paused its account, for that code
+    metrics.set_limit_unknown(True)              # no fleet limit known yet: no solve is sent
 
 The refresher reads ``queue.stats()`` (one round trip) every ``interval_s`` and sets the
 namespace-wide series; a Redis outage only skips a refresh.
@@ -207,6 +208,11 @@ class WorkerMetrics:
             ["code"],
             registry=reg,
         )
+        self._limit_unknown = Gauge(
+            f"{PREFIX}_solver_limit_unknown",
+            "1 while the fleet limit is unknown (the account has not answered): no solve is sent.",
+            registry=reg,
+        )
 
         # -- namespace-level gauges, set by the refresher ----------------------------------------
         queued = Gauge(
@@ -272,6 +278,9 @@ class WorkerMetrics:
     def account_paused(self, code: str) -> None:
         # Account and busy codes come from the codes table: a handful of series at most.
         self._account_pauses.labels(code if _CODE_RE.match(code) else "OTHER").inc()
+
+    def set_limit_unknown(self, unknown: bool) -> None:
+        self._limit_unknown.set(1 if unknown else 0)
 
     # -- namespace-level refresh ------------------------------------------------------------------
     def observe_stats(self, stats: Stats, *, now_s: float | None = None) -> None:

@@ -41,6 +41,9 @@ class WorkerEvents(Protocol):
     def account_paused(self, code: str) -> None:
         """This process paused its account, for ``code`` (the service's answer)."""
 
+    def set_limit_unknown(self, unknown: bool) -> None:
+        """True while the fleet limit is unknown (the account has not answered): no solve is sent."""
+
 
 class NullEvents:
     """Observes nothing."""
@@ -70,4 +73,7 @@ class NullEvents:
         pass
 
     def account_paused(self, code: str) -> None:
+        pass
+
+    def set_limit_unknown(self, unknown: bool) -> None:
         pass

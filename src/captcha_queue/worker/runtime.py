@@ -148,7 +148,9 @@ class Worker:
             key=solver.key_fingerprint,
         )
         self.limiter: SlotLimiter | None = None
-        self._limit_from_account = cfg.solver_limit is None
+        #: Set once the fleet limit is known (a limiter, or the account reports no thread limit):
+        #: no solve is sent before.
+        self._limit_known = asyncio.Event()
         self._runs: dict[str, _Run] = {}
         self._room = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -197,24 +199,19 @@ class Worker:
         await self._check_account_name()
         await self.breaker.refresh()
         await self._redis(self.queue.check_data_loss)  # records the data set this worker starts on
-        limit = await self._initial_limit()
-        if limit is not None:
-            self.limiter = SlotLimiter(
-                self.queue.client,
-                self.queue.keys,
-                self.solver.account,
-                limit=limit,
-                config=dataclasses.replace(
-                    self.config.limiter.scaled(self.config.time_scale), lease_s=self._slot_lease_s()
-                ),
-            )
-            await self._redis(lambda: self._set_limit(limit), persist=True)
-            self._supervise("slot-pump", self.limiter.run)
+        if self.config.solver_limit is not None:
+            await self._use_limit(self.config.solver_limit)
+        else:
+            self.events.set_limit_unknown(True)
+            await self._limit_from_account()  # retried by the limit loop until it answers
+            self._supervise("limit", self._limit_loop)
         self._supervise("poll-timer", self.poller.run)
         self._supervise("renew", self._renew_loop)
         self._supervise("breaker-probe", self.breaker.run)
-        if self.limiter is not None and self._limit_from_account:
-            self._supervise("limit-refresh", self._limit_refresh_loop)
+        if not self._limit_known.is_set():
+            limit = "unknown yet (no solve is sent until the account answers)"
+        else:
+            limit = str(self.limiter.limit) if self.limiter is not None else "none"
         log.info(
             "worker %s started: concurrency %d, lease %.1fs, solver %s (account %s), fleet limit %s",
             self.worker_id,
@@ -222,7 +219,7 @@ class Worker:
             self.config.lease_s,
             self.solver.kind,
             self.breaker.ref,
-            limit if limit is not None else "none",
+            limit,
         )
 
     async def _check_account_name(self) -> None:
@@ -295,41 +292,91 @@ class Worker:
         self._loops.append(asyncio.create_task(guarded(), name=name))
 
     # -- the fleet-wide limit ----------------------------------------------------------------
-    async def _initial_limit(self) -> int | None:
-        if self.config.solver_limit is not None:
-            return self.config.solver_limit
-        threads = await self._account_threads()
-        return threads if threads else None
+    async def _use_limit(self, limit: int | None) -> None:
+        """The fleet limit is known: N (a limiter and its pump), or None (the account has none)."""
+        if limit is not None:
+            self.limiter = SlotLimiter(
+                self.queue.client,
+                self.queue.keys,
+                self.solver.account,
+                limit=limit,
+                config=dataclasses.replace(
+                    self.config.limiter.scaled(self.config.time_scale), lease_s=self._slot_lease_s()
+                ),
+            )
+            await self._redis(lambda: self._set_limit(limit), persist=True)
+            self._supervise("slot-pump", self.limiter.run)
+        self._limit_known.set()
+        self.events.set_limit_unknown(False)
+        self._room.set()
 
-    async def _account_threads(self) -> int | None:
+    async def _limit_from_account(self) -> bool:
+        """Ask the account for its threads and use them; False if that gave no usable limit."""
         try:
             info = await self.solver.account_info()
         except AccountError as exc:
             error = exc
             await self._redis(lambda: self._pause_account(error), persist=True)
-            return None
+            return False
         except SolverError as exc:
-            log.warning("could not read the account's threads (%s); no fleet-wide limit yet", exc.code)
-            return None
-        return info.threads
+            waiting = "" if self._limit_known.is_set() else "; no fleet limit yet, so no solve is sent"
+            log.warning("could not read the account's threads (%s)%s", exc.code, waiting)
+            return False
+        threads = info.threads
+        if threads is not None and threads < 1:
+            log.warning("the account reports %d threads: no fleet limit from it, no solve is sent", threads)
+            return False
+        if not self._limit_known.is_set():
+            log.info("fleet limit from the account's threads: %s", threads if threads is not None else "none")
+            await self._use_limit(threads)
+        elif threads is not None and self.limiter is not None and threads != self.limiter.limit:
+            log.info("account threads changed: fleet limit %d -> %d", self.limiter.limit, threads)
+            await self._set_limit(threads)
+        return True
 
     async def _set_limit(self, limit: int) -> None:
         assert self.limiter is not None
         state = await self.limiter.set_limit(limit)
         self.events.set_slots(state.used, state.effective)
 
-    async def _limit_refresh_loop(self) -> None:
+    async def _limit_loop(self) -> None:
+        """Until the account has answered, ask again with backoff (an account error waits for the
+        account's resume); then re-read its threads every ``limit_refresh_s``."""
+        scale = self.config.time_scale
+        backoff = Backoff(base_s=scale, cap_s=min(30.0, self.config.limit_refresh_s) * scale)
+        failures = 0
         while True:
-            await asyncio.sleep(self.config.limit_refresh_s * self.config.time_scale)
-            threads = await self._account_threads()
-            if threads and self.limiter is not None and threads != self.limiter.limit:
-                log.info("account threads changed: fleet limit %d -> %d", self.limiter.limit, threads)
-                await self._set_limit(threads)
+            if self._limit_known.is_set():
+                await asyncio.sleep(self.config.limit_refresh_s * scale)
+            else:
+                failures += 1
+                await asyncio.sleep(backoff.ceiling_s(failures) * (0.5 + self._rng.random() / 2))
+                await self.breaker.wait_resumed()  # the probe (or an operator) says when to try again
+            if await self._limit_from_account():
+                failures = 0
+
+    async def _wait_for_limit(self, run: _Run) -> None:
+        """No solve without a known fleet limit: the task waits, claimed, until the account answered
+        (released if this worker is paused meanwhile, expired at its deadline)."""
+        run.stage = "slot"
+        expires_at = run.claim.task.expires_at
+        while not self._limit_known.is_set():
+            if self.breaker.paused:
+                raise _Stop("release")
+            wait_s = max(0.05, min(1.0, self.config.renew_period_s))
+            if expires_at is not None:
+                left_s = expires_at - time.time()
+                if left_s <= 0:
+                    raise _Stop("expire")
+                wait_s = min(wait_s, left_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    await self._limit_known.wait()
 
     # -- fetch ---------------------------------------------------------------------------------
     def _capacity(self) -> int:
         room = self.config.concurrency - len(self._runs)
-        if self.limiter is not None:
+        if self.limiter is not None or not self._limit_known.is_set():
             waiting = sum(1 for r in self._runs.values() if r.stage in ("claimed", "slot"))
             room = min(room, self.config.buffer - waiting)
         return min(room, self.config.claim_batch_max)
@@ -457,6 +504,8 @@ class Worker:
         )
 
     async def _take_slot(self, run: _Run, *, resume: bool = False) -> None:
+        if not self._limit_known.is_set():
+            await self._wait_for_limit(run)
         if self.limiter is None or self.limiter.holds(run.claim.task_id):
             return
         run.stage = "slot"
