@@ -136,6 +136,13 @@ def test_settings_can_be_given_as_keywords(queue: AsyncCaptchaQueue) -> None:
         Worker(queue, InstantSolver(), no_such_setting=1)
 
 
+def test_busy_pause_settings_are_checked() -> None:
+    assert WorkerConfig(busy_pause_after=3, busy_pause_s=5.0).busy_pause_after == 3
+    for bad in ({"busy_pause_after": 0}, *({"busy_pause_s": v} for v in (0.0, float("nan"), float("inf")))):
+        with pytest.raises(ValueError, match="busy_pause"):
+            WorkerConfig(**bad)  # type: ignore[arg-type]
+
+
 async def test_rejected_tasks_fail_at_once_and_unsolvable_ones_are_solved_afresh(
     queue: AsyncCaptchaQueue, simulator: RunningSimulator
 ) -> None:
@@ -355,9 +362,17 @@ class Recorder(NullEvents):
 
     def __init__(self) -> None:
         self.limit_unknown: list[bool] = []
+        self.account_pauses: list[str] = []
+        self.account_states: list[bool] = []
 
     def set_limit_unknown(self, unknown: bool) -> None:
         self.limit_unknown.append(unknown)
+
+    def account_paused(self, code: str) -> None:
+        self.account_pauses.append(code)
+
+    def set_account_paused(self, paused: bool) -> None:
+        self.account_states.append(paused)
 
 
 @contextlib.asynccontextmanager
@@ -473,3 +488,37 @@ async def test_a_bad_key_pauses_only_its_own_account(
     _, lifted = await fleet.resume(queue.client, queue.keys, account=key_fingerprint(BAD_KEY))
     assert [p.ref for p in lifted] == [pause.ref]
     assert (await fleet.read_account_pauses(queue.client, queue.keys))[0] == []
+
+
+async def test_busy_answers_that_do_not_clear_pause_the_account(
+    queue: AsyncCaptchaQueue, simulator: RunningSimulator
+) -> None:
+    """2captcha's ERROR_ZERO_BALANCE (no funds) is a busy answer: before the fix it was resubmitted
+    without end (50 in.php calls in 8 scaled seconds, no attempt counted). Now a run of busy answers
+    pauses the account for a while, counted, and its tasks go back to the queue."""
+    simulator.control({"next_errors": {"in": ["ERROR_ZERO_BALANCE"] * 500}})  # threadsinfo says 50
+    solver = CaptchaAISolver(KEY, simulator.base_url, time_scale=SCALE)
+    events = Recorder()
+    # The defaults: 20 busy answers in a row pause the account for 60 s (3 s at this time scale).
+    worker = Worker(queue, solver, fast_config(solver_limit=10, time_scale=0.05), events=events)
+    async with running(worker):
+        ids = await queue.submit_many([{"method": "turnstile", "params": turnstile(i)} for i in range(10)])
+        await wait_until(lambda: bool(events.account_pauses), timeout_s=10.0)
+        await wait_until(lambda: worker.in_flight == 0)
+        calls = simulator.stats()["submit_requests"]
+        assert calls <= 20 + 10  # the run that paused it, plus submits already on their way
+        await asyncio.sleep(1.0)  # paused: nothing reaches in.php
+        assert simulator.stats()["submit_requests"] == calls
+        state = worker.breaker.account_state
+        assert state is not None
+        assert state.code == "ERROR_ZERO_BALANCE"
+        assert state.until_ms is not None  # ends by itself
+        assert "busy answers in a row" in state.reason
+        stats = await queue.stats()
+        assert (stats.queued_total, stats.failed, stats.completed) == (10, 0, 0)
+        assert stats.paused is None  # the account's pause, not the namespace's
+    await solver.aclose()
+    assert events.account_pauses == ["ERROR_ZERO_BALANCE"]
+    assert events.account_states[0] is True
+    states = await queue.client.hmget(queue.keys.state, ids)
+    assert [json.loads(s)["attempts"] for s in states if s is not None] == [0] * 10  # none consumed

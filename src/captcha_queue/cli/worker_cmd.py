@@ -37,6 +37,8 @@ class WorkerOptions:
     resume_window_s: float
     orphan_hold_s: float = 180.0
     request_timeout_s: float = 30.0
+    busy_pause_after: int = 20
+    busy_pause_s: float = 60.0
 
 
 @cli.command("worker")
@@ -110,6 +112,21 @@ class WorkerOptions:
     show_default=True,
     help="Give up one in.php / res.php request after this long (real seconds, not scaled).",
 )
+@click.option(
+    "--busy-pause-after",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Busy answers in a row (no free thread, zero balance...) after which the account is paused "
+    "for --busy-pause-s; its tasks go back to the queue.",
+)
+@click.option(
+    "--busy-pause-s",
+    type=click.FloatRange(min=0.0, min_open=True, max=1e9),
+    default=60.0,
+    show_default=True,
+    help="How long busy answers that did not clear pause the account (time-scaled).",
+)
 @click.option("--namespace", default=None, help="Queue namespace [env: CAPTCHA_QUEUE_NAMESPACE].")
 @click.option("--redis-url", default=None, help="Redis URL [env: REDIS_URL].")
 @click.option("--solver-url", default=None, help="Solver base URL [env: CAPTCHAAI_URL].")
@@ -128,6 +145,8 @@ def worker_cmd(
     resume_window_s: float,
     orphan_hold_s: float,
     request_timeout_s: float,
+    busy_pause_after: int,
+    busy_pause_s: float,
     namespace: str | None,
     redis_url: str | None,
     solver_url: str | None,
@@ -158,6 +177,8 @@ def worker_cmd(
         resume_window_s=resume_window_s,
         orphan_hold_s=orphan_hold_s,
         request_timeout_s=request_timeout_s,
+        busy_pause_after=busy_pause_after,
+        busy_pause_s=busy_pause_s,
     )
     if solver_kind == "captchaai":
         settings.require_key()
@@ -206,6 +227,10 @@ def _child_args(opts: WorkerOptions, settings: Settings, index: int) -> list[str
         repr(opts.orphan_hold_s),
         "--request-timeout-s",
         repr(opts.request_timeout_s),
+        "--busy-pause-after",
+        str(opts.busy_pause_after),
+        "--busy-pause-s",
+        repr(opts.busy_pause_s),
         "--namespace",
         settings.namespace,
         "--redis-url",
@@ -270,6 +295,8 @@ async def _run_one(opts: WorkerOptions, settings: Settings) -> int:
             time_scale=opts.time_scale,
             grace_s=opts.grace_s,
             resume_window_s=opts.resume_window_s,
+            busy_pause_after=opts.busy_pause_after,
+            busy_pause_s=opts.busy_pause_s,
             limiter=LimiterConfig(orphan_hold_s=opts.orphan_hold_s),
         )
         worker = Worker(queue, solver, config, events=events)

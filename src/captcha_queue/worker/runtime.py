@@ -151,6 +151,7 @@ class Worker:
         #: Set once the fleet limit is known (a limiter, or the account reports no thread limit):
         #: no solve is sent before.
         self._limit_known = asyncio.Event()
+        self._busy_streak = 0  # busy answers in a row on this account (any task of this process)
         self._runs: dict[str, _Run] = {}
         self._room = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -542,11 +543,15 @@ class Worker:
                 run.at_service = False
                 self.events.solver_request("in", exc.code)
                 busy_count += 1
+                self._busy_streak += 1
                 decision = self._policy.decide(
                     exc, attempt=run.claim.attempt, max_attempts=task.max_attempts, busy_count=busy_count
                 )
                 if self.limiter is not None:
                     self.limiter.release(task.id, run.claim.lease_token, outcome="busy")
+                if self._busy_streak >= self.config.busy_pause_after:
+                    await self._busy_pause(exc)
+                    raise _Stop("release") from None  # back to the queue, no attempt consumed
                 self.events.retry("busy")
                 log.debug("task %s: solver busy (%s); again in %.2fs", task.id, exc.code, decision.delay_s)
                 await asyncio.sleep(decision.delay_s)
@@ -557,11 +562,21 @@ class Worker:
                 self.events.solver_request("in", exc.code)
                 raise
             self.events.solver_request("in", "OK")
+            self._busy_streak = 0
             break
         run.submitted_at = time.monotonic()
         run.claim = await self._redis(lambda: self.queue.record_remote(run.claim, remote_id))
         log.debug("task %s submitted as remote id %s", task.id, remote_id)
         return remote_id
+
+    async def _busy_pause(self, busy: SolverBusy) -> None:
+        """Busy answers that do not clear (2captcha's ERROR_ZERO_BALANCE: no funds) pause the account
+        for ``busy_pause_s``; its tasks go back to the queue."""
+        streak, self._busy_streak = self._busy_streak, 0
+        pause_s = self.config.busy_pause_s * self.config.time_scale
+        reason = f"{streak} busy answers in a row ({busy.code}: {busy.message})"
+        error = AccountError(busy.code, busy.message, pause_s=pause_s)
+        await self._redis(lambda: self._pause_account(error, reason=reason), persist=True)
 
     async def _pause_account(self, error: AccountError, *, reason: str | None = None) -> None:
         if await self.breaker.trip(error, reason=reason):
