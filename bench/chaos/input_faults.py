@@ -129,12 +129,14 @@ async def _account_phase(
 
     async def working() -> bool:
         assert rig.queue is not None
-        return (await rig.queue.stats()).in_flight > 0
+        stats = await rig.queue.stats()
+        return stats.in_flight > 0 and stats.queued_total > 0
 
     if not await working():
-        # The pause is tripped by an error answer: with nothing in flight (a slow machine may have
-        # finished everything) nothing would reach the service, so give the fleet work first.
-        await rig.submit(rig.config.solver_limit, tag=label.replace(" ", "-") + "-before")
+        # The pause is tripped by an error answer: with nothing left to send (the fleet may have
+        # finished everything, or be about to: only tasks in flight, none queued) nothing would
+        # reach the service after the break, so give the fleet work first.
+        await rig.submit(rig.config.solver_limit * 4, tag=label.replace(" ", "-") + "-before")
         await rig.wait_until(working, 20.0, poll_s=0.01)
     before = await _error_answers(rig)
     await rig.sim_control(accounts={account: change})
