@@ -6,11 +6,14 @@ import asyncio
 import contextlib
 import os
 
+import pytest
 import redis.asyncio as aioredis
 
+from captcha_queue.connection import redis_errors_async
 from captcha_queue.errors import AccountError, TransientError
 from captcha_queue.keys import Keys
 from captcha_queue.models import AccountInfo
+from captcha_queue.queue_base import as_str
 from captcha_queue.solvers import InstantSolver
 from captcha_queue.worker.breaker import IP_BAN_PAUSE_S, AccountBreaker, read_pause_state
 from captcha_queue.worker.registry import WorkerRegistry, list_workers, new_worker_id
@@ -43,21 +46,22 @@ def breaker(
     )
 
 
-async def test_an_account_error_pauses_the_fleet_once(redis_client: aioredis.Redis, namespace: str) -> None:
+async def test_an_account_error_pauses_the_account_once(redis_client: aioredis.Redis, namespace: str) -> None:
     account = Account()
     changes: list[bool] = []
-    first = AccountBreaker(redis_client, Keys(namespace), account.info, on_change=changes.append)
+    first = AccountBreaker(redis_client, Keys(namespace), account.info, on_account_change=changes.append)
     second = breaker(redis_client, namespace, account)
     assert await first.trip(AccountError("ERROR_WRONG_USER_KEY", "key is not 32 characters"))
     assert not await second.trip(AccountError("ERROR_KEY_DOES_NOT_EXIST"))
     assert first.paused
     assert second.paused
     assert changes == [True]
-    stored = await redis_client.hgetall(Keys(namespace).paused)
+    stored = await redis_client.hgetall(Keys(namespace).account_paused("default"))
     assert stored[b"code"] == b"ERROR_WRONG_USER_KEY"
     assert b"ERROR_WRONG_USER_KEY" in stored[b"reason"]
     assert b"until_ms" not in stored
-    state = await read_pause_state(redis_client, Keys(namespace))
+    assert await read_pause_state(redis_client, Keys(namespace)) is None  # not the namespace's pause
+    state = await read_pause_state(redis_client, Keys(namespace), "default")
     assert state is not None
     assert state.until_ms is None
     assert second.state == state  # the second worker sees the first one's pause
@@ -73,7 +77,7 @@ async def test_ip_banned_pauses_for_a_while_then_ends_by_itself(
     assert b.state.until_ms is not None
     assert b.state.until_ms - (b.state.since_ms or 0) == 300
     await asyncio.sleep(0.35)
-    assert await read_pause_state(redis_client, Keys(namespace)) is None
+    assert await read_pause_state(redis_client, Keys(namespace), "default") is None
     await b.refresh()
     assert not b.paused
     # A solver-provided pause length wins over the default.
@@ -93,12 +97,13 @@ async def test_one_probe_per_interval_for_the_whole_fleet_and_success_resumes(
     await asyncio.sleep(0.55)
     assert [await b.probe_once() for b in fleet] == [False, False, False]
     assert account.calls == 1  # one turn, one probe
-    assert await redis_client.exists(keys.paused)
+    assert await redis_client.exists(keys.account_paused("default"))
     account.healthy = True
     await asyncio.sleep(0.55)
     lifted = [await b.probe_once() for b in fleet]
     assert lifted == [True, False, False]
-    assert not await redis_client.exists(keys.paused)
+    assert not await redis_client.exists(keys.account_paused("default"))
+    assert await redis_client.smembers(keys.paused_accounts) == set()
     assert await redis_client.lrange(keys.wake, 0, -1) == [b"1"]  # blocked claimers wake
     for b in fleet:
         await b.refresh()
@@ -114,7 +119,7 @@ async def test_probe_loop_lifts_the_pause_with_the_solvers_account_info(
     try:
         await b.trip(AccountError("ERROR_IP_NOT_ALLOWED"))
         await asyncio.wait_for(b.wait_resumed(), 5.0)
-        assert await read_pause_state(redis_client, Keys(namespace)) is None
+        assert await read_pause_state(redis_client, Keys(namespace), "default") is None
     finally:
         loop.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -185,3 +190,102 @@ async def test_registry_lists_live_workers_and_drops_the_dead(
     assert {w.id for w in everyone} == {alive.info.id, "host:1:dead"}
     await alive.unregister()
     assert await list_workers(redis_client, keys) == []
+
+
+async def test_a_pause_belongs_to_its_account_and_an_operator_pause_to_everyone(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    from captcha_queue.cli import fleet
+    from captcha_queue.solvers.base import key_fingerprint
+
+    keys = Keys(namespace)
+    account = Account()
+    bad_key, good_key = "b" * 32, "g" * 32
+
+    def of(key: str, worker: str) -> AccountBreaker:
+        fp = key_fingerprint(key)
+        return AccountBreaker(redis_client, keys, account.info, key_fingerprint=fp, worker_id=worker)
+
+    bad, bad_peer, good = of(bad_key, "vm:1:a"), of(bad_key, "vm:2:b"), of(good_key, "vm:3:c")
+    assert await bad.trip(AccountError("ERROR_KEY_DOES_NOT_EXIST"))
+    for b in (bad_peer, good):
+        await b.refresh()
+    assert bad.paused
+    assert bad_peer.paused  # every worker of the account (same name, same key)
+    assert not good.paused  # same account name, another key: another account
+    stored = await redis_client.hgetall(keys.account_paused(bad.ref))
+    assert stored[b"worker"] == b"vm:1:a"
+    assert stored[b"account"] == b"default"
+    assert stored[b"key"] == key_fingerprint(bad_key).encode()
+    assert bad_key not in "".join(as_str(v) for v in stored.values())
+    assert await redis_client.smembers(keys.paused_accounts) == {bad.ref.encode()}
+    # The operator's pause stops everyone; `resume` lifts both kinds.
+    await fleet.set_pause(redis_client, keys, "maintenance")
+    good = good  # mypy keeps good.paused narrowed to False across refresh() (python/mypy#11969)
+    await good.refresh()
+    assert good.paused
+    assert good.state is not None
+    assert good.state.code == "OPERATOR"
+    pause, accounts = await fleet.resume(redis_client, keys)
+    assert pause is not None
+    assert [a.ref for a in accounts] == [bad.ref]
+    for b in (bad, bad_peer, good):
+        await b.refresh()
+        assert not b.paused
+
+
+async def test_a_timed_pause_is_not_probed_and_ends_by_itself(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    account = Account()
+    account.healthy = True  # a probe would lift it at once: busy that did not clear is not an account error
+    b = breaker(redis_client, namespace, account, probe_every_s=0.01)
+    loop = asyncio.create_task(b.run(), name="breaker")
+    try:
+        await b.trip(AccountError("ERROR_ZERO_BALANCE", "no funds", pause_s=0.4))
+        await asyncio.sleep(0.2)
+        assert b.paused
+        assert account.calls == 0
+        await asyncio.sleep(0.25)
+        await b.refresh()
+        assert not b.paused
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+
+
+async def test_pause_scripts_refuse_bad_arguments_and_write_nothing(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    from captcha_queue.errors import RedisCommandError
+    from captcha_queue.scripts import load_scripts
+
+    keys = Keys(namespace)
+    scripts = load_scripts()
+    target = [keys.account_paused("a"), keys.paused_accounts]
+    for args in (
+        ["r", "CODE", "nan", "a"],
+        ["r", "CODE", "-5", "a"],
+        ["r", "CODE", "", "a", "worker"],  # a field without its value
+        ["r", "CODE", ""],  # no index member
+        ["r", "CODE", "", ""],  # an index key without its member
+    ):
+        with pytest.raises(RedisCommandError, match="pauseFleet"):
+            async with redis_errors_async(redis_client):
+                await scripts.pauseFleet(redis_client, target, args)
+    assert not await redis_client.exists(*target)
+
+
+async def test_unreadable_pause_times_are_read_as_open_ended(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    keys = Keys(namespace)
+    account = Account()
+    b = breaker(redis_client, namespace, account)
+    await redis_client.hset(
+        keys.account_paused("default"), mapping={"reason": "r", "since_ms": "nan", "until_ms": "soon"}
+    )
+    state = await b.refresh()  # before: ValueError, in the renew loop and the claim loop
+    assert state is not None
+    assert (state.since_ms, state.until_ms) == (None, None)

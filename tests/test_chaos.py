@@ -27,6 +27,7 @@ from bench.chaos.proxy import FaultProxy, ThreadedProxy
 from bench.chaos.redis_faults import network_faults, redis_killed, redis_restarted_empty
 from bench.chaos.scenarios import (
     Row,
+    account_call_fails_at_start,
     crash_storm,
     fleet_limit,
     kill_during_polling,
@@ -361,6 +362,15 @@ async def test_redis_near_maxmemory() -> None:
     assert row.details["refusals"] >= 2
     assert row.details["unknown"] == row.details["missing"] == 0
     assert row.details["finished_above_maxmemory"] > 0
+
+
+@pytest.mark.timeout(90)
+async def test_account_call_fails_at_start() -> None:
+    # Before the fix a worker whose first threadsinfo failed solved without any limit (30 in flight
+    # against 3 threads in the reproduction).
+    row = await account_call_fails_at_start(tasks=300, workers=2, threads=20, failures_per_worker=5)
+    assert row.passed, _explain(row)
+    assert row.details["account_call_failures_logged"] > 0
 
 
 # -- fixes the network-fault scenario called for ---------------------------------------------------

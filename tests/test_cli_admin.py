@@ -132,6 +132,59 @@ def test_pause_for_a_while_sets_an_end(namespace: str, cli_env: CliEnv, sync_red
     assert 0 < sync_redis.pttl(Keys(namespace).paused) <= 60_000
 
 
+def test_account_pauses_show_who_and_resume_one_account_or_all(
+    redis_url: str, namespace: str, cli_env: CliEnv, sync_redis: redis.Redis
+) -> None:
+    from captcha_queue.errors import AccountError
+    from captcha_queue.models import AccountInfo
+    from captcha_queue.solvers.base import key_fingerprint
+    from captcha_queue.worker.breaker import AccountBreaker
+
+    keys = Keys(namespace)
+    secret = "0123456789abcdef0123456789abcdef"
+
+    async def never(*_: object) -> AccountInfo:
+        raise AssertionError("no probe here")
+
+    async def trip(q: AsyncCaptchaQueue, name: str, key: str, worker: str) -> None:
+        breaker = AccountBreaker(
+            q.client, keys, never, account=name, key_fingerprint=key_fingerprint(key), worker_id=worker
+        )
+        await breaker.trip(AccountError("ERROR_KEY_DOES_NOT_EXIST", "the key is unknown"))
+
+    on_queue(redis_url, namespace, lambda q: trip(q, "main", secret, "vm:1:bad"))
+    on_queue(redis_url, namespace, lambda q: trip(q, "other", "f" * 32, "vm:2:bad"))
+    fingerprint = key_fingerprint(secret)
+
+    table = invoke(["stats"], cli_env)
+    assert table.exit_code == 0, table.output
+    assert f"paused account main/{fingerprint}" in table.stdout
+    assert "by worker vm:1:bad" in table.stdout
+    assert "ERROR_KEY_DOES_NOT_EXIST" in table.stdout
+    assert secret not in table.stdout
+    doc = json.loads(invoke(["stats", "--json"], cli_env).stdout)
+    assert doc["paused"] is None  # the namespace is not paused: only these accounts are
+    assert [(p["account"], p["key"], p["worker"]) for p in doc["account_pauses"]] == [
+        ("main", fingerprint, "vm:1:bad"),
+        ("other", key_fingerprint("f" * 32), "vm:2:bad"),
+    ]
+
+    assert "was not paused" in invoke(["resume", "--account", "nobody"], cli_env).stdout
+    one = invoke(["resume", "--account", fingerprint], cli_env)
+    assert one.exit_code == 0, one.output
+    assert f"resumed account main/{fingerprint} (was paused by worker vm:1:bad" in one.stdout
+    assert not sync_redis.exists(keys.account_paused(f"main/{fingerprint}"))
+    assert sync_redis.exists(keys.account_paused(f"other/{key_fingerprint('f' * 32)}"))
+
+    assert invoke(["pause", "--reason", "maintenance"], cli_env).exit_code == 0
+    everything = invoke(["resume"], cli_env)
+    assert "was paused: maintenance" in everything.stdout
+    assert "resumed account other/" in everything.stdout
+    assert not sync_redis.exists(keys.paused)
+    assert sync_redis.smembers(keys.paused_accounts) == set()
+    assert json.loads(invoke(["stats", "--json"], cli_env).stdout)["account_pauses"] == []
+
+
 # -- workers -----------------------------------------------------------------------------------------------
 
 

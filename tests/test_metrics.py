@@ -133,7 +133,15 @@ def test_gauges_from_hooks_and_stats(metrics: WorkerMetrics, server: MetricsServ
     metrics.set_in_flight(42)
     metrics.set_slots(9, 10)
     metrics.set_paused(True)
+    metrics.set_account_paused(True)
+    metrics.set_limit_unknown(True)
+    metrics.account_paused("ERROR_ZERO_BALANCE")
+    metrics.account_paused("ERROR: 1001")  # not a label-safe code
     got = scrape(server)
+    assert value(got, "captcha_queue_account_paused") == 1
+    assert value(got, "captcha_queue_solver_limit_unknown") == 1
+    assert value(got, "captcha_queue_account_pauses_total", code="ERROR_ZERO_BALANCE") == 1
+    assert value(got, "captcha_queue_account_pauses_total", code="OTHER") == 1
     assert value(got, "captcha_queue_worker_in_flight") == 42
     assert value(got, "captcha_queue_solver_slots_used") == 9
     assert value(got, "captcha_queue_solver_slots_limit") == 10
@@ -166,6 +174,7 @@ def test_gauges_from_hooks_and_stats(metrics: WorkerMetrics, server: MetricsServ
     assert value(got, "captcha_queue_oldest_queued_age_seconds") == 12.5
     assert value(got, "captcha_queue_dead_letters") == 1
     assert value(got, "captcha_queue_paused") == 0
+    assert value(got, "captcha_queue_account_paused") == 1  # this worker's account: not in Stats
     assert value(got, "captcha_queue_solver_slots_used") == 15
     assert value(got, "captcha_queue_namespace_events_total", event="submitted") == 170
     assert value(got, "captcha_queue_namespace_events_total", event="completed") == 50

@@ -265,6 +265,10 @@ def test_threadsinfo_errors() -> None:
     assert info.value.code == "ERROR_KEY_DOES_NOT_EXIST"
     with pytest.raises(TransientError):
         parse_threads(reply('{"status":1,"request":"OK"}'))
+    # Not a number: a worker must not read it as "no thread limit" (before: threads=None, unlimited).
+    for threads in ("null", '"many"', "[]"):
+        with pytest.raises(TransientError):
+            parse_threads(reply('{"status":1,"request":"OK","threads":' + threads + "}"))
 
 
 @pytest.mark.parametrize(

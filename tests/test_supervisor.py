@@ -159,6 +159,8 @@ def test_every_worker_option_reaches_the_child_processes() -> None:
         orphan_hold_s=90.0,
         request_timeout_s=12.5,
         startup_timeout_s=7.5,
+        busy_pause_after=7,
+        busy_pause_s=42.5,
     )
     settings = Settings(redis_url="redis://127.0.0.1:1/0", namespace="ns")
     ctx = worker_cmd.make_context("worker", _child_args(opts, settings, 0))
@@ -169,6 +171,8 @@ def test_every_worker_option_reaches_the_child_processes() -> None:
     for name in ("resume_window_s", "orphan_hold_s", "request_timeout_s", "log_format", "log_level"):
         assert params[name] == getattr(opts, name), name
     assert params["startup_timeout_s"] == opts.startup_timeout_s
+    for name in ("busy_pause_after", "busy_pause_s"):
+        assert params[name] == getattr(opts, name), name
     assert params["solver_kind"] == "instant"
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from captcha_queue.cli import fleet
 from captcha_queue.errors import RedisUnavailable
 from captcha_queue.queue import AsyncCaptchaQueue
 from captcha_queue.redis_server import EmbeddedRedis, Persistence
@@ -227,7 +228,7 @@ async def test_the_fleet_limit_holds_across_workers_and_kills(
 
 
 @pytest.mark.timeout(90)
-async def test_account_errors_pause_the_fleet_and_resume_continues(
+async def test_account_errors_pause_the_account_and_resume_continues(
     queue: AsyncCaptchaQueue,
     simulator: RunningSimulator,
     subprocess_env: dict[str, str],
@@ -240,16 +241,16 @@ async def test_account_errors_pause_the_fleet_and_resume_continues(
         start_worker(processes, env, "--solver-limit", "5")
 
     async def paused() -> bool:
-        stats = await queue.stats()
-        return stats.paused is not None
+        return bool((await fleet.read_account_pauses(queue.client, queue.keys))[0])
 
-    await eventually(paused, what="the fleet paused")
+    await eventually(paused, what="the account paused")
     await asyncio.sleep(0.5)
     stats = await queue.stats()
     assert stats.failed == 0
     assert stats.completed == 0
     assert stats.queued_total + stats.in_flight + stats.delayed == 10
-    assert "ERROR_KEY_DOES_NOT_EXIST" in (stats.paused or "")
+    (pause,), _ = await fleet.read_account_pauses(queue.client, queue.keys)
+    assert "ERROR_KEY_DOES_NOT_EXIST" in pause.reason
     simulator.control({"threads": 10})
     resume = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "captcha_queue", "resume", env=env, stderr=asyncio.subprocess.PIPE

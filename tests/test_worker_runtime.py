@@ -15,10 +15,12 @@ import pytest
 from captcha_queue.errors import AccountError
 from captcha_queue.models import Result
 from captcha_queue.queue import AsyncCaptchaQueue
+from captcha_queue.queue_base import as_str
 from captcha_queue.simulator import RunningSimulator, SimulatorConfig, run_simulator
 from captcha_queue.solvers import CaptchaAISolver, InstantSolver
 from captcha_queue.solvers.base import Solver
 from captcha_queue.worker.breaker import read_pause_state
+from captcha_queue.worker.events import NullEvents
 from captcha_queue.worker.limiter import read_slot_state
 from captcha_queue.worker.logs import configure_logging
 from captcha_queue.worker.registry import list_workers
@@ -135,6 +137,13 @@ def test_settings_can_be_given_as_keywords(queue: AsyncCaptchaQueue) -> None:
         Worker(queue, InstantSolver(), no_such_setting=1)
 
 
+def test_busy_pause_settings_are_checked() -> None:
+    assert WorkerConfig(busy_pause_after=3, busy_pause_s=5.0).busy_pause_after == 3
+    for bad in ({"busy_pause_after": 0}, *({"busy_pause_s": v} for v in (0.0, float("nan"), float("inf")))):
+        with pytest.raises(ValueError, match="busy_pause"):
+            WorkerConfig(**bad)  # type: ignore[arg-type]
+
+
 async def test_rejected_tasks_fail_at_once_and_unsolvable_ones_are_solved_afresh(
     queue: AsyncCaptchaQueue, simulator: RunningSimulator
 ) -> None:
@@ -150,7 +159,7 @@ async def test_rejected_tasks_fail_at_once_and_unsolvable_ones_are_solved_afresh
     await solver.aclose()
 
 
-async def test_an_account_error_pauses_the_fleet_and_fails_nothing(
+async def test_an_account_error_pauses_the_account_and_fails_nothing(
     queue: AsyncCaptchaQueue, simulator: RunningSimulator
 ) -> None:
     class BadKeySolver(CaptchaAISolver):
@@ -174,13 +183,13 @@ async def test_an_account_error_pauses_the_fleet_and_fails_nothing(
         ids = await queue.submit_many([{"method": "turnstile", "params": turnstile(i)} for i in range(8)])
         await wait_until(lambda: worker.breaker.paused)
         await asyncio.sleep(0.3)
-        pause = await read_pause_state(queue.client, queue.keys)
+        pause = await read_pause_state(queue.client, queue.keys, solver.account_ref)
         assert pause is not None
         assert pause.code == "ERROR_KEY_DOES_NOT_EXIST"
+        assert pause.worker == worker.worker_id
         stats = await queue.stats()
         assert stats.failed == 0
         assert stats.completed == 0
-        assert stats.paused
         assert stats.queued_total + stats.in_flight == 8
         solver.broken = False  # the probe finds the account working and lifts the pause
         done = await results(queue, ids)
@@ -342,3 +351,174 @@ async def test_an_idle_worker_stops_without_sitting_out_its_claim_block(queue: A
     await asyncio.wait_for(task, 30.0)
     assert time.monotonic() - started < 5.0  # the blocked claim gave up its wait, not its 8 s
     assert await list_workers(queue.client, queue.keys) == []
+
+
+# -- the fleet limit on every path, one account's pause -----------------------------------------------
+
+BAD_KEY = "fedcba9876543210fedcba9876543210"
+
+
+class Recorder(NullEvents):
+    """The events the issue asks to be visible in metrics, as the runtime reports them."""
+
+    def __init__(self) -> None:
+        self.limit_unknown: list[bool] = []
+        self.account_pauses: list[str] = []
+        self.account_states: list[bool] = []
+
+    def set_limit_unknown(self, unknown: bool) -> None:
+        self.limit_unknown.append(unknown)
+
+    def account_paused(self, code: str) -> None:
+        self.account_pauses.append(code)
+
+    def set_account_paused(self, paused: bool) -> None:
+        self.account_states.append(paused)
+
+
+@contextlib.asynccontextmanager
+async def three_threads() -> AsyncIterator[RunningSimulator]:
+    """An account with 3 threads that queues anything over them silently: its in-flight maximum is
+    what the fleet did (over 3 is a broken limit)."""
+    config = SimulatorConfig(time_scale=SCALE, threads=3, over_capacity="queue", seed=2)
+    async with run_simulator(config) as sim:
+        yield sim
+
+
+async def test_no_solve_is_sent_before_the_account_has_told_the_limit(queue: AsyncCaptchaQueue) -> None:
+    """Before the fix a failed threadsinfo at start left the worker without any limit: the simulator
+    saw 30 solves in flight against 3 threads. Now the account call is retried and tasks wait."""
+    async with three_threads() as sim:
+        sim.control({"next_errors": {"res": ["ERROR_SERVER_ERROR"] * 3}})  # threadsinfo fails 3 times
+        ids = await queue.submit_many([{"method": "turnstile", "params": turnstile(i)} for i in range(30)])
+        solver = CaptchaAISolver(KEY, sim.base_url, time_scale=SCALE)
+        events = Recorder()
+        worker = Worker(queue, solver, fast_config(concurrency=50), events=events)
+        async with running(worker):
+            done = await results(queue, ids)
+        await solver.aclose()
+        assert {r.status for r in done} == {"success"}
+        assert 1 <= sim.stats()["max_in_flight"] <= 3
+        assert worker.limiter is not None
+        assert worker.limiter.limit == 3
+        assert events.limit_unknown[0] is True  # said so in the metrics...
+        assert events.limit_unknown[-1] is False  # ...until the account answered
+
+
+async def test_after_an_account_error_at_start_and_a_resume_the_limit_still_holds(
+    queue: AsyncCaptchaQueue,
+) -> None:
+    """Before the fix an account error at start left the worker without a limit for good: after the
+    account was fixed and the pause lifted, it solved without any."""
+    async with three_threads() as sim:
+        solver = CaptchaAISolver(KEY, sim.base_url, time_scale=SCALE)
+        sim.control({"accounts": {KEY: {"state": "bad"}}})
+        worker = Worker(queue, solver, fast_config(concurrency=50, probe_every_s=20.0))  # probe: 0.2 s
+        async with running(worker):
+            await wait_until(lambda: worker.breaker.paused)
+            ids = await queue.submit_many(
+                [{"method": "turnstile", "params": turnstile(i)} for i in range(30)]
+            )
+            await asyncio.sleep(0.3)
+            assert sim.stats()["submits"] == 0
+            assert (await queue.stats()).queued_total == 30  # nothing claimed while the account is paused
+            sim.control({"accounts": {KEY: {"state": "ok"}}})  # the account probe lifts the pause
+            done = await results(queue, ids)
+        await solver.aclose()
+        assert {r.status for r in done} == {"success"}
+        assert max(r.attempts for r in done) == 1
+        assert 1 <= sim.stats()["max_in_flight"] <= 3
+
+
+async def test_a_bad_key_pauses_only_its_own_account(
+    queue: AsyncCaptchaQueue, simulator: RunningSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before the fix one worker with a wrong key paused the whole namespace, for good: the worker with
+    a working key stopped too. Now the pause belongs to the bad key's account and names its worker."""
+    simulator.control({"accounts": {BAD_KEY: {"state": "bad"}}})
+    good, bad = (CaptchaAISolver(k, simulator.base_url, time_scale=SCALE) for k in (KEY, BAD_KEY))
+    # No account probes: they would hide a pause that stops the wrong workers behind quick lifts.
+    good_worker = Worker(queue, good, fast_config(solver_limit=5, probe_every_s=3600.0))
+    bad_worker = Worker(queue, bad, fast_config(solver_limit=5, probe_every_s=3600.0))
+    async with contextlib.AsyncExitStack() as good_running:
+        async with running(bad_worker):
+            first = await queue.submit_many(
+                [{"method": "turnstile", "params": turnstile(i)} for i in range(5)]
+            )
+            await wait_until(lambda: bad_worker.breaker.paused)
+            await good_running.enter_async_context(running(good_worker))
+            ids = first + await queue.submit_many(
+                [{"method": "turnstile", "params": turnstile(i)} for i in range(5, 25)]
+            )
+            done = await asyncio.wait_for(results(queue, ids), 20.0)  # before the fix: all stopped
+            assert {r.status for r in done} == {"success"}
+            assert max(r.attempts for r in done) == 1  # tasks the bad worker held went back unharmed
+            assert not good_worker.breaker.paused
+            assert bad_worker.breaker.paused
+        # The bad worker is gone; its account's pause stays (the key is still wrong), stopping nobody.
+        more = await queue.submit_many(
+            [{"method": "turnstile", "params": turnstile(i)} for i in range(25, 30)]
+        )
+        assert {r.status for r in await results(queue, more)} == {"success"}
+    await good.aclose()
+    await bad.aclose()
+    from captcha_queue.cli import fleet
+    from captcha_queue.solvers.base import key_fingerprint
+
+    pauses, _ = await fleet.read_account_pauses(queue.client, queue.keys)
+    assert len(pauses) == 1
+    (pause,) = pauses
+    assert (pause.worker, pause.account, pause.key) == (
+        bad_worker.worker_id,
+        "default",
+        key_fingerprint(BAD_KEY),
+    )
+    assert pause.ref == f"default/{key_fingerprint(BAD_KEY)}"
+    assert pause.code == "ERROR_KEY_DOES_NOT_EXIST"
+    assert (await queue.stats()).paused is None  # the namespace is not paused
+    for key in await queue.client.keys("{" + queue.keys.namespace + "}*"):
+        assert BAD_KEY.encode() not in key
+        if await queue.client.type(key) == b"hash":
+            fields = await queue.client.hgetall(key)
+            assert BAD_KEY not in "".join(as_str(k) + as_str(v) for k, v in fields.items())
+    # Both keys run under the account name "default", whose fleet limit is keyed by the name: said.
+    assert any("also used with another API key" in r.getMessage() for r in caplog.records)
+    _, lifted = await fleet.resume(queue.client, queue.keys, account="other")
+    assert lifted == []
+    _, lifted = await fleet.resume(queue.client, queue.keys, account=key_fingerprint(BAD_KEY))
+    assert [p.ref for p in lifted] == [pause.ref]
+    assert (await fleet.read_account_pauses(queue.client, queue.keys))[0] == []
+
+
+async def test_busy_answers_that_do_not_clear_pause_the_account(
+    queue: AsyncCaptchaQueue, simulator: RunningSimulator
+) -> None:
+    """2captcha's ERROR_ZERO_BALANCE (no funds) is a busy answer: before the fix it was resubmitted
+    without end (50 in.php calls in 8 scaled seconds, no attempt counted). Now a run of busy answers
+    pauses the account for a while, counted, and its tasks go back to the queue."""
+    simulator.control({"next_errors": {"in": ["ERROR_ZERO_BALANCE"] * 500}})  # threadsinfo says 50
+    solver = CaptchaAISolver(KEY, simulator.base_url, time_scale=SCALE)
+    events = Recorder()
+    # The defaults: 20 busy answers in a row pause the account for 60 s (3 s at this time scale).
+    worker = Worker(queue, solver, fast_config(solver_limit=10, time_scale=0.05), events=events)
+    async with running(worker):
+        ids = await queue.submit_many([{"method": "turnstile", "params": turnstile(i)} for i in range(10)])
+        await wait_until(lambda: bool(events.account_pauses), timeout_s=10.0)
+        await wait_until(lambda: worker.in_flight == 0)
+        calls = simulator.stats()["submit_requests"]
+        assert calls <= 20 + 10  # the run that paused it, plus submits already on their way
+        await asyncio.sleep(1.0)  # paused: nothing reaches in.php
+        assert simulator.stats()["submit_requests"] == calls
+        state = worker.breaker.account_state
+        assert state is not None
+        assert state.code == "ERROR_ZERO_BALANCE"
+        assert state.until_ms is not None  # ends by itself
+        assert "busy answers in a row" in state.reason
+        stats = await queue.stats()
+        assert (stats.queued_total, stats.failed, stats.completed) == (10, 0, 0)
+        assert stats.paused is None  # the account's pause, not the namespace's
+    await solver.aclose()
+    assert events.account_pauses == ["ERROR_ZERO_BALANCE"]
+    assert events.account_states[0] is True
+    states = await queue.client.hmget(queue.keys.state, ids)
+    assert [json.loads(s)["attempts"] for s in states if s is not None] == [0] * 10  # none consumed

@@ -65,6 +65,11 @@ class RigConfig:
     redis_args: Sequence[str] = ()  # extra redis-server arguments (e.g. --maxmemory)
     simulator_args: Sequence[str] = ()
     worker_args: Sequence[str] = ()
+    #: Workers read N from the account's threads (no ``--solver-limit``): the simulator's threads
+    #: must then be N (``simulator_args``).
+    limit_from_account: bool = False
+    #: ``POST /control`` settings applied before the first worker starts (faults at start).
+    sim_control_at_start: Mapping[str, Any] = field(default_factory=dict)
     api_key: str = CANARY_KEY
     redis_via_proxy: bool = False
     result_ttl_s: float = 3600.0
@@ -149,6 +154,8 @@ class Rig:
         if self.config.redis_via_proxy:
             self.proxy = await FaultProxy("127.0.0.1", self.redis.port).start()
         self.sim_url = await asyncio.to_thread(self._start_simulator)
+        if self.config.sim_control_at_start:
+            await self.sim_control(**self.config.sim_control_at_start)
         self.raw = make_client(self.redis.url)
         for user, rules in self.config.acl_users.items():
             await self.raw.execute_command("ACL", "SETUSER", user, *rules)  # type: ignore[no-untyped-call]
@@ -310,8 +317,7 @@ class Rig:
             str(self.config.concurrency),
             "--lease-s",
             str(self.config.lease_s),
-            "--solver-limit",
-            str(self.config.solver_limit),
+            *([] if self.config.limit_from_account else ["--solver-limit", str(self.config.solver_limit)]),
             "--time-scale",
             str(self.config.time_scale),
             "--log-format",
@@ -499,6 +505,9 @@ class Rig:
                 _s(k): _s(v) for k, v in (await self.raw.hgetall(self.keys.slot_limit(ACCOUNT))).items()
             }
             found["paused"] = {_s(k): _s(v) for k, v in (await self.raw.hgetall(self.keys.paused)).items()}
+            for ref in await self.raw.smembers(self.keys.paused_accounts):
+                stored = await self.raw.hgetall(self.keys.account_paused(_s(ref)))
+                found[f"paused account {_s(ref)}"] = {_s(k): _s(v) for k, v in stored.items()}
         with contextlib.suppress(Exception):
             finished = {_s(k) for k in await self.raw.hkeys(self.keys.results)}
             waiting = [t for t in self.submitted if t not in finished][:10]

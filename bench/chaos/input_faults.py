@@ -10,6 +10,8 @@ import sys
 import time
 from typing import Any
 
+from captcha_queue.cli import fleet
+
 from .checker import Expect
 from .harness import Rig
 from .outcome import Row, conclude, config_for, fraction_final, summary
@@ -127,12 +129,14 @@ async def _account_phase(
 
     async def working() -> bool:
         assert rig.queue is not None
-        return (await rig.queue.stats()).in_flight > 0
+        stats = await rig.queue.stats()
+        return stats.in_flight > 0 and stats.queued_total > 0
 
     if not await working():
-        # The pause is tripped by an error answer: with nothing in flight (a slow machine may have
-        # finished everything) nothing would reach the service, so give the fleet work first.
-        await rig.submit(rig.config.solver_limit, tag=label.replace(" ", "-") + "-before")
+        # The pause is tripped by an error answer: with nothing left to send (the fleet may have
+        # finished everything, or be about to: only tasks in flight, none queued) nothing would
+        # reach the service after the break, so give the fleet work first.
+        await rig.submit(rig.config.solver_limit * 4, tag=label.replace(" ", "-") + "-before")
         await rig.wait_until(working, 20.0, poll_s=0.01)
     before = await _error_answers(rig)
     await rig.sim_control(accounts={account: change})
@@ -141,7 +145,7 @@ async def _account_phase(
 
     async def paused() -> bool:
         assert rig.queue is not None
-        return (await rig.queue.stats()).paused is not None
+        return bool(await _account_pauses(rig))
 
     was_paused = await rig.wait_until(paused, 20.0, poll_s=0.01)
     pause_s = time.monotonic() - broke_at
@@ -150,6 +154,7 @@ async def _account_phase(
     await rig.submit(submit_while_paused, tag=label.replace(" ", "-"))
     await asyncio.sleep(1.0)  # paused: only account probes may reach the service
     stats = await rig.queue.stats()
+    reasons = [p.reason for p in await _account_pauses(rig)]
     while_paused = await _error_answers(rig) - at_pause
     await rig.sim_control(accounts={account: fix}, unban=True)
     await asyncio.to_thread(_cli_resume, rig)
@@ -158,7 +163,7 @@ async def _account_phase(
         "label": label,
         "paused": was_paused,
         "pause_s": round(pause_s, 3),
-        "reason": stats.paused,
+        "reason": "; ".join(reasons),
         "burst": at_pause - before,
         # Answers racing the pause: the N solves in flight (each poll answered once), plus the
         # submits of tasks that took a slot freed by one of those answers before the pause reached
@@ -169,6 +174,12 @@ async def _account_phase(
         "submitted_while_paused": submit_while_paused,
         "queued_while_paused": stats.queued_total,
     }
+
+
+async def _account_pauses(rig: Rig) -> list[fleet.AccountPause]:
+    """The pauses of solver accounts (the workers' one: they all share the scenario's key)."""
+    assert rig.queue is not None
+    return (await fleet.read_account_pauses(rig.queue.client, rig.queue.keys))[0]
 
 
 async def _account_label(rig: Rig) -> str:

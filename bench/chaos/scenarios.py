@@ -5,7 +5,7 @@ tasks whose page URL is the simulator's task key, injects its fault, waits until
 (or a deadline), and hands the facts to the checker (``outcome.conclude``). Every row also carries
 the fleet-limit check (the simulator's most tasks in flight against N) and the canary key's search.
 
-This module holds the worker-process scenarios (1-4, 9, 10) and the registry; the Redis faults
+This module holds the worker-process scenarios (1-4, 9, 10, 15) and the registry; the Redis faults
 (5, 6, 11) are in ``redis_faults.py``, the bad solver answers and bad input (7, 8, 12) in
 ``input_faults.py``, hostile state values and Redis near maxmemory (13, 14) in ``state_faults.py``.
 """
@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 
 from .checker import Expect, KillRecovery, slot_recovery_s
-from .harness import ACCOUNT, CANARY_KEY, Rig, stop_task
+from .harness import ACCOUNT, CANARY_KEY, Rig, RigConfig, stop_task
 from .input_faults import account_errors, fuzz, solver_faults
 from .outcome import (
     Row,
@@ -451,6 +451,60 @@ async def _kill_whoever_holds(rig: Rig, task_id: str) -> None:
         await asyncio.sleep(0.02)
 
 
+# -- 13. account call fails at start ----------------------------------------------------------------
+
+
+async def account_call_fails_at_start(
+    *,
+    tasks: int = 2000,
+    workers: int = 4,
+    time_scale: float = 0.01,
+    threads: int = 50,
+    failures_per_worker: int = 8,
+    timeout_s: float = 300.0,
+) -> Row:
+    """N comes from threadsinfo, which fails at start: no worker solves before it knows N."""
+    started = time.monotonic()
+    # The account has exactly N threads and queues anything over them silently: its in-flight
+    # maximum is what the fleet did. The first res.php answers (every worker's threadsinfo) fail.
+    config = RigConfig(
+        workers=workers,
+        concurrency=threads * 2,
+        solver_limit=threads,
+        time_scale=time_scale,
+        simulator_args=("--threads", str(threads), "--over-capacity", "queue"),
+        limit_from_account=True,
+        sim_control_at_start={
+            "next_errors": {"res": ["ERROR_SERVER_ERROR"] * (failures_per_worker * workers)}
+        },
+    )
+    async with Rig(config) as rig:
+        await rig.submit(tasks)
+        rig.start_sampler()
+        done = await rig.wait_all_final(timeout_s)
+        waited = sum(
+            count_log_lines(rig, i, ("could not read the account's threads",)) for i in range(len(rig.slots))
+        )
+        extra = [] if done else ["timed out"]
+        if not waited:
+            extra.append("no worker saw the account call fail (the fault missed)")
+        row, report = await conclude(
+            rig,
+            15,
+            "Account call fails at start",
+            f"{tasks:,} tasks, {workers} workers, N={threads} from threadsinfo, which fails at first",
+            Expect(max_duplicates=0, max_error=0),
+            started=started,
+            extra_violations=extra,
+            details={"account_call_failures_logged": waited},
+        )
+        row.figure = (
+            f"max in flight {report.max_solver_in_flight} <= N={threads} (from threadsinfo, after "
+            f"{waited} failed account calls); {summary(report)}"
+        )
+        return row
+
+
 #: name -> (function, full sizes, quick sizes). ``make chaos`` runs the full ones.
 SCENARIOS: dict[str, tuple[Any, dict[str, Any], dict[str, Any]]] = {
     "crash_storm": (crash_storm, {}, {"tasks": 2000, "workers": 4}),
@@ -468,6 +522,7 @@ SCENARIOS: dict[str, tuple[Any, dict[str, Any], dict[str, Any]]] = {
     "fuzz": (fuzz, {}, {"submissions": 500, "corrupt": 2000}),
     "hostile_state": (hostile_state, {}, {"tasks": 500, "hostile": 270}),
     "near_maxmemory": (near_maxmemory, {}, {"maxmemory_mb": 24}),
+    "account_call_fails_at_start": (account_call_fails_at_start, {}, {"tasks": 500}),
 }
 
 _ = CANARY_KEY  # the canary every rig uses by default (re-exported for the tests)

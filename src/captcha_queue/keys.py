@@ -171,6 +171,17 @@ class Keys:
         """HASH: reason, since, until (ms) while claiming is paused fleet-wide."""
         return self._k("paused")
 
+    def account_paused(self, account: str) -> str:
+        """HASH: the pause of one solver account (``account``: its ref, name + key fingerprint), laid out
+        as ``paused`` plus who set it; only workers of that account stop."""
+        return self._k(f"paused:account:{account}")
+
+    @property
+    def paused_accounts(self) -> str:
+        """SET of account refs that have had a pause (a timed one may have lapsed since): the index of
+        ``account_paused`` keys, for the CLI."""
+        return self._k("paused:accounts")
+
     def slots(self, account: str) -> str:
         """ZSET slot holder -> lease deadline (ms): solver slots in use on one account."""
         return self._k(f"slots:{validate_account(account)}")

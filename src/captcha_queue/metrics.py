@@ -18,6 +18,9 @@ Wiring it into the worker runtime (every call is cheap, synchronous and never ra
     metrics.set_in_flight(n)                     # whenever the in-flight count changes (or per tick)
     metrics.set_slots(used, limit)               # from the fleet-wide limiter
     metrics.set_paused(True)                     # from the breaker (False on resume)
+    metrics.set_account_paused(True)             # this process's account paused (False on resume)
+    metrics.account_paused("ERROR_ZERO_BALANCE") # this process paused its account, for that code
+    metrics.set_limit_unknown(True)              # no fleet limit known yet: no solve is sent
 
 The refresher reads ``queue.stats()`` (one round trip) every ``interval_s`` and sets the
 namespace-wide series; a Redis outage only skips a refresh.
@@ -191,7 +194,23 @@ class WorkerMetrics:
         self._slots_limit.set(math.nan)
         self._paused = Gauge(
             f"{PREFIX}_paused",
-            "1 while claiming is paused fleet-wide (account breaker or operator).",
+            "1 while claiming is paused fleet-wide (captcha-queue pause).",
+            registry=reg,
+        )
+        self._account_paused = Gauge(
+            f"{PREFIX}_account_paused",
+            "1 while this process's solver account is paused (account error, or busy that did not clear).",
+            registry=reg,
+        )
+        self._account_pauses = Counter(
+            f"{PREFIX}_account_pauses",
+            "Pauses of its solver account this process started, by the service's code.",
+            ["code"],
+            registry=reg,
+        )
+        self._limit_unknown = Gauge(
+            f"{PREFIX}_solver_limit_unknown",
+            "1 while the fleet limit is unknown (the account has not answered): no solve is sent.",
             registry=reg,
         )
 
@@ -252,6 +271,16 @@ class WorkerMetrics:
 
     def set_paused(self, paused: bool) -> None:
         self._paused.set(1 if paused else 0)
+
+    def set_account_paused(self, paused: bool) -> None:
+        self._account_paused.set(1 if paused else 0)
+
+    def account_paused(self, code: str) -> None:
+        # Account and busy codes come from the codes table: a handful of series at most.
+        self._account_pauses.labels(code if _CODE_RE.match(code) else "OTHER").inc()
+
+    def set_limit_unknown(self, unknown: bool) -> None:
+        self._limit_unknown.set(1 if unknown else 0)
 
     # -- namespace-level refresh ------------------------------------------------------------------
     def observe_stats(self, stats: Stats, *, now_s: float | None = None) -> None:

@@ -64,7 +64,13 @@ def _preview(text: str, limit: int = _PREVIEW_CHARS) -> str:
 # -- stats ------------------------------------------------------------------------------------------
 
 
-def stats_table(stats: Stats, namespace: str, pause: fleet.Pause | None = None, now_ms: int = 0) -> Table:
+def stats_table(
+    stats: Stats,
+    namespace: str,
+    pause: fleet.Pause | None = None,
+    now_ms: int = 0,
+    accounts: list[fleet.AccountPause] | None = None,
+) -> Table:
     """The one table ``stats`` prints (and ``--watch`` keeps redrawing)."""
     table = Table(title=f"captcha-queue · {namespace}", show_header=False, title_justify="left")
     table.add_column("what", style="bold")
@@ -85,6 +91,14 @@ def stats_table(stats: Stats, namespace: str, pause: fleet.Pause | None = None, 
     limit = "?" if stats.solver_slots_limit is None else str(stats.solver_slots_limit)
     table.add_row("solver slots", f"{stats.solver_slots_used} / {limit}")
     table.add_row("paused", _pause_text(stats, pause, now_ms))
+    for account in accounts or []:
+        left = (
+            "until resumed"
+            if account.until_ms is None
+            else f"{_ago((account.until_ms - now_ms) / 1000)} left"
+        )
+        text = f"{account.reason} [{account.code or '?'}], {left}, by worker {account.worker or '?'}"
+        table.add_row(f"paused account {esc(account.ref)}", f"[red]yes[/red]: {esc(text)}")
     return table
 
 
@@ -101,10 +115,13 @@ def _pause_text(stats: Stats, pause: fleet.Pause | None, now_ms: int) -> str:
     return f"[red]yes[/red]: {esc(reason)}"
 
 
-def _stats_doc(stats: Stats, pause: fleet.Pause | None, now_ms: int) -> dict[str, Any]:
+def _stats_doc(
+    stats: Stats, pause: fleet.Pause | None, now_ms: int, accounts: list[fleet.AccountPause]
+) -> dict[str, Any]:
     doc: dict[str, Any] = msgspec.to_builtins(stats)
     doc["queued_total"] = stats.queued_total
     doc["pause"] = msgspec.to_builtins(pause) if pause is not None and pause.active(now_ms) else None
+    doc["account_pauses"] = msgspec.to_builtins(accounts)
     return doc
 
 
@@ -134,21 +151,24 @@ def stats_cmd(watch: bool, interval_s: float, count: int | None, account: str, a
     """Queued per priority, delayed, in flight, finished counts, workers, pause, solver slots."""
     settings = get_settings()
 
-    async def snapshot(q: AsyncCaptchaQueue) -> tuple[Stats, fleet.Pause | None, int]:
+    async def snapshot(
+        q: AsyncCaptchaQueue,
+    ) -> tuple[Stats, fleet.Pause | None, int, list[fleet.AccountPause]]:
         stats = await q.stats(account)
         pause, now_ms = await fleet.read_pause(q.client, q.keys)
-        return stats, pause, now_ms
+        accounts, _ = await fleet.read_account_pauses(q.client, q.keys)
+        return stats, pause, now_ms, accounts
 
     async def go() -> None:
         async with open_queue(settings) as q:
             for warning in await doctor_cmd.warnings(q.client):
                 click.echo(f"warning: Redis {warning} (see `captcha-queue doctor`)", err=True)
             if not watch:
-                stats, pause, now_ms = await snapshot(q)
+                stats, pause, now_ms, accounts = await snapshot(q)
                 if as_json:
-                    echo_json(_stats_doc(stats, pause, now_ms))
+                    echo_json(_stats_doc(stats, pause, now_ms, accounts))
                 else:
-                    _console().print(stats_table(stats, settings.namespace, pause, now_ms))
+                    _console().print(stats_table(stats, settings.namespace, pause, now_ms, accounts))
                 return
             rounds = 0
             if as_json:
@@ -161,8 +181,8 @@ def stats_cmd(watch: bool, interval_s: float, count: int | None, account: str, a
             console = _console()
             with Live(console=console, auto_refresh=False, transient=False) as live:
                 while count is None or rounds < count:
-                    stats, pause, now_ms = await snapshot(q)
-                    live.update(stats_table(stats, settings.namespace, pause, now_ms), refresh=True)
+                    stats, pause, now_ms, accounts = await snapshot(q)
+                    live.update(stats_table(stats, settings.namespace, pause, now_ms, accounts), refresh=True)
                     rounds += 1
                     if count is None or rounds < count:
                         await asyncio.sleep(interval_s)
@@ -309,19 +329,29 @@ def pause_cmd(reason: str, for_s: float | None) -> None:
 
 @cli.command("resume")
 @connection_options
-def resume_cmd() -> None:
-    """Lift the fleet-wide pause (an operator's or the account breaker's)."""
+@click.option(
+    "--account",
+    default=None,
+    help="Lift only this account's pause (its name, name/fingerprint or key fingerprint, as stats shows).",
+)
+def resume_cmd(account: str | None) -> None:
+    """Lift the fleet-wide pause and every account's (``--account``: that account's only)."""
     settings = get_settings()
 
-    async def go() -> fleet.Pause | None:
+    async def go() -> tuple[fleet.Pause | None, list[fleet.AccountPause]]:
         async with open_queue(settings) as q:
-            return await fleet.resume(q.client, q.keys)
+            return await fleet.resume(q.client, q.keys, account)
 
-    lifted = run(go())
-    if lifted is None:
-        click.echo(f"{settings.namespace} was not paused")
-    else:
+    lifted, accounts = run(go())
+    if lifted is None and not accounts:
+        which = settings.namespace if account is None else f"account {account} of {settings.namespace}"
+        click.echo(f"{which} was not paused")
+    if lifted is not None:
         click.echo(f"resumed {settings.namespace} (was paused: {lifted.reason})")
+    for pause in accounts:
+        click.echo(
+            f"resumed account {pause.ref} (was paused by worker {pause.worker or '?'}: {pause.reason})"
+        )
 
 
 # -- dead letters -------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ contract, read and written here directly.
 
 - ``keys.workers`` ZSET worker id -> heartbeat deadline (ms); ``keys.worker_info`` HASH id -> JSON.
 - ``keys.paused`` HASH ``reason``, ``code``, ``since_ms``, ``until_ms`` (absent = until resumed).
+- ``keys.account_paused(ref)`` HASH: one solver account's pause, the same fields plus ``worker``,
+  ``account`` and ``key`` (the key's fingerprint); ``keys.paused_accounts`` SET indexes the refs.
 """
 
 from __future__ import annotations
@@ -20,7 +22,17 @@ if TYPE_CHECKING:
 
     from ..keys import Keys
 
-__all__ = ["OPERATOR_CODE", "Pause", "WorkerEntry", "read_pause", "read_workers", "resume", "set_pause"]
+__all__ = [
+    "OPERATOR_CODE",
+    "AccountPause",
+    "Pause",
+    "WorkerEntry",
+    "read_account_pauses",
+    "read_pause",
+    "read_workers",
+    "resume",
+    "set_pause",
+]
 
 #: The ``code`` of a pause an operator set (the account breaker writes the service's error code).
 OPERATOR_CODE = "OPERATOR"
@@ -46,6 +58,23 @@ class Pause(msgspec.Struct, frozen=True, omit_defaults=True):
 
     def active(self, now_ms: int) -> bool:
         return self.until_ms is None or self.until_ms > now_ms
+
+
+class AccountPause(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One solver account's pause: only workers of that account (name and key) stop."""
+
+    ref: str  # the account name and the key's fingerprint, as workers report them: name/fingerprint
+    reason: str
+    code: str | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
+    worker: str | None = None  # the worker that paused it
+    account: str | None = None
+    key: str | None = None  # the fingerprint of the account's API key (never the key)
+
+    def matches(self, which: str) -> bool:
+        """``which`` names this account: its ref, its name or its key's fingerprint."""
+        return which in (self.ref, self.account, self.key)
 
 
 async def server_time_ms(client: aioredis.Redis) -> int:
@@ -108,6 +137,35 @@ async def read_pause(client: aioredis.Redis, keys: Keys) -> tuple[Pause | None, 
     )
 
 
+async def read_account_pauses(client: aioredis.Redis, keys: Keys) -> tuple[list[AccountPause], int]:
+    """Every account pause in force (a timed one past its end is left out), and the server time."""
+    now_ms = await server_time_ms(client)
+    async with redis_errors_async(client):
+        refs = sorted(_text(r) for r in await client.smembers(keys.paused_accounts))
+        async with client.pipeline(transaction=False) as pipe:
+            for ref in refs:
+                pipe.hgetall(keys.account_paused(ref))
+            stored: list[dict[Any, Any]] = await pipe.execute() if refs else []
+    pauses = []
+    for ref, raw in zip(refs, stored, strict=True):
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        if not fields:
+            continue
+        pause = AccountPause(
+            ref=ref,
+            reason=fields.get("reason", ""),
+            code=fields.get("code") or None,
+            since_ms=_int_or_none(fields.get("since_ms")),
+            until_ms=_int_or_none(fields.get("until_ms")),
+            worker=fields.get("worker") or None,
+            account=fields.get("account") or None,
+            key=fields.get("key") or None,
+        )
+        if pause.until_ms is None or pause.until_ms > now_ms:
+            pauses.append(pause)
+    return pauses, now_ms
+
+
 async def set_pause(client: aioredis.Redis, keys: Keys, reason: str, *, for_s: float | None = None) -> Pause:
     """Pause claiming fleet-wide (replacing any pause in place); ``for_s`` ends it by itself."""
     now_ms = await server_time_ms(client)
@@ -130,16 +188,31 @@ async def set_pause(client: aioredis.Redis, keys: Keys, reason: str, *, for_s: f
     return pause
 
 
-async def resume(client: aioredis.Redis, keys: Keys) -> Pause | None:
-    """Lift the pause, whoever set it; returns the pause that was lifted (None if there was none)."""
+async def resume(
+    client: aioredis.Redis, keys: Keys, account: str | None = None
+) -> tuple[Pause | None, list[AccountPause]]:
+    """Lift the fleet-wide pause and every account's (``account``: only the pauses of that account,
+    by ref, name or key fingerprint). Returns what was lifted."""
     pause, _ = await read_pause(client, keys)
-    async with redis_errors_async(client), client.pipeline(transaction=True) as pipe:
-        pipe.delete(keys.paused)
-        # Arm the wake marker (as a submit does) so a claimer blocked on it looks again now.
-        pipe.lpush(keys.wake, "1")
-        pipe.ltrim(keys.wake, 0, 0)
-        await pipe.execute()
-    return pause
+    accounts, _ = await read_account_pauses(client, keys)
+    if account is not None:
+        pause = None
+        accounts = [a for a in accounts if a.matches(account)]
+    async with redis_errors_async(client):
+        refs = [_text(r) for r in await client.smembers(keys.paused_accounts)]
+        if account is not None:
+            refs = [a.ref for a in accounts]
+        async with client.pipeline(transaction=True) as pipe:
+            if account is None:
+                pipe.delete(keys.paused)
+            for ref in refs:
+                pipe.delete(keys.account_paused(ref))
+                pipe.srem(keys.paused_accounts, ref)
+            # Arm the wake marker (as a submit does) so a claimer blocked on it looks again now.
+            pipe.lpush(keys.wake, "1")
+            pipe.ltrim(keys.wake, 0, 0)
+            await pipe.execute()
+    return pause, accounts
 
 
 def _int_or_none(value: str | None) -> int | None:

@@ -47,6 +47,8 @@ class WorkerOptions:
     orphan_hold_s: float = 180.0
     request_timeout_s: float = 30.0
     startup_timeout_s: float = 30.0
+    busy_pause_after: int = 20
+    busy_pause_s: float = 60.0
 
 
 @cli.command("worker")
@@ -128,6 +130,21 @@ class WorkerOptions:
     help="Keep trying to reach Redis at start-up for this long, then exit non-zero (real seconds).",
 )
 @click.option("--supervised", is_flag=True, hidden=True, help="Set by --processes P on its children.")
+@click.option(
+    "--busy-pause-after",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Busy answers in a row (no free thread, zero balance...) after which the account is paused "
+    "for --busy-pause-s; its tasks go back to the queue.",
+)
+@click.option(
+    "--busy-pause-s",
+    type=FiniteFloat(min=0.0, min_open=True, max=1e9),
+    default=60.0,
+    show_default=True,
+    help="How long busy answers that did not clear pause the account (time-scaled).",
+)
 @click.option("--namespace", default=None, help="Queue namespace [env: CAPTCHA_QUEUE_NAMESPACE].")
 @click.option("--redis-url", default=None, help="Redis URL [env: REDIS_URL].")
 @click.option("--solver-url", default=None, help="Solver base URL [env: CAPTCHAAI_URL].")
@@ -148,6 +165,8 @@ def worker_cmd(
     request_timeout_s: float,
     startup_timeout_s: float,
     supervised: bool,
+    busy_pause_after: int,
+    busy_pause_s: float,
     namespace: str | None,
     redis_url: str | None,
     solver_url: str | None,
@@ -179,6 +198,8 @@ def worker_cmd(
         orphan_hold_s=orphan_hold_s,
         request_timeout_s=request_timeout_s,
         startup_timeout_s=startup_timeout_s,
+        busy_pause_after=busy_pause_after,
+        busy_pause_s=busy_pause_s,
     )
     if solver_kind == "captchaai":
         settings.require_key()
@@ -237,6 +258,10 @@ def _child_args(opts: WorkerOptions, settings: Settings, index: int) -> list[str
         "--startup-timeout-s",
         repr(opts.startup_timeout_s),
         "--supervised",
+        "--busy-pause-after",
+        str(opts.busy_pause_after),
+        "--busy-pause-s",
+        repr(opts.busy_pause_s),
         "--namespace",
         settings.namespace,
     ]
@@ -350,6 +375,8 @@ async def _run_one(opts: WorkerOptions, settings: Settings) -> int:
             time_scale=opts.time_scale,
             grace_s=opts.grace_s,
             resume_window_s=opts.resume_window_s,
+            busy_pause_after=opts.busy_pause_after,
+            busy_pause_s=opts.busy_pause_s,
             limiter=LimiterConfig(orphan_hold_s=opts.orphan_hold_s),
         )
         worker = Worker(queue, solver, config, events=events)

@@ -8,6 +8,8 @@ isolation in ``poll_many``, best-effort reports and the async-context lifecycle.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -19,13 +21,27 @@ from ..errors import ConfigError, InvalidTask, SolverError, TaskRejected
 from ..methods import MethodSpec, ParamValue, normalize, spec_for
 from ..models import AccountInfo, Solution
 
-__all__ = ["PollItem", "PollOutcome", "Solver"]
+__all__ = ["PollItem", "PollOutcome", "Solver", "account_ref", "key_fingerprint"]
 
 log = logging.getLogger("captcha_queue.solvers")
 
 #: (remote id, method, params) as the worker holds them for a task it submitted.
 PollItem = tuple[str, str, Mapping[str, ParamValue]]
 PollOutcome = Solution | None | SolverError
+
+
+def key_fingerprint(api_key: str) -> str:
+    """A short, non-reversible name for an API key (12 hex digits of an HMAC-SHA256 of it).
+
+    It tells accounts apart in Redis, logs and the CLI (whose key caused a pause) without the key.
+    """
+    return hmac.new(b"captcha-queue account", api_key.encode(), hashlib.sha256).hexdigest()[:12]
+
+
+def account_ref(account: str, fingerprint: str | None) -> str:
+    """The account as fleet pauses know it: ``<account>/<key fingerprint>``, the name alone without a
+    key, so two keys configured under one name are paused apart."""
+    return account if fingerprint is None else f"{account}/{fingerprint}"
 
 
 class Solver(ABC):
@@ -37,6 +53,8 @@ class Solver(ABC):
     """
 
     kind: str = "solver"
+    #: ``key_fingerprint`` of the API key (None: the backend has no key).
+    key_fingerprint: str | None = None
 
     def __init__(
         self, *, account: str = "default", time_scale: float = 1.0, allow_unknown_methods: bool = False
@@ -48,6 +66,11 @@ class Solver(ABC):
         self.allow_unknown_methods = allow_unknown_methods
         self.counters: Counter[str] = Counter()
         self._closed = False
+
+    @property
+    def account_ref(self) -> str:
+        """This solver's account as fleet pauses know it (see ``account_ref``)."""
+        return account_ref(self.account, self.key_fingerprint)
 
     # -- the interface ---------------------------------------------------------------------------
 

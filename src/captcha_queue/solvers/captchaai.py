@@ -24,7 +24,7 @@ from yarl import URL
 from ..errors import AccountError, ConfigError, SolverBusy, SolverError, TaskRejected
 from ..methods import MethodSpec, ParamValue
 from ..models import AccountInfo, Solution
-from .base import PollOutcome, Solver
+from .base import PollOutcome, Solver, key_fingerprint
 from .codes import NOT_READY_CODES, error_for, is_service_code
 from .http import (
     Redactor,
@@ -81,6 +81,7 @@ class CaptchaAISolver(Solver):
         if validate_key and len(key) != 32:
             raise ConfigError(f"the solver API key must be 32 characters (this one has {len(key)})")
         self._key = key
+        self.key_fingerprint = key_fingerprint(key)
         self._redact = Redactor(key)
         url = URL(base_url.rstrip("/"))
         if url.scheme not in ("http", "https") or not url.host:

@@ -208,9 +208,10 @@ def parse_threads(reply: Reply) -> AccountInfo:
             pass
     for source in sources:
         if isinstance(source, dict) and "threads" in source:
-            return AccountInfo(
-                threads=_int(source.get("threads")), working_threads=_int(source.get("working_threads"))
-            )
+            threads = _int(source.get("threads"))
+            if threads is None:  # a worker would take it for "no limit at all"
+                raise error_for("BAD_RESPONSE", "threadsinfo answered a thread count that is not a number")
+            return AccountInfo(threads=threads, working_threads=_int(source.get("working_threads")))
     raise error_for("BAD_RESPONSE", "threadsinfo answered without a thread count")
 
 

@@ -14,7 +14,8 @@ __all__ = ["WorkerConfig"]
 @dataclass(frozen=True)
 class WorkerConfig:
     """How one worker process runs. Durations are real seconds; ``time_scale`` scales the solver pacing
-    (poll cadence is the solver's, already scaled), retry backoffs, probes and the resume window."""
+    (poll cadence is the solver's, already scaled), retry backoffs, probes, the busy pause and the resume
+    window."""
 
     concurrency: int = 100
     lease_s: float = 30.0
@@ -28,6 +29,10 @@ class WorkerConfig:
     time_scale: float = 1.0
     probe_every_s: float = 60.0
     limit_refresh_s: float = 60.0
+    #: Busy answers in a row (any task of this process) after which the account is paused for
+    #: ``busy_pause_s``: busy that does not clear is no capacity at all (2captcha's zero balance).
+    busy_pause_after: int = 20
+    busy_pause_s: float = 60.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     poll: PollConfig = field(default_factory=PollConfig)
     limiter: LimiterConfig = field(default_factory=LimiterConfig)
@@ -37,6 +42,8 @@ class WorkerConfig:
             raise ValueError("concurrency must be at least 1")
         if self.lease_s <= 0 or self.time_scale <= 0:
             raise ValueError("lease_s and time_scale must be positive")
+        if self.busy_pause_after < 1 or not 0 < self.busy_pause_s < float("inf"):
+            raise ValueError("busy_pause_after must be at least 1 and busy_pause_s positive and finite")
 
     @property
     def renew_period_s(self) -> float:

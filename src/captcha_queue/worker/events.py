@@ -33,7 +33,16 @@ class WorkerEvents(Protocol):
         """Fleet-wide solver slots in use and the effective limit (None: unlimited)."""
 
     def set_paused(self, paused: bool) -> None:
-        """The fleet-wide pause as this process sees it."""
+        """The fleet-wide (operator's) pause as this process sees it."""
+
+    def set_account_paused(self, paused: bool) -> None:
+        """The pause of this process's solver account (account error, busy that did not clear)."""
+
+    def account_paused(self, code: str) -> None:
+        """This process paused its account, for ``code`` (the service's answer)."""
+
+    def set_limit_unknown(self, unknown: bool) -> None:
+        """True while the fleet limit is unknown (the account has not answered): no solve is sent."""
 
 
 class NullEvents:
@@ -58,4 +67,13 @@ class NullEvents:
         pass
 
     def set_paused(self, paused: bool) -> None:
+        pass
+
+    def set_account_paused(self, paused: bool) -> None:
+        pass
+
+    def account_paused(self, code: str) -> None:
+        pass
+
+    def set_limit_unknown(self, unknown: bool) -> None:
         pass

@@ -44,6 +44,7 @@ class WorkerInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     concurrency: int | None = None
     account: str | None = None
     solver: str | None = None
+    key: str | None = None  # the fingerprint of the solver's API key (never the key)
     heartbeat_deadline_ms: int | None = None  # filled in by list_workers
 
 
@@ -60,6 +61,7 @@ class WorkerRegistry:
         concurrency: int | None = None,
         account: str | None = None,
         solver: str | None = None,
+        key: str | None = None,
     ) -> None:
         from .. import __version__
 
@@ -76,6 +78,7 @@ class WorkerRegistry:
             concurrency=concurrency,
             account=account,
             solver=solver,
+            key=key,
         )
 
     async def heartbeat(self, in_flight: int) -> int:

@@ -47,7 +47,7 @@ from .config import WorkerConfig
 from .events import NullEvents, WorkerEvents
 from .limiter import SlotLimiter
 from .polling import PollScheduler
-from .registry import WorkerRegistry, new_worker_id
+from .registry import WorkerRegistry, list_workers, new_worker_id
 from .retry import Action, Backoff
 
 if TYPE_CHECKING:
@@ -129,9 +129,13 @@ class Worker:
             client,
             keys,
             solver.account_info,
+            account=solver.account,
+            key_fingerprint=solver.key_fingerprint,
+            worker_id=self.worker_id,
             probe_every_s=cfg.probe_every_s * scale,
             ip_ban_pause_s=300.0 * scale,
             on_change=self.events.set_paused,
+            on_account_change=self.events.set_account_paused,
         )
         self.registry = WorkerRegistry(
             client,
@@ -141,9 +145,13 @@ class Worker:
             concurrency=cfg.concurrency,
             account=solver.account,
             solver=solver.kind,
+            key=solver.key_fingerprint,
         )
         self.limiter: SlotLimiter | None = None
-        self._limit_from_account = cfg.solver_limit is None
+        #: Set once the fleet limit is known (a limiter, or the account reports no thread limit):
+        #: no solve is sent before.
+        self._limit_known = asyncio.Event()
+        self._busy_streak = 0  # busy answers in a row on this account (any task of this process)
         self._runs: dict[str, _Run] = {}
         self._room = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -189,35 +197,49 @@ class Worker:
 
     async def _start(self) -> None:
         await self._redis(lambda: self.registry.heartbeat(0), persist=True)
+        await self._check_account_name()
         await self.breaker.refresh()
         await self._redis(self.queue.check_data_loss)  # records the data set this worker starts on
-        limit = await self._initial_limit()
-        if limit is not None:
-            self.limiter = SlotLimiter(
-                self.queue.client,
-                self.queue.keys,
-                self.solver.account,
-                limit=limit,
-                config=dataclasses.replace(
-                    self.config.limiter.scaled(self.config.time_scale), lease_s=self._slot_lease_s()
-                ),
-            )
-            await self._redis(lambda: self._set_limit(limit), persist=True)
-            self._supervise("slot-pump", self.limiter.run)
+        if self.config.solver_limit is not None:
+            await self._use_limit(self.config.solver_limit)
+        else:
+            self.events.set_limit_unknown(True)
+            await self._limit_from_account()  # retried by the limit loop until it answers
+            self._supervise("limit", self._limit_loop)
         self._supervise("poll-timer", self.poller.run)
         self._supervise("renew", self._renew_loop)
         self._supervise("breaker-probe", self.breaker.run)
-        if self.limiter is not None and self._limit_from_account:
-            self._supervise("limit-refresh", self._limit_refresh_loop)
+        if not self._limit_known.is_set():
+            limit = "unknown yet (no solve is sent until the account answers)"
+        else:
+            limit = str(self.limiter.limit) if self.limiter is not None else "none"
         log.info(
             "worker %s started: concurrency %d, lease %.1fs, solver %s (account %s), fleet limit %s",
             self.worker_id,
             self.config.concurrency,
             self.config.lease_s,
             self.solver.kind,
-            self.solver.account,
-            limit if limit is not None else "none",
+            self.breaker.ref,
+            limit,
         )
+
+    async def _check_account_name(self) -> None:
+        """Slots are keyed by the account name: two API keys under one name share one fleet limit."""
+        try:
+            workers = await list_workers(self.queue.client, self.queue.keys)
+        except CaptchaQueueError:
+            return
+        mine = self.solver.key_fingerprint
+        for other in workers:
+            if other.account == self.solver.account and other.key and mine and other.key != mine:
+                log.error(
+                    "account %s is also used with another API key (key %s, worker %s): both share one "
+                    "fleet limit; give each key its own --account",
+                    self.solver.account,
+                    other.key,
+                    other.id,
+                )
+                return
 
     async def _shutdown(self) -> None:
         cfg = self.config
@@ -271,41 +293,91 @@ class Worker:
         self._loops.append(asyncio.create_task(guarded(), name=name))
 
     # -- the fleet-wide limit ----------------------------------------------------------------
-    async def _initial_limit(self) -> int | None:
-        if self.config.solver_limit is not None:
-            return self.config.solver_limit
-        threads = await self._account_threads()
-        return threads if threads else None
+    async def _use_limit(self, limit: int | None) -> None:
+        """The fleet limit is known: N (a limiter and its pump), or None (the account has none)."""
+        if limit is not None:
+            self.limiter = SlotLimiter(
+                self.queue.client,
+                self.queue.keys,
+                self.solver.account,
+                limit=limit,
+                config=dataclasses.replace(
+                    self.config.limiter.scaled(self.config.time_scale), lease_s=self._slot_lease_s()
+                ),
+            )
+            await self._redis(lambda: self._set_limit(limit), persist=True)
+            self._supervise("slot-pump", self.limiter.run)
+        self._limit_known.set()
+        self.events.set_limit_unknown(False)
+        self._room.set()
 
-    async def _account_threads(self) -> int | None:
+    async def _limit_from_account(self) -> bool:
+        """Ask the account for its threads and use them; False if that gave no usable limit."""
         try:
             info = await self.solver.account_info()
         except AccountError as exc:
             error = exc
-            await self._redis(lambda: self.breaker.trip(error), persist=True)
-            return None
+            await self._redis(lambda: self._pause_account(error), persist=True)
+            return False
         except SolverError as exc:
-            log.warning("could not read the account's threads (%s); no fleet-wide limit yet", exc.code)
-            return None
-        return info.threads
+            waiting = "" if self._limit_known.is_set() else "; no fleet limit yet, so no solve is sent"
+            log.warning("could not read the account's threads (%s)%s", exc.code, waiting)
+            return False
+        threads = info.threads
+        if threads is not None and threads < 1:
+            log.warning("the account reports %d threads: no fleet limit from it, no solve is sent", threads)
+            return False
+        if not self._limit_known.is_set():
+            log.info("fleet limit from the account's threads: %s", threads if threads is not None else "none")
+            await self._use_limit(threads)
+        elif threads is not None and self.limiter is not None and threads != self.limiter.limit:
+            log.info("account threads changed: fleet limit %d -> %d", self.limiter.limit, threads)
+            await self._set_limit(threads)
+        return True
 
     async def _set_limit(self, limit: int) -> None:
         assert self.limiter is not None
         state = await self.limiter.set_limit(limit)
         self.events.set_slots(state.used, state.effective)
 
-    async def _limit_refresh_loop(self) -> None:
+    async def _limit_loop(self) -> None:
+        """Until the account has answered, ask again with backoff (an account error waits for the
+        account's resume); then re-read its threads every ``limit_refresh_s``."""
+        scale = self.config.time_scale
+        backoff = Backoff(base_s=scale, cap_s=min(30.0, self.config.limit_refresh_s) * scale)
+        failures = 0
         while True:
-            await asyncio.sleep(self.config.limit_refresh_s * self.config.time_scale)
-            threads = await self._account_threads()
-            if threads and self.limiter is not None and threads != self.limiter.limit:
-                log.info("account threads changed: fleet limit %d -> %d", self.limiter.limit, threads)
-                await self._set_limit(threads)
+            if self._limit_known.is_set():
+                await asyncio.sleep(self.config.limit_refresh_s * scale)
+            else:
+                failures += 1
+                await asyncio.sleep(backoff.ceiling_s(failures) * (0.5 + self._rng.random() / 2))
+                await self.breaker.wait_resumed()  # the probe (or an operator) says when to try again
+            if await self._limit_from_account():
+                failures = 0
+
+    async def _wait_for_limit(self, run: _Run) -> None:
+        """No solve without a known fleet limit: the task waits, claimed, until the account answered
+        (released if this worker is paused meanwhile, expired at its deadline)."""
+        run.stage = "slot"
+        expires_at = run.claim.task.expires_at
+        while not self._limit_known.is_set():
+            if self.breaker.paused:
+                raise _Stop("release")
+            wait_s = max(0.05, min(1.0, self.config.renew_period_s))
+            if expires_at is not None:
+                left_s = expires_at - time.time()
+                if left_s <= 0:
+                    raise _Stop("expire")
+                wait_s = min(wait_s, left_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    await self._limit_known.wait()
 
     # -- fetch ---------------------------------------------------------------------------------
     def _capacity(self) -> int:
         room = self.config.concurrency - len(self._runs)
-        if self.limiter is not None:
+        if self.limiter is not None or not self._limit_known.is_set():
             waiting = sum(1 for r in self._runs.values() if r.stage in ("claimed", "slot"))
             room = min(room, self.config.buffer - waiting)
         return min(room, self.config.claim_batch_max)
@@ -313,6 +385,15 @@ class Worker:
     async def _claim_loop(self) -> None:
         failures = 0
         while not self._stopping.is_set():
+            if self.breaker.paused:
+                # Nothing is claimed while this worker's account (or the fleet) is paused: the claim
+                # script only knows the fleet's pause. Look again at least once a second.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.05, min(1.0, self.config.renew_period_s))):
+                        await self.breaker.wait_resumed()
+                with contextlib.suppress(CaptchaQueueError):  # nothing supervises this loop
+                    await self.breaker.refresh()
+                continue
             count = self._capacity()
             if count <= 0:
                 self._room.clear()
@@ -347,11 +428,6 @@ class Worker:
                 self._start_run(claim)
             if claims and self._stopping.is_set():
                 log.debug("claimed %d tasks while stopping: they are released", len(claims))
-            if not claims and self.breaker.paused:
-                # The claim script hands out nothing while paused: wait for a resume, not a busy loop.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.05, min(1.0, self.config.renew_period_s))):
-                        await self.breaker.wait_resumed()
 
     def _start_run(self, claim: Claim) -> None:
         run = _Run(claim)
@@ -429,6 +505,8 @@ class Worker:
         )
 
     async def _take_slot(self, run: _Run, *, resume: bool = False) -> None:
+        if not self._limit_known.is_set():
+            await self._wait_for_limit(run)
         if self.limiter is None or self.limiter.holds(run.claim.task_id):
             return
         run.stage = "slot"
@@ -465,11 +543,15 @@ class Worker:
                 run.at_service = False
                 self.events.solver_request("in", exc.code)
                 busy_count += 1
+                self._busy_streak += 1
                 decision = self._policy.decide(
                     exc, attempt=run.claim.attempt, max_attempts=task.max_attempts, busy_count=busy_count
                 )
                 if self.limiter is not None:
                     self.limiter.release(task.id, run.claim.lease_token, outcome="busy")
+                if self._busy_streak >= self.config.busy_pause_after:
+                    await self._busy_pause(exc)
+                    raise _Stop("release") from None  # back to the queue, no attempt consumed
                 self.events.retry("busy")
                 log.debug("task %s: solver busy (%s); again in %.2fs", task.id, exc.code, decision.delay_s)
                 await asyncio.sleep(decision.delay_s)
@@ -480,11 +562,25 @@ class Worker:
                 self.events.solver_request("in", exc.code)
                 raise
             self.events.solver_request("in", "OK")
+            self._busy_streak = 0
             break
         run.submitted_at = time.monotonic()
         run.claim = await self._redis(lambda: self.queue.record_remote(run.claim, remote_id))
         log.debug("task %s submitted as remote id %s", task.id, remote_id)
         return remote_id
+
+    async def _busy_pause(self, busy: SolverBusy) -> None:
+        """Busy answers that do not clear (2captcha's ERROR_ZERO_BALANCE: no funds) pause the account
+        for ``busy_pause_s``; its tasks go back to the queue."""
+        streak, self._busy_streak = self._busy_streak, 0
+        pause_s = self.config.busy_pause_s * self.config.time_scale
+        reason = f"{streak} busy answers in a row ({busy.code}: {busy.message})"
+        error = AccountError(busy.code, busy.message, pause_s=pause_s)
+        await self._redis(lambda: self._pause_account(error, reason=reason), persist=True)
+
+    async def _pause_account(self, error: AccountError, *, reason: str | None = None) -> None:
+        if await self.breaker.trip(error, reason=reason):
+            self.events.account_paused(error.code)
 
     # -- finish --------------------------------------------------------------------------------
     async def _finish(self, run: _Run, outcome: Solution | BaseException) -> None:
@@ -521,7 +617,7 @@ class Worker:
             return
         if decision.action is Action.PAUSE:
             assert isinstance(error, AccountError)
-            await self._redis(lambda: self.breaker.trip(error), persist=True)
+            await self._redis(lambda: self._pause_account(error), persist=True)
             await self._redis(lambda: self.queue.release(claim), persist=True)
             return
         if decision.action in (Action.RETRY, Action.FRESH_SOLVE):
