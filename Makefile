@@ -85,7 +85,7 @@ package-check: $(STAMP)
 	cd dist && ../.venv-wheel/bin/python -c 'import captcha_queue, pathlib, sys; \
 		root = pathlib.Path(captcha_queue.__file__).parent; \
 		assert "site-packages" in str(root), root; \
-		assert (root / "py.typed").is_file() and list(root.glob("lua/*.lua")), "package data missing"'
+		assert (root / "py.typed").is_file() and list(root.glob("store/lua/**/*.lua")), "package data missing"'
 	cd dist && env -u REDIS_URL PATH="$(CURDIR)/.venv-wheel/bin" ../.venv-wheel/bin/captcha-queue demo --tasks 50 --quiet > demo.txt
 	grep -q 'lost 0' dist/demo.txt
 	test -s dist/demo.txt

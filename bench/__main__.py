@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from captcha_queue.redis_server import EmbeddedRedis, check_redis, redact_url, redis_url_from_env
+from captcha_queue.store.server import EmbeddedRedis, check_redis, redact_url, redis_url_from_env
 
 from . import naive
 from .harness import (

@@ -62,7 +62,7 @@ class CQProducer:
         self.woken: dict[str, tuple[Any, float]] = {}
 
     async def __aenter__(self) -> CQProducer:
-        from captcha_queue.queue import AsyncCaptchaQueue
+        from captcha_queue.queue._producer import AsyncCaptchaQueue
 
         self.q = AsyncCaptchaQueue.from_url(self.redis_url, namespace=self.namespace)
         await self.q.__aenter__()

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from captcha_queue.redis_server import die_with_parent
+from captcha_queue.store.server import die_with_parent
 
 __all__ = [
     "BenchError",

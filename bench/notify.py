@@ -59,7 +59,7 @@ async def _next_go(control: aioredis.Redis, name: str) -> str:
 
 async def _cq_writer(args: argparse.Namespace, control: aioredis.Redis, stamps: dict[str, float]) -> None:
     from captcha_queue.models import Solution
-    from captcha_queue.queue import AsyncCaptchaQueue
+    from captcha_queue.queue._producer import AsyncCaptchaQueue
 
     async with AsyncCaptchaQueue.from_url(args.redis_url, namespace=args.namespace) as q:
         claims: dict[str, Any] = {}

@@ -23,9 +23,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from captcha_queue import AsyncCaptchaQueue, Solution, TaskSpec
-from captcha_queue.connection import make_client
 from captcha_queue.models import ParamValue
-from captcha_queue.redis_server import resolved_redis
+from captcha_queue.store.connection import make_client
+from captcha_queue.store.server import resolved_redis
 
 RC: dict[str, ParamValue] = {"googlekey": "6Le-bench-site-key", "pageurl": "https://example.com/login"}
 

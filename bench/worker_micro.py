@@ -19,8 +19,8 @@ import time
 import uuid
 from pathlib import Path
 
-from captcha_queue.queue import AsyncCaptchaQueue
-from captcha_queue.redis_server import die_with_parent, resolved_redis
+from captcha_queue.queue._producer import AsyncCaptchaQueue
+from captcha_queue.store.server import die_with_parent, resolved_redis
 from captcha_queue.worker.registry import list_workers
 
 KEY = "0123456789abcdef0123456789abcdef"

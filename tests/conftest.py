@@ -17,8 +17,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from captcha_queue.connection import make_client
-from captcha_queue.redis_server import EmbeddedRedis, check_redis, redis_url_from_env
+from captcha_queue.store.connection import make_client
+from captcha_queue.store.server import EmbeddedRedis, check_redis, redis_url_from_env
 
 from .helpers import ProcessManager
 

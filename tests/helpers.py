@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
 from captcha_queue.models import Claim
-from captcha_queue.queue import AsyncCaptchaQueue
-from captcha_queue.redis_server import die_with_parent
+from captcha_queue.queue._producer import AsyncCaptchaQueue
+from captcha_queue.store.server import die_with_parent
 
 T = TypeVar("T")
 

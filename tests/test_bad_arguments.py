@@ -13,8 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from captcha_queue import AsyncCaptchaQueue, CaptchaQueueError, InvalidArgument
-from captcha_queue.keys import Keys, validate_account, validate_namespace
-from captcha_queue.queue_base import QueueConfig
+from captcha_queue.queue._core import QueueConfig
+from captcha_queue.store.keys import Keys, validate_account, validate_namespace
 
 RC = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
 NON_FINITE = [float("nan"), float("inf"), float("-inf")]

@@ -9,12 +9,12 @@ import os
 import pytest
 import redis.asyncio as aioredis
 
-from captcha_queue.connection import redis_errors_async
 from captcha_queue.errors import AccountError, TransientError
-from captcha_queue.keys import Keys
 from captcha_queue.models import AccountInfo
-from captcha_queue.queue_base import as_str
+from captcha_queue.queue._core import as_str
 from captcha_queue.solvers import InstantSolver
+from captcha_queue.store.connection import redis_errors_async
+from captcha_queue.store.keys import Keys
 from captcha_queue.worker.breaker import IP_BAN_PAUSE_S, AccountBreaker, read_pause_state
 from captcha_queue.worker.registry import WorkerRegistry, list_workers, new_worker_id
 
@@ -259,7 +259,7 @@ async def test_pause_scripts_refuse_bad_arguments_and_write_nothing(
     redis_client: aioredis.Redis, namespace: str
 ) -> None:
     from captcha_queue.errors import RedisCommandError
-    from captcha_queue.scripts import load_scripts
+    from captcha_queue.store.scripts import load_scripts
 
     keys = Keys(namespace)
     scripts = load_scripts()

@@ -37,7 +37,7 @@ from bench.chaos.scenarios import (
 )
 from bench.chaos.state_faults import hostile_state, near_maxmemory
 
-from captcha_queue.redis_server import EmbeddedRedis
+from captcha_queue.store.server import EmbeddedRedis
 
 # -- the proxy --------------------------------------------------------------------------------------
 
@@ -377,8 +377,8 @@ async def test_account_call_fails_at_start() -> None:
 
 
 async def test_a_write_to_a_transport_uvloop_already_closed_is_redis_unavailable() -> None:
-    from captcha_queue.connection import redis_errors_async
     from captcha_queue.errors import RedisUnavailable
+    from captcha_queue.store.connection import redis_errors_async
 
     closed = RuntimeError(
         "unable to perform operation on <TCPTransport closed=True reading=False 0x5>; the handler is closed"
@@ -395,7 +395,7 @@ async def test_a_write_to_a_transport_uvloop_already_closed_is_redis_unavailable
 async def test_the_claim_loop_survives_an_unexpected_error(redis_url: str, namespace: str) -> None:
     """Before the fix an error other than RedisUnavailable ended the claim loop silently: the worker
     stayed up, renewed nothing it did not hold, and never claimed again."""
-    from captcha_queue.queue import AsyncCaptchaQueue
+    from captcha_queue.queue._producer import AsyncCaptchaQueue
     from captcha_queue.solvers.instant import InstantSolver
     from captcha_queue.worker.runtime import Worker
 
@@ -432,7 +432,7 @@ async def test_solver_slots_follow_the_task_lease(redis_url: str, namespace: str
     finished on a worker killed before the batched release stayed taken for 30 s (scenario 2).
     Now a slot lasts the task lease plus one renewal period: a reclaimed task adopts its running
     solve's slot before it expires (scenarios 3 and 10 saw N + 1 with exactly the task lease)."""
-    from captcha_queue.queue import AsyncCaptchaQueue
+    from captcha_queue.queue._producer import AsyncCaptchaQueue
     from captcha_queue.solvers.instant import InstantSolver
     from captcha_queue.worker.runtime import Worker
 

@@ -15,9 +15,9 @@ import redis
 from click.testing import CliRunner, Result
 
 from captcha_queue.cli import cli
-from captcha_queue.keys import Keys
 from captcha_queue.models import Claim, Solution
-from captcha_queue.queue import AsyncCaptchaQueue
+from captcha_queue.queue._producer import AsyncCaptchaQueue
+from captcha_queue.store.keys import Keys
 
 from .helpers import ProcessManager, claim_all, on_queue
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 
 from captcha_queue.cli import cli
 from captcha_queue.cli.doctor_cmd import Check, _server
-from captcha_queue.redis_server import EmbeddedRedis, Persistence
+from captcha_queue.store.server import EmbeddedRedis, Persistence
 
 
 def invoke(args: list[str], url: str) -> Result:

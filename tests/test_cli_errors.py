@@ -21,8 +21,8 @@ from captcha_queue.cli import cli
 from captcha_queue.cli.app import FiniteFloat
 from captcha_queue.cli.config import Settings
 from captcha_queue.errors import ConfigError
-from captcha_queue.methods import KNOWN_METHODS
-from captcha_queue.redis_server import redact_url
+from captcha_queue.protocol.methods import KNOWN_METHODS
+from captcha_queue.store.server import redact_url
 
 CANARY_KEY = "c4n4ry0123456789abcdef0123456789"
 CLEAN_ENV: dict[str, str | None] = {

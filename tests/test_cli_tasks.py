@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 
 from captcha_queue.cli import cli
 from captcha_queue.models import Solution
-from captcha_queue.queue import AsyncCaptchaQueue
+from captcha_queue.queue._producer import AsyncCaptchaQueue
 
 from .helpers import ProcessManager, claim_all, on_queue
 

@@ -11,7 +11,7 @@ import pytest
 
 from captcha_queue import AsyncCaptchaQueue
 from captcha_queue.models import Result
-from captcha_queue.queue_base import decode_lenient
+from captcha_queue.queue._core import decode_lenient
 
 RC = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
 

@@ -29,10 +29,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from captcha_queue.errors import CaptchaQueueError, InvalidTask
-from captcha_queue.keys import Keys
-from captcha_queue.methods import KNOWN_METHODS
-from captcha_queue.queue import AsyncCaptchaQueue
-from captcha_queue.sync import CaptchaQueue
+from captcha_queue.protocol.methods import KNOWN_METHODS
+from captcha_queue.queue._producer import AsyncCaptchaQueue
+from captcha_queue.queue._sync import CaptchaQueue
+from captcha_queue.store.keys import Keys
 
 BASE: dict[str, Any] = {"googlekey": "6Le-fuzz", "pageurl": "https://fuzz.example/"}
 LIMIT_BYTES = 512 * 1024

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import redis.asyncio as aioredis
 
-from captcha_queue.keys import Keys
-from captcha_queue.queue_base import as_str
+from captcha_queue.queue._core import as_str
+from captcha_queue.store.keys import Keys
 from captcha_queue.worker.limiter import LimiterConfig, SlotLimiter, read_slot_state
 
 FAST = LimiterConfig(lease_s=30.0, retry_min_s=0.002, retry_max_s=0.02)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from captcha_queue.errors import InvalidTask
-from captcha_queue.methods import (
+from captcha_queue.protocol.methods import (
     KNOWN_METHODS,
     MISSING_PARAM_CODES,
     VARIANTS,

@@ -11,8 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from captcha_queue.errors import SolverBusy, TaskRejected, TransientError, Unsolvable
-from captcha_queue.metrics import MetricsServer, WorkerMetrics, serve_metrics
 from captcha_queue.models import Result, Stats
+from captcha_queue.worker.metrics import MetricsServer, WorkerMetrics, serve_metrics
 
 CANARY_KEY = "0123456789abcdef0123456789abcdef"
 
@@ -235,7 +235,7 @@ async def test_a_real_worker_feeds_the_metrics_it_serves(redis_url: str, namespa
     import asyncio
 
     from captcha_queue.models import TaskSpec
-    from captcha_queue.queue import AsyncCaptchaQueue
+    from captcha_queue.queue._producer import AsyncCaptchaQueue
     from captcha_queue.solvers.instant import InstantSolver
     from captcha_queue.worker.runtime import Worker, WorkerConfig
 

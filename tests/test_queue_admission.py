@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 import captcha_queue
+import captcha_queue.queue
 from captcha_queue import (
     AsyncCaptchaQueue,
     CaptchaQueue,
@@ -21,7 +22,7 @@ from captcha_queue import (
     TaskSpec,
 )
 from captcha_queue.models import ParamValue
-from captcha_queue.queue_base import as_str
+from captcha_queue.queue._core import as_str
 
 RC: dict[str, ParamValue] = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
 

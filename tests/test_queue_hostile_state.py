@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from captcha_queue import AsyncCaptchaQueue, CaptchaQueue, LeaseLost, TaskSpec
-from captcha_queue.keys import Keys
 from captcha_queue.models import ParamValue
-from captcha_queue.queue_base import as_str
+from captcha_queue.queue._core import as_str
+from captcha_queue.store.keys import Keys
 
 T = TypeVar("T")
 

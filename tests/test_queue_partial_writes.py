@@ -18,8 +18,8 @@ import redis.asyncio as aioredis
 
 from captcha_queue import AsyncCaptchaQueue, RedisOutOfMemory, ScriptError, TaskSpec
 from captcha_queue.models import ParamValue
-from captcha_queue.queue_base import as_str
-from captcha_queue.redis_server import EmbeddedRedis
+from captcha_queue.queue._core import as_str
+from captcha_queue.store.server import EmbeddedRedis
 
 RC: dict[str, ParamValue] = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
 
@@ -214,7 +214,7 @@ async def test_a_heartbeat_with_a_broken_info_key_writes_nothing(
     redis_client: aioredis.Redis, namespace: str
 ) -> None:
     from captcha_queue.errors import RedisCommandError
-    from captcha_queue.keys import Keys
+    from captcha_queue.store.keys import Keys
     from captcha_queue.worker.registry import WorkerRegistry
 
     keys = Keys(namespace)

@@ -13,8 +13,8 @@ import redis.asyncio as aioredis
 from bench.chaos.proxy import FaultProxy
 
 from captcha_queue import AsyncCaptchaQueue, Claim, RedisUnavailable, ScriptError, TaskSpec
-from captcha_queue.connection import make_client
 from captcha_queue.models import ParamValue
+from captcha_queue.store.connection import make_client
 
 RC: dict[str, ParamValue] = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
 

@@ -28,7 +28,7 @@ from hypothesis.stateful import (
 
 from captcha_queue import CaptchaQueue, Claim, LeaseLost, Result, TaskCancelled
 from captcha_queue.models import PRIORITIES
-from captcha_queue.queue_base import as_str
+from captcha_queue.queue._core import as_str
 
 RC = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
 WORKERS = ("w1", "w2", "w3")

@@ -12,8 +12,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from captcha_queue import AsyncCaptchaQueue, InvalidTask, TaskSpec
-from captcha_queue.keys import Keys
 from captcha_queue.models import ParamValue
+from captcha_queue.store.keys import Keys
 
 RC: dict[str, ParamValue] = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
 

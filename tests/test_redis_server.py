@@ -19,7 +19,7 @@ from redis.retry import Retry
 
 from captcha_queue.cli import cli
 from captcha_queue.errors import ConfigError, RedisUnavailable, ServerVersionError
-from captcha_queue.redis_server import (
+from captcha_queue.store.server import (
     EmbeddedRedis,
     Persistence,
     check_redis,
@@ -274,7 +274,7 @@ def test_every_credential_form_is_redacted(url: str, shown: str) -> None:
 
 def test_private_server_dies_when_its_parent_is_killed(processes: ProcessManager) -> None:
     code = (
-        "from captcha_queue.redis_server import EmbeddedRedis\n"
+        "from captcha_queue.store.server import EmbeddedRedis\n"
         "import sys, time\n"
         "s = EmbeddedRedis().start()\n"
         "print(s.pid, flush=True)\n"

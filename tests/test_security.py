@@ -37,10 +37,10 @@ from bench.chaos.outcome import conclude, config_for
 from bench.chaos.secrets import scan_files
 
 from captcha_queue.cli import fleet
-from captcha_queue.connection import check_server, make_client
 from captcha_queue.errors import ConfigError, InvalidTask, RedisUnavailable
-from captcha_queue.queue import AsyncCaptchaQueue
-from captcha_queue.redis_server import EmbeddedRedis, check_redis
+from captcha_queue.queue._producer import AsyncCaptchaQueue
+from captcha_queue.store.connection import check_server, make_client
+from captcha_queue.store.server import EmbeddedRedis, check_redis
 
 # -- TLS --------------------------------------------------------------------------------------------
 

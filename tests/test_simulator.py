@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from captcha_queue.methods import normalize
+from captcha_queue.protocol.methods import normalize
 from captcha_queue.simulator import (
     DEFAULT_LATENCY,
     FaultPlan,

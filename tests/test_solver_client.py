@@ -19,8 +19,8 @@ from captcha_queue.errors import (
     TransientError,
     Unsolvable,
 )
-from captcha_queue.methods import KNOWN_METHODS, ParamValue, normalize, spec_for
 from captcha_queue.models import Solution
+from captcha_queue.protocol.methods import KNOWN_METHODS, ParamValue, normalize, spec_for
 from captcha_queue.simulator import FaultPlan, RunningSimulator, SimulatorConfig, run_simulator
 from captcha_queue.simulator.samples import png_base64, sample_params
 from captcha_queue.solvers import CaptchaAISolver, Solver

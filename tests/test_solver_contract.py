@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from captcha_queue.errors import ConfigError, SolverError, TaskRejected
-from captcha_queue.methods import KNOWN_METHODS, normalize, spec_for
 from captcha_queue.models import AccountInfo, Solution
+from captcha_queue.protocol.methods import KNOWN_METHODS, normalize, spec_for
 from captcha_queue.simulator import SimulatorConfig, run_simulator
 from captcha_queue.simulator.samples import sample_params
 from captcha_queue.solvers import CaptchaAISolver, InstantSolver, Solver, create_solver

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from captcha_queue.errors import AccountError, SolverBusy, TaskRejected, TransientError, Unsolvable
-from captcha_queue.methods import VARIANTS, MethodSpec
+from captcha_queue.protocol.methods import VARIANTS, MethodSpec
 from captcha_queue.solvers.http import (
     Redactor,
     Reply,

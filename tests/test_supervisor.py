@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from captcha_queue.queue import AsyncCaptchaQueue
-from captcha_queue.redis_server import EmbeddedRedis
+from captcha_queue.queue._producer import AsyncCaptchaQueue
+from captcha_queue.store.server import EmbeddedRedis
 from captcha_queue.worker.registry import list_workers
 from captcha_queue.worker.retry import Backoff
 from captcha_queue.worker.supervisor import Supervisor

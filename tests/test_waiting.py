@@ -13,7 +13,7 @@ from redis.exceptions import ResponseError
 
 from captcha_queue import AsyncCaptchaQueue, CaptchaQueue, InvalidArgument, Result, TaskSpec
 from captcha_queue.models import ParamValue
-from captcha_queue.waiting import check_event_id, listen_events
+from captcha_queue.queue._waiting import check_event_id, listen_events
 
 RC: dict[str, ParamValue] = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
 

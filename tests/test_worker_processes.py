@@ -21,9 +21,9 @@ import pytest
 
 from captcha_queue.cli import fleet
 from captcha_queue.errors import RedisUnavailable
-from captcha_queue.queue import AsyncCaptchaQueue
-from captcha_queue.redis_server import EmbeddedRedis, Persistence
+from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.simulator import RunningSimulator, SimulatorConfig, run_simulator
+from captcha_queue.store.server import EmbeddedRedis, Persistence
 from captcha_queue.worker.registry import list_workers
 
 from .helpers import ProcessManager
@@ -99,7 +99,7 @@ def start_worker(
 
 
 def _die_with_parent() -> None:
-    from captcha_queue.redis_server import die_with_parent
+    from captcha_queue.store.server import die_with_parent
 
     die_with_parent()
 

@@ -14,8 +14,8 @@ import pytest
 
 from captcha_queue.errors import AccountError
 from captcha_queue.models import Result
-from captcha_queue.queue import AsyncCaptchaQueue
-from captcha_queue.queue_base import as_str
+from captcha_queue.queue._core import as_str
+from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.simulator import RunningSimulator, SimulatorConfig, run_simulator
 from captcha_queue.solvers import CaptchaAISolver, InstantSolver
 from captcha_queue.solvers.base import Solver

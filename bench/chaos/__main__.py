@@ -34,7 +34,7 @@ SCENARIO_TIMEOUT_S = 900.0
 def _versions() -> str:
     import redis
 
-    from captcha_queue.redis_server import find_server_binary
+    from captcha_queue.store.server import find_server_binary
 
     try:
         import subprocess

@@ -19,8 +19,8 @@ import msgspec
 import redis.asyncio as aioredis
 
 from captcha_queue.errors import InvalidTask
-from captcha_queue.keys import Keys
-from captcha_queue.queue import AsyncCaptchaQueue
+from captcha_queue.queue._producer import AsyncCaptchaQueue
+from captcha_queue.store.keys import Keys
 
 __all__ = ["CORRUPTIONS", "corrupt_entries", "malformed_submission", "malformed_submissions"]
 

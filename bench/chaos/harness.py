@@ -31,13 +31,13 @@ import aiohttp
 import msgspec
 import redis.asyncio as aioredis
 
-from captcha_queue.connection import make_client
 from captcha_queue.errors import CaptchaQueueError
-from captcha_queue.keys import Keys
 from captcha_queue.models import DeadLetter, Result, TaskSpec
-from captcha_queue.queue import AsyncCaptchaQueue
-from captcha_queue.queue_base import decode_lenient
-from captcha_queue.redis_server import EmbeddedRedis, Persistence, die_with_parent
+from captcha_queue.queue._core import decode_lenient
+from captcha_queue.queue._producer import AsyncCaptchaQueue
+from captcha_queue.store.connection import make_client
+from captcha_queue.store.keys import Keys
+from captcha_queue.store.server import EmbeddedRedis, Persistence, die_with_parent
 
 from .checker import FinalState, FleetSample, final_states
 from .proxy import FaultProxy

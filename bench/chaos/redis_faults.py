@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from captcha_queue.redis_server import Persistence
+from captcha_queue.store.server import Persistence
 
 from .checker import Expect
 from .harness import Rig, stop_task

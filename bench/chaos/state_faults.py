@@ -23,9 +23,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from captcha_queue.errors import SubmitRefused
-from captcha_queue.keys import Keys
 from captcha_queue.models import TaskSpec
-from captcha_queue.queue import AsyncCaptchaQueue
+from captcha_queue.queue._producer import AsyncCaptchaQueue
+from captcha_queue.store.keys import Keys
 
 from .checker import Expect
 from .harness import Rig

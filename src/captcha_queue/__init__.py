@@ -26,8 +26,7 @@ from .errors import (
     Unsolvable,
 )
 from .models import AccountInfo, Claim, DataLoss, DeadLetter, Result, Solution, Stats, Task, TaskSpec
-from .queue import AsyncCaptchaQueue, TaskStatus
-from .sync import CaptchaQueue
+from .queue import AsyncCaptchaQueue, CaptchaQueue, TaskStatus
 
 __version__ = "0.1.0"
 

@@ -17,14 +17,14 @@ from rich.markup import escape as esc
 from rich.table import Table
 
 from ..errors import TaskNotFound
-from ..keys import validate_account
 from ..models import PRIORITIES, DeadLetter, Result, Stats
-from ..waiting import check_event_id
+from ..queue._waiting import check_event_id
+from ..store.keys import validate_account
 from . import doctor_cmd, fleet
 from .app import FiniteFloat, checked, cli, connection_options, echo_json, get_settings, open_queue, run
 
 if TYPE_CHECKING:
-    from ..queue import AsyncCaptchaQueue
+    from ..queue._producer import AsyncCaptchaQueue
 
 __all__ = ["stats_table"]
 

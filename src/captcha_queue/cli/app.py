@@ -24,11 +24,11 @@ import msgspec
 import redis
 
 from ..errors import CaptchaQueueError, ConfigError, InvalidArgument, RedisCommandError, RedisUnavailable
-from ..redis_server import redact_url
+from ..store.server import redact_url
 from .config import ENV_CAPTCHAAI_KEY, Settings
 
 if TYPE_CHECKING:
-    from ..queue import AsyncCaptchaQueue
+    from ..queue._producer import AsyncCaptchaQueue
 
 __all__ = [
     "EXIT_ERROR",
@@ -278,7 +278,7 @@ async def open_queue(settings: Settings) -> AsyncIterator[AsyncCaptchaQueue]:
     The server is pinged (and its version checked) before the command starts, so "Redis is down"
     is told apart from whatever the command does next.
     """
-    from ..connection import check_server, make_client
+    from ..store.connection import check_server, make_client
 
     shown = redact_url(settings.redis_url)
     client = make_client(settings.redis_url, max_connections=8)
@@ -286,7 +286,9 @@ async def open_queue(settings: Settings) -> AsyncIterator[AsyncCaptchaQueue]:
         async with contextlib.AsyncExitStack() as stack:
             try:
                 await check_server(client)
-                from ..queue import AsyncCaptchaQueue  # imported late: commands without Redis stay light
+                from ..queue._producer import (
+                    AsyncCaptchaQueue,  # imported late: commands without Redis stay light
+                )
 
                 queue = await stack.enter_async_context(
                     AsyncCaptchaQueue(client, namespace=settings.namespace)

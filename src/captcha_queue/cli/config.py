@@ -19,8 +19,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError, InvalidArgument
-from ..keys import validate_namespace
-from ..redis_server import redact_url, with_local_password
+from ..store.keys import validate_namespace
+from ..store.server import redact_url, with_local_password
 
 __all__ = [
     "DEFAULT_CAPTCHAAI_URL",

@@ -59,9 +59,9 @@ def demo_cmd(
     quiet: bool,
 ) -> None:
     """Run Redis, the solver simulator and worker processes on a mixed workload, then report."""
-    from ..demo import DemoConfig, run_demo
-    from ..demo_view import render_report
-    from ..redis_server import redact_url, resolved_redis, state_dir
+    from ..demo.run import DemoConfig, run_demo
+    from ..demo.view import render_report
+    from ..store.server import redact_url, resolved_redis, state_dir
 
     if tasks < 1 or processes < 1 or concurrency < 1 or time_scale <= 0:
         raise click.BadParameter("--tasks, --processes, --concurrency and --time-scale must be positive")

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 import click
 import msgspec
 
-from ..connection import redis_errors_async
 from ..errors import CaptchaQueueError, RedisCommandError, RedisUnavailable, ServerVersionError
-from ..redis_server import check_version, redact_url
+from ..store.connection import redis_errors_async
+from ..store.server import check_version, redact_url
 from .app import EXIT_NOT_OK, _unreachable, cli, connection_options, echo_json, get_settings, run
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ def _text(value: Any) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
 def doctor_cmd(as_json: bool) -> None:
     """Check that Redis is fit for the queue: version, maxmemory-policy, persistence (exit 3 on a problem)."""
-    from ..connection import make_client
+    from ..store.connection import make_client
 
     settings = get_settings()
     shown = redact_url(settings.redis_url)

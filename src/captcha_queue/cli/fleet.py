@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..connection import redis_errors_async
+from ..store.connection import redis_errors_async
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
-    from ..keys import Keys
+    from ..store.keys import Keys
 
 __all__ = [
     "OPERATOR_CODE",

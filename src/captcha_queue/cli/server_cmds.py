@@ -8,7 +8,7 @@ import sys
 import click
 
 from ..errors import ConfigError
-from ..redis_server import EmbeddedRedis, Persistence, check_redis, state_dir
+from ..store.server import EmbeddedRedis, Persistence, check_redis, state_dir
 from .app import cli
 
 

@@ -30,7 +30,7 @@ from .app import (
 )
 
 if TYPE_CHECKING:
-    from ..queue import AsyncCaptchaQueue
+    from ..queue._producer import AsyncCaptchaQueue
 
 __all__ = ["parse_params", "print_result"]
 
@@ -158,7 +158,7 @@ def submit_cmd(
 
         captcha-queue submit turnstile sitekey=0x4AAA pageurl=https://example.com --wait
     """
-    from ..methods import normalize
+    from ..protocol.methods import normalize
 
     parsed = parse_params(params)
     normalize(method, parsed)  # refuse a bad task before touching Redis

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import ConfigError, RedisUnavailable
-from ..keys import validate_account
-from ..redis_server import redact_url
+from ..store.keys import validate_account
+from ..store.server import redact_url
 from .app import FiniteFloat, checked, cli, get_settings
 from .config import ENV_CAPTCHAAI_KEY, ENV_CAPTCHAAI_URL, ENV_REDIS_URL, Settings
 
@@ -308,7 +308,7 @@ async def _reach_redis(url: str, timeout_s: float, client: aioredis.Redis | None
     _StartupFailed. A fleet may start before its Redis; it must not wait forever either."""
     import redis
 
-    from ..connection import check_server, make_client
+    from ..store.connection import check_server, make_client
 
     own = client is None
     if client is None:
@@ -338,9 +338,9 @@ async def _reach_redis(url: str, timeout_s: float, client: aioredis.Redis | None
 
 
 async def _run_one(opts: WorkerOptions, settings: Settings) -> int:
-    from ..connection import make_client
-    from ..queue import AsyncCaptchaQueue
+    from ..queue._producer import AsyncCaptchaQueue
     from ..solvers import create_solver
+    from ..store.connection import make_client
     from ..worker.events import WorkerEvents
     from ..worker.limiter import LimiterConfig
     from ..worker.runtime import Worker, WorkerConfig
@@ -361,7 +361,7 @@ async def _run_one(opts: WorkerOptions, settings: Settings) -> int:
         await _reach_redis(settings.redis_url, opts.startup_timeout_s, client)
         queue = AsyncCaptchaQueue(client, namespace=settings.namespace)
         if opts.metrics_port is not None:
-            from ..metrics import WorkerMetrics
+            from ..worker.metrics import WorkerMetrics
 
             metrics = WorkerMetrics()
             metrics_server = metrics.serve(opts.metrics_port)

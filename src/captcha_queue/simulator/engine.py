@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..methods import MethodSpec, canonical_params
+from ..protocol.methods import MethodSpec, canonical_params
 from .accounts import OVER_CAPACITY_CODES, Account, AccountBook
 from .config import SimulatorConfig
 from .faults import latency_for

@@ -12,7 +12,7 @@ import random
 import struct
 import zlib
 
-from ..methods import KNOWN_METHODS, ParamValue
+from ..protocol.methods import KNOWN_METHODS, ParamValue
 
 __all__ = ["png_base64", "png_bytes", "sample_params"]
 

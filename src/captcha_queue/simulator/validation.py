@@ -14,7 +14,7 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..methods import MISSING_PARAM_CODES, WIRE_METHODS, MethodSpec, missing_params, spec_for
+from ..protocol.methods import MISSING_PARAM_CODES, WIRE_METHODS, MethodSpec, missing_params, spec_for
 from .config import SimulatorConfig
 
 __all__ = ["Rejection", "Upload", "check_submit", "decode_image"]

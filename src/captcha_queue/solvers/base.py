@@ -18,8 +18,8 @@ from types import TracebackType
 from typing import Self
 
 from ..errors import ConfigError, InvalidTask, SolverError, TaskRejected
-from ..methods import MethodSpec, ParamValue, normalize, spec_for
 from ..models import AccountInfo, Solution
+from ..protocol.methods import MethodSpec, ParamValue, normalize, spec_for
 
 __all__ = ["PollItem", "PollOutcome", "Solver", "account_ref", "key_fingerprint"]
 

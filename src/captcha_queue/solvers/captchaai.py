@@ -22,8 +22,8 @@ import aiohttp
 from yarl import URL
 
 from ..errors import AccountError, ConfigError, SolverBusy, SolverError, TaskRejected
-from ..methods import MethodSpec, ParamValue
 from ..models import AccountInfo, Solution
+from ..protocol.methods import MethodSpec, ParamValue
 from .base import PollOutcome, Solver, key_fingerprint
 from .codes import NOT_READY_CODES, error_for, is_service_code
 from .http import (

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..methods import MethodSpec
 from ..models import AccountInfo, Solution
+from ..protocol.methods import MethodSpec
 from .codes import NOT_READY_CODES, error_for, is_service_code
 
 __all__ = [

@@ -13,8 +13,8 @@ import json
 from collections.abc import Mapping, Sequence
 
 from ..errors import SolverError
-from ..methods import MethodSpec, ParamValue
 from ..models import AccountInfo, Solution
+from ..protocol.methods import MethodSpec, ParamValue
 from .base import PollOutcome, Solver
 from .codes import error_for
 

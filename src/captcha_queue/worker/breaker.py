@@ -29,12 +29,12 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from ..connection import redis_errors_async
 from ..errors import AccountError, CaptchaQueueError, RedisUnavailable, SolverError
-from ..keys import Keys
 from ..models import AccountInfo
-from ..scripts import load_scripts
 from ..solvers.base import account_ref
+from ..store.connection import redis_errors_async
+from ..store.keys import Keys
+from ..store.scripts import load_scripts
 
 __all__ = ["IP_BAN_PAUSE_S", "AccountBreaker", "PauseState", "read_pause_state"]
 

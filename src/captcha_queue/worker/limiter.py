@@ -36,10 +36,10 @@ from typing import Literal
 
 import redis.asyncio as aioredis
 
-from ..connection import redis_errors_async
 from ..errors import RedisUnavailable
-from ..keys import Keys
-from ..scripts import load_scripts
+from ..store.connection import redis_errors_async
+from ..store.keys import Keys
+from ..store.scripts import load_scripts
 from .retry import Backoff
 
 __all__ = ["LimiterConfig", "SlotLimiter", "SlotState", "read_slot_state"]

@@ -24,8 +24,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import CaptchaQueueError, SolverBusy, SolverError, TransientError
-from ..methods import ParamValue
 from ..models import Solution
+from ..protocol.methods import ParamValue
 from ..solvers.base import PollItem, PollOutcome
 from .retry import Backoff
 

@@ -17,9 +17,9 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
-from ..connection import redis_errors_async
-from ..keys import Keys
-from ..scripts import load_scripts
+from ..store.connection import redis_errors_async
+from ..store.keys import Keys
+from ..store.scripts import load_scripts
 
 __all__ = ["WorkerInfo", "WorkerRegistry", "list_workers", "new_worker_id"]
 

@@ -51,7 +51,7 @@ from .registry import WorkerRegistry, list_workers, new_worker_id
 from .retry import Action, Backoff
 
 if TYPE_CHECKING:
-    from ..queue import AsyncCaptchaQueue
+    from ..queue._producer import AsyncCaptchaQueue
     from ..solvers.base import Solver
 
 __all__ = ["Worker", "WorkerConfig"]

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ..redis_server import die_with_parent
+from ..store.server import die_with_parent
 from .retry import Backoff
 
 __all__ = ["Supervisor", "child_argv"]

@@ -17,11 +17,11 @@ from typing import Any
 import msgspec
 from redis.exceptions import ResponseError
 
-from .connection import BLOCK_MAX_S, redis_errors_async
-from .errors import InvalidArgument, ScriptError, SolverError
-from .models import Claim, RenewOutcome, Result, Solution
-from .queue_base import QueueCore, as_str, check_seconds, log
-from .scripts import Code
+from ..errors import InvalidArgument, ScriptError, SolverError
+from ..models import Claim, RenewOutcome, Result, Solution
+from ..store.connection import BLOCK_MAX_S, redis_errors_async
+from ..store.scripts import Code
+from ._core import QueueCore, as_str, check_seconds, log
 
 __all__ = ["MIN_BLOCK_S", "WorkerAPI"]
 

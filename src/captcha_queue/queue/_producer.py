@@ -20,8 +20,7 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from .connection import make_client, redis_errors_async
-from .errors import (
+from ..errors import (
     CaptchaQueueError,
     IdempotencyConflict,
     InvalidTask,
@@ -30,13 +29,14 @@ from .errors import (
     ScriptError,
     SubmitRefused,
 )
-from .models import Result, TaskSpec
-from .queue_admin import AdminAPI
-from .queue_base import QueueConfig, as_str, check_seconds
-from .scripts import Code
-from .submission import PreparedTask, new_ids, prepare, prepare_entry
-from .waiting import ResultWaiter, check_event_id, listen_events
-from .worker_api import WorkerAPI
+from ..models import Result, TaskSpec
+from ..store.connection import make_client, redis_errors_async
+from ..store.scripts import Code
+from ._admin import AdminAPI
+from ._claims import WorkerAPI
+from ._core import QueueConfig, as_str, check_seconds
+from ._submission import PreparedTask, new_ids, prepare, prepare_entry
+from ._waiting import ResultWaiter, check_event_id, listen_events
 
 __all__ = ["AsyncCaptchaQueue", "QueueConfig", "TaskStatus"]
 

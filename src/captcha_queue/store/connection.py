@@ -17,8 +17,8 @@ from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from .errors import CaptchaQueueError, RedisCommandError, RedisUnavailable
-from .redis_server import check_version, redact_url
+from ..errors import CaptchaQueueError, RedisCommandError, RedisUnavailable
+from .server import check_version, redact_url
 
 __all__ = [
     "BLOCK_MAX_S",

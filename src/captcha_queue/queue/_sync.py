@@ -19,9 +19,9 @@ from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mappin
 from types import TracebackType
 from typing import Any, TypeVar
 
-from .connection import BLOCK_MAX_S
-from .models import Claim, DataLoss, DeadLetter, RenewOutcome, Result, Solution, Stats, TaskSpec
-from .queue import AsyncCaptchaQueue, TaskStatus
+from ..models import Claim, DataLoss, DeadLetter, RenewOutcome, Result, Solution, Stats, TaskSpec
+from ..store.connection import BLOCK_MAX_S
+from ._producer import AsyncCaptchaQueue, TaskStatus
 
 __all__ = ["CaptchaQueue"]
 

@@ -27,11 +27,11 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from .connection import BLOCK_MAX_S, redis_errors_async
-from .errors import InvalidArgument, RedisUnavailable
-from .keys import Keys
-from .models import Result
-from .queue_base import decode_result
+from ..errors import InvalidArgument, RedisUnavailable
+from ..models import Result
+from ..store.connection import BLOCK_MAX_S, redis_errors_async
+from ..store.keys import Keys
+from ._core import decode_result
 
 __all__ = ["RECONNECT_GIVE_UP_S", "ResultWaiter", "check_event_id", "listen_events"]
 

@@ -19,7 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from .errors import LeaseLost, ScriptError, TaskCancelled, TaskNotFound
+from ..errors import LeaseLost, ScriptError, TaskCancelled, TaskNotFound
 
 __all__ = ["Code", "Script", "Scripts", "load_scripts", "raise_for_code"]
 
@@ -84,7 +84,7 @@ def _with_flags(name: str, source: str) -> str:
 
 
 def _read(name: str) -> str:
-    return (resources.files("captcha_queue") / "lua" / name).read_text(encoding="utf-8")
+    return (resources.files("captcha_queue.store") / "lua" / name).read_text(encoding="utf-8")
 
 
 def _expand(source: str, seen: tuple[str, ...] = ()) -> str:
@@ -156,7 +156,7 @@ def load_scripts() -> Scripts:
     global _CACHE
     if _CACHE is None:
         found: dict[str, Script] = {}
-        for entry in (resources.files("captcha_queue") / "lua").iterdir():
+        for entry in (resources.files("captcha_queue.store") / "lua").iterdir():
             if entry.name.endswith(".lua") and entry.is_file():
                 name = entry.name[: -len(".lua")]
                 found[name] = Script(name, _with_flags(name, _expand(entry.read_text(encoding="utf-8"))))

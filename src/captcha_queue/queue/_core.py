@@ -18,11 +18,11 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 
-from .connection import redis_errors_async
-from .errors import CaptchaQueueError, InvalidArgument, RedisOutOfMemory, ScriptError
-from .keys import Keys
-from .models import Attempt, DeadLetter, Result, Task
-from .scripts import Code, Scripts, load_scripts, raise_for_code
+from ..errors import CaptchaQueueError, InvalidArgument, RedisOutOfMemory, ScriptError
+from ..models import Attempt, DeadLetter, Result, Task
+from ..store.connection import redis_errors_async
+from ..store.keys import Keys
+from ..store.scripts import Code, Scripts, load_scripts, raise_for_code
 
 __all__ = ["QueueConfig", "QueueCore", "as_str", "check_seconds", "decode_lenient"]
 

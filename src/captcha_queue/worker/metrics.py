@@ -49,11 +49,11 @@ from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .errors import CaptchaQueueError, SolverBusy, TransientError, Unsolvable
-from .models import PRIORITIES, Result, Stats
+from ..errors import CaptchaQueueError, SolverBusy, TransientError, Unsolvable
+from ..models import PRIORITIES, Result, Stats
 
 if TYPE_CHECKING:
-    from .models import Claim
+    from ..models import Claim
 
 __all__ = [
     "ENDPOINTS",

@@ -12,7 +12,7 @@ import re
 import reprlib
 from dataclasses import dataclass, field
 
-from .errors import InvalidArgument
+from ..errors import InvalidArgument
 
 __all__ = ["Keys", "validate_account", "validate_namespace"]
 

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .models import PRIORITIES, Result, Stats
-
-if TYPE_CHECKING:
-    from .demo import DemoReport
+from ..models import PRIORITIES, Result, Stats
+from .report import DemoReport
 
 __all__ = ["ProgressView", "render_report"]
 

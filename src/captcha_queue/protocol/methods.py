@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .errors import InvalidTask
+from ..errors import InvalidTask
 
 __all__ = [
     "KNOWN_METHODS",

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
-from .errors import ConfigError, RedisUnavailable, ServerVersionError
+from ..errors import ConfigError, RedisUnavailable, ServerVersionError
 
 __all__ = [
     "MIN_REDIS_VERSION",

@@ -8,11 +8,11 @@ from typing import Any
 
 import msgspec
 
-from .connection import redis_errors_async
-from .models import PRIORITIES, DataLoss, DeadLetter, Stats, Task
-from .queue_base import QueueCore, as_str, log
-from .scripts import Code
-from .submission import MAX_ATTEMPTS_LIMIT, state_open
+from ..models import PRIORITIES, DataLoss, DeadLetter, Stats, Task
+from ..store.connection import redis_errors_async
+from ..store.scripts import Code
+from ._core import QueueCore, as_str, log
+from ._submission import MAX_ATTEMPTS_LIMIT, state_open
 
 __all__ = ["AdminAPI"]
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import msgspec
 
-from .errors import InvalidTask
-from .methods import normalize
-from .models import PRIORITIES, Task, TaskSpec
+from ..errors import InvalidTask
+from ..models import PRIORITIES, Task, TaskSpec
+from ..protocol.methods import normalize
 
 __all__ = [
     "MAX_ATTEMPTS_LIMIT",

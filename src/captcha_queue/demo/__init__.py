@@ -1,0 +1,1 @@
+"""The one-command demo: ``run`` (Redis, simulator, workers, workload), ``view`` (live table and report)."""
