@@ -56,3 +56,13 @@ def test_quickstart_is_answered_by_a_worker(
     out = _run(DOCS / "examples" / "quickstart.py", subprocess_env)
     assert out.startswith("success ")
     assert worker.poll() is None
+
+
+def test_the_readme_shows_the_quickstart_file_verbatim() -> None:
+    readme = (DOCS.parent / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```\n", readme, flags=re.S)
+    assert (DOCS / "examples" / "quickstart.py").read_text(encoding="utf-8") in blocks
+
+
+def test_the_readme_is_a_front_page_not_the_manual() -> None:
+    assert len((DOCS.parent / "README.md").read_text(encoding="utf-8").splitlines()) <= 200
