@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 
 from captcha_queue.cli import cli
 from captcha_queue.cli.doctor_cmd import Check, _server
-from captcha_queue.store.server import EmbeddedRedis, Persistence
+from captcha_queue.store.server import EmbeddedRedis, Persistence, redact_url
 
 
 def invoke(args: list[str], url: str) -> Result:
@@ -51,7 +51,8 @@ def test_a_durable_noeviction_server_passes(durable: EmbeddedRedis) -> None:
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["ok"] is True
-    assert doc["redis_url"] == durable.url
+    assert doc["redis_url"] == redact_url(durable.url)  # the server's password is never shown
+    assert durable.password not in result.stdout
     found = checks(result)
     assert [found[name]["ok"] for name in ("server", "maxmemory-policy", "persistence")] == [True] * 3
     assert found["persistence"]["value"] == "AOF on"
@@ -150,7 +151,7 @@ def test_doctor_on_an_unreachable_redis_is_one_line() -> None:
         url = gone.url
     result = invoke(["doctor"], url)
     assert result.exit_code == 1
-    assert result.stderr.startswith(f"error: cannot reach Redis at {url}: ")
+    assert result.stderr.startswith(f"error: cannot reach Redis at {redact_url(url)}: ")
     assert len(result.stderr.splitlines()) == 1
 
 
