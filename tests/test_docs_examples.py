@@ -1,5 +1,5 @@
 """Every code example in the docs is a file under docs/examples/, and each one runs here against a real Redis
-(the quickstart with a real worker process answering)."""
+(the quickstart with a worker process answering; the solver examples against the simulator in process)."""
 
 from __future__ import annotations
 
@@ -26,10 +26,20 @@ def _run(example: Path, env: dict[str, str]) -> str:
 
 
 def test_there_are_examples_and_the_docs_include_every_one() -> None:
-    assert len(EXAMPLES) >= 3
+    assert len(EXAMPLES) >= 8
     pages = "\n".join(p.read_text(encoding="utf-8") for p in DOCS.rglob("*.md"))
     included = set(re.findall(r'--8<-- "(examples/[\w./-]+\.py)"', pages))
     assert {f"examples/{e.name}" for e in EXAMPLES} <= included, "an example no page shows"
+
+
+def test_every_python_block_in_the_docs_is_an_example_file() -> None:
+    """A ```python fence holds one include and nothing else: code typed into a page is never run."""
+    for page in [*DOCS.rglob("*.md"), DOCS.parent / "README.md"]:
+        text = page.read_text(encoding="utf-8")
+        for block in re.findall(r"^```python\n(.*?)^```$", text, flags=re.S | re.M):
+            if page.name == "README.md":  # the front page shows the quickstart file verbatim (test below)
+                continue
+            assert re.fullmatch(r'--8<-- "examples/[\w-]+\.py"\n', block), f"{page.name}: {block[:80]!r}"
 
 
 @pytest.mark.timeout(60)
@@ -56,6 +66,52 @@ def test_quickstart_is_answered_by_a_worker(
     out = _run(DOCS / "examples" / "quickstart.py", subprocess_env)
     assert out.startswith("success ")
     assert worker.poll() is None
+
+
+@pytest.mark.timeout(60)
+def test_worker_side_example(subprocess_env: dict[str, str]) -> None:
+    out = _run(DOCS / "examples" / "worker_side.py", subprocess_env)
+    assert out.splitlines() == [
+        "renewed 2 lost [] cancelled []",
+        "complete: success",
+        "retry: None",
+        "fenced: LeaseLost",
+        "final: error ERROR_CAPTCHA_UNSOLVABLE attempt 2",
+        "reaped: 0",
+    ]
+
+
+@pytest.mark.timeout(90)
+def test_embedded_worker_example_keeps_the_account_limit(subprocess_env: dict[str, str]) -> None:
+    out = _run(DOCS / "examples" / "embed_worker.py", subprocess_env)
+    assert "10 results: {'success'}" in out
+    assert "most solves at once: 3 of 3" in out
+
+
+@pytest.mark.timeout(60)
+def test_solver_interface_example(subprocess_env: dict[str, str]) -> None:
+    out = _run(DOCS / "examples" / "solver_interface.py", subprocess_env)
+    assert out.splitlines()[0] == "threads: 50"
+    assert re.search(r"^token: \S+ \.\.\.$", out, flags=re.M)
+    assert "poll_many: 2 outcomes" in out
+    assert re.search(r"^instant: instant-\d+$", out, flags=re.M)
+
+
+@pytest.mark.timeout(60)
+def test_simulator_in_process_example(subprocess_env: dict[str, str]) -> None:
+    out = _run(DOCS / "examples" / "simulator_in_process.py", subprocess_env)
+    assert out.splitlines() == [
+        "accepted: 20 of 20 methods",
+        "refused: ERROR_ZERO_BALANCE",
+        "account: 20 submits",
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_embedded_metrics_example(subprocess_env: dict[str, str]) -> None:
+    out = _run(DOCS / "examples" / "metrics_embedded.py", subprocess_env)
+    assert 'captcha_queue_tasks_finished_total{status="success"} 3.0' in out.splitlines()
+    assert 'captcha_queue_tasks_finished_total{status="error"} 0.0' in out.splitlines()
 
 
 def test_the_readme_shows_the_quickstart_file_verbatim() -> None:
