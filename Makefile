@@ -59,11 +59,11 @@ test-lowest: $(UV)
 check: lint typecheck pytest docs package-check
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench tools
-	$(BIN)/ruff format --check src tests bench tools
+	$(BIN)/ruff check src tests bench tools docs/examples
+	$(BIN)/ruff format --check src tests bench tools docs/examples
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict src/ tests/ bench/ tools/
+	$(BIN)/mypy --strict src/ tests/ bench/ tools/ docs/examples/
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest --cov=captcha_queue --cov-report=term:skip-covered --cov-fail-under=$(COV_FLOOR) $(PYTEST_ARGS)
