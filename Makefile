@@ -7,8 +7,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
-# The coverage floor of the in-process test run (worker subprocesses are not counted). Raise it, never lower it.
-COV_FLOOR ?= 85
+# The coverage floor (worker, CLI and simulator subprocesses counted): today 94 %. Raise it, never lower it.
+COV_FLOOR ?= 93
 
 # uv: the project's venv, the machine's Python (never a downloaded one), a lock that must match pyproject.toml.
 export UV_PROJECT_ENVIRONMENT := $(VENV)
