@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
-import time
 from dataclasses import replace
 from typing import Any
 
@@ -73,15 +72,6 @@ async def _commands_run(
     }
 
 
-async def _single_submits(url: str, count: int) -> float:
-    async with CQProducer(url, f"bench-sub1-{secrets.token_hex(3)}", 60.0) as producer:
-        await producer.submit(w1_task(0))  # connection open, scripts loaded
-        started = time.perf_counter()
-        for n in range(count):
-            await producer.submit(w1_task(n))
-        return count / (time.perf_counter() - started)
-
-
 async def measure(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     s = bench.sizes
     out: dict[str, Any] = {}
@@ -98,7 +88,7 @@ async def measure(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     if w2.get("w2_per_s"):
         out["w2_pct_of_ideal"] = round(100 * w2["w2_per_s"] / (args.w2_limit / s.latency_s), 1)
     bench.clean()
-    out["submit_per_s"] = round(await _single_submits(bench.redis_url, args.submits))
+    out["submit_per_s"] = (await bench.cq_submit_single(args.submits)).get("submit_per_s")
     bench.clean()
     w3 = await run_w3(bench.redis_url, "captcha-queue", args.waiters, 1, s.time_scale, s.run_timeout_s)
     out["w3_p99_ms"] = w3.get("wake_p99_ms")
@@ -116,13 +106,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--waiters", type=int, default=1000)
     args = parser.parse_args(argv)
     sizes = replace(Sizes.quick(), w2_limit=args.w2_limit, w2_concurrency=args.w2_limit)
-    url = redis_url_from_env()
+    env_url = redis_url_from_env()
     with ProcessGroup() as group:
-        server = None if url else EmbeddedRedis(extra_args=("--maxclients", "20000"))
+        server = None if env_url else EmbeddedRedis(extra_args=("--maxclients", "20000"))
         if server is not None:
             server.start()
             url = server.url
         else:
+            assert env_url is not None
+            url = env_url
             check_redis(url)
         try:
             fixed = f"{sizes.sim_solve_s:g}"
