@@ -152,6 +152,7 @@ async def run_all(bench: Bench, workloads: Sequence[str], systems: Sequence[str]
         keep_best(bench, first)
         if "captcha-queue" in systems:
             await bench.guarded("W1 submit", "captcha-queue", "", bench.cq_submit_only())
+            await bench.guarded("W1 submit", "captcha-queue", "", bench.cq_submit_single())
         for peer in peers:
             await bench.guarded("W1 submit", peer, "", bench.peer_submit_only(peer))
     if "W2" in workloads:

@@ -298,6 +298,7 @@ class CpuMeter:
             return round(100 * (end[i] - self._start[i]) / wall, 1)
 
         return {
+            "worker_cpu_s": round(end[1] - self._start[1], 3),
             "worker_cpu_pct": pct(1),
             "sim_cpu_pct": pct(2) if self.simulator_pid else None,
             "producer_cpu_pct": pct(3),

@@ -211,6 +211,7 @@ def check_targets(
                 where=f"W3 captcha-queue {label}",
             )
         )
+    targets += _cost_targets(results)
     rss = w2.get("peak_rss_mb") if w2 else None
     held = w2.get("max_in_flight") if w2 else None
     targets.append(
@@ -219,6 +220,48 @@ def check_targets(
             f"<= 150 MB at {rss_in_flight:,} in flight",
             f"{_fmt(rss)} MB with {_fmt(held)} in flight at the solver" if w2 else "no figure",
             None if rss is None else rss <= 150.0,
+            where="W2 captcha-queue",
+        )
+    )
+    return targets
+
+
+def _cost_targets(results: Sequence[RunResult]) -> list[Target]:
+    """The per-task costs: Redis commands (exact counts, whatever the load), one awaited submit's
+    rate, the worker's CPU per task (python -m bench.micro measures the same, bench.compare two
+    revisions)."""
+    targets: list[Target] = []
+    for workload in ("W1", "W2"):
+        row = _find(results, workload, "captcha-queue")
+        cmds = row.get("redis_cmds_per_task") if row else None
+        targets.append(
+            Target(
+                f"{workload} Redis commands per task",
+                "<= 20 (every command Redis ran, Lua's included)",
+                _fmt(cmds),
+                None if cmds is None else cmds <= 20.0,
+                where=f"{workload} captcha-queue {row.config}" if row else "",
+            )
+        )
+    single = _find(results, "W1 submit", "captcha-queue", "submit, one awaited")
+    rate = single.get("submit_per_s") if single else None
+    targets.append(
+        Target(
+            "Single awaited submit()",
+            ">= 4,000 per second from one process",
+            f"{_fmt(rate)} per second" if single else "no figure",
+            None if rate is None else rate >= 4000.0,
+            where="W1 submit captcha-queue",
+        )
+    )
+    w2 = _find(results, "W2", "captcha-queue")
+    cpu = w2.get("worker_cpu_ms_per_task") if w2 else None
+    targets.append(
+        Target(
+            "W2 worker CPU per task",
+            "<= 1.2 ms (user + system of the worker processes / tasks finished)",
+            f"{_fmt(cpu)} ms" if w2 else "no figure",
+            None if cpu is None else cpu <= 1.2,
             where="W2 captcha-queue",
         )
     )

@@ -272,6 +272,19 @@ class Bench:
             "W1 submit", "captcha-queue", "submit_many, no worker", {"submit_per_s": round(rate)}
         )
 
+    async def cq_submit_single(self, count: int = 2000) -> RunResult:
+        """Single awaited ``submit()`` calls from one process: one round trip each, back to back."""
+        namespace = f"bench-sub1-{secrets.token_hex(3)}"
+        async with CQProducer(self.redis_url, namespace, self.sizes.run_timeout_s) as producer:
+            await producer.submit(w1_task(0))  # connection open, scripts loaded
+            started = time.perf_counter()
+            for n in range(count):
+                await producer.submit(w1_task(n))
+            rate = count / (time.perf_counter() - started)
+        return RunResult(
+            "W1 submit", "captcha-queue", "submit, one awaited at a time", {"submit_per_s": round(rate)}
+        )
+
     async def cq_w2(
         self, processes: int, concurrency: int, limit: int, tasks_n: int, workload: str = "W2"
     ) -> RunResult:
@@ -294,6 +307,9 @@ class Bench:
             sim_after = self.simulator.stats()
         throughput_metrics(result, run, before, after, rss)
         result.metrics.update(processes=processes, concurrency=concurrency)
+        if run.seen:
+            cpu_ms = 1000 * (result.get("worker_cpu_s") or 0.0) / len(run.seen)
+            result.metrics["worker_cpu_ms_per_task"] = round(cpu_ms, 3)
         self._w2_metrics(result, run, min(limit, concurrency * processes), sim_before, sim_after, key)
         return result
 

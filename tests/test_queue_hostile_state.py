@@ -25,6 +25,7 @@ from captcha_queue import AsyncCaptchaQueue, CaptchaQueue, LeaseLost, TaskSpec
 from captcha_queue.models import ParamValue
 from captcha_queue.queue._core import as_str
 from captcha_queue.store.keys import Keys
+from captcha_queue.store.scripts import Code
 
 T = TypeVar("T")
 
@@ -155,7 +156,7 @@ async def test_hostile_wait_hints_are_ignored(queue: AsyncCaptchaQueue) -> None:
     await queue.client.zadd(queue.keys.delayed, {"someone": float("inf")})
     await queue.client.hset(queue.keys.paused, mapping={"reason": "x", "until_ms": "inf"})
     reply = await queue._script("claimTasks", "w", 1, 30_000, "tok", 100)
-    assert [int(reply[0]), int(reply[1])] == [1, -1]  # PAUSED (no usable end: until resumed)
+    assert [int(reply[0]), int(reply[1])] == [Code.PAUSED, -1]  # no usable end: until resumed
     await queue.client.delete(queue.keys.paused)
     reply = await queue._script("claimTasks", "w", 1, 30_000, "tok", 100)
     assert [int(reply[0]), int(reply[1])] == [0, -1]

@@ -46,8 +46,8 @@ class AdminAPI(QueueCore):
 
     async def stats(self, account: str = "default") -> Stats:
         """A snapshot of the namespace in one round trip (``account``: whose solver slots to count)."""
-        keys = (*self._script_keys, self.keys.slots(account), self.keys.slot_limit(account))
-        reply = await self._script("readStats", keys=keys)
+        names = self.scripts.readStats.key_names
+        reply = await self._script("readStats", keys=[self.keys.named(k, account) for k in names])
         counters = dict(
             zip(_COUNTERS, (list(reply[5]) + [None] * len(_COUNTERS))[: len(_COUNTERS)], strict=True)
         )

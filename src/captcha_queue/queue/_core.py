@@ -2,8 +2,8 @@
 
 ``AsyncCaptchaQueue`` (queue.py) is assembled from ``WorkerAPI`` (worker_api.py) and ``AdminAPI``
 (queue_admin.py), which both build on ``QueueCore`` here. Every state transition is one Lua script
-called by SHA with the standard KEYS layout (``Keys.script_keys``) and the standard ARGV prefix
-(``QueueCore._conf_args``); see lua/includes/keys.lua.
+called by SHA with exactly the keys its header names (built by ``Keys.named``) and the standard ARGV
+prefix (``QueueCore._conf_args``); see lua/includes/args.lua.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ class QueueCore:
         self.config = config or QueueConfig()
         self.scripts: Scripts = load_scripts()
         self._owns_client = owns_client
-        self._script_keys = self.keys.script_keys
+        self._script_keys: dict[str, tuple[str, ...]] = {}
         self._conf_args: tuple[Any, ...] = (
             int(self.config.result_ttl_s * 1000),
             int(self.config.dead_ttl_s * 1000),
@@ -157,13 +157,20 @@ class QueueCore:
     def namespace(self) -> str:
         return self.keys.namespace
 
+    def _keys_of(self, name: str) -> tuple[str, ...]:
+        """The keys a queue script's header names, in its order (built once per script)."""
+        keys = self._script_keys.get(name)
+        if keys is None:
+            keys = self._script_keys[name] = tuple(self.keys.named(k) for k in self.scripts[name].key_names)
+        return keys
+
     async def _script(self, name: str, *args: Any, keys: Sequence[str] | None = None) -> Any:
         """Call one script by SHA (reloaded on NOSCRIPT); Redis errors become ours."""
         script = self.scripts[name]
         async with redis_errors_async(self.client):
             try:
                 return await script(
-                    self.client, self._script_keys if keys is None else keys, (*self._conf_args, *args)
+                    self.client, self._keys_of(name) if keys is None else keys, (*self._conf_args, *args)
                 )
             except ResponseError as exc:
                 raise _script_failure(name, exc) from exc
@@ -177,7 +184,7 @@ class QueueCore:
             async with redis_errors_async(self.client), self.client.pipeline(transaction=False) as pipe:
                 for i in pending:
                     name, args = calls[i]
-                    self.scripts[name].queue_in(pipe, self._script_keys, (*self._conf_args, *args))
+                    self.scripts[name].queue_in(pipe, self._keys_of(name), (*self._conf_args, *args))
                 replies = await pipe.execute(raise_on_error=False)
             again: list[int] = []
             for i, reply in zip(pending, replies, strict=True):

@@ -42,6 +42,9 @@ def validate_account(account: str) -> str:
     return account
 
 
+_PER_ACCOUNT = frozenset({"slots", "slot_limit", "slot_owners", "account_paused"})
+
+
 @dataclass(frozen=True)
 class Keys:
     """The key names of one namespace."""
@@ -131,9 +134,25 @@ class Keys:
         """STRING: a random id written once per data set; a change means Redis lost its data."""
         return self._k("epoch")
 
+    def named(self, name: str, account: str = "default") -> str:
+        """A key by the name a script's header gives it (``--- KEYS[i] <name> <TYPE>``): ``queue_high``,
+        ``state``, ``idem``, ``slots`` (of ``account``), ..."""
+        if name.startswith("queue_"):
+            return self.queue(name[len("queue_") :])
+        if name in _PER_ACCOUNT:
+            key: str = getattr(self, name)(account)
+            return key
+        if name == "idem":
+            return self.idempotency
+        value = getattr(self, name, None)
+        if name.startswith("_") or not isinstance(value, str) or name in ("namespace", "prefix", "channel"):
+            raise InvalidArgument(f"no key is named {name!r}", field="name")
+        return value
+
     @property
     def script_keys(self) -> tuple[str, ...]:
-        """The standard KEYS layout every queue script receives, in the order of lua/includes/keys.lua."""
+        """Every key of the queue's own layout (what ``captcha-queue doctor`` and the wrong-type
+        tests go through); each script receives only the ones its header names (``named``)."""
         return (
             self.queue("high"),
             self.queue("normal"),

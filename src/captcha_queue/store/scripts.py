@@ -1,10 +1,14 @@
 """The Lua scripts: read once from package data, called by SHA, reloaded on NOSCRIPT.
 
-Each file in ``lua/`` is one atomic state transition named ``<verbNoun>.lua`` and opens with a
-header documenting its KEYS, ARGV and return codes. A line ``--- @include "name"`` pulls in
-``lua/includes/name.lua`` (shared helpers) before the script is hashed.
+BullMQ style: ``lua/queue/<verbNoun>-<N>.lua`` (task transitions) and ``lua/fleet/<verbNoun>-<N>.lua``
+(slots, heartbeats, pauses), each one atomic transition receiving exactly N keys; shared code lives in
+``lua/includes/`` and is pulled in by a line ``--- @include "name"`` before the script is hashed. Each
+file opens with a header: its KEYS (one line ``--- KEYS[i] <name> <TYPE> ...`` per key of a queue
+script), ARGV and replies. From the KEYS lines the loader prepends ``local K = {...}`` (the key names
+the includes use) and the queue builds the keys themselves (``Keys.named``): one place for both.
 
-Scripts answer with small negative integers for refusals; ``raise_for_code`` turns those into
+Every reply of a queue script starts with a code; ``CODES`` below is the one table of codes (mirrored
+by ``lua/includes/codes.lua``, a test keeps the two equal) and ``raise_for_code`` turns refusals into
 typed errors, here and nowhere else.
 """
 
@@ -12,33 +16,36 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
+from importlib.abc import Traversable
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from ..errors import LeaseLost, ScriptError, TaskCancelled, TaskNotFound
+from ..errors import CaptchaQueueError, LeaseLost, ScriptError, TaskCancelled, TaskNotFound
 
-__all__ = ["Code", "Script", "Scripts", "load_scripts", "raise_for_code"]
+__all__ = ["CODES", "Code", "Script", "Scripts", "load_scripts", "raise_for_code"]
 
 _INCLUDE_RE = re.compile(r'^---\s*@include\s+"([\w./-]+)"\s*$', re.MULTILINE)
+_KEY_RE = re.compile(r"^---\s*KEYS\[(\d+)\]\s+(\w+)\s+(HASH|ZSET|LIST|STRING|STREAM|SET)\b", re.MULTILINE)
+_STEM_RE = re.compile(r"^(\w+)-(\d+)$")
 
 
 class Code:
-    """Return codes shared by every script (kept in step with lua/includes/codes.lua)."""
+    """Return codes of the scripts, one per outcome (kept in step with lua/includes/codes.lua)."""
 
     OK = 0
     #: failTask: a retry was scheduled (not a refusal).
     RETRY_SCHEDULED = 1
     #: claimTasks: the fleet is paused, nothing handed out (not a refusal).
-    PAUSED = 1
+    PAUSED = 2
     NOT_FOUND = -1
     LEASE_LOST = -2
     CANCELLED = -3
     ALREADY_FINAL = -4
-    #: A key the script needs exists with another type (written by someone else); nothing was written.
+    #: A key the script writes exists with another type (written by someone else); nothing was written.
     WRONG_TYPE = -5
     #: submitTasks: max_queued tasks are queued already; nothing was written.
     QUEUE_FULL = -6
@@ -46,21 +53,40 @@ class Code:
     IDEMPOTENCY_CONFLICT = -7
 
 
+def _wrong_type(task_id: str, detail: str | None) -> CaptchaQueueError:
+    return ScriptError(f"cannot act on task {task_id}: {detail or 'a key has the wrong type'}")
+
+
+#: Every code -> (its name, the typed error of a refusal or None for an outcome that is no error).
+#: QUEUE_FULL and IDEMPOTENCY_CONFLICT carry details only the submitting call knows (_producer.py).
+CODES: dict[int, tuple[str, Callable[[str, str | None], CaptchaQueueError] | None]] = {
+    Code.OK: ("OK", None),
+    Code.RETRY_SCHEDULED: ("RETRY_SCHEDULED", None),
+    Code.PAUSED: ("PAUSED", None),
+    Code.NOT_FOUND: ("NOT_FOUND", lambda task_id, _d: TaskNotFound(f"no task {task_id}")),
+    Code.LEASE_LOST: ("LEASE_LOST", lambda task_id, _d: LeaseLost(task_id)),
+    Code.CANCELLED: ("CANCELLED", lambda task_id, _d: TaskCancelled(task_id)),
+    Code.ALREADY_FINAL: (
+        "ALREADY_FINAL",
+        lambda task_id, _d: LeaseLost(task_id, f"task {task_id} already has its final result"),
+    ),
+    Code.WRONG_TYPE: ("WRONG_TYPE", _wrong_type),
+    Code.QUEUE_FULL: ("QUEUE_FULL", lambda task_id, _d: ScriptError("the queue is full")),
+    Code.IDEMPOTENCY_CONFLICT: (
+        "IDEMPOTENCY_CONFLICT",
+        lambda task_id, _d: ScriptError(f"idempotency conflict for task {task_id}"),
+    ),
+}
+
+
 def raise_for_code(code: int, task_id: str, detail: str | None = None) -> None:
-    """Raise the typed error for a script's refusal code; return quietly for OK (>= 0)."""
-    if code >= 0:
-        return
-    if code == Code.WRONG_TYPE:
-        raise ScriptError(f"cannot act on task {task_id}: {detail or 'a key has the wrong type'}")
-    if code == Code.NOT_FOUND:
-        raise TaskNotFound(f"no task {task_id}")
-    if code == Code.LEASE_LOST:
-        raise LeaseLost(task_id)
-    if code == Code.CANCELLED:
-        raise TaskCancelled(task_id)
-    if code == Code.ALREADY_FINAL:
-        raise LeaseLost(task_id, f"task {task_id} already has its final result")
-    raise ScriptError(f"script returned unknown code {code} for task {task_id}")
+    """Raise the typed error for a script's refusal code; return quietly for an outcome (>= 0)."""
+    entry = CODES.get(code)
+    if entry is None:
+        raise ScriptError(f"script returned unknown code {code} for task {task_id}")
+    make = entry[1]
+    if make is not None:
+        raise make(task_id, detail)
 
 
 #: Scripts that admit new work run only while Redis is below ``maxmemory``: above it Redis refuses
@@ -83,8 +109,12 @@ def _with_flags(name: str, source: str) -> str:
     return "#!lua flags=allow-oom\n" + source
 
 
+def _lua_dir() -> Traversable:
+    return resources.files("captcha_queue.store") / "lua"
+
+
 def _read(name: str) -> str:
-    return (resources.files("captcha_queue.store") / "lua" / name).read_text(encoding="utf-8")
+    return (_lua_dir() / name).read_text(encoding="utf-8")
 
 
 def _expand(source: str, seen: tuple[str, ...] = ()) -> str:
@@ -98,15 +128,51 @@ def _expand(source: str, seen: tuple[str, ...] = ()) -> str:
     return _INCLUDE_RE.sub(include, source)
 
 
-class Script:
-    """One Lua script, called by SHA with a SCRIPT LOAD on NOSCRIPT."""
+def _declared_keys(name: str, source: str) -> tuple[tuple[str, str], ...]:
+    """The (name, TYPE) of each ``--- KEYS[i] name TYPE`` header line, in order (checked: 1..n)."""
+    found = [(int(i), key, kind) for i, key, kind in _KEY_RE.findall(source)]
+    if [i for i, _k, _t in found] != list(range(1, len(found) + 1)):
+        raise ScriptError(f"script {name}: its KEYS header lines must be numbered 1..n")
+    return tuple((key, kind) for _i, key, kind in found)
 
-    def __init__(self, name: str, source: str) -> None:
+
+def _key_table(keys: Sequence[tuple[str, str]]) -> str:
+    """``local K = {...}``: the script's keys by name; ``queue_<priority>`` keys go to ``K.queue``."""
+    queues = [
+        f"{k[len('queue_') :]} = KEYS[{i}]" for i, (k, _t) in enumerate(keys, 1) if k.startswith("queue_")
+    ]
+    fields = [f"{k} = KEYS[{i}]" for i, (k, _t) in enumerate(keys, 1) if not k.startswith("queue_")]
+    if queues:
+        fields.insert(0, "queue = { " + ", ".join(queues) + " }")
+    return "local K = { " + ", ".join(fields) + " }\n"
+
+
+class Script:
+    """One Lua script, called by SHA with a SCRIPT LOAD on NOSCRIPT.
+
+    ``num_keys`` (from the file name's ``-N``) is how many keys every call passes, asserted; None for a
+    file without it (its key count varies). ``keys`` names them (and their types) for a queue script."""
+
+    def __init__(
+        self,
+        name: str,
+        source: str,
+        num_keys: int | None = None,
+        keys: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         self.name = name
         self.source = source
+        self.num_keys = num_keys
+        self.keys = keys
+        self.key_names = tuple(k for k, _t in keys)
         self.sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
 
+    def _check_keys(self, keys: Sequence[str]) -> None:
+        if self.num_keys is not None and len(keys) != self.num_keys:
+            raise ScriptError(f"script {self.name} takes {self.num_keys} keys, given {len(keys)}")
+
     async def __call__(self, client: aioredis.Redis, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
+        self._check_keys(keys)
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
@@ -115,11 +181,12 @@ class Script:
 
     def queue_in(self, pipe: Any, keys: Sequence[str], args: Sequence[Any] = ()) -> None:
         """Add an EVALSHA to a pipeline (call ``Scripts.ensure_loaded`` before executing it)."""
+        self._check_keys(keys)
         pipe.evalsha(self.sha, len(keys), *keys, *args)
 
 
 class Scripts(Mapping[str, Script]):
-    """Every script in ``lua/``, by name."""
+    """Every script in ``lua/`` (and its subfolders), by name."""
 
     def __init__(self, scripts: dict[str, Script]) -> None:
         self._scripts = scripts
@@ -148,6 +215,34 @@ class Scripts(Mapping[str, Script]):
                 await client.script_load(script.source)
 
 
+def _files(folder: Traversable, relative: str = "") -> list[tuple[str, Traversable]]:
+    """Every ``.lua`` file under ``folder`` but ``includes/``, with its path relative to ``lua/``."""
+    found: list[tuple[str, Traversable]] = []
+    for entry in folder.iterdir():
+        path = f"{relative}{entry.name}"
+        if entry.is_dir():
+            if path != "includes":
+                found += _files(entry, path + "/")
+        elif entry.name.endswith(".lua"):
+            found.append((path, entry))
+    return found
+
+
+def _load(path: str, entry: Traversable) -> Script:
+    stem = entry.name[: -len(".lua")]
+    match = _STEM_RE.match(stem)
+    name, num_keys = (match.group(1), int(match.group(2))) if match else (stem, None)
+    raw = entry.read_text(encoding="utf-8")
+    keys = _declared_keys(path, raw)
+    if keys and len(keys) != num_keys:
+        raise ScriptError(f"script {path} declares {len(keys)} keys in its header, its name says {num_keys}")
+    source = _expand(raw)
+    if keys:
+        flags, _, body = source.partition("\n") if source.startswith("#!") else ("", "", source)
+        source = (flags + "\n" if flags else "") + _key_table(keys) + body
+    return Script(name, _with_flags(name, source), num_keys, keys)
+
+
 _CACHE: Scripts | None = None
 
 
@@ -156,9 +251,10 @@ def load_scripts() -> Scripts:
     global _CACHE
     if _CACHE is None:
         found: dict[str, Script] = {}
-        for entry in (resources.files("captcha_queue.store") / "lua").iterdir():
-            if entry.name.endswith(".lua") and entry.is_file():
-                name = entry.name[: -len(".lua")]
-                found[name] = Script(name, _with_flags(name, _expand(entry.read_text(encoding="utf-8"))))
+        for path, entry in sorted(_files(_lua_dir()), key=lambda pe: pe[0]):
+            script = _load(path, entry)
+            if script.name in found:
+                raise ScriptError(f"two Lua scripts are named {script.name}")
+            found[script.name] = script
         _CACHE = Scripts(found)
     return _CACHE

@@ -93,8 +93,8 @@ class WorkerRegistry:
     async def _call(self, payload: str) -> int:
         args = [self.info.id, int(self.ttl_s * 1000), payload, int(FORGET_AFTER_S * 1000)]
         async with redis_errors_async(self._client):
-            live = await self._script(self._client, [self._keys.workers, self._keys.worker_info], args)
-        return int(live)
+            reply = await self._script(self._client, [self._keys.workers, self._keys.worker_info], args)
+        return int(reply[1])
 
 
 async def list_workers(client: aioredis.Redis, keys: Keys, *, include_dead: bool = False) -> list[WorkerInfo]:

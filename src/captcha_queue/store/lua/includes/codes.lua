@@ -1,7 +1,8 @@
--- Return codes shared by every script (kept in step with scripts.Code).
+-- Return codes, one per outcome: the first element of every queue script's reply. Kept equal to
+-- CODES in store/scripts.py (tests/test_scripts_layout.py compares the two).
 local OK = 0
 local RETRY_SCHEDULED = 1
-local PAUSED = 1
+local PAUSED = 2
 local NOT_FOUND = -1
 local LEASE_LOST = -2
 local CANCELLED = -3

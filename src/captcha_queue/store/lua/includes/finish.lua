@@ -38,26 +38,47 @@ local function result_json(id, st, status, now, extra)
   return table.concat(parts)
 end
 
+-- The checks `finish` needs before a script's first write (util.lua's wrong_type): the set the task
+-- leaves (by its status), the expiry index and the counter it increments. `state` and `results` are
+-- read before any write; `events` is written first by `finish`, so a script whose first write is
+-- `finish` leaves it out (`first`), any other script checks it too.
+local function finish_checks(st, status, counter, first)
+  local checks = { { K.expiry, 'zset' }, { K.counters, 'counters', counter or COUNTER[status] } }
+  if st and st.status == 'active' then
+    checks[#checks + 1] = { K.active, 'zset' }
+  elseif st and st.status == 'delayed' then
+    checks[#checks + 1] = { K.delayed, 'zset' }
+  end
+  if not first then
+    checks[#checks + 1] = { K.events, 'stream' }
+  end
+  return checks
+end
+
 -- Finish a task: write its result once, schedule every field of it for deletion, count it,
 -- PUBLISH the id, status and result, append the result to the events stream. Returns the result JSON,
--- or nil when a result already exists (never two final results).
+-- or nil when a result already exists (never two final results). The first write is the XADD (see
+-- finish_checks); the task leaves the set its status says it is in.
 local function finish(id, st, status, now, extra, counter)
   if redis.call('HEXISTS', K.results, id) == 1 then
     return nil
   end
   local json = result_json(id, st, status, now, extra)
+  redis.call('XADD', K.events, 'MAXLEN', '~', C.events_maxlen, '*', 'id', id, 'status', status, 'result', json)
   redis.call('HSET', K.results, id, json)
+  if st.status == 'active' then
+    redis.call('ZREM', K.active, id)
+  elseif st.status == 'delayed' then
+    redis.call('ZREM', K.delayed, id)
+  end
   st.status = 'done'
   st.final = status
   save_state(id, st)
-  redis.call('ZREM', K.active, id)
-  redis.call('ZREM', K.delayed, id)
   redis.call('ZADD', K.expiry, now + (tonumber(st.result_ttl_ms) or C.result_ttl_ms), id)
   redis.call('HINCRBY', K.counters, counter or COUNTER[status], 1)
   -- The whole result travels with the announcement, so a waiter wakes without a second read.
   redis.call('PUBLISH', C.channel,
     '{"id":' .. cjson.encode(id) .. ',"status":"' .. status .. '","result":' .. json .. '}')
-  redis.call('XADD', K.events, 'MAXLEN', '~', C.events_maxlen, '*', 'id', id, 'status', status, 'result', json)
   return json
 end
 

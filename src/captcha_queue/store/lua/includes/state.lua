@@ -37,7 +37,7 @@ local function state_problem(st)
   if not is_int(st.attempts, 0, MAX_COUNT) then
     return 'attempts'
   end
-  if type(st.priority) ~= 'string' or not K.queue[st.priority] then
+  if type(st.priority) ~= 'string' or not PRIORITY[st.priority] then
     return 'priority'
   end
   if type(st.method) ~= 'string' then
@@ -131,38 +131,4 @@ local function add_history(st, now, outcome, error_code, error_message)
   if error_message and error_message ~= '' then entry.error_message = error_message end
   if type(st.history) ~= 'table' then st.history = {} end
   st.history[#st.history + 1] = entry
-end
-
--- Check a worker's lease token: OK, or the refusal code (and the stored result when already final).
-local function check_lease(st, token)
-  if not st then
-    return LEASE_LOST
-  end
-  if st.token ~= token then
-    return LEASE_LOST
-  end
-  if st.status == 'active' then
-    return OK
-  end
-  if st.status == 'done' then
-    if st.final == 'cancelled' then
-      return CANCELLED
-    end
-    return ALREADY_FINAL
-  end
-  return LEASE_LOST
-end
-
--- The state of a task its worker is about to finish, or the reply refusing the finish: the fencing
--- shared by completeTask, failTask and expireTask. A repeated finish with the same token (a lost
--- reply) gets the stored result back with ALREADY_FINAL instead of a second write.
-local function state_for_finish(id, token)
-  local st = load_state(id)
-  local code = check_lease(st, token)
-  if code == ALREADY_FINAL then
-    return nil, { ALREADY_FINAL, redis.call('HGET', K.results, id) }
-  elseif code ~= OK then
-    return nil, { code }
-  end
-  return st, nil
 end

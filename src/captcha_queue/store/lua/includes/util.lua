@@ -21,34 +21,39 @@ local function finite(value)
 end
 
 -- Every counter field a script may HINCRBY. HINCRBY fails on a field that is not an integer, so a
--- script that would increment one checks them all first.
+-- script that would increment one checks it first.
 local COUNTER_FIELDS = { 'submitted', 'completed', 'failed', 'dead', 'cancelled', 'expired', 'requeued' }
 
-local function bad_counter(key)
-  local values = redis.call('HMGET', key, unpack(COUNTER_FIELDS))
-  for i = 1, #COUNTER_FIELDS do
-    local value = values[i]
-    -- What Redis itself reads as an integer, with room left to count on (at most 18 digits).
-    local digits = value and string.match(value, '^-?([1-9]%d*)$')
-    if value and value ~= '0' and not (digits and #digits <= 18) then
-      return key .. ' field ' .. COUNTER_FIELDS[i] .. ' is not an integer HINCRBY can add to'
-    end
+-- What is wrong with a counter value (nil = absent or usable): what Redis itself reads as an integer,
+-- with room left to count on (at most 18 digits).
+local function bad_counter_value(key, field, value)
+  local digits = value and string.match(value, '^-?([1-9]%d*)$')
+  if value and value ~= '0' and not (digits and #digits <= 18) then
+    return key .. ' field ' .. field .. ' is not an integer HINCRBY can add to'
   end
   return nil
 end
 
--- The first of `checks` ({key, type}, ...) whose key exists with another type, or nil. A counters
--- hash (type 'counters') must also hold integers only.
--- Scripts check before writing anything: Redis does not roll a script back when a command fails.
-local function wrong_type(checks)
-  for _, check in ipairs(checks) do
-    local expected = check[2] == 'counters' and 'hash' or check[2]
-    local found = redis.call('TYPE', check[1])['ok']
-    if found ~= 'none' and found ~= expected then
-      return check[1] .. ' is a ' .. found .. ', expected a ' .. expected
-    end
-    if check[2] == 'counters' and found == 'hash' then
-      local bad = bad_counter(check[1])
+-- The one counter field a hot path increments, checked in one command (HGET; on a key of another
+-- type its error is read as such): a message, or nil when HINCRBY will work.
+local function bad_counter(key, field)
+  local value = redis.pcall('HGET', key, field)
+  if type(value) == 'table' and value.err then
+    return key .. ' is a ' .. redis.call('TYPE', key)['ok'] .. ', expected a hash'
+  end
+  return bad_counter_value(key, field, value or nil)
+end
+
+local function type_problem(key, kind)
+  local expected = kind == 'counters' and 'hash' or kind
+  local found = redis.call('TYPE', key)['ok']
+  if found ~= 'none' and found ~= expected then
+    return key .. ' is a ' .. found .. ', expected a ' .. expected
+  end
+  if kind == 'counters' and found == 'hash' then
+    local values = redis.call('HMGET', key, unpack(COUNTER_FIELDS))
+    for i = 1, #COUNTER_FIELDS do
+      local bad = bad_counter_value(key, COUNTER_FIELDS[i], values[i])
       if bad then
         return bad
       end
@@ -57,7 +62,34 @@ local function wrong_type(checks)
   return nil
 end
 
--- The keys of the standard layout that every task transition touches, with their types.
+-- The first of `checks` whose key exists with another type (or holds a counter HINCRBY cannot add
+-- to), as a message, or nil. A check is {key, type}, where type 'counters' stands for a hash whose
+-- counter fields (the ones named after it, or all of them) must be integers.
+--
+-- Scripts check, before their first write, only the keys they are about to write: Redis does not roll
+-- a script back when a command fails, and a key a script has already read (HGET state...) or writes
+-- first needs no check (its failure leaves nothing written).
+local function wrong_type(checks)
+  for _, check in ipairs(checks) do
+    if check[2] == 'counters' and #check > 2 then
+      for i = 3, #check do
+        local bad = bad_counter(check[1], check[i])
+        if bad then
+          return bad
+        end
+      end
+    else
+      local bad = type_problem(check[1], check[2])
+      if bad then
+        return bad
+      end
+    end
+  end
+  return nil
+end
+
+-- The keys every task transition may touch, with their types (the scripts that check the whole
+-- layout: submit, claim, reap, requeue).
 local function core_checks()
   return {
     { K.tasks, 'hash' }, { K.state, 'hash' }, { K.active, 'zset' }, { K.delayed, 'zset' },

@@ -3,19 +3,16 @@
 --- A later claim of the same task (after a crash or a release) returns them, so the solve is resumed
 --- rather than paid for twice.
 ---
---- KEYS: the standard layout (includes/keys.lua); reads and writes state.
+--- KEYS[1] state HASH  id -> state JSON (includes/state.lua)
 --- ARGV: the standard prefix, then [A] task id, [A+1] lease token, [A+2] remote id.
 --- Returns: {OK, remote submit ms} or {LEASE_LOST | CANCELLED | ALREADY_FINAL} or {WRONG_TYPE, message}.
---- @include "keys"
+--- @include "args"
 --- @include "codes"
 --- @include "util"
 --- @include "state"
+--- @include "fence"
 
-local bad = wrong_type({ { K.state, 'hash' } })
-if bad then
-  return { WRONG_TYPE, bad }
-end
-
+-- The one key written is read first (HGET state): a key of another type fails there, before any write.
 local id, token, remote_id = ARGV[A], ARGV[A + 1], ARGV[A + 2]
 local st = load_state(id)
 local code = check_lease(st, token)

@@ -1,12 +1,24 @@
 --- readStats: a snapshot of the namespace in one call (read only; a key of the wrong type reads as empty).
 ---
---- KEYS: the standard layout (includes/keys.lua), then [19] slots(account), [20] slot_limit(account).
+--- KEYS[1] queue_high LIST  task ids waiting at priority high, head first
+--- KEYS[2] queue_normal LIST  ... at normal
+--- KEYS[3] queue_low LIST  ... at low
+--- KEYS[4] delayed ZSET  id -> ms a retry becomes claimable
+--- KEYS[5] active ZSET  id -> lease deadline ms (Redis time)
+--- KEYS[6] counters HASH  counters (a fixed set of integer fields)
+--- KEYS[7] workers ZSET  worker id -> heartbeat deadline ms
+--- KEYS[8] state HASH  id -> state JSON (includes/state.lua)
+--- KEYS[9] paused HASH  reason, code, since_ms, until_ms while the fleet is paused
+--- KEYS[10] dead HASH  id -> DeadLetter JSON
+--- KEYS[11] epoch STRING  random id of this data set
+--- KEYS[12] slots ZSET  solver slots in use of the stats' account
+--- KEYS[13] slot_limit HASH  that account's configured / effective limit
 --- ARGV: the standard prefix.
 --- Returns: {queued high, queued normal, queued low, delayed, in flight,
 ---           {completed, failed, dead, cancelled, expired, submitted} (nil = 0),
 ---           live workers, oldest queued age ms (-1 = none), paused reason | nil,
 ---           solver slots used, solver slot limit | nil, dead letters held, epoch | nil}
---- @include "keys"
+--- @include "args"
 --- @include "codes"
 --- @include "util"
 --- @include "state"
@@ -51,8 +63,8 @@ if read('EXISTS', K.paused) == 1 then
   end
 end
 reply[#reply + 1] = paused
-reply[#reply + 1] = read('ZCOUNT', KEYS[19], now, '+inf') or 0
-local limit = read('HMGET', KEYS[20], 'effective', 'configured') or {}
+reply[#reply + 1] = read('ZCOUNT', K.slots, now, '+inf') or 0
+local limit = read('HMGET', K.slot_limit, 'effective', 'configured') or {}
 reply[#reply + 1] = limit[1] or limit[2] or false
 reply[#reply + 1] = read('HLEN', K.dead) or 0
 reply[#reply + 1] = read('GET', K.epoch) or false

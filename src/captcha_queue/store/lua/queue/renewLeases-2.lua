@@ -4,16 +4,18 @@
 --- as no claimer has reaped it yet (nobody else holds the task). Cancelled tasks are reported so the
 --- worker drops them and frees their solver slots.
 ---
---- KEYS: the standard layout (includes/keys.lua); reads state, writes active.
+--- KEYS[1] state HASH  id -> state JSON (includes/state.lua)
+--- KEYS[2] active ZSET  id -> lease deadline ms (Redis time)
 --- ARGV: the standard prefix, then [A] lease_ms, followed by pairs: task id, lease token.
 --- Returns: {OK, renewed ids, lost ids, cancelled ids, new deadline ms (parallel to renewed ids)}
 ---          or {WRONG_TYPE, message}.
---- @include "keys"
+--- @include "args"
 --- @include "codes"
 --- @include "util"
 --- @include "state"
+--- @include "fence"
 
-local bad = wrong_type({ { K.state, 'hash' }, { K.active, 'zset' } })
+local bad = wrong_type({ { K.active, 'zset' } }) -- state is read before the first write
 if bad then
   return { WRONG_TYPE, bad }
 end

@@ -8,8 +8,9 @@ ARGV[2] ttl_ms: the registration lapses unless renewed within this
 ARGV[3] registration JSON (host, pid, started, in flight, version, ...), or '' to drop the worker
 ARGV[4] forget_ms: registrations that lapsed this long ago are deleted (bounded: 100 per call)
 
-Returns the number of live workers, or an error reply (nothing written) when a key has another type
+Returns { OK, number of live workers }, or an error reply (nothing written) when a key has another type
 ]]
+--- @include "codes"
 --- @include "clock"
 
 -- Checked before the first write: Redis keeps the writes made before a command fails.
@@ -33,4 +34,4 @@ if #stale > 0 then
   redis.call('ZREM', KEYS[1], unpack(stale))
   redis.call('HDEL', KEYS[2], unpack(stale))
 end
-return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+return { OK, redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf') }

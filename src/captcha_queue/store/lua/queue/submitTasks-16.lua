@@ -3,8 +3,22 @@
 --- Everything is read and checked first; the batch is then written whole, or nothing is written.
 --- Called by Redis only while it is below maxmemory (scripts.py gives it no allow-oom flag).
 ---
---- KEYS: the standard layout (includes/keys.lua); writes queue:*, wake, tasks, state, idem, counters, epoch,
----       and deletes the fields of finished tasks whose TTL has passed (results, expiry, dead letters).
+--- KEYS[1] queue_high LIST  task ids waiting at priority high, head first
+--- KEYS[2] queue_normal LIST  ... at normal
+--- KEYS[3] queue_low LIST  ... at low
+--- KEYS[4] wake LIST  one marker blocked claimers BLPOP on
+--- KEYS[5] tasks HASH  id -> Task JSON (immutable)
+--- KEYS[6] state HASH  id -> state JSON (includes/state.lua)
+--- KEYS[7] active ZSET  id -> lease deadline ms (Redis time)
+--- KEYS[8] delayed ZSET  id -> ms a retry becomes claimable
+--- KEYS[9] results HASH  id -> final Result JSON
+--- KEYS[10] expiry ZSET  id -> ms a finished task's fields are deleted
+--- KEYS[11] idem HASH  idempotency key -> task id
+--- KEYS[12] dead HASH  id -> DeadLetter JSON
+--- KEYS[13] dead_index ZSET  id -> ms it was dead-lettered
+--- KEYS[14] counters HASH  counters (a fixed set of integer fields)
+--- KEYS[15] events STREAM  final results (capped)
+--- KEYS[16] epoch STRING  random id of this data set
 --- ARGV: the standard prefix, then
 ---   [A]   epoch candidate (random id, SET NX: the first writer of a data set names it)
 ---   [A+1] max_queued: the most tasks the queues may hold ("" = no limit)
@@ -16,7 +30,7 @@
 ---          {QUEUE_FULL, tasks queued, max_queued} when the new tasks would not fit,
 ---          {IDEMPOTENCY_CONFLICT, index of the task in this call (0-based), existing id} when a key
 ---          names a task with another digest, or {WRONG_TYPE, message}. Nothing is written but on OK.
---- @include "keys"
+--- @include "args"
 --- @include "codes"
 --- @include "util"
 --- @include "state"

@@ -1,9 +1,10 @@
 --- purgeDead: empty the dead-letter queue. The tasks' other fields expire with their results.
 ---
---- KEYS: the standard layout (includes/keys.lua); writes dead, dead:index.
+--- KEYS[1] dead HASH  id -> DeadLetter JSON
+--- KEYS[2] dead_index ZSET  id -> ms it was dead-lettered
 --- ARGV: the standard prefix.
 --- Returns: {OK, number of dead letters removed} | {WRONG_TYPE, message}.
---- @include "keys"
+--- @include "args"
 --- @include "codes"
 --- @include "util"
 

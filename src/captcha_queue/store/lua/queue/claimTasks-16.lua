@@ -6,7 +6,22 @@
 --- whose expires_at has passed end "expired" without being handed out; malformed entries are
 --- dead-lettered with a reason (and reported in the warnings).
 ---
---- KEYS: the standard layout (includes/keys.lua).
+--- KEYS[1] queue_high LIST  task ids waiting at priority high, head first
+--- KEYS[2] queue_normal LIST  ... at normal
+--- KEYS[3] queue_low LIST  ... at low
+--- KEYS[4] wake LIST  one marker blocked claimers BLPOP on
+--- KEYS[5] tasks HASH  id -> Task JSON (immutable)
+--- KEYS[6] state HASH  id -> state JSON (includes/state.lua)
+--- KEYS[7] active ZSET  id -> lease deadline ms (Redis time)
+--- KEYS[8] delayed ZSET  id -> ms a retry becomes claimable
+--- KEYS[9] results HASH  id -> final Result JSON
+--- KEYS[10] expiry ZSET  id -> ms a finished task's fields are deleted
+--- KEYS[11] idem HASH  idempotency key -> task id
+--- KEYS[12] dead HASH  id -> DeadLetter JSON
+--- KEYS[13] dead_index ZSET  id -> ms it was dead-lettered
+--- KEYS[14] counters HASH  counters (a fixed set of integer fields)
+--- KEYS[15] events STREAM  final results (capped)
+--- KEYS[16] paused HASH  reason, code, since_ms, until_ms while the fleet is paused
 --- ARGV: the standard prefix, then [A] worker id, [A+1] count, [A+2] lease_ms,
 ---       [A+3] token prefix (random; the n-th claim's token is prefix:n), [A+4] maintenance batch size.
 --- Returns: {OK | PAUSED, wait_hint_ms, warnings, claim, claim, ...}
@@ -14,7 +29,7 @@
 ---   warnings: list of strings about skipped entries;
 ---   claim: {id, task JSON, attempt, token, lease deadline ms, remote id | nil, remote submit ms | nil}.
 ---   Or {WRONG_TYPE, message} when a key every claim needs has the wrong type.
---- @include "keys"
+--- @include "args"
 --- @include "codes"
 --- @include "util"
 --- @include "state"
@@ -73,7 +88,8 @@ for _, priority in ipairs(PRIORITIES) do
     end
     pops_left = pops_left - 1
     local st, raw, problem = load_state(id)
-    local has_task = redis.call('HEXISTS', K.tasks, id) == 1
+    local task_json = redis.call('HGET', K.tasks, id)
+    local has_task = task_json ~= false
     if st == nil and not has_task then
       warnings[#warnings + 1] = 'queued id ' .. id .. ' has no task: dead-lettered'
       dead_letter(id, placeholder_state(priority, now), 'no task', now, 'MALFORMED',
@@ -104,7 +120,7 @@ for _, priority in ipairs(PRIORITIES) do
       save_state(id, st)
       redis.call('ZADD', K.active, deadline, id)
       reply[#reply + 1] = {
-        id, redis.call('HGET', K.tasks, id), st.attempts + 1, token, deadline,
+        id, task_json, st.attempts + 1, token, deadline,
         st.remote_id or false, st.remote_ms or false,
       }
     end

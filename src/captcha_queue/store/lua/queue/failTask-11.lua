@@ -5,26 +5,46 @@
 --- dead-lettered ("max_attempts") with the history, and finished "error". Without retry_in_ms: a
 --- fatal error, finished "error" at once.
 ---
---- KEYS: the standard layout (includes/keys.lua).
+--- KEYS[1] state HASH  id -> state JSON (includes/state.lua)
+--- KEYS[2] results HASH  id -> final Result JSON
+--- KEYS[3] active ZSET  id -> lease deadline ms (Redis time)
+--- KEYS[4] delayed ZSET  id -> ms a retry becomes claimable
+--- KEYS[5] expiry ZSET  id -> ms a finished task's fields are deleted
+--- KEYS[6] counters HASH  counters (a fixed set of integer fields)
+--- KEYS[7] events STREAM  final results (capped)
+--- KEYS[8] tasks HASH  id -> Task JSON (immutable)
+--- KEYS[9] dead HASH  id -> DeadLetter JSON
+--- KEYS[10] dead_index ZSET  id -> ms it was dead-lettered
+--- KEYS[11] wake LIST  one marker blocked claimers BLPOP on
 --- ARGV: the standard prefix, then [A] task id, [A+1] lease token, [A+2] error code,
 ---       [A+3] error message, [A+4] retry_in_ms ("" = fatal).
 --- Returns: {OK, result JSON} | {RETRY_SCHEDULED, due ms} | {ALREADY_FINAL, stored result JSON | nil}
 ---          | {LEASE_LOST} | {CANCELLED} | {WRONG_TYPE, message}.
---- @include "keys"
+--- @include "args"
 --- @include "codes"
 --- @include "util"
 --- @include "state"
+--- @include "fence"
 --- @include "finish"
-
-local bad = wrong_type(core_checks())
-if bad then
-  return { WRONG_TYPE, bad }
-end
 
 local id, token, error_code, error_message, retry_in = ARGV[A], ARGV[A + 1], ARGV[A + 2], ARGV[A + 3], ARGV[A + 4]
 local st, refusal = state_for_finish(id, token)
 if refusal then
   return refusal
+end
+-- The keys of the path this call takes, checked before its first write.
+local checks
+if retry_in == '' then
+  checks = finish_checks(st, 'error', nil, true)
+elseif st.attempts + 1 >= st.max_attempts then
+  checks = finish_checks(st, 'error', 'dead', false)
+  checks[#checks + 1] = { K.dead_index, 'zset' } -- HSET dead is its first write; tasks is only read
+else
+  checks = { { K.active, 'zset' }, { K.delayed, 'zset' } } -- state was read; wake heals itself
+end
+local bad = wrong_type(checks)
+if bad then
+  return { WRONG_TYPE, bad }
 end
 local now = now_ms()
 local extra = { error_code = error_code, error_message = error_message }
