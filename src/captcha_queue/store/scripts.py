@@ -1,7 +1,8 @@
 """The Lua scripts: read once from package data, called by SHA, reloaded on NOSCRIPT.
 
-Each file in ``lua/`` is one atomic state transition named ``<verbNoun>.lua`` and opens with a
-header documenting its KEYS, ARGV and return codes. A line ``--- @include "name"`` pulls in
+Each file under ``lua/`` (subfolders too, ``includes/`` aside) is one atomic state transition named
+``<verbNoun>.lua`` or ``<verbNoun>-<numKeys>.lua`` (called by ``verbNoun``) and opens with a header
+documenting its KEYS, ARGV and return codes. A line ``--- @include "name"`` pulls in
 ``lua/includes/name.lua`` (shared helpers) before the script is hashed.
 
 Scripts answer with small negative integers for refusals; ``raise_for_code`` turns those into
@@ -12,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -156,9 +158,24 @@ def load_scripts() -> Scripts:
     global _CACHE
     if _CACHE is None:
         found: dict[str, Script] = {}
-        for entry in (resources.files("captcha_queue.store") / "lua").iterdir():
-            if entry.name.endswith(".lua") and entry.is_file():
-                name = entry.name[: -len(".lua")]
-                found[name] = Script(name, _with_flags(name, _expand(entry.read_text(encoding="utf-8"))))
+        for entry in _lua_files(resources.files("captcha_queue.store") / "lua"):
+            name = _NUM_KEYS_RE.sub("", entry.name[: -len(".lua")])
+            if name in found:
+                raise ScriptError(f"two Lua scripts are named {name}")
+            found[name] = Script(name, _with_flags(name, _expand(entry.read_text(encoding="utf-8"))))
         _CACHE = Scripts(found)
     return _CACHE
+
+
+#: ``verbNoun-<numKeys>.lua`` (BullMQ style): the script's name is the stem without the suffix.
+_NUM_KEYS_RE = re.compile(r"-\d+$")
+
+
+def _lua_files(folder: Traversable) -> Iterator[Traversable]:
+    """Every ``.lua`` file under ``folder``, subfolders included, except ``includes/``."""
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.is_dir():
+            if entry.name != "includes":
+                yield from _lua_files(entry)
+        elif entry.name.endswith(".lua"):
+            yield entry
