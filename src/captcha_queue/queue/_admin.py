@@ -245,8 +245,7 @@ class AdminAPI(QueueCore):
     async def server_time_ms(self) -> int:
         """Redis server time in ms: the clock leases, heartbeats and pauses are written in."""
         async with redis_errors_async(self.client):
-            seconds, micros = await self.client.time()
-        return int(seconds) * 1000 + int(micros) // 1000
+            return _time_ms(await self.client.time())
 
     async def pause_state(self, account: str | None = None) -> PauseState:
         """The pauses in force: the namespace's and every account's (``account``: only that account's,
@@ -260,7 +259,7 @@ class AdminAPI(QueueCore):
                     pipe.smembers(keys.paused_accounts)
                 else:
                     pipe.hgetall(keys.account_paused(_check_ref("account", account)))
-                (seconds, micros), fleet_raw, third = await pipe.execute()
+                time_reply, fleet_raw, third = await pipe.execute()
             if account is None:
                 refs = sorted(as_str(r) for r in third)
                 async with self.client.pipeline(transaction=False) as pipe:
@@ -269,7 +268,7 @@ class AdminAPI(QueueCore):
                     stored: list[Any] = await pipe.execute() if refs else []
             else:
                 refs, stored = [account], [third]
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        now_ms = _time_ms(time_reply)
         fleet = parse_pause(fleet_raw)
         accounts = (parse_pause(raw, ref) for ref, raw in zip(refs, stored, strict=True))
         return PauseState(
@@ -393,8 +392,8 @@ class AdminAPI(QueueCore):
             pipe.time()
             pipe.zrange(self.keys.workers, 0, -1, withscores=True)
             pipe.hgetall(self.keys.worker_info)
-            (seconds, micros), deadlines, raw_info = await pipe.execute()
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
+            time_reply, deadlines, raw_info = await pipe.execute()
+        now_ms = _time_ms(time_reply)
         info_by_id = {as_str(k): v for k, v in raw_info.items()}
         entries = []
         for raw_id, score in deadlines:
@@ -435,6 +434,12 @@ class AdminAPI(QueueCore):
                 self.client, [self.keys.workers, self.keys.worker_info], args
             )
         return int(live)
+
+
+def _time_ms(reply: tuple[Any, Any]) -> int:
+    """A TIME reply (seconds, microseconds) in ms: the one reading of the Redis clock."""
+    seconds, micros = reply
+    return int(seconds) * 1000 + int(micros) // 1000
 
 
 def _decode_info(raw: bytes | str | None) -> dict[str, Any]:
