@@ -21,7 +21,6 @@ from pathlib import Path
 
 from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.store.server import die_with_parent, resolved_redis
-from captcha_queue.worker.registry import list_workers
 
 KEY = "0123456789abcdef0123456789abcdef"
 
@@ -92,7 +91,7 @@ async def run(args: argparse.Namespace, redis_url: str) -> None:
         )
         async with AsyncCaptchaQueue.from_url(redis_url, namespace=namespace) as q:
             for _ in range(300):  # the worker registers within seconds
-                if await list_workers(q.client, q.keys):
+                if await q.workers():
                     break
                 await asyncio.sleep(0.1)
             idle_rss_kb = _status_kb(worker.pid, "VmRSS")

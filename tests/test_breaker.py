@@ -9,14 +9,15 @@ import os
 import pytest
 import redis.asyncio as aioredis
 
+from captcha_queue import AsyncCaptchaQueue
 from captcha_queue.errors import AccountError, TransientError
-from captcha_queue.models import AccountInfo
+from captcha_queue.models import AccountInfo, Pause
 from captcha_queue.queue._core import as_str
 from captcha_queue.solvers import InstantSolver
 from captcha_queue.store.connection import redis_errors_async
 from captcha_queue.store.keys import Keys
-from captcha_queue.worker.breaker import IP_BAN_PAUSE_S, AccountBreaker, read_pause_state
-from captcha_queue.worker.registry import WorkerRegistry, list_workers, new_worker_id
+from captcha_queue.worker.breaker import IP_BAN_PAUSE_S, AccountBreaker
+from captcha_queue.worker.registry import WorkerRegistry, new_worker_id
 
 
 class Account:
@@ -33,6 +34,11 @@ class Account:
         return AccountInfo(threads=5, working_threads=0)
 
 
+def on(client: aioredis.Redis, ns: str) -> AsyncCaptchaQueue:
+    """A queue over the test's client: the breaker reads and writes pauses through its admin API."""
+    return AsyncCaptchaQueue(client, namespace=ns)
+
+
 def breaker(
     client: aioredis.Redis,
     ns: str,
@@ -42,14 +48,20 @@ def breaker(
     ip_ban_pause_s: float = IP_BAN_PAUSE_S,
 ) -> AccountBreaker:
     return AccountBreaker(
-        client, Keys(ns), account.info, probe_every_s=probe_every_s, ip_ban_pause_s=ip_ban_pause_s
+        on(client, ns), account.info, probe_every_s=probe_every_s, ip_ban_pause_s=ip_ban_pause_s
     )
+
+
+async def account_pause(client: aioredis.Redis, ns: str, ref: str = "default") -> Pause | None:
+    """The account's pause in force, as the admin API reads it."""
+    accounts = (await on(client, ns).pause_state(ref)).accounts
+    return accounts[0] if accounts else None
 
 
 async def test_an_account_error_pauses_the_account_once(redis_client: aioredis.Redis, namespace: str) -> None:
     account = Account()
     changes: list[bool] = []
-    first = AccountBreaker(redis_client, Keys(namespace), account.info, on_account_change=changes.append)
+    first = AccountBreaker(on(redis_client, namespace), account.info, on_account_change=changes.append)
     second = breaker(redis_client, namespace, account)
     assert await first.trip(AccountError("ERROR_WRONG_USER_KEY", "key is not 32 characters"))
     assert not await second.trip(AccountError("ERROR_KEY_DOES_NOT_EXIST"))
@@ -60,8 +72,8 @@ async def test_an_account_error_pauses_the_account_once(redis_client: aioredis.R
     assert stored[b"code"] == b"ERROR_WRONG_USER_KEY"
     assert b"ERROR_WRONG_USER_KEY" in stored[b"reason"]
     assert b"until_ms" not in stored
-    assert await read_pause_state(redis_client, Keys(namespace)) is None  # not the namespace's pause
-    state = await read_pause_state(redis_client, Keys(namespace), "default")
+    assert (await on(redis_client, namespace).pause_state()).fleet is None  # not the namespace's pause
+    state = await account_pause(redis_client, namespace)
     assert state is not None
     assert state.until_ms is None
     assert second.state == state  # the second worker sees the first one's pause
@@ -77,7 +89,7 @@ async def test_ip_banned_pauses_for_a_while_then_ends_by_itself(
     assert b.state.until_ms is not None
     assert b.state.until_ms - (b.state.since_ms or 0) == 300
     await asyncio.sleep(0.35)
-    assert await read_pause_state(redis_client, Keys(namespace), "default") is None
+    assert await account_pause(redis_client, namespace) is None
     await b.refresh()
     assert not b.paused
     # A solver-provided pause length wins over the default.
@@ -114,12 +126,12 @@ async def test_probe_loop_lifts_the_pause_with_the_solvers_account_info(
     redis_client: aioredis.Redis, namespace: str
 ) -> None:
     solver = InstantSolver(threads=3)
-    b = AccountBreaker(redis_client, Keys(namespace), solver.account_info, probe_every_s=0.1)
+    b = AccountBreaker(on(redis_client, namespace), solver.account_info, probe_every_s=0.1)
     loop = asyncio.create_task(b.run(), name="breaker")
     try:
         await b.trip(AccountError("ERROR_IP_NOT_ALLOWED"))
         await asyncio.wait_for(b.wait_resumed(), 5.0)
-        assert await read_pause_state(redis_client, Keys(namespace), "default") is None
+        assert await account_pause(redis_client, namespace) is None
     finally:
         loop.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -164,7 +176,7 @@ async def test_inconclusive_probes_keep_the_pause(redis_client: aioredis.Redis, 
         return AccountInfo(threads=0)
 
     for probe in (flaky, no_threads):
-        b = AccountBreaker(redis_client, Keys(namespace), probe, probe_every_s=0.01)
+        b = AccountBreaker(on(redis_client, namespace), probe, probe_every_s=0.01)
         await b.trip(AccountError("ERROR_KEY_DOES_NOT_EXIST"))
         await asyncio.sleep(0.02)
         assert not await b.probe_once()
@@ -174,37 +186,43 @@ async def test_inconclusive_probes_keep_the_pause(redis_client: aioredis.Redis, 
 async def test_registry_lists_live_workers_and_drops_the_dead(
     redis_client: aioredis.Redis, namespace: str
 ) -> None:
-    keys = Keys(namespace)
-    alive = WorkerRegistry(redis_client, keys, new_worker_id(), ttl_s=30.0, concurrency=100, account="a")
-    dying = WorkerRegistry(redis_client, keys, "host:1:dead", ttl_s=0.1)
+    q = on(redis_client, namespace)
+    alive = WorkerRegistry(q, new_worker_id(), ttl_s=30.0, concurrency=100, account="a")
+    dying = WorkerRegistry(q, "host:1:dead", ttl_s=0.1)
     assert await alive.heartbeat(in_flight=7) == 1
     assert await dying.heartbeat(in_flight=0) == 2
     await asyncio.sleep(0.15)
-    workers = await list_workers(redis_client, keys)
+    workers = await q.workers()
     assert [w.id for w in workers] == [alive.info.id]
-    only = workers[0]
-    assert (only.pid, only.in_flight, only.concurrency, only.account) == (os.getpid(), 7, 100, "a")
-    assert only.version
-    assert only.heartbeat_deadline_ms
-    everyone = await list_workers(redis_client, keys, include_dead=True)
-    assert {w.id for w in everyone} == {alive.info.id, "host:1:dead"}
+    only = workers[0].info
+    assert (only["pid"], only["in_flight"], only["concurrency"], only["account"]) == (
+        os.getpid(),
+        7,
+        100,
+        "a",
+    )
+    assert only["version"]
+    assert workers[0].alive
+    assert workers[0].heartbeat_deadline_ms
+    everyone = await q.workers(include_dead=True)
+    assert [(w.id, w.alive) for w in everyone] == [(alive.info.id, True), ("host:1:dead", False)]
     await alive.unregister()
-    assert await list_workers(redis_client, keys) == []
+    assert await q.workers() == []
 
 
 async def test_a_pause_belongs_to_its_account_and_an_operator_pause_to_everyone(
     redis_client: aioredis.Redis, namespace: str
 ) -> None:
-    from captcha_queue.cli import fleet
     from captcha_queue.solvers.base import key_fingerprint
 
     keys = Keys(namespace)
+    q = on(redis_client, namespace)
     account = Account()
     bad_key, good_key = "b" * 32, "g" * 32
 
     def of(key: str, worker: str) -> AccountBreaker:
         fp = key_fingerprint(key)
-        return AccountBreaker(redis_client, keys, account.info, key_fingerprint=fp, worker_id=worker)
+        return AccountBreaker(q, account.info, key_fingerprint=fp, worker_id=worker)
 
     bad, bad_peer, good = of(bad_key, "vm:1:a"), of(bad_key, "vm:2:b"), of(good_key, "vm:3:c")
     assert await bad.trip(AccountError("ERROR_KEY_DOES_NOT_EXIST"))
@@ -220,15 +238,14 @@ async def test_a_pause_belongs_to_its_account_and_an_operator_pause_to_everyone(
     assert bad_key not in "".join(as_str(v) for v in stored.values())
     assert await redis_client.smembers(keys.paused_accounts) == {bad.ref.encode()}
     # The operator's pause stops everyone; `resume` lifts both kinds.
-    await fleet.set_pause(redis_client, keys, "maintenance")
+    await q.pause("maintenance")
     good = good  # mypy keeps good.paused narrowed to False across refresh() (python/mypy#11969)
     await good.refresh()
     assert good.paused
     assert good.state is not None
     assert good.state.code == "OPERATOR"
-    pause, accounts = await fleet.resume(redis_client, keys)
-    assert pause is not None
-    assert [a.ref for a in accounts] == [bad.ref]
+    lifted = await q.resume()
+    assert [(p.ref, p.code) for p in lifted] == [(None, "OPERATOR"), (bad.ref, "ERROR_KEY_DOES_NOT_EXIST")]
     for b in (bad, bad_peer, good):
         await b.refresh()
         assert not b.paused
@@ -265,11 +282,12 @@ async def test_pause_scripts_refuse_bad_arguments_and_write_nothing(
     scripts = load_scripts()
     target = [keys.account_paused("a"), keys.paused_accounts]
     for args in (
-        ["r", "CODE", "nan", "a"],
-        ["r", "CODE", "-5", "a"],
-        ["r", "CODE", "", "a", "worker"],  # a field without its value
-        ["r", "CODE", ""],  # no index member
-        ["r", "CODE", "", ""],  # an index key without its member
+        ["r", "CODE", "nan", "a", "keep"],
+        ["r", "CODE", "-5", "a", "keep"],
+        ["r", "CODE", "", "a", "keep", "worker"],  # a field without its value
+        ["r", "CODE", "", "a"],  # no mode
+        ["r", "CODE", "", "a", "sometimes"],  # not a mode
+        ["", "CODE", "", "a", "keep"],  # no reason
     ):
         with pytest.raises(RedisCommandError, match="pauseFleet"):
             async with redis_errors_async(redis_client):

@@ -148,7 +148,7 @@ def test_account_pauses_show_who_and_resume_one_account_or_all(
 
     async def trip(q: AsyncCaptchaQueue, name: str, key: str, worker: str) -> None:
         breaker = AccountBreaker(
-            q.client, keys, never, account=name, key_fingerprint=key_fingerprint(key), worker_id=worker
+            q, never, account=name, key_fingerprint=key_fingerprint(key), worker_id=worker
         )
         await breaker.trip(AccountError("ERROR_KEY_DOES_NOT_EXIST", "the key is unknown"))
 

@@ -59,7 +59,6 @@ EXPORTS: dict[str, list[str]] = {
         "Decision",
         "LimiterConfig",
         "NullEvents",
-        "PauseState",
         "PollConfig",
         "PollScheduler",
         "RetryPolicy",
@@ -70,8 +69,6 @@ EXPORTS: dict[str, list[str]] = {
         "WorkerEvents",
         "WorkerInfo",
         "WorkerRegistry",
-        "list_workers",
-        "read_pause_state",
         "read_slot_state",
     ],
     "captcha_queue.solvers": [

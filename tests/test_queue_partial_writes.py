@@ -214,12 +214,12 @@ async def test_a_heartbeat_with_a_broken_info_key_writes_nothing(
     redis_client: aioredis.Redis, namespace: str
 ) -> None:
     from captcha_queue.errors import RedisCommandError
-    from captcha_queue.store.keys import Keys
     from captcha_queue.worker.registry import WorkerRegistry
 
-    keys = Keys(namespace)
+    queue = AsyncCaptchaQueue(redis_client, namespace=namespace)
+    keys = queue.keys
     await redis_client.set(keys.worker_info, "someone else's")
-    registry = WorkerRegistry(redis_client, keys, "w-1")
+    registry = WorkerRegistry(queue, "w-1")
     with pytest.raises(RedisCommandError, match="WRONGTYPE"):
         await registry.heartbeat(0)
     assert await redis_client.exists(keys.workers) == 0  # used to be registered as live, with no info

@@ -36,7 +36,6 @@ from bench.chaos.harness import CANARY_KEY, Rig
 from bench.chaos.outcome import conclude, config_for
 from bench.chaos.secrets import scan_files
 
-from captcha_queue.cli import fleet
 from captcha_queue.errors import ConfigError, InvalidTask, RedisUnavailable
 from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.store.connection import check_server, make_client
@@ -356,7 +355,7 @@ async def _canary_run(rig: Rig, started: float, step: Any) -> tuple[str, Any]:
 
     async def paused() -> bool:
         assert rig.queue is not None
-        return bool((await fleet.read_account_pauses(rig.queue.client, rig.queue.keys))[0])
+        return bool((await rig.queue.pause_state()).accounts)
 
     if not await rig.wait_until(paused, 20):
         pytest.fail(f"the fleet did not pause on the bad key: {await rig.diagnose()}")

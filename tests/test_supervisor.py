@@ -16,7 +16,6 @@ import pytest
 
 from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.store.server import EmbeddedRedis
-from captcha_queue.worker.registry import list_workers
 from captcha_queue.worker.retry import Backoff
 from captcha_queue.worker.supervisor import Supervisor
 
@@ -105,7 +104,7 @@ async def test_worker_processes_command_restarts_a_killed_child_and_stops_on_sig
     async with AsyncCaptchaQueue.from_url(redis_url, namespace=namespace) as q:
 
         async def live_pids() -> set[int]:
-            return {w.pid for w in await list_workers(q.client, q.keys)}
+            return {w.info["pid"] for w in await q.workers()}
 
         async def two_live() -> bool:
             return len(await live_pids()) == 2
@@ -136,7 +135,7 @@ async def test_worker_processes_command_restarts_a_killed_child_and_stops_on_sig
             await asyncio.sleep(0.05)
         assert supervisor.returncode == 0
         assert not any(alive(pid) for pid in children)
-        assert await list_workers(q.client, q.keys) == []
+        assert await q.workers() == []
 
 
 def test_every_worker_option_reaches_the_child_processes() -> None:
@@ -202,10 +201,10 @@ async def test_no_password_key_or_solver_credential_on_any_worker_command_line(
         async with AsyncCaptchaQueue.from_url(server.url, namespace=namespace) as q:
 
             async def two_live() -> bool:
-                return len(await list_workers(q.client, q.keys)) == 2
+                return len(await q.workers()) == 2
 
             await eventually(two_live, what="two workers registered")
-            children = [w.pid for w in await list_workers(q.client, q.keys)]
+            children = [w.info["pid"] for w in await q.workers()]
             assert supervisor.pid not in children
             for pid in [supervisor.pid, *children, server.pid]:
                 assert pid is not None
@@ -300,7 +299,7 @@ async def test_workers_wait_for_a_redis_that_comes_up_within_the_start_up_timeou
         async with AsyncCaptchaQueue.from_url(server.url, namespace=namespace) as q:
 
             async def two_live() -> bool:
-                return len(await list_workers(q.client, q.keys)) == 2
+                return len(await q.workers()) == 2
 
             await eventually(two_live, what="two workers registered once Redis was up")
             supervisor.send_signal(signal.SIGTERM)

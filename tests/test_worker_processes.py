@@ -19,12 +19,10 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from captcha_queue.cli import fleet
 from captcha_queue.errors import RedisUnavailable
 from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.simulator import RunningSimulator, SimulatorConfig, run_simulator
 from captcha_queue.store.server import EmbeddedRedis, Persistence
-from captcha_queue.worker.registry import list_workers
 
 from .helpers import ProcessManager
 
@@ -241,7 +239,7 @@ async def test_account_errors_pause_the_account_and_resume_continues(
         start_worker(processes, env, "--solver-limit", "5")
 
     async def paused() -> bool:
-        return bool((await fleet.read_account_pauses(queue.client, queue.keys))[0])
+        return bool((await queue.pause_state()).accounts)
 
     await eventually(paused, what="the account paused")
     await asyncio.sleep(0.5)
@@ -249,7 +247,7 @@ async def test_account_errors_pause_the_account_and_resume_continues(
     assert stats.failed == 0
     assert stats.completed == 0
     assert stats.queued_total + stats.in_flight + stats.delayed == 10
-    (pause,), _ = await fleet.read_account_pauses(queue.client, queue.keys)
+    (pause,) = (await queue.pause_state()).accounts
     assert "ERROR_KEY_DOES_NOT_EXIST" in pause.reason
     simulator.control({"threads": 10})
     resume = await asyncio.create_subprocess_exec(
@@ -281,7 +279,7 @@ async def test_sigterm_releases_unfinished_tasks_and_exits_0(
         assert stats.in_flight == 0
         assert stats.queued_total == 6
         assert len(await remote_ids(queue, ids)) == 6  # kept for resume
-        assert await list_workers(queue.client, queue.keys) == []
+        assert await queue.workers() == []
         start_worker(processes, env, "--solver-limit", "20")
         await eventually(lambda: all_final(queue, ids), timeout_s=40, what="every task final")
         assert sim.stats()["submits"] == 6  # resumed, not paid for twice

@@ -19,11 +19,9 @@ from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.simulator import RunningSimulator, SimulatorConfig, run_simulator
 from captcha_queue.solvers import CaptchaAISolver, InstantSolver
 from captcha_queue.solvers.base import Solver
-from captcha_queue.worker.breaker import read_pause_state
 from captcha_queue.worker.events import NullEvents
 from captcha_queue.worker.limiter import read_slot_state
 from captcha_queue.worker.logs import configure_logging
-from captcha_queue.worker.registry import list_workers
 from captcha_queue.worker.runtime import Worker, WorkerConfig
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -104,7 +102,7 @@ async def test_tasks_flow_through_the_simulator_within_the_fleet_limit(
         ids = await queue.submit_many([{"method": "turnstile", "params": turnstile(i)} for i in range(30)])
         done = await results(queue, ids)
         assert {r.status for r in done} == {"success"}
-        live = await list_workers(queue.client, queue.keys)
+        live = await queue.workers()
         assert {w.id for w in live} == {w.worker_id for w in workers}
         state = await read_slot_state(queue.client, queue.keys, "default")
         assert (state.configured, state.effective) == (4, 4)
@@ -113,7 +111,7 @@ async def test_tasks_flow_through_the_simulator_within_the_fleet_limit(
     assert stats["submits"] == 30
     assert stats["duplicate_submits"] == {}
     assert 1 <= stats["max_in_flight"] <= 4
-    assert await list_workers(queue.client, queue.keys) == []  # unregistered on stop
+    assert await queue.workers() == []  # unregistered on stop
     assert (await read_slot_state(queue.client, queue.keys, "default")).used == 0
 
 
@@ -183,8 +181,7 @@ async def test_an_account_error_pauses_the_account_and_fails_nothing(
         ids = await queue.submit_many([{"method": "turnstile", "params": turnstile(i)} for i in range(8)])
         await wait_until(lambda: worker.breaker.paused)
         await asyncio.sleep(0.3)
-        pause = await read_pause_state(queue.client, queue.keys, solver.account_ref)
-        assert pause is not None
+        (pause,) = (await queue.pause_state(solver.account_ref)).accounts
         assert pause.code == "ERROR_KEY_DOES_NOT_EXIST"
         assert pause.worker == worker.worker_id
         stats = await queue.stats()
@@ -345,12 +342,12 @@ async def test_the_limit_comes_from_threadsinfo_and_follows_it_at_run_time(
 async def test_an_idle_worker_stops_without_sitting_out_its_claim_block(queue: AsyncCaptchaQueue) -> None:
     worker = Worker(queue, InstantSolver(), fast_config(claim_block_s=8.0))
     task = asyncio.create_task(worker.run(), name="worker")
-    await wait_until_async(lambda: list_workers(queue.client, queue.keys), lambda found: len(found) == 1)
+    await wait_until_async(lambda: queue.workers(), lambda found: len(found) == 1)
     started = time.monotonic()
     worker.stop()
     await asyncio.wait_for(task, 30.0)
     assert time.monotonic() - started < 5.0  # the blocked claim gave up its wait, not its 8 s
-    assert await list_workers(queue.client, queue.keys) == []
+    assert await queue.workers() == []
 
 
 # -- the fleet limit on every path, one account's pause -----------------------------------------------
@@ -462,10 +459,9 @@ async def test_a_bad_key_pauses_only_its_own_account(
         assert {r.status for r in await results(queue, more)} == {"success"}
     await good.aclose()
     await bad.aclose()
-    from captcha_queue.cli import fleet
     from captcha_queue.solvers.base import key_fingerprint
 
-    pauses, _ = await fleet.read_account_pauses(queue.client, queue.keys)
+    pauses = (await queue.pause_state()).accounts
     assert len(pauses) == 1
     (pause,) = pauses
     assert (pause.worker, pause.account, pause.key) == (
@@ -483,11 +479,10 @@ async def test_a_bad_key_pauses_only_its_own_account(
             assert BAD_KEY not in "".join(as_str(k) + as_str(v) for k, v in fields.items())
     # Both keys run under the account name "default", whose fleet limit is keyed by the name: said.
     assert any("also used with another API key" in r.getMessage() for r in caplog.records)
-    _, lifted = await fleet.resume(queue.client, queue.keys, account="other")
-    assert lifted == []
-    _, lifted = await fleet.resume(queue.client, queue.keys, account=key_fingerprint(BAD_KEY))
+    assert await queue.resume(account="other") == []
+    lifted = await queue.resume(account=key_fingerprint(BAD_KEY))
     assert [p.ref for p in lifted] == [pause.ref]
-    assert (await fleet.read_account_pauses(queue.client, queue.keys))[0] == []
+    assert (await queue.pause_state()).accounts == ()
 
 
 async def test_busy_answers_that_do_not_clear_pause_the_account(

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from captcha_queue.cli import fleet
+from captcha_queue.models import Pause
 
 from .checker import Expect
 from .harness import Rig
@@ -176,10 +176,10 @@ async def _account_phase(
     }
 
 
-async def _account_pauses(rig: Rig) -> list[fleet.AccountPause]:
+async def _account_pauses(rig: Rig) -> tuple[Pause, ...]:
     """The pauses of solver accounts (the workers' one: they all share the scenario's key)."""
     assert rig.queue is not None
-    return (await fleet.read_account_pauses(rig.queue.client, rig.queue.keys))[0]
+    return (await rig.queue.pause_state()).accounts
 
 
 async def _account_label(rig: Rig) -> str:

@@ -17,6 +17,8 @@ __all__ = [
     "Claim",
     "DataLoss",
     "DeadLetter",
+    "Pause",
+    "PauseState",
     "Priority",
     "RenewOutcome",
     "Result",
@@ -25,6 +27,7 @@ __all__ = [
     "Status",
     "Task",
     "TaskSpec",
+    "WorkerEntry",
 ]
 
 Priority = Literal["high", "normal", "low"]
@@ -201,3 +204,48 @@ class DataLoss(msgspec.Struct, frozen=True):
             f"{self.lost} tasks that were queued or in flight are gone "
             f"(submitted watermark {self.submitted_before}, finished {self.finished_before})"
         )
+
+
+class Pause(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A pause as stored: the namespace's (the operator's: every worker stops) or one solver account's
+    (``ref`` set: only that account's workers stop). Times are Redis server time in ms."""
+
+    reason: str
+    code: str | None = None  # OPERATOR, or the service's error code the breaker saw
+    since_ms: int | None = None
+    until_ms: int | None = None  # None: until resumed (or, for an account, until a probe succeeds)
+    ref: str | None = None  # the account as workers report it: name/key fingerprint
+    worker: str | None = None  # the worker that paused the account
+    account: str | None = None
+    key: str | None = None  # the fingerprint of the account's API key (never the key)
+
+    def active(self, now_ms: int) -> bool:
+        return self.until_ms is None or self.until_ms > now_ms
+
+    def matches(self, which: str) -> bool:
+        """``which`` names this account pause: its ref, its account name or its key's fingerprint."""
+        return self.ref is not None and which in (self.ref, self.account, self.key)
+
+
+class PauseState(msgspec.Struct, frozen=True):
+    """The pauses in force, read at one Redis server time ``now_ms``."""
+
+    now_ms: int
+    fleet: Pause | None = None  # the namespace's pause
+    accounts: tuple[Pause, ...] = ()  # account pauses, by ref
+
+    @property
+    def paused(self) -> bool:
+        return self.fleet is not None or bool(self.accounts)
+
+
+class WorkerEntry(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One registered worker process: its heartbeat deadline (Redis time, ms) and what it registered
+    about itself (``info``: host, pid, started_at, in_flight, version, concurrency, account, solver,
+    key fingerprint; ``{"raw": ...}`` when the registration is not readable JSON)."""
+
+    id: str
+    alive: bool
+    heartbeat_deadline_ms: int
+    heartbeat_in_s: float  # negative once the deadline has passed
+    info: dict[str, Any] = {}

@@ -17,10 +17,10 @@ from rich.markup import escape as esc
 from rich.table import Table
 
 from ..errors import TaskNotFound
-from ..models import PRIORITIES, DeadLetter, Result, Stats
+from ..models import PRIORITIES, DeadLetter, Pause, PauseState, Result, Stats, WorkerEntry
 from ..queue._waiting import check_event_id
 from ..store.keys import validate_account
-from . import doctor_cmd, fleet
+from . import doctor_cmd
 from .app import FiniteFloat, checked, cli, connection_options, echo_json, get_settings, open_queue, run
 
 if TYPE_CHECKING:
@@ -64,13 +64,7 @@ def _preview(text: str, limit: int = _PREVIEW_CHARS) -> str:
 # -- stats ------------------------------------------------------------------------------------------
 
 
-def stats_table(
-    stats: Stats,
-    namespace: str,
-    pause: fleet.Pause | None = None,
-    now_ms: int = 0,
-    accounts: list[fleet.AccountPause] | None = None,
-) -> Table:
+def stats_table(stats: Stats, namespace: str, pauses: PauseState | None = None) -> Table:
     """The one table ``stats`` prints (and ``--watch`` keeps redrawing)."""
     table = Table(title=f"captcha-queue · {namespace}", show_header=False, title_justify="left")
     table.add_column("what", style="bold")
@@ -90,20 +84,21 @@ def stats_table(
     table.add_row("oldest queued", _ago(stats.oldest_queued_age_s))
     limit = "?" if stats.solver_slots_limit is None else str(stats.solver_slots_limit)
     table.add_row("solver slots", f"{stats.solver_slots_used} / {limit}")
-    table.add_row("paused", _pause_text(stats, pause, now_ms))
-    for account in accounts or []:
+    now_ms = pauses.now_ms if pauses is not None else 0
+    table.add_row("paused", _pause_text(stats, pauses.fleet if pauses is not None else None, now_ms))
+    for account in pauses.accounts if pauses is not None else ():
         left = (
             "until resumed"
             if account.until_ms is None
             else f"{_ago((account.until_ms - now_ms) / 1000)} left"
         )
         text = f"{account.reason} [{account.code or '?'}], {left}, by worker {account.worker or '?'}"
-        table.add_row(f"paused account {esc(account.ref)}", f"[red]yes[/red]: {esc(text)}")
+        table.add_row(f"paused account {esc(account.ref or '?')}", f"[red]yes[/red]: {esc(text)}")
     return table
 
 
-def _pause_text(stats: Stats, pause: fleet.Pause | None, now_ms: int) -> str:
-    if not stats.paused and (pause is None or not pause.active(now_ms)):
+def _pause_text(stats: Stats, pause: Pause | None, now_ms: int) -> str:
+    if not stats.paused and pause is None:
         return "no"
     reason = stats.paused or (pause.reason if pause else "") or "paused"
     if pause is not None and pause.code:
@@ -115,13 +110,11 @@ def _pause_text(stats: Stats, pause: fleet.Pause | None, now_ms: int) -> str:
     return f"[red]yes[/red]: {esc(reason)}"
 
 
-def _stats_doc(
-    stats: Stats, pause: fleet.Pause | None, now_ms: int, accounts: list[fleet.AccountPause]
-) -> dict[str, Any]:
+def _stats_doc(stats: Stats, pauses: PauseState) -> dict[str, Any]:
     doc: dict[str, Any] = msgspec.to_builtins(stats)
     doc["queued_total"] = stats.queued_total
-    doc["pause"] = msgspec.to_builtins(pause) if pause is not None and pause.active(now_ms) else None
-    doc["account_pauses"] = msgspec.to_builtins(accounts)
+    doc["pause"] = msgspec.to_builtins(pauses.fleet) if pauses.fleet is not None else None
+    doc["account_pauses"] = msgspec.to_builtins(pauses.accounts)
     return doc
 
 
@@ -151,24 +144,19 @@ def stats_cmd(watch: bool, interval_s: float, count: int | None, account: str, a
     """Queued per priority, delayed, in flight, finished counts, workers, pause, solver slots."""
     settings = get_settings()
 
-    async def snapshot(
-        q: AsyncCaptchaQueue,
-    ) -> tuple[Stats, fleet.Pause | None, int, list[fleet.AccountPause]]:
-        stats = await q.stats(account)
-        pause, now_ms = await fleet.read_pause(q.client, q.keys)
-        accounts, _ = await fleet.read_account_pauses(q.client, q.keys)
-        return stats, pause, now_ms, accounts
+    async def snapshot(q: AsyncCaptchaQueue) -> tuple[Stats, PauseState]:
+        return await q.stats(account), await q.pause_state()
 
     async def go() -> None:
         async with open_queue(settings) as q:
             for warning in await doctor_cmd.warnings(q.client):
                 click.echo(f"warning: Redis {warning} (see `captcha-queue doctor`)", err=True)
             if not watch:
-                stats, pause, now_ms, accounts = await snapshot(q)
+                stats, pauses = await snapshot(q)
                 if as_json:
-                    echo_json(_stats_doc(stats, pause, now_ms, accounts))
+                    echo_json(_stats_doc(stats, pauses))
                 else:
-                    _console().print(stats_table(stats, settings.namespace, pause, now_ms, accounts))
+                    _console().print(stats_table(stats, settings.namespace, pauses))
                 return
             rounds = 0
             if as_json:
@@ -181,8 +169,8 @@ def stats_cmd(watch: bool, interval_s: float, count: int | None, account: str, a
             console = _console()
             with Live(console=console, auto_refresh=False, transient=False) as live:
                 while count is None or rounds < count:
-                    stats, pause, now_ms, accounts = await snapshot(q)
-                    live.update(stats_table(stats, settings.namespace, pause, now_ms, accounts), refresh=True)
+                    stats, pauses = await snapshot(q)
+                    live.update(stats_table(stats, settings.namespace, pauses), refresh=True)
                     rounds += 1
                     if count is None or rounds < count:
                         await asyncio.sleep(interval_s)
@@ -211,11 +199,11 @@ def workers_cmd(show_all: bool, as_json: bool) -> None:
     """Registered worker processes: id, host, pid, age, tasks in flight, version, heartbeat."""
     settings = get_settings()
 
-    async def go() -> list[fleet.WorkerEntry]:
+    async def go() -> list[WorkerEntry]:
         async with open_queue(settings) as q:
-            return await fleet.read_workers(q.client, q.keys)
+            return await q.workers(include_dead=show_all)
 
-    entries = [e for e in run(go()) if show_all or e.alive]
+    entries = run(go())
     if as_json:
         echo_json(entries)
         return
@@ -318,9 +306,10 @@ def pause_cmd(reason: str, for_s: float | None) -> None:
     """Stop every worker of the namespace from claiming; queued tasks stay queued, in flight ones finish."""
     settings = get_settings()
 
-    async def go() -> fleet.Pause:
+    async def go() -> Pause:
         async with open_queue(settings) as q:
-            return await fleet.set_pause(q.client, q.keys, reason, for_s=for_s)
+            pause, _ = await q.pause(reason, for_s)
+            return pause
 
     pause = run(go())
     until = f" for {for_s:g} s" if for_s is not None and pause.until_ms else " until `captcha-queue resume`"
@@ -338,17 +327,18 @@ def resume_cmd(account: str | None) -> None:
     """Lift the fleet-wide pause and every account's (``--account``: that account's only)."""
     settings = get_settings()
 
-    async def go() -> tuple[fleet.Pause | None, list[fleet.AccountPause]]:
+    async def go() -> list[Pause]:
         async with open_queue(settings) as q:
-            return await fleet.resume(q.client, q.keys, account)
+            return await q.resume(account)
 
-    lifted, accounts = run(go())
-    if lifted is None and not accounts:
+    lifted = run(go())
+    if not lifted:
         which = settings.namespace if account is None else f"account {account} of {settings.namespace}"
         click.echo(f"{which} was not paused")
-    if lifted is not None:
-        click.echo(f"resumed {settings.namespace} (was paused: {lifted.reason})")
-    for pause in accounts:
+    for pause in lifted:
+        if pause.ref is None:
+            click.echo(f"resumed {settings.namespace} (was paused: {pause.reason})")
+            continue
         click.echo(
             f"resumed account {pause.ref} (was paused by worker {pause.worker or '?'}: {pause.reason})"
         )

@@ -1,20 +1,41 @@
-"""Inspection and operations: stats, the dead-letter queue, the data-set epoch."""
+"""Inspection and operations: stats, the dead-letter queue, the data-set epoch, and the fleet state.
+
+The fleet state (``docs/design.md``, "Fleet keys") is read and written here and nowhere else: the
+pauses (the namespace's and each solver account's), the worker registrations and Redis server time.
+The CLI, the worker's breaker and registry go through these methods; pauses are written and lifted
+only by the scripts in ``store/lua/fleet/``.
+"""
 
 from __future__ import annotations
 
 import math
+import re
+import reprlib
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
-from ..models import PRIORITIES, DataLoss, DeadLetter, Stats, Task
+from ..errors import InvalidArgument
+from ..models import PRIORITIES, DataLoss, DeadLetter, Pause, PauseState, Stats, Task, WorkerEntry
 from ..store.connection import redis_errors_async
 from ..store.scripts import Code
-from ._core import QueueCore, as_str, log
+from ._core import QueueCore, as_str, check_seconds, log
 from ._submission import MAX_ATTEMPTS_LIMIT, state_open
 
-__all__ = ["AdminAPI"]
+__all__ = ["FORGET_WORKER_AFTER_S", "OPERATOR_CODE", "AdminAPI", "parse_pause"]
+
+#: The ``code`` of an operator's pause: only ``resume`` lifts it (an account probe never does).
+OPERATOR_CODE = "OPERATOR"
+#: Registrations that lapsed this long ago are deleted (dead workers stay visible for a while).
+FORGET_WORKER_AFTER_S = 3600.0
+
+#: An account as pauses name it (``name/key fingerprint``), or what ``resume(account=...)`` matches.
+_REF_RE = re.compile(r"[A-Za-z0-9_.:/-]{1,160}")
+_CODE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_REASON_MAX = 500
+_WORKER_ID_MAX = 200
 
 _COUNTERS = ("completed", "failed", "dead", "cancelled", "expired", "submitted")
 _encoder = msgspec.json.Encoder()
@@ -27,6 +48,51 @@ def _int(value: Any) -> int:
         return int(value) if value is not None else 0
     except ValueError:
         return 0
+
+
+def _ms(value: str | None) -> int | None:
+    """A stored time in ms; unreadable (NaN, inf, text) reads as None, as the claim script reads it."""
+    try:
+        return int(float(value)) if value else None
+    except (ValueError, OverflowError):
+        return None
+
+
+def parse_pause(raw: Mapping[Any, Any], ref: str | None = None) -> Pause | None:
+    """A pause hash as stored (HGETALL), or None when there is none: the one parser of pauses.
+
+    Any field makes a pause, as the claim script counts one (the hash exists); an unreadable
+    ``until_ms`` means open-ended, as it reads it too. ``Pause.active`` says whether it is in force.
+    """
+    if not raw:
+        return None
+    fields = {as_str(k): as_str(v) for k, v in raw.items()}
+    return Pause(
+        reason=fields.get("reason", ""),
+        code=fields.get("code") or None,
+        since_ms=_ms(fields.get("since_ms")),
+        until_ms=_ms(fields.get("until_ms")),
+        ref=ref,
+        worker=fields.get("worker") or None,
+        account=fields.get("account") or None,
+        key=fields.get("key") or None,
+    )
+
+
+def _check_name(name: str, value: object, pattern: re.Pattern[str], allowed: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise InvalidArgument(f"{name} {reprlib.repr(value)} must be {allowed}", field=name)
+    return value
+
+
+def _check_text(name: str, value: object, limit: int) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        raise InvalidArgument(f"{name} {reprlib.repr(value)} must be 1-{limit} characters", field=name)
+    return value
+
+
+def _check_ref(name: str, value: object) -> str:
+    return _check_name(name, value, _REF_RE, "1-160 letters, digits, '_', '.', ':', '/', '-'")
 
 
 def _limit(value: Any) -> int | None:
@@ -173,3 +239,215 @@ class AdminAPI(QueueCore):
         reply = await self._script("purgeDead")
         self._check(reply, "-")
         return int(reply[1])
+
+    # -- the fleet: pauses, workers, Redis time (docs/design.md, "Fleet keys") ------------------
+
+    async def server_time_ms(self) -> int:
+        """Redis server time in ms: the clock leases, heartbeats and pauses are written in."""
+        async with redis_errors_async(self.client):
+            return _time_ms(await self.client.time())
+
+    async def pause_state(self, account: str | None = None) -> PauseState:
+        """The pauses in force: the namespace's and every account's (``account``: only that account's,
+        by its ref ``name/key fingerprint``; one round trip), at one Redis server time."""
+        keys = self.keys
+        async with redis_errors_async(self.client):
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.time()
+                pipe.hgetall(keys.paused)
+                if account is None:
+                    pipe.smembers(keys.paused_accounts)
+                else:
+                    pipe.hgetall(keys.account_paused(_check_ref("account", account)))
+                time_reply, fleet_raw, third = await pipe.execute()
+            if account is None:
+                refs = sorted(as_str(r) for r in third)
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for ref in refs:
+                        pipe.hgetall(keys.account_paused(ref))
+                    stored: list[Any] = await pipe.execute() if refs else []
+            else:
+                refs, stored = [account], [third]
+        now_ms = _time_ms(time_reply)
+        fleet = parse_pause(fleet_raw)
+        accounts = (parse_pause(raw, ref) for ref, raw in zip(refs, stored, strict=True))
+        return PauseState(
+            now_ms=now_ms,
+            fleet=fleet if fleet is not None and fleet.active(now_ms) else None,
+            accounts=tuple(p for p in accounts if p is not None and p.active(now_ms)),
+        )
+
+    async def pause(
+        self,
+        reason: str = "paused by operator",
+        for_s: float | None = None,
+        *,
+        account: str | None = None,
+        code: str = OPERATOR_CODE,
+        worker: str | None = None,
+    ) -> tuple[Pause, bool]:
+        """Pause claiming: every worker of the namespace, or (``account``: a ref, ``name/key
+        fingerprint``) the workers of one solver account. ``for_s``: the pause ends by itself then.
+
+        An operator's pause (``code`` OPERATOR, the default) replaces any pause in place and is
+        lifted only by ``resume``. Another code is the account breaker's (the service's error code):
+        an active pause is kept as it is (an open-ended one replaces a timed one), and an account
+        probe may lift it. ``worker`` is stored as who paused. Returns the pause in force and whether
+        this call wrote it. Bad arguments raise InvalidArgument and nothing is written.
+        """
+        _check_text("reason", reason, _REASON_MAX)
+        _check_name("code", code, _CODE_RE, "1-64 letters, digits, '_', '.', ':', '-'")
+        pause_ms = ""
+        if for_s is not None:
+            seconds = check_seconds("for_s", for_s)
+            if seconds <= 0 or seconds > 1e9:
+                raise InvalidArgument(
+                    f"for_s must be above 0 and at most 1e9 seconds, got {for_s!r}", field="for_s"
+                )
+            pause_ms = str(max(1, int(seconds * 1000)))
+        who: list[str] = []
+        if worker is not None:
+            who += ["worker", _check_text("worker", worker, _WORKER_ID_MAX)]
+        if account is not None:
+            name, _, fingerprint = _check_ref("account", account).partition("/")
+            who += ["account", name] + (["key", fingerprint] if fingerprint else [])
+        key = self.keys.paused if account is None else self.keys.account_paused(account)
+        mode = "replace" if code == OPERATOR_CODE else "keep"
+        async with redis_errors_async(self.client):
+            started, since_ms = await self.scripts.pauseFleet(
+                self.client,
+                [key, self.keys.paused_accounts],
+                [reason, code, pause_ms, account or "", mode, *who],
+            )
+            if started:
+                fields: dict[Any, Any] = dict(zip(who[::2], who[1::2], strict=True))
+                fields.update(reason=reason, code=code, since_ms=since_ms)
+                if pause_ms:
+                    fields["until_ms"] = int(since_ms) + int(pause_ms)
+            else:
+                fields = await self.client.hgetall(key)
+        pause = parse_pause(fields, account)
+        if pause is None:  # the pause in force ended between the script and the read
+            pause = Pause(reason=reason, code=code, since_ms=int(since_ms), ref=account)
+        return pause, bool(started)
+
+    async def resume(self, account: str | None = None, *, since_ms: int | None = None) -> list[Pause]:
+        """Lift the namespace's pause and every account's; ``account``: only the pauses of that
+        account (its ref, name or key fingerprint). With ``since_ms`` (an account probe that worked)
+        only the account pause (by ref) that began then, and never an operator's. Blocked claimers
+        wake at once. Returns the pauses lifted that were in force."""
+        if since_ms is not None and (
+            isinstance(since_ms, bool) or not isinstance(since_ms, int) or since_ms < 0 or account is None
+        ):
+            raise InvalidArgument(
+                "since_ms must be a time in ms, given with the account's ref", field="since_ms"
+            )
+        targets: list[str | None] = []  # None: the namespace's pause; else an account ref
+        if account is None:
+            async with redis_errors_async(self.client):
+                refs = await self.client.smembers(self.keys.paused_accounts)
+            targets = [None, *sorted(as_str(r) for r in refs)]
+        elif since_ms is not None:
+            targets = [_check_ref("account", account)]
+        else:
+            _check_ref("account", account)
+            state = await self.pause_state()
+            targets = [p.ref for p in state.accounts if p.matches(account)]
+        lifted = []
+        for ref in targets:
+            key = self.keys.paused if ref is None else self.keys.account_paused(ref)
+            async with redis_errors_async(self.client):
+                reply = await self.scripts.liftPause(
+                    self.client,
+                    [key, self.keys.paused_accounts, self.keys.wake],
+                    ["" if since_ms is None else str(since_ms), ref or ""],
+                )
+            pause = parse_pause(dict(zip(reply[::2], reply[1::2], strict=True)), ref)
+            if pause is not None:
+                lifted.append(pause)
+        if not lifted:
+            return []
+        now_ms = await self.server_time_ms()
+        return [p for p in lifted if p.active(now_ms)]
+
+    async def probe_turn(self, account: str, every_s: float) -> int | None:
+        """For the account breaker: whether this caller probes ``account``'s pause now (one caller
+        per ``every_s`` for the whole fleet). Returns the since_ms of the pause to probe (pass it to
+        ``resume`` when the probe works), or None: not this caller's turn, no open pause, or an
+        operator's."""
+        seconds = check_seconds("every_s", every_s)
+        if seconds <= 0:
+            raise InvalidArgument(f"every_s must be above 0, got {every_s!r}", field="every_s")
+        key = self.keys.account_paused(_check_ref("account", account))
+        async with redis_errors_async(self.client):
+            verdict, since_ms = await self.scripts.probePause(
+                self.client, [key], [max(1, int(seconds * 1000))]
+            )
+        return int(since_ms) if verdict == 1 else None
+
+    async def workers(self, include_dead: bool = False) -> list[WorkerEntry]:
+        """Registered worker processes, live ones first then by id (``include_dead``: also those
+        whose heartbeat lapsed and that are not forgotten yet), read at one Redis server time."""
+        async with redis_errors_async(self.client), self.client.pipeline(transaction=False) as pipe:
+            pipe.time()
+            pipe.zrange(self.keys.workers, 0, -1, withscores=True)
+            pipe.hgetall(self.keys.worker_info)
+            time_reply, deadlines, raw_info = await pipe.execute()
+        now_ms = _time_ms(time_reply)
+        info_by_id = {as_str(k): v for k, v in raw_info.items()}
+        entries = []
+        for raw_id, score in deadlines:
+            worker_id, deadline_ms = as_str(raw_id), int(score)
+            if deadline_ms <= now_ms and not include_dead:
+                continue
+            entries.append(
+                WorkerEntry(
+                    id=worker_id,
+                    alive=deadline_ms > now_ms,
+                    heartbeat_deadline_ms=deadline_ms,
+                    heartbeat_in_s=round((deadline_ms - now_ms) / 1000, 3),
+                    info=_decode_info(info_by_id.get(worker_id)),
+                )
+            )
+        entries.sort(key=lambda e: (not e.alive, e.id))
+        return entries
+
+    async def register_worker(self, worker_id: str, info: Mapping[str, Any], *, ttl_s: float = 30.0) -> int:
+        """Register a worker process, or renew its registration: it counts as live for ``ttl_s``
+        (``info``: what ``workers()`` shows of it). Returns the number of live workers."""
+        seconds = check_seconds("ttl_s", ttl_s)
+        if seconds <= 0:
+            raise InvalidArgument(f"ttl_s must be above 0, got {ttl_s!r}", field="ttl_s")
+        if not isinstance(info, Mapping):
+            raise InvalidArgument("info must be a mapping", field="info")
+        return await self._heartbeat(worker_id, int(seconds * 1000), _encoder.encode(dict(info)).decode())
+
+    async def unregister_worker(self, worker_id: str) -> int:
+        """Drop a worker's registration (it stops). Returns the number of live workers."""
+        return await self._heartbeat(worker_id, 1, "")
+
+    async def _heartbeat(self, worker_id: str, ttl_ms: int, payload: str) -> int:
+        _check_text("worker_id", worker_id, _WORKER_ID_MAX)
+        args = [worker_id, ttl_ms, payload, int(FORGET_WORKER_AFTER_S * 1000)]
+        async with redis_errors_async(self.client):
+            reply = await self.scripts.heartbeatWorker(
+                self.client, [self.keys.workers, self.keys.worker_info], args
+            )
+        return int(reply[1])  # { OK, live workers }
+
+
+def _time_ms(reply: tuple[Any, Any]) -> int:
+    """A TIME reply (seconds, microseconds) in ms: the one reading of the Redis clock."""
+    seconds, micros = reply
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def _decode_info(raw: bytes | str | None) -> dict[str, Any]:
+    """A worker's registration JSON; an unreadable one is kept as ``{"raw": ...}`` to show."""
+    if raw is None:
+        return {}
+    try:
+        decoded = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return {"raw": as_str(raw)[:200]}
+    return decoded if isinstance(decoded, dict) else {"raw": decoded}

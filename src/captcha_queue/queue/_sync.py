@@ -19,8 +19,21 @@ from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mappin
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ..models import Claim, DataLoss, DeadLetter, RenewOutcome, Result, Solution, Stats, TaskSpec
+from ..models import (
+    Claim,
+    DataLoss,
+    DeadLetter,
+    Pause,
+    PauseState,
+    RenewOutcome,
+    Result,
+    Solution,
+    Stats,
+    TaskSpec,
+    WorkerEntry,
+)
 from ..store.connection import BLOCK_MAX_S
+from ._admin import OPERATOR_CODE
 from ._producer import AsyncCaptchaQueue, TaskStatus
 
 __all__ = ["CaptchaQueue"]
@@ -217,6 +230,39 @@ class CaptchaQueue:
 
     def purge_dead(self) -> int:
         return self._loop.run(self._queue.purge_dead())
+
+    # -- the fleet: pauses, workers, Redis time --------------------------------------------------
+    def server_time_ms(self) -> int:
+        return self._loop.run(self._queue.server_time_ms())
+
+    def pause_state(self, account: str | None = None) -> PauseState:
+        return self._loop.run(self._queue.pause_state(account))
+
+    def pause(
+        self,
+        reason: str = "paused by operator",
+        for_s: float | None = None,
+        *,
+        account: str | None = None,
+        code: str = OPERATOR_CODE,
+        worker: str | None = None,
+    ) -> tuple[Pause, bool]:
+        return self._loop.run(self._queue.pause(reason, for_s, account=account, code=code, worker=worker))
+
+    def resume(self, account: str | None = None, *, since_ms: int | None = None) -> list[Pause]:
+        return self._loop.run(self._queue.resume(account, since_ms=since_ms))
+
+    def probe_turn(self, account: str, every_s: float) -> int | None:
+        return self._loop.run(self._queue.probe_turn(account, every_s))
+
+    def workers(self, include_dead: bool = False) -> list[WorkerEntry]:
+        return self._loop.run(self._queue.workers(include_dead))
+
+    def register_worker(self, worker_id: str, info: Mapping[str, Any], *, ttl_s: float = 30.0) -> int:
+        return self._loop.run(self._queue.register_worker(worker_id, info, ttl_s=ttl_s))
+
+    def unregister_worker(self, worker_id: str) -> int:
+        return self._loop.run(self._queue.unregister_worker(worker_id))
 
     # -- worker side -----------------------------------------------------------------------------
     def claim(

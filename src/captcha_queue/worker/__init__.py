@@ -11,12 +11,12 @@ policy), ``registry`` (live workers), ``supervisor`` (P processes), ``events`` (
 
 from __future__ import annotations
 
-from .breaker import AccountBreaker, PauseState, read_pause_state
+from .breaker import AccountBreaker
 from .config import WorkerConfig
 from .events import NullEvents, WorkerEvents
 from .limiter import LimiterConfig, SlotLimiter, SlotState, read_slot_state
 from .polling import PollConfig, PollScheduler
-from .registry import WorkerInfo, WorkerRegistry, list_workers
+from .registry import WorkerInfo, WorkerRegistry
 from .retry import Action, Backoff, Decision, RetryPolicy
 from .runtime import Worker
 
@@ -27,7 +27,6 @@ __all__ = [
     "Decision",
     "LimiterConfig",
     "NullEvents",
-    "PauseState",
     "PollConfig",
     "PollScheduler",
     "RetryPolicy",
@@ -38,7 +37,5 @@ __all__ = [
     "WorkerEvents",
     "WorkerInfo",
     "WorkerRegistry",
-    "list_workers",
-    "read_pause_state",
     "read_slot_state",
 ]

@@ -47,7 +47,7 @@ from .config import WorkerConfig
 from .events import NullEvents, WorkerEvents
 from .limiter import SlotLimiter
 from .polling import PollScheduler
-from .registry import WorkerRegistry, list_workers, new_worker_id
+from .registry import WorkerRegistry, new_worker_id
 from .retry import Action, Backoff
 
 if TYPE_CHECKING:
@@ -124,10 +124,8 @@ class Worker:
             cfg.poll.scaled(scale),
             on_outcome=lambda code: self.events.solver_request("res", code),
         )
-        client, keys = queue.client, queue.keys
         self.breaker = AccountBreaker(
-            client,
-            keys,
+            queue,
             solver.account_info,
             account=solver.account,
             key_fingerprint=solver.key_fingerprint,
@@ -138,8 +136,7 @@ class Worker:
             on_account_change=self.events.set_account_paused,
         )
         self.registry = WorkerRegistry(
-            client,
-            keys,
+            queue,
             self.worker_id,
             ttl_s=cfg.lease_s,
             concurrency=cfg.concurrency,
@@ -226,17 +223,18 @@ class Worker:
     async def _check_account_name(self) -> None:
         """Slots are keyed by the account name: two API keys under one name share one fleet limit."""
         try:
-            workers = await list_workers(self.queue.client, self.queue.keys)
+            workers = await self.queue.workers()
         except CaptchaQueueError:
             return
         mine = self.solver.key_fingerprint
         for other in workers:
-            if other.account == self.solver.account and other.key and mine and other.key != mine:
+            account, key = other.info.get("account"), other.info.get("key")
+            if account == self.solver.account and key and mine and key != mine:
                 log.error(
                     "account %s is also used with another API key (key %s, worker %s): both share one "
                     "fleet limit; give each key its own --account",
                     self.solver.account,
-                    other.key,
+                    key,
                     other.id,
                 )
                 return
