@@ -70,9 +70,11 @@ EXPORTS: dict[str, list[str]] = {
         "WorkerEvents",
         "WorkerInfo",
         "WorkerRegistry",
+        "WorkerSettings",
         "list_workers",
         "read_pause_state",
         "read_slot_state",
+        "run_worker",
     ],
     "captcha_queue.solvers": [
         "CODES",
