@@ -37,6 +37,7 @@ T = TypeVar("T")
 
 _KEY = "captcha_queue.option"
 _ENV_PREFIX = "CAPTCHA_QUEUE_"
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
 @dataclass(frozen=True)
@@ -167,12 +168,9 @@ def _check(s: Setting, value: Any) -> None:
         return InvalidArgument(f"{s.name} {why}, got {shown}", field=s.name)
 
     number = s.type in (int, float)
-    if isinstance(value, bool) is not (s.type is bool) or not (
-        isinstance(value, int | float) if number else isinstance(value, s.type)
-    ):
-        raise refuse(f"must be {'a number' if number else s.type.__name__}")
-    if s.type is int and not isinstance(value, int):
-        raise refuse("must be an integer")
+    accepted = (int, float) if s.type is float else (s.type,)  # an int is a fine float, a bool no number
+    if isinstance(value, bool) is not (s.type is bool) or not any(isinstance(value, k) for k in accepted):
+        raise refuse(f"must be {_KINDS[s.type]}")
     if number and not math.isfinite(value):
         raise refuse("must be a finite number")
     low, high = option.min, option.max

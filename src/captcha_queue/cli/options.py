@@ -44,14 +44,17 @@ def _option(s: Setting, *, here: bool) -> Callable[[F], F]:
     kwargs: dict[str, Any] = {}
     help_text = option.help
     if here:
-        kwargs |= {"default": s.default, "show_default": s.default is not None}
-        kwargs |= {"envvar": s.env, "show_envvar": True}
+        # The variable is named in the help, not by click's show_envvar (which also puts it in every
+        # error message about the option).
+        kwargs |= {"default": s.default, "show_default": s.default is not None, "envvar": s.env}
         if option.default_text is not None:
             help_text += f" [default: {option.default_text}]"
         if option.check is not None:
             kwargs["callback"] = checked(option.check)
     else:
-        help_text += f" [default: {option.default_text or s.default}] [env: {s.env}]"
+        kwargs["default"] = None
+        help_text += f" [default: {option.default_text or s.default}]"
+    help_text += f" [env: {s.env}]"
     decls = [s.flag, s.name]
     if s.type is bool:
         decls[0] = f"{s.flag}/--no-{s.flag[2:]}"

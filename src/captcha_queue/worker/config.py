@@ -55,7 +55,7 @@ class WorkerConfig:
         1.0,
         help="Scale poll delays, backoffs, probes, pauses and the resume window (for a time-scaled "
         "simulator).",
-        unit="x",
+        unit="factor",
         min=0.0,
         min_open=True,
     )
