@@ -397,7 +397,7 @@ async def test_the_claim_loop_survives_an_unexpected_error(redis_url: str, names
     stayed up, renewed nothing it did not hold, and never claimed again."""
     from captcha_queue.queue._producer import AsyncCaptchaQueue
     from captcha_queue.solvers.instant import InstantSolver
-    from captcha_queue.worker.runtime import Worker
+    from captcha_queue.worker.runtime import Worker, WorkerConfig
 
     async with AsyncCaptchaQueue.from_url(redis_url, namespace=namespace) as q:
         real_claim = q.claim
@@ -409,7 +409,7 @@ async def test_the_claim_loop_survives_an_unexpected_error(redis_url: str, names
             return await real_claim(*args, **kwargs)  # type: ignore[arg-type]
 
         q.claim = flaky_claim  # type: ignore[method-assign,assignment]
-        worker = Worker(q, InstantSolver(), concurrency=10, lease_s=5.0, claim_block_s=0.2)
+        worker = Worker(q, InstantSolver(), WorkerConfig(concurrency=10, lease_s=5.0, claim_block_s=0.2))
         running = asyncio.create_task(worker.run())
         try:
             ids = await q.submit_many(
@@ -434,10 +434,12 @@ async def test_solver_slots_follow_the_task_lease(redis_url: str, namespace: str
     solve's slot before it expires (scenarios 3 and 10 saw N + 1 with exactly the task lease)."""
     from captcha_queue.queue._producer import AsyncCaptchaQueue
     from captcha_queue.solvers.instant import InstantSolver
-    from captcha_queue.worker.runtime import Worker
+    from captcha_queue.worker.runtime import Worker, WorkerConfig
 
     async with AsyncCaptchaQueue.from_url(redis_url, namespace=namespace) as q:
-        worker = Worker(q, InstantSolver(), concurrency=5, lease_s=1.5, solver_limit=5, claim_block_s=0.2)
+        worker = Worker(
+            q, InstantSolver(), WorkerConfig(concurrency=5, lease_s=1.5, solver_limit=5, claim_block_s=0.2)
+        )
         running = asyncio.create_task(worker.run())
         try:
             task_id = await q.submit("userrecaptcha", {"googlekey": "k", "pageurl": "https://x/"})

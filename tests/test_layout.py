@@ -69,7 +69,9 @@ EXPORTS: dict[str, list[str]] = {
         "WorkerEvents",
         "WorkerInfo",
         "WorkerRegistry",
+        "WorkerSettings",
         "read_slot_state",
+        "run_worker",
     ],
     "captcha_queue.solvers": [
         "CODES",

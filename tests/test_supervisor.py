@@ -139,40 +139,47 @@ async def test_worker_processes_command_restarts_a_killed_child_and_stops_on_sig
 
 
 def test_every_worker_option_reaches_the_child_processes() -> None:
-    from captcha_queue.cli.config import Settings
-    from captcha_queue.cli.worker_cmd import WorkerOptions, _child_args, worker_cmd
+    """Each setting marked for the children arrives with a value other than its default; the others
+    (the process count, the Redis and solver URLs, the API key) do not appear on the command line."""
+    from captcha_queue.cli.worker_cmd import _child_args, worker_cmd
+    from captcha_queue.options import build, settings_of
+    from captcha_queue.worker import WorkerSettings
 
-    opts = WorkerOptions(
-        processes=3,
-        concurrency=7,
-        lease_s=4.5,
-        solver_limit=9,
-        time_scale=0.5,
-        solver="instant",
-        metrics_port=None,
-        log_format="json",
-        log_level="debug",
-        account="acct",
-        grace_s=2.0,
-        resume_window_s=60.0,
-        orphan_hold_s=90.0,
-        request_timeout_s=12.5,
-        startup_timeout_s=7.5,
-        busy_pause_after=7,
-        busy_pause_s=42.5,
-    )
-    settings = Settings(redis_url="redis://127.0.0.1:1/0", namespace="ns")
-    ctx = worker_cmd.make_context("worker", _child_args(opts, settings, 0))
-    params = ctx.params
+    changed: dict[str, object] = {
+        "concurrency": 7,
+        "lease_s": 4.5,
+        "solver_limit": 9,
+        "resume_window_s": 60.0,
+        "grace_s": 2.0,
+        "time_scale": 0.5,
+        "busy_pause_after": 7,
+        "busy_pause_s": 42.5,
+        "orphan_hold_s": 90.0,
+        "solver": "instant",
+        "account": "acct",
+        "request_timeout_s": 12.5,
+        "startup_timeout_s": 7.5,
+        "metrics_port": 9100,
+        "log_format": "json",
+        "log_level": "debug",
+        "namespace": "ns",
+    }
+    passed = [s for s in settings_of(WorkerSettings) if s.option.child]
+    assert {s.name for s in passed} == set(changed)  # a new setting must be added here, and so tested
+    fixed = {"processes": 3, "redis_url": "redis://:pw@127.0.0.1:1/0", "api_key": "k" * 32}
+    settings = build(WorkerSettings, changed, **fixed)
+    args = _child_args(settings, 2)
+    params = worker_cmd.make_context("worker", args).params
     assert params["processes"] == 1
-    for name in ("concurrency", "lease_s", "solver_limit", "time_scale", "account", "grace_s"):
-        assert params[name] == getattr(opts, name), name
-    for name in ("resume_window_s", "orphan_hold_s", "request_timeout_s", "log_format", "log_level"):
-        assert params[name] == getattr(opts, name), name
-    assert params["startup_timeout_s"] == opts.startup_timeout_s
-    for name in ("busy_pause_after", "busy_pause_s"):
-        assert params[name] == getattr(opts, name), name
-    assert params["solver_kind"] == "instant"
+    assert params["supervised"] is True
+    for s in passed:
+        assert s.default != changed[s.name], s.name
+        expected = 9102 if s.name == "metrics_port" else changed[s.name]
+        assert params[s.name] == expected, s.name
+    for s in settings_of(WorkerSettings):
+        if not s.option.child and s.option.cli:
+            assert s.flag not in args or s.name == "processes", s.name
+    assert not any("pw" in arg or "k" * 32 in arg for arg in args)
 
 
 # -- secrets stay off command lines ---------------------------------------------------------------------

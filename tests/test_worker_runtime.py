@@ -127,12 +127,11 @@ async def test_the_instant_solver_and_no_limit(queue: AsyncCaptchaQueue) -> None
     assert worker.finished == 300
 
 
-def test_settings_can_be_given_as_keywords(queue: AsyncCaptchaQueue) -> None:
-    worker = Worker(queue, InstantSolver(), fast_config(), concurrency=2000, solver_limit=500)
+def test_the_worker_takes_its_config_object(queue: AsyncCaptchaQueue) -> None:
+    worker = Worker(queue, InstantSolver(), fast_config(concurrency=2000, solver_limit=500))
     assert worker.config.concurrency == 2000
     assert worker.config.solver_limit == 500
-    with pytest.raises(TypeError):
-        Worker(queue, InstantSolver(), no_such_setting=1)
+    assert Worker(queue, InstantSolver()).config == WorkerConfig()
 
 
 def test_busy_pause_settings_are_checked() -> None:

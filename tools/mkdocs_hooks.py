@@ -1,21 +1,31 @@
 """mkdocs hooks: generated reference sections replace their markers at build time, so they never drift.
 
 - ``<!-- cli-reference -->``: every command, option and default, from the click commands.
+- ``<!-- worker-options -->``: the worker's flags, variables, defaults and units, from ``WorkerSettings``.
+- ``<!-- queue-options -->``: a queue object's settings, from ``QueueConfig``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from captcha_queue.cli.reference import render
+from captcha_queue.options import render_table
+from captcha_queue.queue import QueueConfig
+from captcha_queue.worker import WorkerSettings
 
-__all__ = ["on_page_markdown"]
+__all__ = ["MARKERS", "on_page_markdown"]
 
-_MARKERS = {"<!-- cli-reference -->": render}
+MARKERS: dict[str, Callable[[], str]] = {
+    "<!-- cli-reference -->": render,
+    "<!-- worker-options -->": lambda: render_table(WorkerSettings),
+    "<!-- queue-options -->": lambda: render_table(QueueConfig, command_line=False),
+}
 
 
 def on_page_markdown(markdown: str, **_: Any) -> str:
-    for marker, produce in _MARKERS.items():
+    for marker, produce in MARKERS.items():
         if marker in markdown:
             markdown = markdown.replace(marker, produce())
     return markdown

@@ -7,7 +7,7 @@ import os
 from captcha_queue import AsyncCaptchaQueue, TaskSpec
 from captcha_queue.simulator import SimulatorConfig, run_simulator
 from captcha_queue.solvers import CaptchaAISolver
-from captcha_queue.worker import Worker
+from captcha_queue.worker import Worker, WorkerConfig
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 NAMESPACE = os.environ.get("CAPTCHA_QUEUE_NAMESPACE", "captcha")
@@ -21,7 +21,7 @@ async def main() -> None:
         AsyncCaptchaQueue.from_url(REDIS_URL, namespace=NAMESPACE) as queue,
         CaptchaAISolver(API_KEY, sim.base_url, time_scale=SCALE) as solver,
     ):
-        worker = Worker(queue, solver, concurrency=50, time_scale=SCALE)  # or a WorkerConfig
+        worker = Worker(queue, solver, WorkerConfig(concurrency=50, time_scale=SCALE))
         running = asyncio.create_task(worker.run())
 
         task = TaskSpec("recaptcha_v2", {"googlekey": "6Le-wHgU...", "pageurl": "https://example.com"})

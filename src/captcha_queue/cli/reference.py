@@ -29,7 +29,7 @@ def _param_row(param: click.Parameter, ctx: click.Context) -> str:
         shown = param.show_default is not False and default not in (None, False, ())
         if shown and not param.is_flag and not callable(default) and "UNSET" not in str(default):
             help_text += f" (default: `{_cell(str(default))}`)"
-        if param.envvar:
+        if param.envvar and f"[env: {param.envvar}]" not in help_text:  # generated options name it
             help_text += f" (env: `{param.envvar}`)"
         if param.required:
             help_text += " (required)"

@@ -20,6 +20,7 @@ from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 
 from ..errors import CaptchaQueueError, InvalidArgument, RedisOutOfMemory, ScriptError
 from ..models import Attempt, DeadLetter, Result, Task
+from ..options import check_settings, setting
 from ..store.connection import redis_errors_async
 from ..store.keys import Keys
 from ..store.scripts import Code, Scripts, load_scripts, raise_for_code
@@ -50,40 +51,59 @@ _loose_dead_decoder = msgspec.json.Decoder(_LooseDeadLetter)
 
 @dataclass(frozen=True)
 class QueueConfig:
-    """Settings of one queue object (all producers and workers of a namespace should agree)."""
+    """Settings of one queue object (all producers and workers of a namespace should agree). Each field
+    is declared once with its meaning and bounds (``captcha_queue.options``); docs/queue.md's table of
+    queue settings is generated from them."""
 
-    #: How long a final result (and every other field of its task) is kept.
-    result_ttl_s: float = 3600.0
-    #: How long a dead letter is kept for inspection and requeueing.
-    dead_ttl_s: float = 7 * 86400.0
-    #: Approximate cap of the events stream that ``listen`` resumes from.
-    events_maxlen: int = 10_000
-    #: Limit of one encoded task (params including image bodies, metadata, everything).
-    max_payload_bytes: int = 512 * 1024
-    #: Let methods the method table does not know through (value types are still checked).
-    allow_unknown_methods: bool = False
-    #: Entries of each kind the claim path reaps per call (expired leases, due retries, old results).
-    maintenance_batch: int = 100
-    #: Tasks per submitTasks call; a larger submit_many is sent as several calls in one round trip.
-    submit_chunk: int = 1000
-    #: The most tasks the queues may hold (backpressure): a submission that would go over raises
-    #: QueueFull and writes nothing. None: no limit.
-    max_queued: int | None = None
+    result_ttl_s: float = setting(
+        3600.0,
+        help="How long a final result (and every other field of its task) is kept.",
+        unit="s",
+        min=0.0,
+        min_open=True,
+    )
+    dead_ttl_s: float = setting(
+        7 * 86400.0,
+        help="How long a dead letter is kept for inspection and requeueing.",
+        unit="s",
+        min=0.0,
+        min_open=True,
+    )
+    events_maxlen: int = setting(
+        10_000, help="Approximate cap of the events stream that listen resumes from.", unit="entries", min=1
+    )
+    max_payload_bytes: int = setting(
+        512 * 1024,
+        help="Limit of one encoded task (params including image bodies, metadata, everything).",
+        unit="bytes",
+        min=1,
+    )
+    allow_unknown_methods: bool = setting(
+        False, help="Let methods the method table does not know through (value types are still checked)."
+    )
+    maintenance_batch: int = setting(
+        100,
+        help="Entries of each kind the claim path reaps per call (expired leases, due retries, old results).",
+        unit="entries",
+        min=1,
+    )
+    submit_chunk: int = setting(
+        1000,
+        help="Tasks per submitTasks call; a larger submit_many is sent as several calls in one round trip.",
+        unit="tasks",
+        min=1,
+    )
+    max_queued: int | None = setting(
+        None,
+        help="The most tasks the queues may hold (backpressure): a submission that would go over raises "
+        "QueueFull and writes nothing.",
+        unit="tasks",
+        min=1,
+        default_text="no limit",
+    )
 
     def __post_init__(self) -> None:
-        check_seconds("result_ttl_s", self.result_ttl_s)
-        check_seconds("dead_ttl_s", self.dead_ttl_s)
-        if self.result_ttl_s <= 0 or self.dead_ttl_s <= 0:
-            raise InvalidArgument("result_ttl_s and dead_ttl_s must be positive")
-        if self.events_maxlen < 1 or self.max_payload_bytes < 1:
-            raise InvalidArgument("events_maxlen and max_payload_bytes must be positive")
-        if self.maintenance_batch < 1 or self.submit_chunk < 1:
-            raise InvalidArgument("maintenance_batch and submit_chunk must be positive")
-        limit = self.max_queued
-        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-            raise InvalidArgument(
-                f"max_queued must be a positive integer or None, got {limit!r}", field="max_queued"
-            )
+        check_settings(self)  # InvalidArgument (a ValueError) naming the field
 
 
 def check_seconds(name: str, value: object) -> float:

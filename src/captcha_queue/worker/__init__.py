@@ -4,18 +4,22 @@
     worker = Worker(queue, solver, WorkerConfig(concurrency=2000, lease_s=30))
     await worker.run()          # until worker.stop(); then a graceful shutdown
 
+    run_worker(WorkerSettings(redis_url=url, api_key=key))   # one whole process, as the CLI runs it
+
 Rooms: ``runtime`` (fetch -> execute -> finish), ``polling`` (one poll timer per process), ``limiter``
 (fleet-wide solver slots), ``breaker`` (account pause shared by the fleet), ``retry`` (the error
-policy), ``registry`` (live workers), ``supervisor`` (P processes), ``events`` (observer hooks).
+policy), ``registry`` (live workers), ``supervisor`` (P processes), ``events`` (observer hooks),
+``config`` (every setting, declared once), ``process`` (``run_worker``: one process).
 """
 
 from __future__ import annotations
 
 from .breaker import AccountBreaker
-from .config import WorkerConfig
+from .config import WorkerConfig, WorkerSettings
 from .events import NullEvents, WorkerEvents
 from .limiter import LimiterConfig, SlotLimiter, SlotState, read_slot_state
 from .polling import PollConfig, PollScheduler
+from .process import run_worker
 from .registry import WorkerInfo, WorkerRegistry
 from .retry import Action, Backoff, Decision, RetryPolicy
 from .runtime import Worker
@@ -37,5 +41,7 @@ __all__ = [
     "WorkerEvents",
     "WorkerInfo",
     "WorkerRegistry",
+    "WorkerSettings",
     "read_slot_state",
+    "run_worker",
 ]

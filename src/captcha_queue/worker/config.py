@@ -1,49 +1,89 @@
-"""How one worker process runs: ``WorkerConfig``."""
+"""How a worker runs: ``WorkerConfig`` (one ``Worker`` object) and ``WorkerSettings`` (one worker process:
+the config plus its connection, solver, logging and metrics).
+
+Every option is declared here once, with its help text, unit, bounds and environment variable
+(``captcha_queue.options``): the ``captcha-queue worker`` options, the supervisor's child arguments and
+the flag table of docs/workers.md are generated from these fields.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..options import check_settings, setting
+from ..solvers import DEFAULT_BASE_URL, SOLVER_KINDS
+from ..store.keys import validate_account, validate_namespace
 from .limiter import LimiterConfig
 from .polling import PollConfig
 from .retry import RetryPolicy
 
-__all__ = ["WorkerConfig"]
+__all__ = ["WorkerConfig", "WorkerSettings"]
 
 
 @dataclass(frozen=True)
 class WorkerConfig:
     """How one worker process runs. Durations are real seconds; ``time_scale`` scales the solver pacing
     (poll cadence is the solver's, already scaled), retry backoffs, probes, the busy pause and the resume
-    window."""
+    window. Fields without a ``setting`` are library-only tuning."""
 
-    concurrency: int = 100
-    lease_s: float = 30.0
+    concurrency: int = setting(200, help="Tasks in flight per process.", unit="tasks", min=1)
+    lease_s: float = setting(
+        30.0,
+        help="Task lease; renewed every third of it, in one call for all tasks of a process.",
+        unit="s",
+        min=0.1,
+    )
     renew_every_s: float | None = None  # default: a third of the lease
     claim_batch_max: int = 200
     claim_block_s: float = 2.0
     prefetch: int | None = None  # claimed tasks allowed to wait for a slot; default max(16, C / 10)
-    solver_limit: int | None = None  # fleet-wide N; None: from the solver's threads (or unlimited)
-    resume_window_s: float = 600.0
-    grace_s: float = 30.0
-    time_scale: float = 1.0
+    solver_limit: int | None = setting(
+        None,
+        help="Fleet-wide solves in flight (N), shared by every worker of the account.",
+        unit="solves",
+        min=1,
+        default_text="the account's threads (threadsinfo)",
+    )
+    resume_window_s: float = setting(
+        600.0,
+        help="Resume a reclaimed task's remote id if it is younger than this (time-scaled).",
+        unit="s",
+        min=0.0,
+    )
+    grace_s: float = setting(30.0, help="How long a shutdown waits for in-flight solves.", unit="s", min=0.0)
+    time_scale: float = setting(
+        1.0,
+        help="Scale poll delays, backoffs, probes, pauses and the resume window (for a time-scaled "
+        "simulator).",
+        unit="factor",
+        min=0.0,
+        min_open=True,
+    )
     probe_every_s: float = 60.0
     limit_refresh_s: float = 60.0
     #: Busy answers in a row (any task of this process) after which the account is paused for
     #: ``busy_pause_s``: busy that does not clear is no capacity at all (2captcha's zero balance).
-    busy_pause_after: int = 20
-    busy_pause_s: float = 60.0
+    busy_pause_after: int = setting(
+        20,
+        help="Busy answers in a row (no free thread, zero balance...) after which the account is "
+        "paused for --busy-pause-s; its tasks go back to the queue.",
+        unit="answers",
+        min=1,
+    )
+    busy_pause_s: float = setting(
+        60.0,
+        help="How long busy answers that did not clear pause the account (time-scaled).",
+        unit="s",
+        min=0.0,
+        min_open=True,
+        max=1e9,
+    )
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     poll: PollConfig = field(default_factory=PollConfig)
     limiter: LimiterConfig = field(default_factory=LimiterConfig)
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-        if self.lease_s <= 0 or self.time_scale <= 0:
-            raise ValueError("lease_s and time_scale must be positive")
-        if self.busy_pause_after < 1 or not 0 < self.busy_pause_s < float("inf"):
-            raise ValueError("busy_pause_after must be at least 1 and busy_pause_s positive and finite")
+        check_settings(self)  # InvalidArgument (a ValueError) naming the field
 
     @property
     def renew_period_s(self) -> float:
@@ -52,3 +92,77 @@ class WorkerConfig:
     @property
     def buffer(self) -> int:
         return self.prefetch if self.prefetch is not None else max(16, self.concurrency // 10)
+
+
+@dataclass(frozen=True)
+class WorkerSettings(WorkerConfig):
+    """One worker process: ``WorkerConfig`` plus what ``run_worker`` needs to build its queue, solver,
+    logging and metrics. ``captcha-queue worker`` is this, read from flags and the environment."""
+
+    processes: int | None = setting(
+        None,
+        help="Worker processes to run and supervise (the command only; run_worker runs one); a child "
+        "that dies is restarted with backoff; all stop together.",
+        unit="processes",
+        min=1,
+        child=False,
+        default_text="CPU count",
+    )
+    solver: str = setting(
+        "captchaai",
+        help="captchaai: the HTTP service (or the simulator); instant: answers in process (no network).",
+        choices=SOLVER_KINDS,
+    )
+    account: str = setting(
+        "default",
+        help="Solver account name: the key of the fleet-wide limit (never derived from the API key); "
+        "give each API key its own.",
+        check=validate_account,
+    )
+    request_timeout_s: float = setting(
+        30.0,
+        help="Give up one in.php / res.php request after this long (real seconds, not time-scaled).",
+        unit="s",
+        min=0.1,
+    )
+    startup_timeout_s: float = setting(
+        30.0,
+        help="Redis unreachable at start: keep trying this long (real seconds), then exit 1 with one "
+        "line, whatever --processes (a child that cannot reach it stops the whole fleet).",
+        unit="s",
+        min=0.0,
+    )
+    metrics_port: int | None = setting(
+        None,
+        help="Serve Prometheus /metrics on this port (each child of --processes P on port + i; 0: any).",
+        unit="port",
+        min=0,
+        max=65535,
+        default_text="off",
+    )
+    log_format: str = setting(
+        "text", help="Log lines as text or one JSON object each.", choices=("text", "json")
+    )
+    log_level: str = setting("info", help="Log level.", choices=("debug", "info", "warning", "error"))
+    namespace: str = setting(
+        "captcha", help="Queue namespace.", env="CAPTCHA_QUEUE_NAMESPACE", check=validate_namespace
+    )
+    redis_url: str = setting(
+        "redis://127.0.0.1:6379/0",
+        help="Redis URL. Prefer the environment: a password on a command line is visible to every "
+        "local user; children get it in their environment.",
+        env="REDIS_URL",
+        child=False,
+    )
+    solver_url: str = setting(
+        DEFAULT_BASE_URL,
+        help="Base URL of the solver service or the simulator (children get it in their environment).",
+        env="CAPTCHAAI_URL",
+        child=False,
+    )
+    api_key: str | None = setting(
+        None,
+        help="The solver API key (or the root option --captchaai-key-file).",
+        env="CAPTCHAAI_KEY",
+        secret=True,
+    )

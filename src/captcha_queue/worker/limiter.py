@@ -37,6 +37,7 @@ from typing import Literal
 import redis.asyncio as aioredis
 
 from ..errors import RedisUnavailable
+from ..options import check_settings, setting
 from ..store.connection import redis_errors_async
 from ..store.keys import Keys
 from ..store.scripts import load_scripts
@@ -67,7 +68,16 @@ class LimiterConfig:
     retry_max_s: float = 0.2  # longest wait between tries while tasks wait for a slot
     #: How long a solve left running at the service (a ghost) keeps counting: the longest a solve
     #: can take there (the CaptchaAI SDK polls for 180 s at most; the slowest kinds take 60-90 s).
-    orphan_hold_s: float = 180.0
+    orphan_hold_s: float = setting(
+        180.0,
+        help="How long a solve left running at the service by a dead or stalled worker keeps its "
+        "fleet slot: the longest a solve takes there (time-scaled).",
+        unit="s",
+        min=0.0,
+    )
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
     def scaled(self, time_scale: float) -> LimiterConfig:
         """Scale the AIMD pacing, the full-fleet retry timer and the ghost hold (not the lease)."""

@@ -108,12 +108,11 @@ class Worker:
         events: WorkerEvents | None = None,
         worker_id: str | None = None,
         rng: random.Random | None = None,
-        **settings: Any,
     ) -> None:
-        """``settings`` override fields of ``config``: ``Worker(q, solver, concurrency=2000)``."""
+        """``Worker(q, solver, WorkerConfig(concurrency=2000))``; a ``WorkerSettings`` is a WorkerConfig."""
         self.queue = queue
         self.solver = solver
-        self.config = cfg = dataclasses.replace(config or WorkerConfig(), **settings)
+        self.config = cfg = config or WorkerConfig()
         self.events: WorkerEvents = events or NullEvents()
         self.worker_id = worker_id or new_worker_id()
         self._rng = rng or random.Random()

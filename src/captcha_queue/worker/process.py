@@ -1,0 +1,142 @@
+"""One worker process, as a library call: ``run_worker(WorkerSettings(...))``.
+
+    from captcha_queue.worker import WorkerSettings, run_worker
+    exit_code = run_worker(WorkerSettings(redis_url=url, api_key=key, concurrency=2000))
+
+It is what ``captcha-queue worker --processes 1`` does: configure logging (the API key masked), reach
+Redis (for up to ``startup_timeout_s``), build the queue, the solver and the metrics server, run a
+``Worker`` until SIGTERM/SIGINT, shut down gracefully. ``processes`` is the command's business
+(``--processes P`` supervises P children, each of them this call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from ..errors import RedisUnavailable
+from ..store.server import redact_url
+from .config import WorkerSettings
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+__all__ = ["EXIT_STARTUP_FAILED", "StartupFailed", "reach_redis", "run_loop", "run_worker"]
+
+log = logging.getLogger("captcha_queue.worker")
+
+#: A child of ``--processes P`` that could not reach Redis within ``--startup-timeout-s`` exits with
+#: this code (EX_UNAVAILABLE); the supervisor then stops the fleet instead of restarting it.
+EXIT_STARTUP_FAILED = 69
+
+
+class StartupFailed(RedisUnavailable):
+    """Redis could not be reached within the start-up timeout."""
+
+
+def run_worker(settings: WorkerSettings) -> int:
+    """Run one worker process until SIGTERM or SIGINT; return its exit code (0 after a graceful stop).
+
+    Raises ConfigError (no API key for the captchaai solver), StartupFailed (Redis unreachable for
+    ``startup_timeout_s``) or RedisUnavailable (a wrong Redis password)."""
+    from .logs import configure_logging
+
+    if settings.solver == "captchaai" and not settings.api_key:
+        from ..errors import ConfigError
+
+        raise ConfigError("CAPTCHAAI_KEY is not set")
+    secrets = [settings.api_key] if settings.api_key else []
+    configure_logging(settings.log_format, getattr(logging, settings.log_level.upper()), secrets=secrets)
+    return run_loop(_serve(settings))
+
+
+def run_loop(coro: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop when the ``fast`` extra is installed, else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return int(asyncio.run(coro))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return int(runner.run(coro))
+
+
+async def reach_redis(url: str, timeout_s: float, client: aioredis.Redis | None = None) -> None:
+    """Ping Redis (and check its version) until it answers, for up to ``timeout_s``; then raise
+    StartupFailed. A fleet may start before its Redis; it must not wait forever either."""
+    import redis
+
+    from ..store.connection import check_server, make_client
+
+    own = client is None
+    if client is None:
+        client = make_client(url, max_connections=2)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    delay = 0.1
+    try:
+        while True:
+            try:
+                await check_server(client)
+                return
+            except RedisUnavailable as exc:
+                if isinstance(exc.__cause__, redis.AuthenticationError):
+                    raise  # a wrong password does not get better with time
+                if loop.time() + delay > deadline:
+                    reason = str(exc).split(": ", 1)[-1] if str(exc).startswith("cannot reach ") else str(exc)
+                    raise StartupFailed(
+                        f"cannot reach Redis at {redact_url(url)} within {timeout_s:g} s "
+                        f"(--startup-timeout-s): {reason}"
+                    ) from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+    finally:
+        if own:
+            await client.aclose()
+
+
+async def _serve(settings: WorkerSettings) -> int:
+    from ..queue._producer import AsyncCaptchaQueue
+    from ..solvers import create_solver
+    from ..store.connection import make_client
+    from .events import WorkerEvents
+    from .runtime import Worker
+    from .supervisor import install_worker_signals
+
+    # Blocking claims, renewals, the slot pump and many concurrent final writes share this pool.
+    client = make_client(settings.redis_url, max_connections=max(16, min(128, settings.concurrency // 8)))
+    solver_options: dict[str, Any] = {}
+    if settings.solver == "captchaai":
+        solver_options["api_key"] = settings.api_key
+        solver_options["base_url"] = settings.solver_url
+        solver_options["request_timeout_s"] = settings.request_timeout_s
+    solver = create_solver(
+        settings.solver, account=settings.account, time_scale=settings.time_scale, **solver_options
+    )
+    metrics_server = None
+    events: WorkerEvents | None = None
+    refresher: asyncio.Task[None] | None = None
+    try:
+        await reach_redis(settings.redis_url, settings.startup_timeout_s, client)
+        queue = AsyncCaptchaQueue(client, namespace=settings.namespace)
+        if settings.metrics_port is not None:
+            from .metrics import WorkerMetrics
+
+            metrics = WorkerMetrics()
+            metrics_server = metrics.serve(settings.metrics_port)
+            log.info("metrics at %s", metrics_server.url)
+            refresher = asyncio.create_task(metrics.run_refresher(queue, interval_s=5.0), name="metrics")
+            events = metrics
+        worker = Worker(queue, solver, settings, events=events)
+        install_worker_signals(asyncio.get_running_loop(), worker.stop)
+        await worker.run()
+        await queue.aclose()
+    finally:
+        if refresher is not None:
+            refresher.cancel()
+        if metrics_server is not None:
+            metrics_server.close()
+        await solver.aclose()
+        await client.aclose()
+    return 0
