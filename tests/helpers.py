@@ -1,20 +1,34 @@
-"""Helpers shared by tests: processes started and stopped by pid."""
+"""Helpers shared by tests: constants, free ports, queues from sync code, processes stopped by pid."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
-from captcha_queue.models import Claim
+from captcha_queue.models import Claim, ParamValue
 from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.store.server import die_with_parent
 
 T = TypeVar("T")
+
+#: reCAPTCHA v2 parameters of a well-formed task (the method most tests submit).
+RC: dict[str, ParamValue] = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
+
+#: CliRunner's environment: None unsets a variable.
+CliEnv = dict[str, str | None]
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def on_queue(redis_url: str, namespace: str, fn: Callable[[AsyncCaptchaQueue], Awaitable[T]]) -> T:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from captcha_queue.store.server import (
     with_local_password,
 )
 
-from .helpers import ProcessManager
+from .helpers import ProcessManager, free_port
 
 
 def _alive(pid: int) -> bool:
@@ -298,16 +297,10 @@ def test_cli_help_lists_redis_command() -> None:
     assert "redis" in result.output
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_cli_redis_on_a_taken_port_exits_nonzero_with_one_line(
     processes: ProcessManager, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     other = processes.spawn(
         [
             find_server_binary(),

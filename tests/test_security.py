@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -42,6 +41,8 @@ from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.store.connection import check_server, make_client
 from captcha_queue.store.server import EmbeddedRedis, check_redis
 
+from .helpers import free_port
+
 # -- TLS --------------------------------------------------------------------------------------------
 
 
@@ -54,12 +55,6 @@ class TlsServer:
 
     def url(self, ca_file: Path | None = None) -> str:
         return f"rediss://:{self.password}@127.0.0.1:{self.port}/0?ssl_ca_certs={ca_file or self.ca_file}"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +74,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
     cert.private_key_pem.write_to_path(str(folder / "server.key"))
     cert.cert_chain_pems[0].write_to_path(str(folder / "server.pem"))
     trustme.CA().cert_pem.write_to_path(str(folder / "wrong-ca.pem"))
-    tls_port = _free_port()
+    tls_port = free_port()
     server = EmbeddedRedis(
         binary=binary,
         extra_args=[

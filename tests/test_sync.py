@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from captcha_queue import AsyncCaptchaQueue, CaptchaQueue, InvalidTask, RedisUnavailable, TaskSpec
-from captcha_queue.models import ParamValue
 
-RC: dict[str, ParamValue] = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
+from .helpers import RC
 
 
 @pytest.fixture
-def queue(redis_url: str, namespace: str) -> Iterator[CaptchaQueue]:
-    with CaptchaQueue.from_url(redis_url, namespace=namespace) as q:
-        yield q
+def queue(sync_queue: CaptchaQueue) -> CaptchaQueue:
+    """This module tests the synchronous facade, so here ``queue`` is the conftest's ``sync_queue``."""
+    return sync_queue
 
 
 def _public(cls: type) -> set[str]:

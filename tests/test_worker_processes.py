@@ -43,13 +43,6 @@ def specs(count: int, start: int = 0) -> list[dict[str, object]]:
 
 
 @pytest.fixture
-async def queue(redis_url: str, namespace: str) -> AsyncIterator[AsyncCaptchaQueue]:
-    q = AsyncCaptchaQueue.from_url(redis_url, namespace=namespace)
-    yield q
-    await q.aclose()
-
-
-@pytest.fixture
 async def simulator() -> AsyncIterator[RunningSimulator]:
     async with run_simulator(SimulatorConfig(time_scale=SCALE, threads=50, seed=7)) as sim:
         yield sim
