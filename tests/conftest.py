@@ -87,7 +87,7 @@ def cli_env(redis_url: str, namespace: str) -> CliEnv:
 def processes() -> Iterator[ProcessManager]:
     manager = ProcessManager()
     yield manager
-    manager.stop_all()
+    manager.stop_all(grace_s=0)  # SIGKILL: a test's children have nothing left to finish
 
 
 @pytest.fixture

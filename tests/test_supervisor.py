@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from captcha_queue.processes import alive
 from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.store.server import EmbeddedRedis
 from captcha_queue.worker.registry import list_workers
@@ -27,14 +28,6 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30
     while not await check():
         assert time.monotonic() < deadline, f"not reached in time: {what}"
         await asyncio.sleep(0.05)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 async def test_a_crashing_child_is_restarted_with_backoff_and_all_stop_together(tmp_path: Path) -> None:
