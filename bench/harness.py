@@ -1,8 +1,9 @@
 """Process management, clocks and measurements shared by every workload.
 
-Every process the bench starts goes through :class:`ProcessGroup`: it dies with the bench (Linux
-``PR_SET_PDEATHSIG``), and is stopped by its pid (SIGTERM, then SIGKILL), together with any children it
-started (found through ``/proc``), also when a run fails half-way. Runs are bounded in time by
+Every process the bench starts goes through :class:`ProcessGroup` (the package's process manager,
+``captcha_queue.processes``): it dies with the bench (Linux ``PR_SET_PDEATHSIG``), and is stopped by
+its pid (SIGTERM, then SIGKILL), together with any children it started (found through ``/proc``), also
+when a run fails half-way. Runs are bounded in time by
 :func:`bounded`. Peak memory comes from ``/proc/<pid>/status`` (``VmHWM``): psutil is not a dependency.
 """
 
@@ -28,7 +29,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from captcha_queue.store.server import die_with_parent
+from captcha_queue.processes import Processes, Target, alive
 
 __all__ = [
     "BenchError",
@@ -91,38 +92,28 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 # -- processes ------------------------------------------------------------------------------------
 
 
-@dataclass
-class ProcessGroup:
-    """Child processes of one run; :meth:`stop_all` stops each one (and its children) by pid."""
+class ProcessGroup(Processes):
+    """The package's process manager, plus the children of each child: :meth:`stop_all` also stops by
+    pid every process seen below a child (``worker --processes P`` starts its own)."""
 
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    #: Every pid seen under a child while it ran, so grandchildren are stopped even if orphaned.
-    seen_children: set[int] = field(default_factory=set)
-    terminated: set[int] = field(default_factory=set)
+    def __init__(self) -> None:
+        super().__init__()
+        #: Every pid seen under a child while it ran, so grandchildren are stopped even if orphaned.
+        self.seen_children: set[int] = set()
 
     def spawn(
         self,
         argv: Sequence[str],
         env: Mapping[str, str] | None = None,
         *,
-        capture_stdout: bool = False,
-        stdin_pipe: bool = False,
+        capture: bool = False,
+        stdout: Target | None = None,
+        stderr: Target = subprocess.DEVNULL,
     ) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            list(argv),
-            env=dict(env) if env is not None else child_env(),
-            stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
-            stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
+        """:meth:`Processes.spawn`, with :func:`child_env` when no environment is given."""
+        return super().spawn(
+            argv, env if env is not None else child_env(), capture=capture, stdout=stdout, stderr=stderr
         )
-        self.procs.append(proc)
-        return proc
-
-    def spawn_python(
-        self, args: Sequence[str], env: Mapping[str, str] | None = None, **kwargs: bool
-    ) -> subprocess.Popen[bytes]:
-        return self.spawn([sys.executable, *args], env, **kwargs)
 
     def remember_children(self) -> list[int]:
         """Record (and return) the pids of every live descendant of every child."""
@@ -133,63 +124,29 @@ class ProcessGroup:
         self.seen_children.update(found)
         return found
 
-    def stop(self, proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
-        """SIGTERM ``proc`` (its children are stopped by it, or by pid after ``grace_s``)."""
+    def stop(self, proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> bool:
+        """Stop ``proc`` by pid (its children are stopped by it, or by pid once it has exited)."""
         children = descendants(proc.pid) if proc.poll() is None else []
         self.seen_children.update(children)
-        # One SIGTERM only: a second one means "exit now" to a worker (and loses a profile).
-        if proc.poll() is None and proc.pid not in self.terminated:
-            self.terminated.add(proc.pid)
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        exited = super().stop(proc, grace_s)
         _kill_pids(children)
-        for stream in (proc.stdin, proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
+        return exited
 
-    def stop_all(self, grace_s: float = 10.0) -> None:
+    def stop_all(self, grace_s: float = 10.0) -> list[int]:
         self.remember_children()
-        for proc in self.procs:
-            if proc.poll() is None and proc.pid not in self.terminated:
-                self.terminated.add(proc.pid)
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        for proc in self.procs:
-            self.stop(proc, max(0.1, deadline - time.monotonic()))
+        killed = super().stop_all(grace_s)
         _kill_pids(sorted(self.seen_children))
-        self.procs.clear()
         self.seen_children.clear()
-        self.terminated.clear()
-
-    def __enter__(self) -> ProcessGroup:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop_all()
+        return killed
 
 
 def _kill_pids(pids: Sequence[int]) -> None:
     """SIGKILL every pid that is still one of our descendants' (stale pids are skipped)."""
     me = os.getpid()
     for pid in pids:
-        if _alive(pid) and _is_descendant(pid, me):
+        if alive(pid) and _is_descendant(pid, me):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 def _parent_of(pid: int) -> int | None:
@@ -404,7 +361,7 @@ class Simulator:
     @classmethod
     def start(cls, group: ProcessGroup, args: Sequence[str], env: Mapping[str, str]) -> Simulator:
         argv = [sys.executable, "-m", "captcha_queue", "simulator", "--port", "0", *args]
-        proc = group.spawn(argv, env, capture_stdout=True)
+        proc = group.spawn(argv, env, capture=True)
         line = read_line(proc, 30.0, "the simulator")
         if not line.startswith("http"):
             raise BenchError(f"the simulator did not start (it printed {line!r})")

@@ -19,8 +19,9 @@ import time
 import uuid
 from pathlib import Path
 
+from captcha_queue.processes import Processes
 from captcha_queue.queue._producer import AsyncCaptchaQueue
-from captcha_queue.store.server import die_with_parent, resolved_redis
+from captcha_queue.store.server import resolved_redis
 
 KEY = "0123456789abcdef0123456789abcdef"
 
@@ -35,44 +36,22 @@ def _status_kb(pid: int, field: str) -> int:
     return 0
 
 
-def _spawn(argv: list[str], env: dict[str, str], *, stdout: int | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        argv,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=stdout if stdout is not None else subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=die_with_parent,
-    )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
-
-
 async def run(args: argparse.Namespace, redis_url: str) -> None:
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "REDIS_URL": redis_url, "CAPTCHA_QUEUE_NAMESPACE": namespace, "CAPTCHAAI_KEY": KEY}
     cq = [sys.executable, "-m", "captcha_queue"]
-    sim = _spawn(
+    procs = Processes()
+    sim = procs.spawn(
         [*cq, "simulator", "--port", "0", "--time-scale", str(args.time_scale), "--threads", "100000"],
         env,
-        stdout=subprocess.PIPE,
+        capture=True,
     )
     worker: subprocess.Popen[bytes] | None = None
     try:
         assert sim.stdout is not None
         sim_url = (await asyncio.to_thread(sim.stdout.readline)).decode().strip()
         env["CAPTCHAAI_URL"] = sim_url
-        worker = _spawn(
+        worker = procs.spawn(
             [
                 *cq,
                 "worker",
@@ -120,8 +99,8 @@ async def run(args: argparse.Namespace, redis_url: str) -> None:
         print(f"worker peak RSS       {peak_rss_kb / 1024:.1f} MiB (VmHWM)")
     finally:
         if worker is not None:
-            _stop(worker)
-        _stop(sim)
+            procs.stop(worker, grace_s=40.0)  # first: it finishes its polls against the simulator
+        procs.stop_all()
 
 
 def main() -> None:

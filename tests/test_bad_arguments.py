@@ -6,7 +6,7 @@ included) and account names that would collide with another account's keys.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -16,15 +16,9 @@ from captcha_queue import AsyncCaptchaQueue, CaptchaQueueError, InvalidArgument
 from captcha_queue.queue._core import QueueConfig
 from captcha_queue.store.keys import Keys, validate_account, validate_namespace
 
-RC = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
+from .helpers import RC
+
 NON_FINITE = [float("nan"), float("inf"), float("-inf")]
-
-
-@pytest.fixture
-async def queue(redis_client: aioredis.Redis, namespace: str) -> AsyncIterator[AsyncCaptchaQueue]:
-    q = AsyncCaptchaQueue(redis_client, namespace=namespace)
-    yield q
-    await q.aclose()
 
 
 async def snapshot(client: aioredis.Redis, namespace: str) -> dict[bytes, Any]:

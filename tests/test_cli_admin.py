@@ -19,20 +19,15 @@ from captcha_queue.models import Claim, Solution
 from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.store.keys import Keys
 
-from .helpers import ProcessManager, claim_all, on_queue
+from .helpers import CliEnv, ProcessManager, claim_all, on_queue
 
 T = TypeVar("T")
 TURNSTILE = ["turnstile", "sitekey=0x4AAAAAAAA", "pageurl=https://example.com/login"]
-CliEnv = dict[str, str | None]  # CliRunner's env: None unsets a variable
-
-
-@pytest.fixture
-def cli_env(redis_url: str, namespace: str) -> CliEnv:
-    return {"REDIS_URL": redis_url, "CAPTCHA_QUEUE_NAMESPACE": namespace, "CAPTCHAAI_KEY": None}
 
 
 @pytest.fixture
 def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
+    """Unlike the conftest's, this one decodes replies: these tests compare stored hashes to str."""
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()

@@ -7,7 +7,6 @@ Both through click's runner (fast, in process) and as real ``python -m captcha_q
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -24,6 +23,8 @@ from captcha_queue.errors import ConfigError
 from captcha_queue.protocol.methods import KNOWN_METHODS
 from captcha_queue.store.server import redact_url
 
+from .helpers import free_port
+
 CANARY_KEY = "c4n4ry0123456789abcdef0123456789"
 CLEAN_ENV: dict[str, str | None] = {
     "REDIS_URL": None,
@@ -31,13 +32,6 @@ CLEAN_ENV: dict[str, str | None] = {
     "CAPTCHAAI_URL": None,
     "CAPTCHA_QUEUE_NAMESPACE": None,
 }
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def invoke(args: list[str], env: Mapping[str, str | None] | None = None, input: str | None = None) -> Result:
@@ -147,14 +141,14 @@ def test_key_file_is_read_and_an_empty_one_refused(tmp_path: Path) -> None:
     ],
 )
 def test_unreachable_redis_is_one_line_naming_the_url(args: list[str]) -> None:
-    url = f"redis://127.0.0.1:{closed_port()}/0"
+    url = f"redis://127.0.0.1:{free_port()}/0"
     result = invoke(args, {"REDIS_URL": url})
     assert result.exit_code == 1, result.output
     assert one_error_line(result).startswith(f"error: cannot reach Redis at {url}: ")
 
 
 def test_unreachable_redis_hides_the_password() -> None:
-    port = closed_port()
+    port = free_port()
     result = invoke(["--redis-url", f"redis://:hunter2@127.0.0.1:{port}/0", "stats"])
     assert result.exit_code == 1
     line = one_error_line(result)
@@ -175,7 +169,7 @@ def test_unreachable_redis_hides_the_password() -> None:
     ],
 )
 def test_unreachable_redis_hides_every_credential_form(template: str, shown: str) -> None:
-    port = closed_port()
+    port = free_port()
     for args in (["--redis-url", template.format(port=port), "stats"], ["stats"]):
         result = invoke(args, {"REDIS_URL": template.format(port=port)})
         assert result.exit_code == 1
@@ -187,7 +181,7 @@ def test_unreachable_redis_hides_every_credential_form(template: str, shown: str
 
 
 def test_debug_shows_the_traceback() -> None:
-    url = f"redis://127.0.0.1:{closed_port()}/0"
+    url = f"redis://127.0.0.1:{free_port()}/0"
     result = invoke(["--debug", "stats"], {"REDIS_URL": url})
     assert result.exit_code != 0
     assert result.exception is not None
@@ -220,7 +214,7 @@ def test_unknown_method_lists_the_known_ones() -> None:
     ],
 )
 def test_bad_submissions_are_refused_with_one_line(args: list[str], message: str) -> None:
-    result = invoke(args, {"REDIS_URL": f"redis://127.0.0.1:{closed_port()}/0"})
+    result = invoke(args, {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
     assert result.exit_code == 1
     assert message in one_error_line(result)
 
@@ -247,7 +241,7 @@ def test_every_command_has_help() -> None:
 
 
 def test_subprocess_errors_and_exit_codes() -> None:
-    url = f"redis://127.0.0.1:{closed_port()}/0"
+    url = f"redis://127.0.0.1:{free_port()}/0"
     down = run_cli(["stats"], {"REDIS_URL": url})
     assert down.returncode == 1
     assert down.stderr.strip().splitlines() == [down.stderr.strip()]
@@ -269,7 +263,7 @@ def test_subprocess_errors_and_exit_codes() -> None:
 
 
 def test_connection_flags_after_the_subcommand_win() -> None:
-    url = f"redis://127.0.0.1:{closed_port()}/0"
+    url = f"redis://127.0.0.1:{free_port()}/0"
     result = invoke(["--redis-url", "redis://127.0.0.1:1/0", "stats", "--redis-url", url, "-n", "other"])
     assert result.exit_code == 1
     assert one_error_line(result).startswith(f"error: cannot reach Redis at {url}: ")
@@ -314,7 +308,7 @@ def test_every_float_option_refuses_nan_and_infinity() -> None:
     assert len(options) >= 20  # submit, wait, stats, pause, worker, simulator, demo
     for path, option in options:
         assert isinstance(option.type, FiniteFloat), f"{' '.join(path)} {option.opts[0]} takes NaN"
-    url = f"redis://127.0.0.1:{closed_port()}/0"
+    url = f"redis://127.0.0.1:{free_port()}/0"
     for path, option in options:
         for bad in ("nan", "inf", "-inf", "NaN"):
             args = [*path, *_ARGS.get(path[0], []), option.opts[0], bad]
@@ -337,7 +331,7 @@ def test_finite_float_keeps_its_range_and_its_help() -> None:
 @pytest.mark.parametrize("bad", ["bogus", "1-2-3", "$", "18446744073709551616"])
 def test_listen_from_a_malformed_id_is_one_line_and_exit_2(bad: str) -> None:
     # Redis is down: the id is refused before any connection is tried.
-    result = invoke(["listen", "--from", bad], {"REDIS_URL": f"redis://127.0.0.1:{closed_port()}/0"})
+    result = invoke(["listen", "--from", bad], {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
     assert result.exit_code == 2, result.output
     line = one_error_line(result)
     assert line.startswith("error: Invalid value for '--from': ")
@@ -353,7 +347,7 @@ def test_listen_from_a_malformed_id_is_one_line_and_exit_2(bad: str) -> None:
     ],
 )
 def test_a_bad_account_name_is_one_line_and_exit_2(args: list[str]) -> None:
-    result = invoke(args, {"REDIS_URL": f"redis://127.0.0.1:{closed_port()}/0"})
+    result = invoke(args, {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
     assert result.exit_code == 2, result.output
     line = one_error_line(result)
     assert line.startswith("error: Invalid value for '--account': account ")
@@ -386,7 +380,7 @@ BAD_TEXT = os.fsdecode(b"\xff")  # what Python makes of a non-UTF-8 argv byte: '
     ],
 )
 def test_non_utf8_arguments_are_one_line_and_exit_2(args: list[str], where: str) -> None:
-    result = invoke(args, {"REDIS_URL": f"redis://127.0.0.1:{closed_port()}/0"})
+    result = invoke(args, {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
     assert result.exit_code == 2, result.output
     line = one_error_line(result)
     assert line.startswith(f"error: Invalid value for {where}: "), line

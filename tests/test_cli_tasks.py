@@ -20,16 +20,10 @@ from captcha_queue.cli import cli
 from captcha_queue.models import Solution
 from captcha_queue.queue._producer import AsyncCaptchaQueue
 
-from .helpers import ProcessManager, claim_all, on_queue
+from .helpers import CliEnv, ProcessManager, claim_all, on_queue
 
 T = TypeVar("T")
 TURNSTILE = ["turnstile", "sitekey=0x4AAAAAAAA", "pageurl=https://example.com/login"]
-CliEnv = dict[str, str | None]  # CliRunner's env: None unsets a variable
-
-
-@pytest.fixture
-def cli_env(redis_url: str, namespace: str) -> CliEnv:
-    return {"REDIS_URL": redis_url, "CAPTCHA_QUEUE_NAMESPACE": namespace, "CAPTCHAAI_KEY": None}
 
 
 def invoke(args: list[str], env: CliEnv) -> Result:

@@ -13,7 +13,7 @@ from captcha_queue import AsyncCaptchaQueue
 from captcha_queue.models import Result
 from captcha_queue.queue._core import decode_lenient
 
-RC = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
+from .helpers import RC
 
 
 class _Entry(msgspec.Struct):

@@ -16,7 +16,6 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -156,19 +155,6 @@ malformed = st.one_of(
         lambda v: _case("metadata", {"v": v})
     ),
 )
-
-
-@pytest.fixture
-def sync_queue(redis_url: str, namespace: str) -> Iterator[CaptchaQueue]:
-    with CaptchaQueue.from_url(redis_url, namespace=namespace) as queue:
-        yield queue
-
-
-@pytest.fixture
-def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 _SETTINGS = settings(

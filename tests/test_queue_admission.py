@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -21,17 +20,9 @@ from captcha_queue import (
     SubmitRefused,
     TaskSpec,
 )
-from captcha_queue.models import ParamValue
 from captcha_queue.queue._core import as_str
 
-RC: dict[str, ParamValue] = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
-
-
-@pytest.fixture
-async def queue(redis_client: aioredis.Redis, namespace: str) -> AsyncIterator[AsyncCaptchaQueue]:
-    q = AsyncCaptchaQueue(redis_client, namespace=namespace)
-    yield q
-    await q.aclose()
+from .helpers import RC
 
 
 async def _snapshot(q: AsyncCaptchaQueue) -> dict[str, object]:

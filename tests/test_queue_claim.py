@@ -5,23 +5,14 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
 import redis.asyncio as aioredis
 
 from captcha_queue import AsyncCaptchaQueue, LeaseLost, TaskSpec, TransientError
-from captcha_queue.models import ParamValue
 
-RC: dict[str, ParamValue] = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
-
-
-@pytest.fixture
-async def queue(redis_client: aioredis.Redis, namespace: str) -> AsyncIterator[AsyncCaptchaQueue]:
-    q = AsyncCaptchaQueue(redis_client, namespace=namespace)
-    yield q
-    await q.aclose()
+from .helpers import RC
 
 
 async def expire_lease(q: AsyncCaptchaQueue, task_id: str) -> None:

@@ -11,25 +11,22 @@ list. Now every script validates the whole state first; a bad entry is dead-lett
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
 from typing import TypeVar
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 from bench.chaos.state_faults import HOSTILE_VALUES, hostile_state_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from captcha_queue import AsyncCaptchaQueue, CaptchaQueue, LeaseLost, TaskSpec
-from captcha_queue.models import ParamValue
 from captcha_queue.queue._core import as_str
 from captcha_queue.store.keys import Keys
 from captcha_queue.store.scripts import Code
 
-T = TypeVar("T")
+from .helpers import RC
 
-RC: dict[str, ParamValue] = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
+T = TypeVar("T")
 
 
 def _present(value: T | None) -> T:
@@ -38,13 +35,6 @@ def _present(value: T | None) -> T:
 
 
 HOSTILE = HOSTILE_VALUES  # (what is wrong, state field, raw JSON text of its value)
-
-
-@pytest.fixture
-async def queue(redis_client: aioredis.Redis, namespace: str) -> AsyncIterator[AsyncCaptchaQueue]:
-    q = AsyncCaptchaQueue(redis_client, namespace=namespace)
-    yield q
-    await q.aclose()
 
 
 async def _make_hostile(q: AsyncCaptchaQueue, task_id: str, field: str, value: str) -> str:
@@ -183,19 +173,6 @@ _FIELDS = [
     "started_ms", "claimed_ms", "remote_id", "remote_ms", "token", "worker", "metadata", "history",
     "idem", "extra",
 ]  # fmt: skip
-
-
-@pytest.fixture
-def sync_queue(redis_url: str, namespace: str) -> Iterator[CaptchaQueue]:
-    with CaptchaQueue.from_url(redis_url, namespace=namespace) as q:
-        yield q
-
-
-@pytest.fixture
-def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 @pytest.mark.timeout(120)

@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import pytest
-import redis.asyncio as aioredis
 from bench.chaos.proxy import FaultProxy
 
 from captcha_queue import AsyncCaptchaQueue, Claim, RedisUnavailable, ScriptError, TaskSpec
-from captcha_queue.models import ParamValue
 from captcha_queue.store.connection import make_client
 
-RC: dict[str, ParamValue] = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
-
-
-@pytest.fixture
-async def queue(redis_client: aioredis.Redis, namespace: str) -> AsyncIterator[AsyncCaptchaQueue]:
-    q = AsyncCaptchaQueue(redis_client, namespace=namespace)
-    yield q
-    await q.aclose()
+from .helpers import RC, free_port
 
 
 async def test_a_queued_id_without_a_task_is_dead_lettered(
@@ -154,15 +143,8 @@ async def test_scripts_are_reloaded_after_script_flush(queue: AsyncCaptchaQueue)
     assert [c.task.id for c in claims] == [task_id, *ids]
 
 
-def _unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 async def test_connection_loss_raises_redis_unavailable() -> None:
-    client = make_client(f"redis://127.0.0.1:{_unused_port()}/0")
+    client = make_client(f"redis://127.0.0.1:{free_port()}/0")
     q = AsyncCaptchaQueue(client, namespace="unreachable")
     try:
         for call in (

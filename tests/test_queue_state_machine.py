@@ -30,7 +30,8 @@ from captcha_queue import CaptchaQueue, Claim, LeaseLost, Result, TaskCancelled
 from captcha_queue.models import PRIORITIES
 from captcha_queue.queue._core import as_str
 
-RC = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
+from .helpers import RC
+
 WORKERS = ("w1", "w2", "w3")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -12,10 +11,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from captcha_queue import AsyncCaptchaQueue, InvalidTask, TaskSpec
-from captcha_queue.models import ParamValue
 from captcha_queue.store.keys import Keys
 
-RC: dict[str, ParamValue] = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
+from .helpers import RC
 
 
 def _nested(depth: int) -> dict[str, Any]:
@@ -23,13 +21,6 @@ def _nested(depth: int) -> dict[str, Any]:
     for _ in range(depth):
         value = {"n": value}
     return value
-
-
-@pytest.fixture
-async def queue(redis_client: aioredis.Redis, namespace: str) -> AsyncIterator[AsyncCaptchaQueue]:
-    q = AsyncCaptchaQueue(redis_client, namespace=namespace)
-    yield q
-    await q.aclose()
 
 
 async def namespace_keys(client: aioredis.Redis, namespace: str) -> list[bytes]:

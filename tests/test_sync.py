@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from captcha_queue import AsyncCaptchaQueue, CaptchaQueue, InvalidTask, RedisUnavailable, TaskSpec
-from captcha_queue.models import ParamValue
 
-RC: dict[str, ParamValue] = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
+from .helpers import RC
 
 
 @pytest.fixture
-def queue(redis_url: str, namespace: str) -> Iterator[CaptchaQueue]:
-    with CaptchaQueue.from_url(redis_url, namespace=namespace) as q:
-        yield q
+def queue(sync_queue: CaptchaQueue) -> CaptchaQueue:
+    """This module tests the synchronous facade, so here ``queue`` is the conftest's ``sync_queue``."""
+    return sync_queue
 
 
 def _public(cls: type) -> set[str]:
@@ -85,15 +83,19 @@ def test_cancel_dead_letters_and_requeue(queue: CaptchaQueue) -> None:
     assert queue.cancel(cancelled)
     doomed = queue.submit("userrecaptcha", RC, max_attempts=1)
     [claim] = queue.claim("w", 1)
-    assert queue.fail(claim, "ERR", retry_in_s=0) is not None
+    failed = queue.fail(claim, "ERR", retry_in_s=0)
+    assert failed is not None
+    assert (failed.id, failed.status, failed.error_code) == (doomed, "error", "ERR")
     assert [d.id for d in queue.dead_letters()] == [doomed]
-    assert queue.dead_letter(doomed) is not None
+    letter = queue.dead_letter(doomed)
+    assert letter is not None
+    assert letter.id == doomed
     assert queue.requeue(doomed)
     [claim] = queue.claim("w", 1)
     queue.release(claim)
     assert queue.requeue_all() == 0
     assert queue.purge_dead() == 0
-    assert queue.reap() >= 0
+    assert queue.reap() == 0  # the one claim left was released: no lease to reap
 
 
 def test_errors_cross_the_thread_boundary_unchanged(queue: CaptchaQueue) -> None:

@@ -5,24 +5,15 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from captcha_queue import AsyncCaptchaQueue, CaptchaQueue, InvalidArgument, Result, TaskSpec
-from captcha_queue.models import ParamValue
 from captcha_queue.queue._waiting import check_event_id, listen_events
 
-RC: dict[str, ParamValue] = {"googlekey": "6Le-site-key", "pageurl": "https://example.com/login"}
-
-
-@pytest.fixture
-async def queue(redis_client: aioredis.Redis, namespace: str) -> AsyncIterator[AsyncCaptchaQueue]:
-    q = AsyncCaptchaQueue(redis_client, namespace=namespace)
-    yield q
-    await q.aclose()
+from .helpers import RC
 
 
 async def finish(q: AsyncCaptchaQueue, n: int = 1) -> list[Result]:

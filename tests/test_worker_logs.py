@@ -6,10 +6,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as aioredis
 
 from captcha_queue import AsyncCaptchaQueue
 from captcha_queue.worker.logs import (
@@ -104,13 +102,6 @@ def test_a_traceback_still_spans_lines() -> None:
 
 
 # -- end to end: an id written into Redis by someone else, logged by the queue -----------------------------
-
-
-@pytest.fixture
-async def queue(redis_client: aioredis.Redis, namespace: str) -> AsyncIterator[AsyncCaptchaQueue]:
-    q = AsyncCaptchaQueue(redis_client, namespace=namespace)
-    yield q
-    await q.aclose()
 
 
 async def test_a_hostile_id_from_redis_is_logged_on_one_bounded_line(

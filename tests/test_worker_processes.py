@@ -41,13 +41,6 @@ def specs(count: int, start: int = 0) -> list[dict[str, object]]:
 
 
 @pytest.fixture
-async def queue(redis_url: str, namespace: str) -> AsyncIterator[AsyncCaptchaQueue]:
-    q = AsyncCaptchaQueue.from_url(redis_url, namespace=namespace)
-    yield q
-    await q.aclose()
-
-
-@pytest.fixture
 async def simulator() -> AsyncIterator[RunningSimulator]:
     async with run_simulator(SimulatorConfig(time_scale=SCALE, threads=50, seed=7)) as sim:
         yield sim
@@ -84,22 +77,7 @@ def start_worker(
         return processes.spawn_python(argv, env, capture=False)
     # Logs go to a file: a pipe nobody reads would block a chatty worker.
     with log.open("ab") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, *argv],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
-        )
-    processes.procs.append(proc)
-    return proc
-
-
-def _die_with_parent() -> None:
-    from captcha_queue.store.server import die_with_parent
-
-    die_with_parent()
+        return processes.spawn_python(argv, env, capture=False, stdout=sink)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0, what: str = "") -> None:

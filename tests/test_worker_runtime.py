@@ -34,13 +34,6 @@ def turnstile(n: int) -> dict[str, str | int | float]:
 
 
 @pytest.fixture
-async def queue(redis_url: str, namespace: str) -> AsyncIterator[AsyncCaptchaQueue]:
-    q = AsyncCaptchaQueue.from_url(redis_url, namespace=namespace)
-    yield q
-    await q.aclose()
-
-
-@pytest.fixture
 async def simulator() -> AsyncIterator[RunningSimulator]:
     async with run_simulator(SimulatorConfig(time_scale=SCALE, threads=50, seed=1)) as sim:
         yield sim

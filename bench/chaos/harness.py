@@ -33,11 +33,12 @@ import redis.asyncio as aioredis
 
 from captcha_queue.errors import CaptchaQueueError
 from captcha_queue.models import DeadLetter, Result, TaskSpec
+from captcha_queue.processes import Processes
 from captcha_queue.queue._core import decode_lenient
 from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.store.connection import make_client
 from captcha_queue.store.keys import Keys
-from captcha_queue.store.server import EmbeddedRedis, Persistence, die_with_parent
+from captcha_queue.store.server import EmbeddedRedis, Persistence
 
 from .checker import FinalState, FleetSample, final_states
 from .proxy import FaultProxy
@@ -110,6 +111,7 @@ class Rig:
         self.keys = Keys(config.namespace)
         self.redis = EmbeddedRedis(persistence=config.persistence, extra_args=config.redis_args)
         self.proxy: FaultProxy | None = None
+        self.processes = Processes()  # the simulator and every worker process ever started
         self.sim_proc: subprocess.Popen[bytes] | None = None
         self.sim_url = ""
         self.sim_token = secrets.token_hex(16)  # for the simulator's /control
@@ -203,28 +205,9 @@ class Rig:
             self._tmp = None
 
     def _stop_processes(self) -> None:
-        procs: list[subprocess.Popen[bytes]] = []
         for slot in self.slots:
-            if slot.proc is not None:
-                slot.expected_exit = True
-                procs.append(slot.proc)
-        if self.sim_proc is not None:
-            procs.append(self.sim_proc)
-        for proc in procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGCONT)
-                    proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 8.0
-        for proc in procs:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self.slow_shutdowns.append(proc.pid)
-                proc.kill()
-                proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+            slot.expected_exit = True
+        self.slow_shutdowns += self.processes.stop_all(grace_s=8.0)
         for slot in self.slots:
             if slot.log_file is not None:
                 slot.log_file.close()
@@ -245,18 +228,13 @@ class Rig:
             "7",
             *self.config.simulator_args,
         ]
-        log = open(self.log_dir / "simulator.log", "wb")  # noqa: SIM115 - closed when the process ends
-        try:
-            self.sim_proc = subprocess.Popen(
-                [sys.executable, "-m", "captcha_queue", *args],
-                env={**os.environ, "CAPTCHA_QUEUE_SIMULATOR_TOKEN": self.sim_token},
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
+        with open(self.log_dir / "simulator.log", "wb") as log:
+            self.sim_proc = self.processes.spawn_python(
+                ["-m", "captcha_queue", *args],
+                {**os.environ, "CAPTCHA_QUEUE_SIMULATOR_TOKEN": self.sim_token},
+                capture=True,
                 stderr=log,
-                preexec_fn=die_with_parent,
             )
-        finally:
-            log.close()
         assert self.sim_proc.stdout is not None
         line = self.sim_proc.stdout.readline().decode().strip()
         if not line.startswith("http"):
@@ -339,13 +317,8 @@ class Rig:
         if self.config.metrics and slot.metrics_port is None:
             slot.metrics_port = _free_port()
         slot.expected_exit = False
-        slot.proc = subprocess.Popen(
-            self.worker_argv(slot),
-            env=self.worker_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=slot.log_file,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
+        slot.proc = self.processes.spawn(
+            self.worker_argv(slot), self.worker_env(), stdout=slot.log_file, stderr=subprocess.STDOUT
         )
         return slot.proc
 
@@ -356,8 +329,7 @@ class Rig:
         pid = slot.proc.pid
         if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
             slot.expected_exit = True
-        with contextlib.suppress(ProcessLookupError):
-            slot.proc.send_signal(sig)
+        self.processes.kill(slot.proc, sig)
         self.note(f"signal {sig} to worker {index} (pid {pid})")
         return pid
 

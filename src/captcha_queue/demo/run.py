@@ -14,10 +14,8 @@ import base64
 import contextlib
 import os
 import random
-import signal
 import struct
 import subprocess
-import sys
 import time
 import zlib
 from collections import Counter
@@ -30,8 +28,8 @@ import msgspec
 
 from ..errors import ConfigError
 from ..models import PRIORITIES, TaskSpec
+from ..processes import Processes
 from ..queue import AsyncCaptchaQueue
-from ..store.server import die_with_parent
 from .report import DemoReport
 from .view import ProgressView
 
@@ -128,46 +126,10 @@ def workload(count: int, seed: int) -> Iterator[TaskSpec]:
 # -- processes ------------------------------------------------------------------------------------
 
 
-class Processes:
-    """Child processes of the demo; each dies with the demo and is stopped by pid."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(
-        self, args: list[str], env: dict[str, str], *, capture: bool = False
-    ) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "captcha_queue", *args],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
-        )
-        self.procs.append(proc)
-        return proc
-
-    def stop_all(self, grace_s: float = 10.0) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        for proc in self.procs:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
-        self.procs.clear()
-
-
 def _start_simulator(procs: Processes, cfg: DemoConfig, env: dict[str, str]) -> str:
     args = ["simulator", "--port", "0", "--time-scale", str(cfg.time_scale), "--threads", str(cfg.threads)]
     args += ["--seed", str(cfg.seed)]
-    proc = procs.start(args, env, capture=True)
+    proc = procs.spawn_python(["-m", "captcha_queue", *args], env, capture=True)
     assert proc.stdout is not None
     line = proc.stdout.readline().decode().strip()
     if not line.startswith("http"):
@@ -177,6 +139,8 @@ def _start_simulator(procs: Processes, cfg: DemoConfig, env: dict[str, str]) -> 
 
 def _worker_args(cfg: DemoConfig) -> list[str]:
     return [
+        "-m",
+        "captcha_queue",
         "worker",
         "--processes",
         "1",
@@ -220,7 +184,7 @@ async def run_demo(cfg: DemoConfig, *, live: bool = True) -> DemoReport:
             sim_url = _start_simulator(procs, cfg, env)
             env["CAPTCHAAI_URL"] = sim_url
             env["CAPTCHAAI_KEY"] = SIMULATOR_KEY
-        workers = [procs.start(_worker_args(cfg), env) for _ in range(cfg.processes)]
+        workers = [procs.spawn_python(_worker_args(cfg), env) for _ in range(cfg.processes)]
         async with AsyncCaptchaQueue.from_url(cfg.redis_url, namespace=cfg.namespace) as q:
             await _run(q, cfg, report, workers, procs, env, live=live)
             stats = await q.stats()
@@ -311,10 +275,10 @@ async def _kill_and_restart(
 ) -> None:
     victim = workers[0]
     view.note(f"chaos: kill -9 worker pid {victim.pid}; its tasks come back when its leases expire")
-    victim.kill()
+    procs.kill(victim)
     await asyncio.to_thread(victim.wait)
     await asyncio.sleep(max(0.5, cfg.lease_s / 5))
-    workers[0] = procs.start(_worker_args(cfg), env)
+    workers[0] = procs.spawn_python(_worker_args(cfg), env)
     view.note(f"chaos: worker restarted as pid {workers[0].pid}")
 
 
