@@ -23,7 +23,7 @@ def _public(cls: type) -> set[str]:
     return {name for name in dir(cls) if not name.startswith("_") and callable(getattr(cls, name))}
 
 
-def test_the_sync_api_has_the_same_names_as_the_async_one() -> None:
+def test_the_sync_api_has_the_same_names_kinds_and_defaults_as_the_async_one() -> None:
     async_names = _public(AsyncCaptchaQueue) - {"aclose", "from_url"}
     missing = async_names - _public(CaptchaQueue)
     assert not missing
@@ -31,9 +31,14 @@ def test_the_sync_api_has_the_same_names_as_the_async_one() -> None:
     async_only = {("claim", "stop")}
     for name in async_names:
         params = inspect.signature(getattr(AsyncCaptchaQueue, name)).parameters
-        async_params = [p for p in params if (name, p) not in async_only]
-        sync_params = list(inspect.signature(getattr(CaptchaQueue, name)).parameters)
-        assert async_params == sync_params, name
+        async_params = [
+            (p.name, p.kind, p.default) for key, p in params.items() if (name, key) not in async_only
+        ]
+        sync_params = [
+            (p.name, p.kind, p.default)
+            for p in inspect.signature(getattr(CaptchaQueue, name)).parameters.values()
+        ]
+        assert async_params == sync_params, name  # names, kinds and defaults: a twin, not a look-alike
 
 
 def test_it_runs_the_one_async_implementation(queue: CaptchaQueue) -> None:
