@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -319,3 +320,45 @@ def test_config_scaling() -> None:
     assert 0.005 <= scaled.retry_max_s <= 0.2
     with pytest.raises(ValueError, match="at least 1"):
         SlotLimiter(aioredis.Redis(), Keys("x"), limit=0)
+
+
+@pytest.mark.timeout(30)
+async def test_a_renewal_is_never_overtaken_by_the_processs_own_release(
+    redis_url: str, namespace: str
+) -> None:
+    """The W1 stall: a renewal names the slots its process holds when it starts. Held up on its way
+    to Redis (in a busy worker, waiting for a pooled connection; here, by a slow link), it was
+    overtaken by the pump's release of one of those slots, and re-registered the freed slot as one
+    Redis had lost: no new grant anywhere in the fleet for a slot lease, with work queued."""
+    from bench.chaos.proxy import FaultProxy
+
+    from captcha_queue.connection import make_client
+
+    port = int(urlsplit(redis_url).port or 6379)
+    async with FaultProxy("127.0.0.1", port) as proxy:
+        client = make_client(proxy.redis_url())
+        keys = Keys(namespace)
+        limiter = SlotLimiter(client, keys, "acct", limit=10, config=FAST)
+        pump = asyncio.create_task(limiter.run())
+        try:
+            await limiter.acquire("a", "ta")
+            await limiter.acquire("b", "tb")
+            proxy.set_latency(0.3)  # what is sent now reaches Redis 0.3 s later
+            renewal = asyncio.create_task(limiter.renew())
+            await asyncio.sleep(0.05)  # the renewal named "a" and "b" and is on its way
+            proxy.set_latency(0.0)
+            limiter.release("a", "ta")  # "a" is done: the pump gives its slot back
+            assert await renewal == []
+            raw = await client.hgetall(keys.slot_limit("acct"))
+            assert b"rebuild_until_ms" not in raw, "the renewal took a released slot for one Redis lost"
+            await wait_for_async(lambda: members_of(client, keys), lambda m: m == {"b"})
+            await asyncio.wait_for(limiter.acquire("c", "tc"), 1.0)  # the fleet grants at once
+        finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+            await client.aclose()
+
+
+async def members_of(client: aioredis.Redis, keys: Keys) -> set[str]:
+    return {m.decode() for m in await client.zrange(keys.slots("acct"), 0, -1)}

@@ -144,6 +144,10 @@ class SlotLimiter:
         self._busy = False
         self._successes = 0
         self._wake = asyncio.Event()
+        # A renewal names the slots held when it starts: a release of one of them must not reach
+        # Redis before it, or the renewal takes the freed slot for one Redis lost (and holds every
+        # new grant of the fleet for a lease). The pump's calls and a renewal never overlap.
+        self._serial = asyncio.Lock()
         self.effective: int = limit
         self.used: int = 0
 
@@ -218,14 +222,15 @@ class SlotLimiter:
         A held slot is never given up by a renewal: its solve is running. One that Redis lost is
         registered again (and the fleet grants nothing new for a lease, until every worker did so).
         """
-        if not self._held:
-            return []
-        held = list(self._held.items())
-        args: list[object] = [int(self.config.lease_s * 1000), self._hold_ms()]
-        for holder, token in held:
-            args += [holder, token]
-        async with redis_errors_async(self._client):
-            reply = await self._scripts.renewSlots(self._client, list(self._keys), args)
+        async with self._serial:
+            if not self._held:
+                return []
+            held = dict(self._held)
+            args: list[object] = [int(self.config.lease_s * 1000), self._hold_ms()]
+            for holder, token in held.items():
+                args += [holder, token]
+            async with redis_errors_async(self._client):
+                reply = await self._scripts.renewSlots(self._client, list(self._keys), args)
         self.effective, self.used = int(reply[0]), int(reply[1])
         lost = [_text(h) for h in reply[2:]]
         for holder in lost:
@@ -265,7 +270,8 @@ class SlotLimiter:
                 await self._wake.wait()
             self._wake.clear()
             try:
-                starved = await self._cycle()
+                async with self._serial:
+                    starved = await self._cycle()
             except RedisUnavailable as exc:
                 redis_failures += 1
                 delay = Backoff(0.05, 2.0).delay_s(redis_failures)
@@ -346,7 +352,8 @@ class SlotLimiter:
             self.release(holder, token, outcome="abandon")
         if self._releases:
             with contextlib.suppress(RedisUnavailable):
-                await self._flush_releases()
+                async with self._serial:
+                    await self._flush_releases()
 
 
 def _text(value: object) -> str:
