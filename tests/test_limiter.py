@@ -175,6 +175,26 @@ async def test_a_fresh_submit_leaves_the_previous_owners_solve_counted(pumps: Pu
     assert await members(pumps) == {"c", "#a#ta"}
 
 
+async def test_a_slot_belongs_to_a_claim_not_to_its_task(pumps: Pumps) -> None:
+    """One worker claims a task again (the old claim's lease lapsed mid-submit): the new claim does
+    not hold the old claim's slot. Submitting anew, it waits for room while the old submit counts;
+    resuming the same remote id, it adopts the old solve's slot."""
+    limiter = pumps.start(limit=1)
+    await limiter.acquire("a", "old")
+    assert limiter.holds("a", "old")
+    assert not limiter.holds("a", "new")
+    fresh = spawn(limiter.acquire("a", "new"))
+    await wait_for_async(lambda: members(pumps), lambda m: m == {"#a#old"})
+    await asyncio.sleep(0.05)
+    assert not fresh.done()  # N = 1 is taken by the old claim's submit
+    fresh.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await fresh
+    await asyncio.wait_for(limiter.acquire("a", "new", resume=True), 2.0)
+    assert limiter.holds("a", "new")
+    assert await members(pumps) == {"a"}
+
+
 async def test_abandoned_slots_stay_counted_and_finished_ones_are_freed(pumps: Pumps) -> None:
     short = LimiterConfig(lease_s=30.0, orphan_hold_s=0.5, retry_min_s=0.002, retry_max_s=0.02)
     limiter = pumps.start(limit=2, config=short)

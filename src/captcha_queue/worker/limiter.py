@@ -164,8 +164,10 @@ class SlotLimiter:
     def waiting(self) -> int:
         return len(self._waiters)
 
-    def holds(self, holder: str) -> bool:
-        return holder in self._held
+    def holds(self, holder: str, token: str) -> bool:
+        """Whether this claim (task id and lease token) holds its slot. A new claim of the same task
+        (its lease lapsed, this worker claimed it again) does not: it takes or adopts a slot itself."""
+        return self._held.get(holder) == token
 
     async def set_limit(self, limit: int) -> SlotState:
         """Set the configured fleet-wide N (at start, and whenever it changes at run time)."""
