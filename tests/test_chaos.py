@@ -32,6 +32,7 @@ from bench.chaos.scenarios import (
     kill_during_polling,
     poison_task,
     quiet_run,
+    redis_cut_during_submit,
     zombie,
 )
 
@@ -339,6 +340,15 @@ async def test_fuzz_scenario() -> None:
     row = await fuzz(submissions=200, corrupt=1000)
     assert row.passed, _explain(row)
     assert row.details["refused"] == 200
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+async def test_redis_cut_during_submit() -> None:
+    # Whether the worker claims the task again before its renewal reports the lease lost is up to
+    # timing (it did in about half the rounds); tests/test_worker_slots.py forces that order.
+    row = await redis_cut_during_submit(rounds=3, timeout_s=40.0)
+    assert row.passed, _explain(row)
 
 
 # -- fixes the network-fault scenario called for ---------------------------------------------------
