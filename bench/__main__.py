@@ -3,6 +3,7 @@
     python -m bench              # the full run (about 10-15 minutes on 2 cores)
     python -m bench --quick      # small sizes (under 2 minutes), written to <date>-quick.md
     python -m bench --only W1,W3 --systems captcha-queue,naive
+    python -m bench --quick --only STALL --systems captcha-queue   # the W1 stall regression only
 
 Redis: ``REDIS_URL`` if set (keys of each run are deleted after it), else a private server that is
 flushed between runs and stopped at the end. The simulator is ``captcha-queue simulator`` with a fixed
@@ -41,7 +42,7 @@ from .report import Meta, check_targets, draw_chart, format_table, write_markdow
 from .workloads import FIRST_POLL_S, POLL_INTERVAL_S, SOLVE_METHOD, Bench, Sizes
 
 SYSTEMS = ("captcha-queue", "naive", "arq", "saq")
-WORKLOADS = ("W1", "W2", "W3", "W4")
+WORKLOADS = ("W1", "W2", "W3", "W4", "STALL")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PACKAGES = (
     "captcha-queue",
@@ -116,6 +117,12 @@ def settings_text(sizes: Sizes) -> dict[str, str]:
             f"processes {', '.join(map(str, sizes.w4_processes))} x in flight "
             f"{', '.join(f'{n:,}' for n in sizes.w4_in_flight)}, {sizes.w4_waves} x in-flight tasks each"
         ),
+        "W1 stall": (
+            f"{sizes.stall_rounds} rounds: {sizes.stall_backlog:,} tasks submitted, then 2 instant-solver "
+            f"worker processes x {sizes.w1_concurrency} with --solver-limit {sizes.stall_limit:,} started, "
+            f"then {sizes.stall_trickle:,} tasks one awaited submit() at a time (wait_result on every "
+            "50th); a round stalls if the completed count stands still for 5 s or more"
+        ),
         "captcha-queue": (
             "captcha-queue worker --processes P --concurrency C --lease-s 30 --solver instant|captchaai "
             "--time-scale S --solver-limit N; producer submit_many (batches of 1,000) + as_completed "
@@ -183,6 +190,9 @@ async def run_all(bench: Bench, workloads: Sequence[str], systems: Sequence[str]
             for waiters in (1, s.w3_waiters):
                 coro = run_w3(bench.redis_url, system, waiters, rounds, s.time_scale, s.run_timeout_s)
                 await bench.guarded("W3", system, f"{waiters}", coro)
+    if "STALL" in workloads and "captcha-queue" in systems:
+        say("W1 stall: the pattern that once held the fleet for a slot lease")
+        await bench.guarded("W1 stall", "captcha-queue", "", bench.cq_stall())
     if "W4" in workloads and "captcha-queue" in systems:
         say("W4: scale")
         for in_flight in s.w4_in_flight:

@@ -43,6 +43,13 @@ COLUMNS: Mapping[str, Sequence[tuple[str, str]]] = {
         ("notify_p99_ms", "done->wake p99"),
     ],
     "W3": [("samples", "samples"), ("wake_p50_ms", "wake p50 ms"), ("wake_p99_ms", "wake p99 ms")],
+    "W1 stall": [
+        ("rounds", "rounds"),
+        ("stalled_rounds", "stalled rounds"),
+        ("max_freeze_s", "longest freeze s"),
+        ("best_s", "best round s"),
+        ("worst_s", "worst round s"),
+    ],
     "W4": [
         ("throughput_per_s", "tasks/s"),
         ("ideal_per_s", "ideal/s"),
@@ -59,6 +66,7 @@ WORKLOAD_TITLES = {
     "W2 latency": "W2 queue overhead (open loop at half the ideal rate: end to end minus L)",
     "W3": "W3 notification latency (result written -> waiting producer wakes)",
     "W4": "W4 scale (captcha-queue, W2 with more processes and more in flight)",
+    "W1 stall": "W1 stall regression (results must never stand still for 5 s with work left)",
 }
 
 
@@ -212,6 +220,20 @@ def check_targets(
             )
         )
     targets += _cost_targets(results)
+    stall = _find(results, "W1 stall", "captcha-queue")
+    stalled = stall.get("stalled_rounds") if stall else None
+    targets.append(
+        Target(
+            "W1 pattern never stalls",
+            "no round with results standing still >= 5 s",
+            f"{_fmt(stalled)} of {_fmt(stall.get('rounds'))} rounds stalled (longest freeze "
+            f"{_fmt(stall.get('max_freeze_s'))} s)"
+            if stall
+            else "no figure",
+            None if stalled is None else stalled == 0,
+            where="W1 stall captcha-queue",
+        )
+    )
     rss = w2.get("peak_rss_mb") if w2 else None
     held = w2.get("max_in_flight") if w2 else None
     targets.append(

@@ -9,6 +9,10 @@
   (so a slot is always free) for the queue's own overhead: end-to-end latency minus L.
 * **W3 notification latency** (see :mod:`bench.notify`).
 * **W4 scale**: W2 for captcha-queue with 1, 2 and 4 worker processes and 1,000 / 5,000 in flight.
+* **W1 stall** (``--only STALL``): the pattern that once froze the fleet for a slot lease, repeated: two
+  instant-solver workers with a fleet limit, a backlog submitted before they start, then one awaited
+  ``submit()`` at a time (``wait_result`` on some) while they run; the longest time the completed count
+  stood still with work left, per round.
 
 A producer is any object with ``prepare``, ``submit``, ``submit_many``, ``wait_one`` and ``wait_all``
 (captcha-queue's, the naive design's, arq's and SAQ's); bench.drivers times them identically.
@@ -115,6 +119,10 @@ class Sizes:
     w4_processes: tuple[int, ...] = (1, 2, 4)
     w4_in_flight: tuple[int, ...] = (1000, 5000)
     w4_waves: int = 2
+    stall_backlog: int = 5000  # submitted before the workers start
+    stall_trickle: int = 20_000  # then one awaited submit() at a time
+    stall_rounds: int = 4
+    stall_limit: int = 100_000  # --solver-limit: slots are taken, never the bottleneck
     run_timeout_s: float = 180.0
     peers: tuple[str, ...] = ("arq", "saq")
 
@@ -151,6 +159,9 @@ class Sizes:
             w4_processes=(1, 2),
             w4_in_flight=(400,),
             w4_waves=2,
+            stall_backlog=1000,
+            stall_trickle=4000,
+            stall_rounds=2,
             run_timeout_s=60.0,
         )
 
@@ -162,6 +173,20 @@ class Sizes:
             w2_tasks=max(10, int(self.w2_tasks * factor)),
             latency_tasks=max(5, int(self.latency_tasks * factor)),
         )
+
+
+async def _longest_freeze(producer: CQProducer, total: int, every_s: float = 0.25) -> float:
+    """Seconds the completed count stood still at most, until it reaches ``total``."""
+    last, since, longest = -1, time.monotonic(), 0.0
+    while True:
+        completed = int((await producer.q.stats()).completed)
+        now = time.monotonic()
+        if completed != last:
+            last, since = completed, now
+        longest = max(longest, now - since)
+        if completed >= total:
+            return longest
+        await asyncio.sleep(every_s)
 
 
 # -- the bench: one Redis, one simulator, every system ----------------------------------------------
@@ -232,6 +257,8 @@ class Bench:
             argv += ["--solver-limit", str(limit or concurrency * processes)]
         else:
             argv += ["--solver", "instant"]
+            if limit is not None:
+                argv += ["--solver-limit", str(limit)]
         group = ProcessGroup()
         try:
             group.spawn(argv, env)
@@ -261,6 +288,43 @@ class Bench:
             result.metrics.update(cpu.stop())
             rss = tree_rss(group)
         throughput_metrics(result, run, before, after, rss)
+        return result
+
+    async def cq_stall(self) -> RunResult:
+        """W1 stall: see the module docstring. A round stalls if results stand still for 5 s or more."""
+        s = self.sizes
+        config = f"{procs_label(2)} x {s.w1_concurrency}, limit {s.stall_limit:,}, {s.stall_rounds} rounds"
+        result = RunResult("W1 stall", "captcha-queue", config)
+        freezes: list[float] = []
+        elapsed: list[float] = []
+        for _ in range(s.stall_rounds):
+            namespace = f"bench-stall-{secrets.token_hex(3)}"
+            async with CQProducer(self.redis_url, namespace, s.run_timeout_s) as producer:
+                await producer.submit_many([w1_task(n) for n in range(s.stall_backlog)])
+                workers = self.cq_workers(namespace, 2, s.w1_concurrency, http=False, limit=s.stall_limit)
+                async with workers:
+                    started = time.monotonic()
+                    total = s.stall_backlog + s.stall_trickle
+                    watch = asyncio.create_task(_longest_freeze(producer, total))
+                    waits: list[asyncio.Task[float]] = []
+                    for n in range(s.stall_backlog, total):
+                        task_id = await producer.submit(w1_task(n))
+                        if n % 50 == 0:
+                            waits.append(asyncio.create_task(producer.wait_one(task_id)))
+                    try:
+                        await bounded(asyncio.gather(*waits), s.run_timeout_s, "the awaited results")
+                        freezes.append(await bounded(watch, s.run_timeout_s, "every result"))
+                    finally:
+                        watch.cancel()
+                    elapsed.append(time.monotonic() - started)
+        result.metrics.update(
+            rounds=len(freezes),
+            stalled_rounds=sum(1 for f in freezes if f >= 5.0),
+            max_freeze_s=round(max(freezes), 1),
+            best_s=round(min(elapsed), 1),
+            worst_s=round(max(elapsed), 1),
+        )
+        result.notes.append("longest freeze per round (s): " + ", ".join(f"{f:.1f}" for f in freezes))
         return result
 
     async def cq_submit_only(self) -> RunResult:

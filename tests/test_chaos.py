@@ -33,6 +33,7 @@ from bench.chaos.scenarios import (
     kill_during_polling,
     poison_task,
     quiet_run,
+    redis_cut_during_submit,
     zombie,
 )
 from bench.chaos.state_faults import hostile_state, near_maxmemory
@@ -371,6 +372,15 @@ async def test_account_call_fails_at_start() -> None:
     row = await account_call_fails_at_start(tasks=300, workers=2, threads=20, failures_per_worker=5)
     assert row.passed, _explain(row)
     assert row.details["account_call_failures_logged"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+async def test_redis_cut_during_submit() -> None:
+    # Whether the worker claims the task again before its renewal reports the lease lost is up to
+    # timing (it did in about half the rounds); tests/test_worker_slots.py forces that order.
+    row = await redis_cut_during_submit(rounds=3, timeout_s=40.0)
+    assert row.passed, _explain(row)
 
 
 # -- fixes the network-fault scenario called for ---------------------------------------------------

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -181,6 +182,26 @@ async def test_a_fresh_submit_leaves_the_previous_owners_solve_counted(pumps: Pu
     assert await members(pumps) == {"c", "#a#ta"}
 
 
+async def test_a_slot_belongs_to_a_claim_not_to_its_task(pumps: Pumps) -> None:
+    """One worker claims a task again (the old claim's lease lapsed mid-submit): the new claim does
+    not hold the old claim's slot. Submitting anew, it waits for room while the old submit counts;
+    resuming the same remote id, it adopts the old solve's slot."""
+    limiter = pumps.start(limit=1)
+    await limiter.acquire("a", "old")
+    assert limiter.holds("a", "old")
+    assert not limiter.holds("a", "new")
+    fresh = spawn(limiter.acquire("a", "new"))
+    await wait_for_async(lambda: members(pumps), lambda m: m == {"#a#old"})
+    await asyncio.sleep(0.05)
+    assert not fresh.done()  # N = 1 is taken by the old claim's submit
+    fresh.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await fresh
+    await asyncio.wait_for(limiter.acquire("a", "new", resume=True), 2.0)
+    assert limiter.holds("a", "new")
+    assert await members(pumps) == {"a"}
+
+
 async def test_abandoned_slots_stay_counted_and_finished_ones_are_freed(pumps: Pumps) -> None:
     short = LimiterConfig(lease_s=30.0, orphan_hold_s=0.5, retry_min_s=0.002, retry_max_s=0.02)
     limiter = pumps.start(limit=2, config=short)
@@ -326,3 +347,45 @@ def test_config_scaling() -> None:
     assert 0.005 <= scaled.retry_max_s <= 0.2
     with pytest.raises(ValueError, match="at least 1"):
         SlotLimiter(aioredis.Redis(), Keys("x"), limit=0)
+
+
+@pytest.mark.timeout(30)
+async def test_a_renewal_is_never_overtaken_by_the_processs_own_release(
+    redis_url: str, namespace: str
+) -> None:
+    """The W1 stall: a renewal names the slots its process holds when it starts. Held up on its way
+    to Redis (in a busy worker, waiting for a pooled connection; here, by a slow link), it was
+    overtaken by the pump's release of one of those slots, and re-registered the freed slot as one
+    Redis had lost: no new grant anywhere in the fleet for a slot lease, with work queued."""
+    from bench.chaos.proxy import FaultProxy
+
+    from captcha_queue.store.connection import make_client
+
+    parts = urlsplit(redis_url)
+    async with FaultProxy("127.0.0.1", int(parts.port or 6379)) as proxy:
+        client = make_client(proxy.redis_url(password=parts.password))
+        keys = Keys(namespace)
+        limiter = SlotLimiter(client, keys, "acct", limit=10, config=FAST)
+        pump = asyncio.create_task(limiter.run())
+        try:
+            await limiter.acquire("a", "ta")
+            await limiter.acquire("b", "tb")
+            proxy.set_latency(0.3)  # what is sent now reaches Redis 0.3 s later
+            renewal = asyncio.create_task(limiter.renew())
+            await asyncio.sleep(0.05)  # the renewal named "a" and "b" and is on its way
+            proxy.set_latency(0.0)
+            limiter.release("a", "ta")  # "a" is done: the pump gives its slot back
+            assert await renewal == []
+            raw = await client.hgetall(keys.slot_limit("acct"))
+            assert b"rebuild_until_ms" not in raw, "the renewal took a released slot for one Redis lost"
+            await wait_for_async(lambda: members_of(client, keys), lambda m: m == {"b"})
+            await asyncio.wait_for(limiter.acquire("c", "tc"), 1.0)  # the fleet grants at once
+        finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+            await client.aclose()
+
+
+async def members_of(client: aioredis.Redis, keys: Keys) -> set[str]:
+    return {as_str(m) for m in await client.zrange(keys.slots("acct"), 0, -1)}

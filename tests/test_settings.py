@@ -19,7 +19,7 @@ from captcha_queue.cli import config as cli_config
 from captcha_queue.cli.worker_cmd import _child_args, worker_cmd
 from captcha_queue.errors import InvalidArgument
 from captcha_queue.options import Setting, build, render_table, settings_of, to_argv
-from captcha_queue.queue import AsyncCaptchaQueue, QueueConfig
+from captcha_queue.queue._producer import AsyncCaptchaQueue, QueueConfig
 from captcha_queue.worker import LimiterConfig, WorkerConfig, WorkerSettings
 
 from .helpers import ProcessManager

@@ -12,7 +12,7 @@ from typing import Any
 
 from captcha_queue.cli.reference import render
 from captcha_queue.options import render_table
-from captcha_queue.queue import QueueConfig
+from captcha_queue.queue._producer import QueueConfig
 from captcha_queue.worker import WorkerSettings
 
 __all__ = ["MARKERS", "on_page_markdown"]

@@ -5,7 +5,7 @@ tasks whose page URL is the simulator's task key, injects its fault, waits until
 (or a deadline), and hands the facts to the checker (``outcome.conclude``). Every row also carries
 the fleet-limit check (the simulator's most tasks in flight against N) and the canary key's search.
 
-This module holds the worker-process scenarios (1-4, 9, 10, 15) and the registry; the Redis faults
+This module holds the worker-process scenarios (1-4, 9, 10, 15, 16) and the registry; the Redis faults
 (5, 6, 11) are in ``redis_faults.py``, the bad solver answers and bad input (7, 8, 12) in
 ``input_faults.py``, hostile state values and Redis near maxmemory (13, 14) in ``state_faults.py``.
 """
@@ -451,7 +451,7 @@ async def _kill_whoever_holds(rig: Rig, task_id: str) -> None:
         await asyncio.sleep(0.02)
 
 
-# -- 13. account call fails at start ----------------------------------------------------------------
+# -- 15. account call fails at start ----------------------------------------------------------------
 
 
 async def account_call_fails_at_start(
@@ -505,6 +505,87 @@ async def account_call_fails_at_start(
         return row
 
 
+# -- 16. Redis cut during in.php ---------------------------------------------------------------------
+
+
+async def redis_cut_during_submit(
+    *,
+    rounds: int = 20,
+    time_scale: float = 0.01,
+    lease_s: float = 3.0,
+    in_php_s: float = 5.0,
+    cut_s: float = 3.5,
+    solve_s: float = 3.0,
+    timeout_s: float = 120.0,
+) -> Row:
+    """N = 1; Redis cut past the lease while an in.php is in flight, round after round. The worker
+    claims the task again when Redis is back: the old claim's submit (given up) stays counted until
+    its solve must be over, and the new claim takes a slot of its own, so never two solves at once."""
+    started = time.monotonic()
+    # A submit given up mid-flight counts until its solve must be over: the in.php, then the solve
+    # (solve_s real seconds, so a second solve started at the reclaim would overlap the first).
+    hold_s = (in_php_s + solve_s + 1.0) / time_scale
+    config = config_for(
+        1,
+        workers=1,
+        concurrency=4,
+        time_scale=time_scale,
+        lease_s=lease_s,
+        redis_via_proxy=True,
+        worker_args=("--orphan-hold-s", f"{hold_s:g}"),
+    )
+    async with Rig(config) as rig:
+        proxy = rig.proxy
+        assert proxy is not None
+        rig.start_sampler()
+        late: list[str] = []
+        for n in range(rounds):
+            sent = int((await rig.sim_stats()).get("requests", {}).get("in", 0))
+            await rig.sim_control(faults={"slow": 1.0}, slow_real_s=in_php_s)
+            task_id = (await rig.submit(1, tag=f"cut{n}", extra={"x_sim_solve_s": solve_s}))[0]
+            if not await rig.wait_until(_in_php_after(rig, sent), timeout_s):
+                late.append(f"round {n}: no in.php reached the simulator")
+            await rig.sim_control(faults={})  # only the round's first in.php is slow
+            proxy.refuse(True)
+            rig.note(f"round {n}: Redis cut for {cut_s:g} s ({proxy.reset_all()} connections reset)")
+            await asyncio.sleep(cut_s)
+            proxy.heal()
+            if not await rig.wait_until(_is_final(rig, task_id), timeout_s, poll_s=0.1):
+                late.append(f"round {n}: task {task_id} not final within {timeout_s:g} s")
+        done = await rig.wait_all_final(timeout_s)
+        reclaimed = sum(1 for f in (await rig.finals()).values() if f.attempts > 1)
+        row, report = await conclude(
+            rig,
+            16,
+            "Redis cut during in.php",
+            f"{rounds} rounds, N=1, lease {lease_s:g} s, Redis cut {cut_s:g} s in a {in_php_s:g} s in.php",
+            Expect(),
+            started=started,
+            extra_violations=late + ([] if done else ["timed out"]),
+            details={"rounds": rounds, "reclaimed": reclaimed},
+        )
+        row.figure = (
+            f"max in flight {report.max_solver_in_flight} <= N=1; {reclaimed}/{rounds} tasks claimed again "
+            f"after the cut; {summary(report)}"
+        )
+        return row
+
+
+def _in_php_after(rig: Rig, sent: int) -> Any:
+    async def predicate() -> bool:
+        return int((await rig.sim_stats()).get("requests", {}).get("in", 0)) > sent
+
+    return predicate
+
+
+def _is_final(rig: Rig, task_id: str) -> Any:
+    async def predicate() -> bool:
+        assert rig.raw is not None
+        return bool(await rig.raw.hexists(rig.keys.results, task_id))
+
+    return predicate
+
+
 #: name -> (function, full sizes, quick sizes). ``make chaos`` runs the full ones.
 SCENARIOS: dict[str, tuple[Any, dict[str, Any], dict[str, Any]]] = {
     "crash_storm": (crash_storm, {}, {"tasks": 2000, "workers": 4}),
@@ -523,6 +604,7 @@ SCENARIOS: dict[str, tuple[Any, dict[str, Any], dict[str, Any]]] = {
     "hostile_state": (hostile_state, {}, {"tasks": 500, "hostile": 270}),
     "near_maxmemory": (near_maxmemory, {}, {"maxmemory_mb": 24}),
     "account_call_fails_at_start": (account_call_fails_at_start, {}, {"tasks": 500}),
+    "redis_cut_during_submit": (redis_cut_during_submit, {}, {"rounds": 4}),
 }
 
 _ = CANARY_KEY  # the canary every rig uses by default (re-exported for the tests)

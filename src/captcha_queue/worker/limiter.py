@@ -154,6 +154,10 @@ class SlotLimiter:
         self._busy = False
         self._successes = 0
         self._wake = asyncio.Event()
+        # A renewal names the slots held when it starts: a release of one of them must not reach
+        # Redis before it, or the renewal takes the freed slot for one Redis lost (and holds every
+        # new grant of the fleet for a lease). The pump's calls and a renewal never overlap.
+        self._serial = asyncio.Lock()
         self.effective: int = limit
         self.used: int = 0
 
@@ -170,8 +174,10 @@ class SlotLimiter:
     def waiting(self) -> int:
         return len(self._waiters)
 
-    def holds(self, holder: str) -> bool:
-        return holder in self._held
+    def holds(self, holder: str, token: str) -> bool:
+        """Whether this claim (task id and lease token) holds its slot. A new claim of the same task
+        (its lease lapsed, this worker claimed it again) does not: it takes or adopts a slot itself."""
+        return self._held.get(holder) == token
 
     async def set_limit(self, limit: int) -> SlotState:
         """Set the configured fleet-wide N (at start, and whenever it changes at run time)."""
@@ -228,14 +234,15 @@ class SlotLimiter:
         A held slot is never given up by a renewal: its solve is running. One that Redis lost is
         registered again (and the fleet grants nothing new for a lease, until every worker did so).
         """
-        if not self._held:
-            return []
-        held = list(self._held.items())
-        args: list[object] = [int(self.config.lease_s * 1000), self._hold_ms()]
-        for holder, token in held:
-            args += [holder, token]
-        async with redis_errors_async(self._client):
-            reply = await self._scripts.renewSlots(self._client, list(self._keys), args)
+        async with self._serial:
+            if not self._held:
+                return []
+            held = dict(self._held)
+            args: list[object] = [int(self.config.lease_s * 1000), self._hold_ms()]
+            for holder, token in held.items():
+                args += [holder, token]
+            async with redis_errors_async(self._client):
+                reply = await self._scripts.renewSlots(self._client, list(self._keys), args)
         self.effective, self.used = int(reply[0]), int(reply[1])
         lost = [_text(h) for h in reply[2:]]
         for holder in lost:
@@ -275,7 +282,8 @@ class SlotLimiter:
                 await self._wake.wait()
             self._wake.clear()
             try:
-                starved = await self._cycle()
+                async with self._serial:
+                    starved = await self._cycle()
             except RedisUnavailable as exc:
                 redis_failures += 1
                 delay = Backoff(0.05, 2.0).delay_s(redis_failures)
@@ -356,7 +364,8 @@ class SlotLimiter:
             self.release(holder, token, outcome="abandon")
         if self._releases:
             with contextlib.suppress(RedisUnavailable):
-                await self._flush_releases()
+                async with self._serial:
+                    await self._flush_releases()
 
 
 def _text(value: object) -> str:

@@ -427,6 +427,13 @@ class Worker:
                 log.debug("claimed %d tasks while stopping: they are released", len(claims))
 
     def _start_run(self, claim: Claim) -> None:
+        stale = self._runs.get(claim.task_id)
+        if stale is not None:
+            # This worker claimed a task it still runs: the old claim's lease lapsed (Redis was cut,
+            # the renewals were late). The old run stops; a submit it had in flight stays counted as
+            # a ghost of its slot, and the new claim takes (or, resuming the same remote id, adopts)
+            # a slot of its own: never the old claim's, which would let a second solve run uncounted.
+            self._drop(stale, "lease lost")
         run = _Run(claim)
         self._runs[claim.task_id] = run
         self.events.task_started(claim)
@@ -504,7 +511,7 @@ class Worker:
     async def _take_slot(self, run: _Run, *, resume: bool = False) -> None:
         if not self._limit_known.is_set():
             await self._wait_for_limit(run)
-        if self.limiter is None or self.limiter.holds(run.claim.task_id):
+        if self.limiter is None or self.limiter.holds(run.claim.task_id, run.claim.lease_token):
             return
         run.stage = "slot"
         timeout_s = None
@@ -740,10 +747,11 @@ class Worker:
             runs = [r for r in self._runs.values() if r.stage != "finish" and r.drop_reason is None]
             if runs:
                 outcome = await self.queue.renew([r.claim for r in runs], self.config.lease_s)
+                renewed = {r.claim.task_id: r for r in runs}  # not a newer claim of the task
                 for task_id, reason in [(t, "lease lost") for t in outcome.lost] + [
                     (t, "cancelled") for t in outcome.cancelled
                 ]:
-                    gone = self._runs.get(task_id)
+                    gone = renewed.get(task_id)
                     if gone is not None:
                         self._drop(gone, reason)
                 if outcome.lost or outcome.cancelled:
