@@ -349,7 +349,7 @@ class ScriptCounter:
         client = redis.Redis.from_url(self.url)
         current = "(client)"
         try:
-            with client.monitor() as monitor:
+            with client.monitor() as monitor:  # type: ignore[no-untyped-call]
                 self._ready.set()
                 while True:
                     line = monitor.next_command()

@@ -1,6 +1,7 @@
 """The per-task costs of the queue, small and quick: what ``python -m bench.compare`` runs per revision.
 
-    python -m bench.micro [--json] [--by-script] [--w1-tasks 2000] [--w2-tasks 400] [--submits 2000] [--waiters 1000]
+    python -m bench.micro [--json] [--by-script] [--w1-tasks 2000] [--w2-tasks 400]
+                          [--submits 2000] [--waiters 1000]
 
 One private Redis (or REDIS_URL) and one simulator; each figure is also part of ``make bench``:
 
