@@ -35,6 +35,7 @@ __all__ = [
     "BenchError",
     "ProcessGroup",
     "RunResult",
+    "ScriptCounter",
     "Simulator",
     "bounded",
     "command_counts",
@@ -310,6 +311,64 @@ def command_delta(before: Mapping[str, int], after: Mapping[str, int]) -> dict[s
     """Calls per command between two snapshots, without the bench's own INFO calls."""
     delta = {name: after[name] - before.get(name, 0) for name in after}
     return {name: n for name, n in delta.items() if n > 0 and name != "info"}
+
+
+class ScriptCounter:
+    """Commands Redis runs, by the script that ran them (MONITOR; for ``bench.micro --by-script``).
+
+    Redis logs an EVALSHA before the commands its script runs, so every ``lua`` line belongs to the
+    last script called; the EVALSHA itself counts to its script, any other client command to
+    ``"(client) <command>"``. MONITOR slows Redis down: counts only, never with timings."""
+
+    _STOP = "bench-script-counter-stop"
+
+    def __init__(self, url: str) -> None:
+        from captcha_queue.store.scripts import load_scripts
+
+        self.url = url
+        self.names = {s.sha: name for name, s in load_scripts().items()}
+        self.counts: dict[str, int] = {}
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="script-counter", daemon=True)
+
+    def __enter__(self) -> ScriptCounter:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise BenchError("MONITOR did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        client = redis.Redis.from_url(self.url)
+        try:
+            client.echo(self._STOP)
+        finally:
+            client.close()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        client = redis.Redis.from_url(self.url)
+        current = "(client)"
+        try:
+            with client.monitor() as monitor:  # type: ignore[no-untyped-call]
+                self._ready.set()
+                while True:
+                    line = monitor.next_command()
+                    words = str(line["command"]).split(" ", 2)
+                    name = words[0].lower()
+                    if line["client_type"] != "lua":
+                        if name == "echo" and words[1:2] == [self._STOP]:
+                            return
+                        if name in ("evalsha", "eval"):
+                            current = self.names.get(words[1], "(unknown script)")
+                        else:
+                            current = f"(client) {name}"
+                    self.counts[current] = self.counts.get(current, 0) + 1
+        finally:
+            client.close()
+
+    def per_task(self, done: int) -> dict[str, float]:
+        ordered = sorted(self.counts.items(), key=lambda kv: -kv[1])
+        return {name: round(n / max(1, done), 2) for name, n in ordered if n / max(1, done) >= 0.01}
 
 
 def flush(url: str) -> None:

@@ -1,12 +1,15 @@
 """The per-task costs of the queue, small and quick: what ``python -m bench.compare`` runs per revision.
 
-    python -m bench.micro [--json] [--w1-tasks 2000] [--w2-tasks 400] [--submits 2000] [--waiters 1000]
+    python -m bench.micro [--json] [--by-script] [--w1-tasks 2000] [--w2-tasks 400]
+                          [--submits 2000] [--waiters 1000]
 
 One private Redis (or REDIS_URL) and one simulator; each figure is also part of ``make bench``:
 
 * ``w1_cmds_per_task`` / ``w2_cmds_per_task``: every command Redis executed during W1 (instant solver)
   and W2 (HTTP simulator), Lua's inner commands included (``INFO commandstats``), per finished task.
-  Exact counts, independent of the machine's load. Target: <= 20.
+  Exact counts, independent of the machine's load. Target: <= 20. With ``--by-script``, also
+  ``w1_by_script`` / ``w2_by_script``: the same commands per task split by the script that ran them
+  (the EVALSHA included; from MONITOR, which slows Redis: use those runs for counts only).
 * ``submit_per_s``: single awaited ``submit()`` calls per second from one process. Target: >= 4,000.
 * ``w2_worker_cpu_ms_per_task``: CPU time (user + system, /proc) of the worker processes during W2,
   per finished task. Target: <= 1.2.
@@ -18,6 +21,7 @@ Timings need a quiet machine; the command counts do not.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import secrets
 from dataclasses import replace
@@ -26,7 +30,16 @@ from typing import Any
 from captcha_queue.store.server import EmbeddedRedis, check_redis, redis_url_from_env
 
 from .drivers import CQProducer, drive_throughput
-from .harness import ProcessGroup, Simulator, child_env, command_counts, command_delta, cpu_seconds, run_async
+from .harness import (
+    ProcessGroup,
+    ScriptCounter,
+    Simulator,
+    child_env,
+    command_counts,
+    command_delta,
+    cpu_seconds,
+    run_async,
+)
 from .notify import run_w3
 from .workloads import SOLVE_METHOD, Bench, Sizes, w1_task, w2_task
 
@@ -49,9 +62,10 @@ def _breakdown(commands: dict[str, int], done: int) -> dict[str, float]:
 
 
 async def _commands_run(
-    bench: Bench, tasks: list[Any], *, http: bool, concurrency: int, label: str
+    bench: Bench, tasks: list[Any], *, http: bool, concurrency: int, label: str, by_script: bool = False
 ) -> dict[str, Any]:
     namespace = f"bench-{label}-{secrets.token_hex(3)}"
+    counter = ScriptCounter(bench.redis_url) if by_script else None
     async with (
         bench.cq_workers(namespace, 1, concurrency, http=http, limit=concurrency) as (group, _),
         CQProducer(bench.redis_url, namespace, bench.sizes.run_timeout_s) as producer,
@@ -59,17 +73,21 @@ async def _commands_run(
         pids = [p.pid for p in group.procs] + group.remember_children()
         cpu_before = cpu_seconds(pids)
         before = command_counts(bench.redis_url)
-        run = await drive_throughput(producer, tasks, bench.sizes.run_timeout_s)
+        with counter or contextlib.nullcontext():
+            run = await drive_throughput(producer, tasks, bench.sizes.run_timeout_s)
         after = command_counts(bench.redis_url)
         cpu_s = cpu_seconds(pids) - cpu_before
     done = max(1, len(run.seen))
     commands = command_delta(before, after)
-    return {
+    figures = {
         f"{label}_cmds_per_task": round(sum(commands.values()) / done, 2),
         f"{label}_breakdown": _breakdown(commands, done),
         f"{label}_worker_cpu_ms_per_task": round(1000 * cpu_s / done, 3),
         f"{label}_per_s": round(done / run.elapsed_s, 1) if run.elapsed_s else None,
     }
+    if counter is not None:
+        figures[f"{label}_by_script"] = counter.per_task(done)
+    return figures
 
 
 async def measure(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
@@ -77,12 +95,22 @@ async def measure(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     out.update(
         await _commands_run(
-            bench, [w1_task(n) for n in range(args.w1_tasks)], http=False, concurrency=500, label="w1"
+            bench,
+            [w1_task(n) for n in range(args.w1_tasks)],
+            http=False,
+            concurrency=500,
+            label="w1",
+            by_script=args.by_script,
         )
     )
     bench.clean()
     w2 = await _commands_run(
-        bench, [w2_task(n) for n in range(args.w2_tasks)], http=True, concurrency=args.w2_limit, label="w2"
+        bench,
+        [w2_task(n) for n in range(args.w2_tasks)],
+        http=True,
+        concurrency=args.w2_limit,
+        label="w2",
+        by_script=args.by_script,
     )
     out.update(w2)
     if w2.get("w2_per_s"):
@@ -99,6 +127,9 @@ async def measure(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--json", action="store_true", help="print one JSON object (for bench.compare)")
+    parser.add_argument(
+        "--by-script", action="store_true", help="split the command counts by script (MONITOR: counts only)"
+    )
     parser.add_argument("--w1-tasks", type=int, default=2000)
     parser.add_argument("--w2-tasks", type=int, default=400)
     parser.add_argument("--w2-limit", type=int, default=200)

@@ -6,9 +6,13 @@ from pathlib import Path
 
 import pytest
 from bench import naive
-from bench.harness import RunResult, percentile
+from bench.harness import RunResult, ScriptCounter, percentile
 from bench.report import Meta, check_targets, format_table, write_markdown
 from bench.workloads import w1_task
+
+from captcha_queue import AsyncCaptchaQueue, TaskSpec
+
+from .helpers import RC
 
 
 async def test_naive_baseline_runs_and_counts(redis_url: str) -> None:
@@ -73,3 +77,19 @@ def test_percentile_nearest_rank() -> None:
     assert percentile([], 0.5) is None
     assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
     assert percentile([float(n) for n in range(1, 101)], 0.99) == 99.0
+
+
+@pytest.mark.timeout(30)
+async def test_script_counter_attributes_lua_commands_to_their_script(redis_url: str, namespace: str) -> None:
+    async with AsyncCaptchaQueue.from_url(redis_url, namespace=namespace) as q:
+        await q.submit_many([TaskSpec("userrecaptcha", RC)] * 3)
+        first = await q.claim("w", 1, block_s=0)
+        await q.complete(first[0], "token")  # every script loaded: no NOSCRIPT retry below
+        with ScriptCounter(redis_url) as counter:
+            claims = await q.claim("w", 2, block_s=0)
+            await q.complete(claims[0], "token")
+    assert len(claims) == 2
+    # A fenced finish of an active task: EVALSHA and 13 commands inside (docs/benchmarks.md).
+    assert counter.counts["completeTask"] == 14
+    assert counter.counts["claimTasks"] > 2
+    assert counter.per_task(2)["completeTask"] == 7.0

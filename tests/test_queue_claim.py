@@ -330,3 +330,34 @@ async def test_a_timed_pause_bounds_the_blocking_wait(queue: AsyncCaptchaQueue) 
     claims = await queue.claim("w", 1, block_s=4.0)
     assert len(claims) == 1
     assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.timeout(30)
+async def test_a_claim_larger_than_one_read_chunk_keeps_priority_and_fifo_order(
+    queue: AsyncCaptchaQueue,
+) -> None:
+    # claimTasks reads each list in chunks of 500 ids and trims it once: order and the rest survive.
+    low = await queue.submit_many([TaskSpec("userrecaptcha", RC, priority="low")] * 5)
+    normal = await queue.submit_many([TaskSpec("userrecaptcha", RC)] * 700)
+    high = await queue.submit_many([TaskSpec("userrecaptcha", RC, priority="high")] * 3)
+    claims = await queue.claim("w", 705, block_s=0)
+    assert [c.task.id for c in claims] == high + normal + low[:2]
+    assert len({c.lease_token for c in claims}) == 705
+    assert await queue.client.zcard(queue.keys.active) == 705
+    lengths = [await queue.client.llen(queue.keys.queue(p)) for p in ("high", "normal", "low")]
+    assert lengths == [0, 0, 3]
+    assert [c.task.id for c in await queue.claim("w", 10, block_s=0)] == low[2:]
+    assert await queue.claim("w", 1, block_s=0) == []
+
+
+@pytest.mark.timeout(30)
+async def test_an_id_queued_twice_is_handed_out_once_and_the_copy_is_dropped(
+    queue: AsyncCaptchaQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second = await queue.submit_many([TaskSpec("userrecaptcha", RC)] * 2)
+    await queue.client.rpush(queue.keys.queue("normal"), first)  # someone pushed it again
+    claims = await queue.claim("w", 5, block_s=0)
+    assert [c.task.id for c in claims] == [first, second]
+    assert f"queued id {first} is active: stale entry skipped" in caplog.text
+    assert await queue.client.llen(queue.keys.queue("normal")) == 0
+    assert (await state_of(queue, first))["token"] == claims[0].lease_token

@@ -84,10 +84,9 @@ local function state_problem(st)
   return nil
 end
 
--- The decoded state, nil when absent, or false plus the raw text and what is wrong when it is
--- malformed.
-local function load_state(id)
-  local raw = redis.call('HGET', K.state, id)
+-- The decoded state of a raw value (HGET or HMGET state): nil when absent, or false plus the raw text
+-- and what is wrong when it is malformed.
+local function decode_state(raw)
   if not raw then
     return nil, nil
   end
@@ -100,6 +99,11 @@ local function load_state(id)
     return false, raw, problem
   end
   return st, raw
+end
+
+-- The decoded state of a task (see decode_state).
+local function load_state(id)
+  return decode_state(redis.call('HGET', K.state, id))
 end
 
 local function save_state(id, st)

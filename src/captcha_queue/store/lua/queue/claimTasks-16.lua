@@ -77,59 +77,98 @@ end
 
 local reply = { OK, -1, warnings }
 local claimed = 0
--- Bound the work of one call, however many stale or malformed ids a list holds.
-local pops_left = count + 100
-for _, priority in ipairs(PRIORITIES) do
-  local list = K.queue[priority]
-  while claimed < count and pops_left > 0 do
-    local id = redis.call('LPOP', list)
-    if not id then
-      break
+-- Each list is read in chunks (LRANGE, then one HMGET of the states and one of the task bodies) and
+-- trimmed once; the claims are written together at the end (one HSET state, one ZADD active).
+local state_args, active_args = {}, {}
+local function write_claims()
+  if #state_args > 0 then
+    redis.call('HSET', K.state, unpack(state_args))
+    redis.call('ZADD', K.active, unpack(active_args))
+    state_args, active_args = {}, {}
+  end
+end
+-- Ids taken by this call: a repeated one is read again, after the claims so far are written, so it
+-- is seen as what this call made of it (a stale entry), as if each id had been popped on its own.
+local taken_ids = {}
+local function take(id, priority, raw, task_json)
+  if taken_ids[id] then
+    write_claims()
+    raw, task_json = redis.call('HGET', K.state, id), redis.call('HGET', K.tasks, id)
+  end
+  taken_ids[id] = true
+  local st, raw_state, problem = decode_state(raw)
+  local has_task = task_json ~= false
+  if st == nil and not has_task then
+    warnings[#warnings + 1] = 'queued id ' .. id .. ' has no task: dead-lettered'
+    dead_letter(id, placeholder_state(priority, now), 'no task', now, 'MALFORMED',
+      'the queue held an id with no task')
+  elseif not st then
+    warnings[#warnings + 1] = 'task ' .. id .. ': ' .. state_message(problem) .. ': dead-lettered'
+    dead_letter(id, placeholder_state(priority, now), 'malformed state', now, 'MALFORMED',
+      state_message(problem), raw_state)
+  elseif not has_task then
+    warnings[#warnings + 1] = 'task ' .. id .. ' has no task body: dead-lettered'
+    dead_letter(id, st, 'no task', now, 'MALFORMED', 'the task body is missing from Redis')
+  elseif st.status ~= 'queued' then
+    warnings[#warnings + 1] = 'queued id ' .. id .. ' is ' .. st.status .. ': stale entry skipped'
+  elseif type(st.expires_ms) == 'number' and now >= st.expires_ms then
+    finish(id, st, 'expired', now, { error_code = 'EXPIRED',
+      error_message = 'the task expired before a worker claimed it' })
+  else
+    claimed = claimed + 1
+    local token = token_prefix .. ':' .. fmt_int(claimed)
+    local deadline = now + lease_ms
+    st.status = 'active'
+    st.token = token
+    st.worker = worker
+    st.claimed_ms = now
+    if type(st.started_ms) ~= 'number' then
+      st.started_ms = now
     end
-    pops_left = pops_left - 1
-    local st, raw, problem = load_state(id)
-    local task_json = redis.call('HGET', K.tasks, id)
-    local has_task = task_json ~= false
-    if st == nil and not has_task then
-      warnings[#warnings + 1] = 'queued id ' .. id .. ' has no task: dead-lettered'
-      dead_letter(id, placeholder_state(priority, now), 'no task', now, 'MALFORMED',
-        'the queue held an id with no task')
-    elseif not st then
-      warnings[#warnings + 1] = 'task ' .. id .. ': ' .. state_message(problem) .. ': dead-lettered'
-      dead_letter(id, placeholder_state(priority, now), 'malformed state', now, 'MALFORMED',
-        state_message(problem), raw)
-    elseif not has_task then
-      warnings[#warnings + 1] = 'task ' .. id .. ' has no task body: dead-lettered'
-      dead_letter(id, st, 'no task', now, 'MALFORMED', 'the task body is missing from Redis')
-    elseif st.status ~= 'queued' then
-      warnings[#warnings + 1] = 'queued id ' .. id .. ' is ' .. st.status .. ': stale entry skipped'
-    elseif type(st.expires_ms) == 'number' and now >= st.expires_ms then
-      finish(id, st, 'expired', now, { error_code = 'EXPIRED',
-        error_message = 'the task expired before a worker claimed it' })
-    else
-      claimed = claimed + 1
-      local token = token_prefix .. ':' .. fmt_int(claimed)
-      local deadline = now + lease_ms
-      st.status = 'active'
-      st.token = token
-      st.worker = worker
-      st.claimed_ms = now
-      if type(st.started_ms) ~= 'number' then
-        st.started_ms = now
-      end
-      save_state(id, st)
-      redis.call('ZADD', K.active, deadline, id)
-      reply[#reply + 1] = {
-        id, task_json, st.attempts + 1, token, deadline,
-        st.remote_id or false, st.remote_ms or false,
-      }
-    end
+    state_args[#state_args + 1] = id
+    state_args[#state_args + 1] = cjson.encode(st)
+    active_args[#active_args + 1] = deadline
+    active_args[#active_args + 1] = id
+    reply[#reply + 1] = {
+      id, task_json, st.attempts + 1, token, deadline,
+      st.remote_id or false, st.remote_ms or false,
+    }
   end
 end
 
+-- Bound the work of one call, however many stale or malformed ids a list holds.
+local pops_left = count + 100
+local CHUNK = 500 -- ids per LRANGE/HMGET: unpack() is limited by the C stack
+local emptied = {} -- priority -> true when this call took every id of its list
+for _, priority in ipairs(PRIORITIES) do
+  local list = K.queue[priority]
+  local used = 0
+  while claimed < count and pops_left > 0 do
+    local want = math.min(count - claimed, pops_left, CHUNK)
+    local ids = redis.call('LRANGE', list, used, used + want - 1)
+    if #ids > 0 then
+      local raws = redis.call('HMGET', K.state, unpack(ids))
+      local bodies = redis.call('HMGET', K.tasks, unpack(ids))
+      for i, id in ipairs(ids) do
+        take(id, priority, raws[i], bodies[i])
+      end
+      used = used + #ids
+      pops_left = pops_left - #ids
+    end
+    if #ids < want then
+      emptied[priority] = true
+      break
+    end
+  end
+  if used > 0 then
+    redis.call('LTRIM', list, used, -1)
+  end
+end
+write_claims()
+
 -- Work left: re-arm the marker so the next blocked claimer wakes too.
 for _, priority in ipairs(PRIORITIES) do
-  if redis.call('LLEN', K.queue[priority]) > 0 then
+  if not emptied[priority] and redis.call('LLEN', K.queue[priority]) > 0 then
     arm_wake()
     break
   end
