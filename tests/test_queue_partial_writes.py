@@ -153,6 +153,15 @@ async def test_chunks_refused_at_maxmemory_name_exactly_the_ids_written_and_a_re
     # Stands for another producer filling Redis between this one's headroom check and its writes:
     # each chunk must then be refused whole by Redis itself.
     monkeypatch.setattr(small_queue, "_check_memory", passed)
+    # Room for about half the batch, measured on this server (Valkey stores tasks more compactly than
+    # Redis 7.0: a fixed maxmemory let all 20,000 in there).
+    client = small_queue.client
+    await client.config_set("maxmemory", 0)
+    base = int((await client.info("memory"))["used_memory"])
+    await small_queue.submit_many(_batch(1_000, "probe"))
+    per_task = (int((await client.info("memory"))["used_memory"]) - base) / 1_000
+    await client.flushall()
+    await client.config_set("maxmemory", base + int(per_task * 10_000))
     batch = _batch(20_000, "b")
     with pytest.raises(RedisOutOfMemory) as info:
         await small_queue.submit_many(batch)
