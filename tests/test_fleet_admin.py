@@ -161,6 +161,31 @@ async def test_stored_pauses_are_read_by_one_parser(queue: AsyncCaptchaQueue) ->
     assert await client.smembers(keys.paused_accounts) == set()  # stale members tidied too
 
 
+async def test_stats_claims_and_pause_state_read_the_operator_pause_alike(queue: AsyncCaptchaQueue) -> None:
+    """``Stats.paused`` comes from the one parser: an unreadable end (NaN, -inf) is open-ended for the
+    claim script, for pause_state and for stats alike (readStats once parsed it apart: not paused)."""
+    keys = queue.keys
+    await queue.submit("userrecaptcha", RC)
+    now_ms = await queue.server_time_ms()
+    stored: list[tuple[dict[str, str], str | None]] = [
+        ({"reason": "r", "until_ms": "nan"}, "r"),
+        ({"reason": "r", "until_ms": "-inf"}, "r"),
+        ({"code": "X"}, "paused"),  # no reason: still a pause
+        ({"reason": "over", "until_ms": str(now_ms - 1)}, None),
+    ]
+    for fields, paused in stored:
+        await queue.client.delete(keys.paused)
+        for name, value in fields.items():
+            await queue.client.hset(keys.paused, name, value)
+        fleet = (await queue.pause_state()).fleet
+        assert (fleet is not None) == (paused is not None), fields
+        assert (await queue.stats()).paused == paused, fields
+        if paused is not None:
+            assert await queue.claim("w", 1, block_s=0) == [], fields  # the claim script agrees
+    await queue.client.delete(keys.paused)
+    assert (await queue.stats()).paused is None
+
+
 async def test_bad_arguments_are_refused_and_nothing_is_written(queue: AsyncCaptchaQueue) -> None:
     calls: list[Callable[[], Awaitable[object]]] = [
         lambda: queue.pause(""),

@@ -141,6 +141,8 @@ async def test_scripts_are_reloaded_after_script_flush(queue: AsyncCaptchaQueue)
     await queue.client.script_flush()
     claims = await queue.claim("w", 10)
     assert [c.task.id for c in claims] == [task_id, *ids]
+    await queue.client.script_flush()
+    assert (await queue.stats()).in_flight == 6  # stats pipelines its script with the pause read
 
 
 async def test_connection_loss_raises_redis_unavailable() -> None:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
+from redis.exceptions import ResponseError
 
 from ..errors import InvalidArgument
 from ..models import PRIORITIES, DataLoss, DeadLetter, Pause, PauseState, Stats, Task, WorkerEntry
@@ -111,9 +112,24 @@ class AdminAPI(QueueCore):
     _data_seen: tuple[str | None, int, int] | None = None
 
     async def stats(self, account: str = "default") -> Stats:
-        """A snapshot of the namespace in one round trip (``account``: whose solver slots to count)."""
-        names = self.scripts.readStats.key_names
-        reply = await self._script("readStats", keys=[self.keys.named(k, account) for k in names])
+        """A snapshot of the namespace in one round trip (``account``: whose solver slots to count).
+
+        ``paused`` is the reason of the namespace's pause in force, read and parsed as ``pause_state``
+        reads it (``"paused"`` when it gives none), or None."""
+        script = self.scripts.readStats
+        keys = [self.keys.named(k, account) for k in script.key_names]
+        async with redis_errors_async(self.client):
+            async with self.client.pipeline(transaction=False) as pipe:
+                script.queue_in(pipe, keys, self._conf_args)
+                self._queue_fleet_pause(pipe)
+                reply, *pause_replies = await pipe.execute(raise_on_error=False)
+            for failed in pause_replies:
+                if isinstance(failed, Exception):
+                    raise failed
+        if isinstance(reply, ResponseError):
+            # NOSCRIPT (Redis restarted): the call alone loads the script; any other error it raises as ours.
+            reply = await self._script("readStats", keys=keys)
+        _, fleet = _fleet_pause(*pause_replies)
         counters = dict(
             zip(_COUNTERS, (list(reply[5]) + [None] * len(_COUNTERS))[: len(_COUNTERS)], strict=True)
         )
@@ -129,12 +145,12 @@ class AdminAPI(QueueCore):
             expired=_int(counters["expired"]),
             workers=int(reply[6]),
             oldest_queued_age_s=oldest_ms / 1000 if oldest_ms >= 0 else None,
-            paused=as_str(reply[8]) if reply[8] is not None else None,
-            solver_slots_used=int(reply[9]),
-            solver_slots_limit=_limit(reply[10]),
+            paused=(fleet.reason or "paused") if fleet is not None else None,
+            solver_slots_used=int(reply[8]),
+            solver_slots_limit=_limit(reply[9]),
             submitted=_int(counters["submitted"]),
-            dead_letters=int(reply[11]),
-            epoch=as_str(reply[12]) if reply[12] is not None else None,
+            dead_letters=int(reply[10]),
+            epoch=as_str(reply[11]) if reply[11] is not None else None,
         )
 
     async def check_data_loss(self) -> DataLoss | None:
@@ -253,8 +269,7 @@ class AdminAPI(QueueCore):
         keys = self.keys
         async with redis_errors_async(self.client):
             async with self.client.pipeline(transaction=False) as pipe:
-                pipe.time()
-                pipe.hgetall(keys.paused)
+                self._queue_fleet_pause(pipe)
                 if account is None:
                     pipe.smembers(keys.paused_accounts)
                 else:
@@ -268,14 +283,19 @@ class AdminAPI(QueueCore):
                     stored: list[Any] = await pipe.execute() if refs else []
             else:
                 refs, stored = [account], [third]
-        now_ms = _time_ms(time_reply)
-        fleet = parse_pause(fleet_raw)
+        now_ms, fleet = _fleet_pause(time_reply, fleet_raw)
         accounts = (parse_pause(raw, ref) for ref, raw in zip(refs, stored, strict=True))
         return PauseState(
             now_ms=now_ms,
-            fleet=fleet if fleet is not None and fleet.active(now_ms) else None,
+            fleet=fleet,
             accounts=tuple(p for p in accounts if p is not None and p.active(now_ms)),
         )
+
+    def _queue_fleet_pause(self, pipe: Any) -> None:
+        """Queue the reads of the namespace's pause in ``pipe``: Redis time, then the pause hash
+        (``_fleet_pause`` reads their replies). ``pause_state`` and ``stats`` both read it so."""
+        pipe.time()
+        pipe.hgetall(self.keys.paused)
 
     async def pause(
         self,
@@ -434,6 +454,13 @@ class AdminAPI(QueueCore):
                 self.client, [self.keys.workers, self.keys.worker_info], args
             )
         return int(reply[1])  # { OK, live workers }
+
+
+def _fleet_pause(time_reply: tuple[Any, Any], raw: Mapping[Any, Any]) -> tuple[int, Pause | None]:
+    """Redis time in ms and the namespace's pause in force then (None: no pause, or it is over)."""
+    now_ms = _time_ms(time_reply)
+    pause = parse_pause(raw)
+    return now_ms, pause if pause is not None and pause.active(now_ms) else None
 
 
 def _time_ms(reply: tuple[Any, Any]) -> int:

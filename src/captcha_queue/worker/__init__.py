@@ -6,10 +6,11 @@
 
     run_worker(WorkerSettings(redis_url=url, api_key=key))   # one whole process, as the CLI runs it
 
-Rooms: ``runtime`` (fetch -> execute -> finish), ``polling`` (one poll timer per process), ``limiter``
-(fleet-wide solver slots), ``breaker`` (account pause shared by the fleet), ``retry`` (the error
-policy), ``registry`` (live workers), ``supervisor`` (P processes), ``events`` (observer hooks),
-``config`` (every setting, declared once), ``process`` (``run_worker``: one process).
+Rooms: ``runtime`` (``Worker``, composing ``_claiming``, ``_attempt`` and ``_leases`` over
+``_shared``), ``polling`` (one poll timer per process), ``limiter`` (fleet-wide solver slots),
+``breaker`` (account pause shared by the fleet), ``retry`` (the error policy), ``registry`` (live
+workers), ``supervisor`` (P processes), ``events`` (observer hooks), ``config`` (every setting,
+declared once), ``process`` (``run_worker``: one process).
 """
 
 from __future__ import annotations

@@ -8,16 +8,16 @@
 --- KEYS[6] counters HASH  counters (a fixed set of integer fields)
 --- KEYS[7] workers ZSET  worker id -> heartbeat deadline ms
 --- KEYS[8] state HASH  id -> state JSON (includes/state.lua)
---- KEYS[9] paused HASH  reason, code, since_ms, until_ms while the fleet is paused
---- KEYS[10] dead HASH  id -> DeadLetter JSON
---- KEYS[11] epoch STRING  random id of this data set
---- KEYS[12] slots ZSET  solver slots in use of the stats' account
---- KEYS[13] slot_limit HASH  that account's configured / effective limit
+--- KEYS[9] dead HASH  id -> DeadLetter JSON
+--- KEYS[10] epoch STRING  random id of this data set
+--- KEYS[11] slots ZSET  solver slots in use of the stats' account
+--- KEYS[12] slot_limit HASH  that account's configured / effective limit
 --- ARGV: the standard prefix.
 --- Returns: {queued high, queued normal, queued low, delayed, in flight,
 ---           {completed, failed, dead, cancelled, expired, submitted} (nil = 0),
----           live workers, oldest queued age ms (-1 = none), paused reason | nil,
+---           live workers, oldest queued age ms (-1 = none),
 ---           solver slots used, solver slot limit | nil, dead letters held, epoch | nil}
+--- The fleet's pause is not read here: AdminAPI.stats reads it as pause_state does (one parser).
 --- @include "args"
 --- @include "codes"
 --- @include "util"
@@ -54,15 +54,6 @@ for _, priority in ipairs(PRIORITIES) do
 end
 reply[#reply + 1] = oldest
 
-local paused = false
-if read('EXISTS', K.paused) == 1 then
-  local fields = read('HMGET', K.paused, 'reason', 'until_ms') or {}
-  local until_ms = tonumber(fields[2])
-  if not until_ms or until_ms > now then
-    paused = fields[1] or 'paused'
-  end
-end
-reply[#reply + 1] = paused
 reply[#reply + 1] = read('ZCOUNT', K.slots, now, '+inf') or 0
 local limit = read('HMGET', K.slot_limit, 'effective', 'configured') or {}
 reply[#reply + 1] = limit[1] or limit[2] or false
