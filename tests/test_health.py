@@ -140,8 +140,18 @@ async def test_readyz_reloads_scripts_redis_lost(queue: AsyncCaptchaQueue) -> No
     assert all(await queue.client.script_exists(*(s.sha for s in queue.scripts.values())))
 
 
+@pytest.mark.timeout(30)
+async def test_readyz_is_unready_while_the_worker_loop_does_not_answer(queue: AsyncCaptchaQueue) -> None:
+    ready = Readiness(queue, account_ref="acct", limit_known=lambda: True, timeout_s=0.2)
+    ok, body = ready.from_thread()  # called on the loop itself: the loop cannot run the checks
+    assert not ok
+    assert list(checks_of(body)) == ["loop"]
+    ok, body = await asyncio.to_thread(ready.from_thread)  # the loop is free again
+    assert ok, body
+
+
 def test_only_loopback_hosts_count_as_loopback() -> None:
-    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1", "localhost"):
         assert is_loopback(host), host
     for host in ("0.0.0.0", "::", "10.0.0.5", "metrics.example", "::ffff:10.0.0.1"):
         assert not is_loopback(host), host

@@ -85,7 +85,12 @@ class Readiness:
     def from_thread(self) -> tuple[bool, bytes]:
         """Run the checks on the worker's loop from another thread; (ready, JSON body)."""
         wait_s = 2 * self.timeout_s + 1.0
-        future = asyncio.run_coroutine_threadsafe(self.check(), self._loop)
+        coro = self.check()
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        except RuntimeError:  # the loop is closed: the worker is on its way out
+            coro.close()
+            return readiness_body({"loop": Check(False, "the worker's event loop is closed")})
         try:
             checks = future.result(timeout=wait_s)
         except concurrent.futures.TimeoutError:
