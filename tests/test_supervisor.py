@@ -152,6 +152,7 @@ def test_every_worker_option_reaches_the_child_processes() -> None:
         "request_timeout_s": 12.5,
         "startup_timeout_s": 7.5,
         "metrics_port": 9100,
+        "metrics_host": "::1",
         "log_format": "json",
         "log_level": "debug",
         "namespace": "ns",

@@ -8,8 +8,11 @@ the flag table of docs/workers.md are generated from these fields.
 
 from __future__ import annotations
 
+import re
+import reprlib
 from dataclasses import dataclass, field
 
+from ..errors import InvalidArgument
 from ..options import check_settings, setting
 from ..solvers import DEFAULT_BASE_URL, SOLVER_KINDS
 from ..store.keys import validate_account, validate_namespace
@@ -18,6 +21,17 @@ from .polling import PollConfig
 from .retry import RetryPolicy
 
 __all__ = ["WorkerConfig", "WorkerSettings"]
+
+_HOST_RE = re.compile(r"[A-Za-z0-9.:_-]{1,253}")
+
+
+def _check_host(host: str) -> str:
+    """An IP address or a host name: no scheme, port, path or blanks."""
+    if not isinstance(host, str) or not _HOST_RE.fullmatch(host):
+        raise InvalidArgument(
+            f"metrics_host {reprlib.repr(host)} must be an IP address or a host name", field="metrics_host"
+        )
+    return host
 
 
 @dataclass(frozen=True)
@@ -139,6 +153,12 @@ class WorkerSettings(WorkerConfig):
         min=0,
         max=65535,
         default_text="off",
+    )
+    metrics_host: str = setting(
+        "127.0.0.1",
+        help="Address the metrics server binds (with /healthz and /readyz). Any other than loopback is "
+        "an explicit choice, logged as a warning: the endpoint has no authentication.",
+        check=_check_host,
     )
     log_format: str = setting(
         "text", help="Log lines as text or one JSON object each.", choices=("text", "json")

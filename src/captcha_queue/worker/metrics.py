@@ -7,7 +7,7 @@ resolved once and kept in dicts, so recording a task costs a dict lookup and a l
 Wiring it into the worker runtime (every call is cheap, synchronous and never raises)::
 
     metrics = WorkerMetrics()
-    server = metrics.serve(port, host="127.0.0.1")        # worker --metrics-port; server.close() at exit
+    server = metrics.serve(port, host="127.0.0.1", readiness=ready)   # --metrics-port/--metrics-host
     refresher = asyncio.create_task(metrics.run_refresher(queue, interval_s=5.0), name="metrics")
 
     metrics.task_started(claim)                  # after claim(), once per claimed task
@@ -22,6 +22,9 @@ Wiring it into the worker runtime (every call is cheap, synchronous and never ra
     metrics.account_paused("ERROR_ZERO_BALANCE") # this process paused its account, for that code
     metrics.set_limit_unknown(True)              # no fleet limit known yet: no solve is sent
 
+The server answers ``/metrics`` (and ``/``), ``/healthz`` (200 ``ok``: the process is alive) and, given a
+``readiness`` callable (``health.Readiness.from_thread``), ``/readyz`` (200 or 503 with a JSON body).
+
 The refresher reads ``queue.stats()`` (one round trip) every ``interval_s`` and sets the
 namespace-wide series; a Redis outage only skips a refresh.
 
@@ -34,13 +37,14 @@ aggregate them with ``max``, not ``sum``.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import math
 import re
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -60,7 +64,9 @@ __all__ = [
     "RETRY_REASONS",
     "STATUSES",
     "MetricsServer",
+    "ReadyCheck",
     "WorkerMetrics",
+    "is_loopback",
     "serve_metrics",
 ]
 
@@ -121,6 +127,8 @@ class WorkerMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None, *, methods: Iterable[str] = ()) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        #: Whether the runtime said the fleet limit is known (``set_limit_unknown(False)``): /readyz.
+        self.limit_known = False
         reg = self.registry
 
         # -- process-level counters -----------------------------------------------------------
@@ -280,6 +288,7 @@ class WorkerMetrics:
         self._account_pauses.labels(code if _CODE_RE.match(code) else "OTHER").inc()
 
     def set_limit_unknown(self, unknown: bool) -> None:
+        self.limit_known = not unknown
         self._limit_unknown.set(1 if unknown else 0)
 
     # -- namespace-level refresh ------------------------------------------------------------------
@@ -319,9 +328,11 @@ class WorkerMetrics:
                 log.exception("metrics refresh failed")
             await asyncio.sleep(interval_s)
 
-    def serve(self, port: int, host: str = "127.0.0.1") -> MetricsServer:
+    def serve(
+        self, port: int, host: str = "127.0.0.1", *, readiness: ReadyCheck | None = None
+    ) -> MetricsServer:
         """Serve ``/metrics`` for this registry on ``host:port`` (port 0: a free one)."""
-        return serve_metrics(self.registry, port, host)
+        return serve_metrics(self.registry, port, host, readiness=readiness)
 
     # -- label children, resolved once --------------------------------------------------------------
     def _solver_request_child(self, endpoint: str, code: str) -> Any:
@@ -401,6 +412,46 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
+#: What answers /readyz: (ready, JSON body). Called on the server's thread.
+ReadyCheck = Callable[[], tuple[bool, bytes]]
+
+_TEXT = ("Content-Type", "text/plain; charset=utf-8")
+_JSON = ("Content-Type", "application/json")
+
+
+def _app(registry: CollectorRegistry, readiness: ReadyCheck | None) -> Callable[..., list[bytes]]:
+    """The WSGI app: /metrics (and /), /healthz, /readyz; anything else 404."""
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        if path in ("/", "/metrics"):
+            return list(metrics_app(environ, start_response))
+        if path == "/healthz":
+            start_response("200 OK", [_TEXT])
+            return [b"ok\n"]
+        if path == "/readyz" and readiness is not None:
+            ready, body = readiness()
+            start_response("200 OK" if ready else "503 Service Unavailable", [_JSON])
+            return [body]
+        start_response("404 Not Found", [_TEXT])
+        return [b"not found: /metrics, /healthz, /readyz\n"]
+
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine (localhost, 127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a host name may resolve anywhere
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return (mapped or ip).is_loopback
+
+
 class _Server4(ThreadingWSGIServer):
     address_family = socket.AF_INET
 
@@ -410,9 +461,15 @@ class _Server6(ThreadingWSGIServer):
 
 
 def serve_metrics(
-    registry: CollectorRegistry | WorkerMetrics, port: int, host: str = "127.0.0.1"
+    registry: CollectorRegistry | WorkerMetrics,
+    port: int,
+    host: str = "127.0.0.1",
+    *,
+    readiness: ReadyCheck | None = None,
 ) -> MetricsServer:
-    """Start the ``/metrics`` HTTP endpoint for ``registry`` on ``host:port`` (loopback by default).
+    """Start the ``/metrics`` HTTP endpoint for ``registry`` on ``host:port`` (loopback by default),
+    with ``/healthz`` and, given ``readiness``, ``/readyz``. A host that is not loopback is the
+    caller's explicit choice; it is logged as a warning, since the endpoint has no authentication.
 
     prometheus_client's WSGI app in a daemon thread, polled every 50 ms so ``close()`` is prompt.
     """
@@ -420,9 +477,16 @@ def serve_metrics(
         registry = registry.registry
     server_class = _Server6 if ":" in host else _Server4
     try:
-        httpd = make_server(host, port, make_wsgi_app(registry), server_class, handler_class=_QuietHandler)
+        httpd = make_server(host, port, _app(registry, readiness), server_class, handler_class=_QuietHandler)
     except OSError as exc:
         raise CaptchaQueueError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from exc
+    if not is_loopback(host):
+        log.warning(
+            "metrics endpoint on %s:%d is not loopback-only: /metrics, /healthz and /readyz have no "
+            "authentication; let only your scraper's network reach it",
+            host,
+            int(httpd.server_address[1]),
+        )
     thread = threading.Thread(
         target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="metrics-http", daemon=True
     )

@@ -117,15 +117,32 @@ async def _serve(settings: WorkerSettings) -> int:
     metrics_server = None
     events: WorkerEvents | None = None
     refresher: asyncio.Task[None] | None = None
+    health_client: aioredis.Redis | None = None
     try:
         await reach_redis(settings.redis_url, settings.startup_timeout_s, client)
         queue = AsyncCaptchaQueue(client, namespace=settings.namespace)
         if settings.metrics_port is not None:
+            from ..solvers.base import account_ref
+            from .health import READY_TIMEOUT_S, Readiness
             from .metrics import WorkerMetrics
 
             metrics = WorkerMetrics()
-            metrics_server = metrics.serve(settings.metrics_port)
-            log.info("metrics at %s", metrics_server.url)
+            # The readiness checks get a client of their own: they never wait behind the worker's pool.
+            health_client = make_client(
+                settings.redis_url,
+                max_connections=2,
+                socket_timeout_s=READY_TIMEOUT_S,
+                pool_timeout_s=READY_TIMEOUT_S,
+            )
+            readiness = Readiness(
+                AsyncCaptchaQueue(health_client, namespace=settings.namespace),
+                account_ref=account_ref(solver.account, solver.key_fingerprint),
+                limit_known=lambda: metrics.limit_known,
+            )
+            metrics_server = metrics.serve(
+                settings.metrics_port, settings.metrics_host, readiness=readiness.from_thread
+            )
+            log.info("metrics at %s (and /healthz, /readyz)", metrics_server.url)
             refresher = asyncio.create_task(metrics.run_refresher(queue, interval_s=5.0), name="metrics")
             events = metrics
         worker = Worker(queue, solver, settings, events=events)
@@ -137,6 +154,8 @@ async def _serve(settings: WorkerSettings) -> int:
             refresher.cancel()
         if metrics_server is not None:
             metrics_server.close()
+        if health_client is not None:
+            await health_client.aclose()
         await solver.aclose()
         await client.aclose()
     return 0
