@@ -203,3 +203,23 @@ def test_any_value_in_any_state_field_is_claimed_or_dead_lettered_never_half_don
             assert letter.reason == "malformed state"
         else:
             assert result.status == "expired"  # a valid deadline that has passed
+
+
+@pytest.mark.parametrize("metadata", ["0", "[1, 2]", '"text"', "true", "null "])
+def test_metadata_that_is_not_an_object_is_left_out_of_the_result(
+    sync_queue: CaptchaQueue, sync_redis: redis.Redis, metadata: str
+) -> None:
+    # Found by the property test above: metadata "0" is valid JSON, so it went into the result as
+    # `"metadata":0` and the finished task's result could not be read back (complete raised).
+    keys = Keys(sync_queue.namespace)
+    task_id = sync_queue.submit("userrecaptcha", RC, metadata={"order": 1})
+    state = json.loads(as_str(sync_redis.hget(keys.state, task_id)))
+    sync_redis.hset(keys.state, task_id, json.dumps({**state, "metadata": metadata}))
+    [claim] = sync_queue.claim("w", 1, block_s=0)
+    result = sync_queue.complete(claim, "token")
+    assert result.status == "success"
+    assert result.metadata is None
+    stored = sync_queue.get_result(task_id)
+    assert stored is not None
+    assert stored.solution is not None
+    assert stored.solution.text == "token"

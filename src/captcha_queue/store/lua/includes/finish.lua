@@ -9,6 +9,12 @@ local function json_clean(text)
   return ok and (pcall(cjson.encode, value))
 end
 
+-- Raw JSON text that is an object (a Result's metadata is a mapping: "0" or "[1]" would make the
+-- result unreadable) and encodes again.
+local function json_object(text)
+  return string.match(text, '^%s*{') ~= nil and json_clean(text)
+end
+
 -- The Result JSON, built from the state (method, priority, timings, metadata) and `extra`
 -- ({solution = raw JSON, error_code = str, error_message = str}).
 local function result_json(id, st, status, now, extra)
@@ -31,7 +37,7 @@ local function result_json(id, st, status, now, extra)
   if extra.error_message and extra.error_message ~= '' then
     parts[#parts + 1] = ',"error_message":' .. cjson.encode(extra.error_message)
   end
-  if type(st.metadata) == 'string' and json_clean(st.metadata) then
+  if type(st.metadata) == 'string' and json_object(st.metadata) then
     parts[#parts + 1] = ',"metadata":' .. st.metadata
   end
   parts[#parts + 1] = '}'
