@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
+from redis.exceptions import OutOfMemoryError, ResponseError
 
 from ..errors import CaptchaQueueError, InvalidArgument, RedisOutOfMemory, ScriptError
 from ..models import Attempt, DeadLetter, Result, Task
@@ -194,32 +194,6 @@ class QueueCore:
                 )
             except ResponseError as exc:
                 raise _script_failure(name, exc) from exc
-
-    async def _script_pipeline(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
-        """Several script calls in one round trip. Calls refused with NOSCRIPT were not run:
-        load the scripts and send only those again."""
-        results: list[Any] = [None] * len(calls)
-        pending = list(range(len(calls)))
-        for _ in range(2):
-            async with redis_errors_async(self.client), self.client.pipeline(transaction=False) as pipe:
-                for i in pending:
-                    name, args = calls[i]
-                    self.scripts[name].queue_in(pipe, self._keys_of(name), (*self._conf_args, *args))
-                replies = await pipe.execute(raise_on_error=False)
-            again: list[int] = []
-            for i, reply in zip(pending, replies, strict=True):
-                if isinstance(reply, NoScriptError):
-                    again.append(i)
-                elif isinstance(reply, ResponseError):
-                    raise _script_failure(calls[i][0], reply) from reply
-                else:
-                    results[i] = reply
-            if not again:
-                return results
-            async with redis_errors_async(self.client):
-                await self.scripts.ensure_loaded(self.client)
-            pending = again
-        raise ScriptError("the Lua scripts could not be loaded into Redis")
 
     @staticmethod
     def _check(reply: Any, task_id: str) -> int:
