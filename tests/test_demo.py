@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,9 +69,14 @@ def test_demo_private_redis_has_a_password_that_is_never_printed(
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "CAPTCHA_QUEUE_NAMESPACE")}
     env["XDG_STATE_HOME"] = str(tmp_path / "state")
     argv = ["-m", "captcha_queue", "demo", "--tasks", "20", "--time-scale", "0.01", "--processes", "1"]
-    proc = processes.spawn_python([*argv, "--concurrency", "20", "--quiet", "--timeout", "60"], env)
-    assert proc.stdout is not None
-    first = proc.stdout.readline().decode()
+    # Output to a file, not a pipe: the test reads it while the demo runs and after it exits, never
+    # waiting for a pipe's end (a child that outlived the demo would hold that open).
+    out_path = tmp_path / "demo.out"
+    with out_path.open("wb") as out:
+        proc = processes.spawn_python(
+            [*argv, "--concurrency", "20", "--quiet", "--timeout", "60"], env, capture=False, stdout=out
+        )
+    first = _first_line(out_path, proc, deadline_s=60)
     assert first.startswith("Redis: redis://127.0.0.1:"), first
     assert "(a private server; password in " in first
     password_file = Path(first.rsplit("password in ", 1)[1].strip().rstrip(")"))
@@ -78,8 +84,20 @@ def test_demo_private_redis_has_a_password_that_is_never_printed(
     password = password_file.read_text().strip()
     assert len(password) >= 32
     assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
-    rest = proc.stdout.read().decode()
-    assert proc.wait(60) == 0, first + rest
+    assert proc.wait(90) == 0, out_path.read_text()
+    rest = out_path.read_text()
     assert "lost 0" in rest
-    assert password not in first + rest
+    assert password not in rest
     assert not password_file.exists()
+
+
+def _first_line(path: Path, proc: subprocess.Popen[bytes], *, deadline_s: float) -> str:
+    """The first complete line the process wrote to ``path`` (it writes it at start)."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        text = path.read_text()
+        if "\n" in text:
+            return text.split("\n", 1)[0] + "\n"
+        assert proc.poll() is None, f"the demo exited ({proc.returncode}) before its first line: {text}"
+        time.sleep(0.05)
+    raise AssertionError(f"no first line within {deadline_s} s")
