@@ -11,14 +11,12 @@ ARGV[4] forget_ms: registrations that lapsed this long ago are deleted (bounded:
 Returns { OK, number of live workers }, or an error reply (nothing written) when a key has another type
 ]]
 --- @include "codes"
---- @include "clock"
+--- @include "util"
 
 -- Checked before the first write: Redis keeps the writes made before a command fails.
-for i, expected in ipairs({ 'zset', 'hash' }) do
-  local found = redis.call('TYPE', KEYS[i])['ok']
-  if found ~= 'none' and found ~= expected then
-    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' is a ' .. found .. ', expected a ' .. expected)
-  end
+local bad_type = wrong_type({ { KEYS[1], 'zset' }, { KEYS[2], 'hash' } })
+if bad_type then
+  return redis.error_reply('WRONGTYPE ' .. bad_type)
 end
 
 local now = now_ms()

@@ -13,15 +13,15 @@ ARGV[2] the member to remove from KEYS[2] (the account's ref), '' for the namesp
 Returns the lifted pause's fields as stored ({field, value, ...}; empty: nothing lifted), or an error
 reply (nothing written) for bad arguments or a key of another type.
 ]]
+--- @include "util"
+
 if #ARGV ~= 2 then
   return redis.error_reply('liftPause: expected since_ms, index member')
 end
 -- Checked before the first write (a wake key of another type is replaced, as arm_wake does).
-for i, expected in ipairs({ 'hash', 'set' }) do
-  local found = redis.call('TYPE', KEYS[i])['ok']
-  if found ~= 'none' and found ~= expected then
-    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' is a ' .. found .. ', expected a ' .. expected)
-  end
+local bad_type = wrong_type({ { KEYS[1], 'hash' }, { KEYS[2], 'set' } })
+if bad_type then
+  return redis.error_reply('WRONGTYPE ' .. bad_type)
 end
 
 if ARGV[1] ~= '' then
@@ -38,6 +38,5 @@ if #fields == 0 then
   return {}
 end
 redis.call('DEL', KEYS[1])
-redis.call('DEL', KEYS[3])
-redis.call('RPUSH', KEYS[3], '1')
+arm_wake_at(KEYS[3])
 return fields

@@ -21,7 +21,7 @@ A pause whose until_ms has passed is always replaced. A timed pause's key expire
 Returns { 1 if this call wrote the pause else 0, since_ms of the pause in force }, or an error reply
 (nothing written) for bad arguments or a key of another type.
 ]]
---- @include "clock"
+--- @include "util"
 
 local pause_ms = ARGV[3] == '' or tonumber(ARGV[3])
 if not pause_ms or (pause_ms ~= true and not (pause_ms > 0 and pause_ms < 1e15)) then
@@ -34,11 +34,9 @@ if ARGV[1] == '' or ARGV[2] == '' then
   return redis.error_reply('pauseFleet: the reason and the code must not be empty')
 end
 -- Checked before the first write: Redis keeps the writes made before a command fails.
-for i, expected in ipairs({ 'hash', 'set' }) do
-  local found = redis.call('TYPE', KEYS[i])['ok']
-  if found ~= 'none' and found ~= expected then
-    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' is a ' .. found .. ', expected a ' .. expected)
-  end
+local bad_type = wrong_type({ { KEYS[1], 'hash' }, { KEYS[2], 'set' } })
+if bad_type then
+  return redis.error_reply('WRONGTYPE ' .. bad_type)
 end
 
 local now = now_ms()

@@ -101,7 +101,11 @@ end
 
 -- One marker in the wake list: one blocked claimer wakes, claims, and re-arms it if work remains.
 -- DEL first: the marker carries no data, and a wake key someone overwrote with another type heals.
+local function arm_wake_at(key)
+  redis.call('DEL', key)
+  redis.call('RPUSH', key, '1')
+end
+
 local function arm_wake()
-  redis.call('DEL', K.wake)
-  redis.call('RPUSH', K.wake, '1')
+  arm_wake_at(K.wake)
 end
