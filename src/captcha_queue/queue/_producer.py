@@ -23,7 +23,6 @@ from redis.exceptions import ResponseError
 from ..errors import (
     CaptchaQueueError,
     IdempotencyConflict,
-    InvalidTask,
     QueueFull,
     RedisOutOfMemory,
     ScriptError,
@@ -34,7 +33,7 @@ from ..store.connection import make_client, redis_errors_async
 from ..store.scripts import Code
 from ._admin import AdminAPI
 from ._claims import WorkerAPI
-from ._core import QueueConfig, as_str, check_seconds
+from ._core import QueueConfig, as_str, check_seconds, check_task_id
 from ._submission import PreparedTask, new_ids, prepare, prepare_entry
 from ._waiting import ResultWaiter, check_event_id, listen_events
 
@@ -248,28 +247,29 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
     # -- results -------------------------------------------------------------------------------
     async def get_result(self, task_id: str) -> Result | None:
         """The final result if there is one (non-blocking)."""
-        return await self.waiter.fetch(task_id)
+        return await self.waiter.fetch(check_task_id(task_id))
 
     async def wait_result(self, task_id: str, timeout_s: float | None = 120.0) -> Result | None:
         """The final result, pushed as soon as it is written; None if ``timeout_s`` passes first.
 
         A result that finished before the call is returned at once. RedisUnavailable if Redis cannot
         be reached (a short outage during the wait is ridden out: the subscription reconnects)."""
+        check_task_id(task_id)
         if timeout_s is not None:
             check_seconds("timeout_s", timeout_s)
         return await self.waiter.wait(task_id, timeout_s)
 
     def as_completed(self, task_ids: Iterable[str], timeout_s: float | None = None) -> AsyncIterator[Result]:
         """Results in the order they finish; stops (without raising) when ``timeout_s`` passes."""
+        ids = [check_task_id(task_id) for task_id in task_ids]
         if timeout_s is not None:
             check_seconds("timeout_s", timeout_s)
-        return self.waiter.as_completed(list(task_ids), timeout_s)
+        return self.waiter.as_completed(ids, timeout_s)
 
     async def status(self, task_id: str) -> TaskStatus | None:
         """Where a task is now: ``queued``, ``delayed`` (a retry waits its turn), ``active`` (a worker
         holds it) or ``done`` (its result is written); None if unknown or its result has expired."""
-        if not isinstance(task_id, str) or not task_id:
-            raise InvalidTask("task_id must be a non-empty string", field="task_id")
+        check_task_id(task_id)
         async with redis_errors_async(self.client):
             raw = await self.client.hget(self.keys.state, task_id)
         if raw is None:
@@ -282,8 +282,7 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
     async def cancel(self, task_id: str) -> bool:
         """End a task as "cancelled": at once when queued or delayed; when claimed, also at once, and
         its worker gets TaskCancelled at its next step. False if it had finished or does not exist."""
-        if not isinstance(task_id, str) or not task_id:
-            raise InvalidTask("task_id must be a non-empty string", field="task_id")
+        check_task_id(task_id)
         reply = await self._script("cancelTask", task_id)
         code = int(reply[0])
         if code in (Code.NOT_FOUND, Code.ALREADY_FINAL):
