@@ -225,7 +225,9 @@ async def test_every_final_path_writes_its_delivery_with_the_result(
     for task_id, status in expected.items():
         delivery = deliveries[task_id]
         assert (delivery.status, delivery.state, delivery.attempts) == (status, "pending", 0)
-        assert json.loads(delivery.result) == json.loads(await redis_client.hget(hq.keys.results, task_id))
+        stored = await redis_client.hget(hq.keys.results, task_id)
+        assert stored is not None
+        assert json.loads(delivery.result) == json.loads(stored)
     assert await redis_client.zcard(hq.keys.webhooks_due) == len(expected)
 
 
@@ -319,10 +321,15 @@ async def test_a_lapsed_lease_cannot_settle_and_the_new_holder_can(
     _n, (new,) = await outbox.claim(10, lease_ms=10_000, deliverer="b", **times)
     assert new.attempts == 2
     assert new.lease != old.lease
-    assert await outbox.settle(old, "delivered", **times) is None  # fenced: writes nothing
+    assert (
+        await outbox.settle(old, "delivered", max_age_ms=60_000, keep_ms=60_000) is None
+    )  # fenced: writes nothing
     assert (await state_of(outbox, task_id)).state == "pending"
     assert (
-        await outbox.settle(new, "retry", delay_ms=5_000, status=503, error="HTTP 503", **times) == "pending"
+        await outbox.settle(
+            new, "retry", delay_ms=5_000, status=503, error="HTTP 503", max_age_ms=60_000, keep_ms=60_000
+        )
+        == "pending"
     )
     pending = await state_of(outbox, task_id)
     assert (pending.last_status, pending.last_error, pending.lease) == (503, "HTTP 503", None)

@@ -38,7 +38,7 @@ for _, id in ipairs(ids) do
     redis.call('HDEL', K.webhooks, id)
     redis.call('ZREM', K.webhooks_due, id)
   elseif now >= rec.since_ms + max_age_ms then
-    give_up(id, rec, now, keep_ms, 'expired: not delivered within ' .. fmt_int(math.floor(max_age_ms / 1000)) .. ' s')
+    give_up(id, rec, now, keep_ms, 'expired: not delivered within ' .. string.format('%g', max_age_ms / 1000) .. ' s')
   else
     rec.attempts = rec.attempts + 1
     rec.lease = token
