@@ -242,7 +242,7 @@ class WebhookDeliverer:
         except TimeoutError:
             await self._retry(delivery, None, f"no answer within {self.settings.timeout_s:g} s")
             return
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, OSError, ValueError) as exc:  # ValueError: a URL aiohttp refuses
             await self._retry(delivery, None, f"{type(exc).__name__}: {exc}")
             return
         if 200 <= status < 300:
