@@ -21,7 +21,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from captcha_queue import AsyncCaptchaQueue, CaptchaQueue, InvalidTask, TaskSpec
-from captcha_queue.errors import InvalidArgument
+from captcha_queue.errors import InvalidArgument, ScriptError
 from captcha_queue.webhooks import Delivery, Outbox, WebhookDeliverer, WebhookSettings, sign
 from captcha_queue.webhooks._deliverer import backoff_s
 
@@ -455,3 +455,48 @@ def test_bad_settings_are_refused_naming_the_field_and_the_secret_stays_hidden()
             WebhookSettings(**bad)
         assert refused.value.field == field
     assert SECRET not in repr(WebhookSettings(secret=SECRET))
+
+
+@pytest.mark.parametrize("status", [503, 302])
+async def test_an_answer_that_is_not_2xx_is_retried_and_recorded_a_redirect_is_not_followed(
+    hq: AsyncCaptchaQueue, receiver: Receiver, redis_client: aioredis.Redis, status: int
+) -> None:
+    receiver.status = status
+    task_id = await solved(hq, receiver.url())
+    outbox = Outbox(redis_client, hq.namespace)
+
+    async def tried_twice() -> bool:
+        return (await state_of(outbox, task_id)).attempts >= 2
+
+    async with WebhookDeliverer(redis_client, namespace=hq.namespace, settings=fast()):
+        await until(tried_twice, what="two sends")
+        refused = await state_of(outbox, task_id)
+        receiver.status = 200
+        await until(lambda: _state_is(outbox, task_id, "delivered"), what="delivered")
+    assert (refused.state, refused.last_status) == ("pending", status)
+    assert refused.last_error == f"HTTP {status}: not now"
+    assert {r.path for r in receiver.requests} == {"/hook"}  # the Location of a 302 was never asked for
+    assert len({r.delivery for r in receiver.requests}) == 1
+
+
+async def test_an_outbox_key_of_another_type_refuses_the_finish_or_skips_only_the_delivery(
+    hq: AsyncCaptchaQueue, redis_client: aioredis.Redis
+) -> None:
+    await redis_client.set(hq.keys.webhooks, "someone else's")
+    task_id = await hq.submit("userrecaptcha", RC, pingback="https://example.com/hook")
+    (claim,) = await hq.claim("w", 1, block_s=2)
+    with pytest.raises(ScriptError, match="webhooks is a string"):
+        await hq.complete(claim, "token")
+    assert await hq.status(task_id) == "active"  # nothing written: the task can still be finished
+    assert await hq.get_result(task_id) is None
+    # A loop script (the claim path expiring a task) finishes the task and skips only its delivery.
+    late = await hq.submit("userrecaptcha", RC, pingback="https://example.com/hook", expires_in_s=0.001)
+    await asyncio.sleep(0.01)
+    assert await hq.claim("w", 1, block_s=0) == []
+    result = await hq.get_result(late)
+    assert result is not None
+    assert result.status == "expired"
+    assert await redis_client.get(hq.keys.webhooks) == b"someone else's"
+    await redis_client.delete(hq.keys.webhooks)
+    await hq.complete(claim, "token")
+    assert (await state_of(Outbox(redis_client, hq.namespace), task_id)).status == "success"

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import urllib.request
 
+import pytest
 import redis
 from click.testing import CliRunner, Result
 
@@ -14,7 +17,7 @@ from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.store.keys import Keys
 from captcha_queue.webhooks import Outbox, WebhookDeliverer
 
-from .helpers import RC, CliEnv, claim_all, on_queue
+from .helpers import RC, CliEnv, ProcessManager, claim_all, free_port, on_queue
 from .test_webhooks import fast, until
 from .webhooks_helpers import Receiver
 
@@ -154,3 +157,37 @@ def test_unknown_ids_and_bad_options_are_one_line_errors_that_change_nothing(
     partly = invoke(["webhooks", "retry", "nosuch"], cli_env)
     assert partly.exit_code == 1
     assert invoke(["webhooks", "show", task_id], cli_env).exit_code == 1  # not final: no delivery yet
+
+
+@pytest.mark.timeout(60)
+def test_webhooks_run_delivers_serves_its_counters_and_stops_on_sigterm(
+    redis_url: str, namespace: str, subprocess_env: dict[str, str], processes: ProcessManager
+) -> None:
+    port = free_port()
+    env = subprocess_env | {"CAPTCHA_QUEUE_WEBHOOK_SECRET": "a-secret-never-printed"}
+    argv = ["-m", "captcha_queue", "webhooks", "run", "--allow-private-targets", "--poll-s", "0.05"]
+    proc = processes.spawn_python([*argv, "--metrics-port", str(port)], env)
+
+    async def deliver(q: AsyncCaptchaQueue) -> str:
+        receiver = await Receiver().start()
+        try:
+            task_id = await q.submit("userrecaptcha", RC, pingback=receiver.url())
+            (claim,) = await claim_all(q, 1)
+            await q.complete(claim, "answer")
+            (request,) = await receiver.wait_for(1, timeout_s=30)
+            await until(lambda: _state(Outbox(q.client, q.namespace), task_id, "delivered"))
+        finally:
+            await receiver.stop()
+        assert request.fields["id"] == task_id
+        return request.fields["code"]
+
+    assert _on_private_queue(redis_url, namespace, deliver) == "answer"
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        metrics = answer.read().decode()
+    assert 'captcha_queue_webhook_sends_total{outcome="delivered"} 1.0' in metrics.splitlines()
+    processes.kill(proc, signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    assert proc.stdout is not None
+    output = proc.stdout.read().decode()
+    assert f"delivering webhooks of namespace {namespace} as " in output
+    assert "a-secret-never-printed" not in output

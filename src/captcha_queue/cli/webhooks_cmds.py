@@ -79,13 +79,28 @@ def webhooks_group() -> None:
     help=f"Read the signing secret from this file (default: ${_SECRET_ENV}).",
 )
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
-def run_cmd(secret_file: Path | None, log_level: str, **values: Any) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve the delivery counters on /metrics at this port (default: not served).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address of the /metrics endpoint (it has no authentication).",
+)
+def run_cmd(
+    secret_file: Path | None, log_level: str, metrics_port: int | None, metrics_host: str, **values: Any
+) -> None:
     """Send due deliveries until stopped (SIGTERM or Ctrl-C); any number may run at once."""
     secret = _read_secret(secret_file) if secret_file else _secret_from_env()
     settings = build(WebhookSettings, values, secret=secret)
     connection = get_settings()
 
     from ..worker.logs import configure_logging
+    from ..worker.metrics import serve_metrics
 
     configure_logging("text", getattr(logging, log_level.upper()), secrets=[secret] if secret else [])
 
@@ -95,12 +110,15 @@ def run_cmd(secret_file: Path | None, log_level: str, **values: Any) -> None:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, deliverer.request_stop)
+            server = serve_metrics(deliverer.registry, metrics_port, metrics_host) if metrics_port else None
             click.echo(
                 f"delivering webhooks of namespace {q.namespace} as {deliverer.deliverer_id}", err=True
             )
             try:
                 await deliverer.run()
             finally:
+                if server is not None:
+                    await server.aclose()
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
 
