@@ -500,3 +500,32 @@ async def test_an_outbox_key_of_another_type_refuses_the_finish_or_skips_only_th
     await redis_client.delete(hq.keys.webhooks)
     await hq.complete(claim, "token")
     assert (await state_of(Outbox(redis_client, hq.namespace), task_id)).status == "success"
+
+
+async def test_malformed_outbox_calls_are_refused_and_write_nothing(
+    hq: AsyncCaptchaQueue, redis_client: aioredis.Redis
+) -> None:
+    task_id = await solved(hq, "https://example.com/hook")
+    outbox = Outbox(redis_client, hq.namespace)
+    before = (
+        await redis_client.hgetall(hq.keys.webhooks),
+        await redis_client.zrange(hq.keys.webhooks_due, 0, -1, withscores=True),
+    )
+    with pytest.raises(ScriptError, match="malformed arguments"):
+        await outbox.claim(0, lease_ms=1000, max_age_ms=1000, keep_ms=1000, deliverer="a")
+    with pytest.raises(ScriptError, match="malformed arguments"):
+        await outbox.claim(5, lease_ms=-1, max_age_ms=1000, keep_ms=1000, deliverer="a")
+    pending = await state_of(outbox, task_id)
+    with pytest.raises(ScriptError, match="malformed arguments"):
+        await outbox.settle(pending, "retry", max_age_ms=1000, keep_ms=1000)  # no lease token
+    for bad in ("", "x" * 300):
+        with pytest.raises(InvalidArgument):
+            await outbox.retry(bad)
+    with pytest.raises(InvalidArgument):
+        await outbox.deliveries(state="lost")  # type: ignore[arg-type]
+    assert await outbox.retry("no-such-task") is False
+    after = (
+        await redis_client.hgetall(hq.keys.webhooks),
+        await redis_client.zrange(hq.keys.webhooks_due, 0, -1, withscores=True),
+    )
+    assert after == before

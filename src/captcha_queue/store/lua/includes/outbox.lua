@@ -69,6 +69,11 @@ local function give_up(id, rec, now, keep_ms, reason)
   redis.call('ZADD', K.webhooks_due, now + keep_ms, id)
 end
 
+-- The reason of a delivery given up for age.
+local function expired_reason(max_age_ms)
+  return 'expired: not delivered within ' .. string.format('%g', max_age_ms / 1000) .. ' s'
+end
+
 -- A count of milliseconds given as an argument: a whole number in [0, 1e15], or nil.
 local function arg_ms(value)
   local n = tonumber(value)

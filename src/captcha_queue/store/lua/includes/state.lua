@@ -17,7 +17,8 @@ local MAX_COUNT = 1000000
 local MAX_MS = 1e15 -- milliseconds: the year 33658
 local OPTIONAL_MS = { 'result_ttl_ms', 'expires_ms', 'claimed_ms', 'started_ms', 'remote_ms' }
 local OPTIONAL_TEXT = {
-  'idem', 'idem_digest', 'metadata', 'token', 'worker', 'remote_id', 'final', 'dead', 'pingback', 'pingback_format',
+  'idem', 'idem_digest', 'metadata', 'token', 'worker', 'remote_id', 'final', 'dead',
+  'pingback', 'pingback_format',
 }
 
 -- An integer number in [lo, hi] (false for NaN, inf and every other type).

@@ -19,9 +19,11 @@ local bad = wrong_type({ { K.webhooks, 'hash' }, { K.webhooks_due, 'zset' } })
 if bad then
   return { WRONG_TYPE, bad }
 end
-local limit, lease_ms, max_age_ms, keep_ms = arg_ms(ARGV[1]), arg_ms(ARGV[2]), arg_ms(ARGV[3]), arg_ms(ARGV[4])
+local limit, lease_ms = arg_ms(ARGV[1]), arg_ms(ARGV[2])
+local max_age_ms, keep_ms = arg_ms(ARGV[3]), arg_ms(ARGV[4])
 local token, deliverer = ARGV[5], ARGV[6]
-if not (limit and lease_ms and max_age_ms and keep_ms) or limit < 1 or not token or token == '' or not deliverer then
+if not (limit and lease_ms and max_age_ms and keep_ms) or limit < 1 or not token or token == ''
+    or not deliverer then
   return redis.error_reply('ERR claimDeliveries: malformed arguments')
 end
 
@@ -38,7 +40,7 @@ for _, id in ipairs(ids) do
     redis.call('HDEL', K.webhooks, id)
     redis.call('ZREM', K.webhooks_due, id)
   elseif now >= rec.since_ms + max_age_ms then
-    give_up(id, rec, now, keep_ms, 'expired: not delivered within ' .. string.format('%g', max_age_ms / 1000) .. ' s')
+    give_up(id, rec, now, keep_ms, expired_reason(max_age_ms))
   else
     rec.attempts = rec.attempts + 1
     rec.lease = token

@@ -52,7 +52,7 @@ if outcome == 'delivered' then
 elseif outcome == 'failed' then
   give_up(id, rec, now, keep_ms, err ~= '' and err or 'refused')
 elseif now + delay_ms >= rec.since_ms + max_age_ms then
-  give_up(id, rec, now, keep_ms, 'expired: not delivered within ' .. string.format('%g', max_age_ms / 1000) .. ' s')
+  give_up(id, rec, now, keep_ms, expired_reason(max_age_ms))
 else
   rec.next_ms = now + delay_ms
   save_delivery(id, rec)
