@@ -101,6 +101,7 @@ EXPORTS: dict[str, list[str]] = {
         "run_simulator",
     ],
     "captcha_queue.cli": ["cli", "main"],
+    "captcha_queue.webhooks": ["Delivery", "Outbox", "WebhookDeliverer", "WebhookSettings", "sign"],
 }
 
 

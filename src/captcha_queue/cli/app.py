@@ -290,8 +290,9 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 @contextlib.asynccontextmanager
-async def open_queue(settings: Settings) -> AsyncIterator[AsyncCaptchaQueue]:
-    """An AsyncCaptchaQueue on ``settings``; any connection failure becomes one line naming the URL.
+async def open_queue(settings: Settings, **options: Any) -> AsyncIterator[AsyncCaptchaQueue]:
+    """An AsyncCaptchaQueue on ``settings`` (and queue ``options``); any connection failure becomes one
+    line naming the URL.
 
     The server is pinged (and its version checked) before the command starts, so "Redis is down"
     is told apart from whatever the command does next.
@@ -309,7 +310,7 @@ async def open_queue(settings: Settings) -> AsyncIterator[AsyncCaptchaQueue]:
                 )
 
                 queue = await stack.enter_async_context(
-                    AsyncCaptchaQueue(client, namespace=settings.namespace)
+                    AsyncCaptchaQueue(client, namespace=settings.namespace, **options)
                 )
             except RedisUnavailable as exc:
                 error = _unreachable(shown, exc)

@@ -110,6 +110,11 @@ class QueueConfig:
         min=1,
         default_text="no limit",
     )
+    allow_private_targets: bool = setting(
+        False,
+        help="Accept pingback URLs whose host is a literal private, loopback, link-local, multicast or "
+        "reserved address (refused by default: SSRF). Host names are checked by the deliverer.",
+    )
 
     def __post_init__(self) -> None:
         check_settings(self)  # InvalidArgument (a ValueError) naming the field

@@ -73,6 +73,7 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
         max_payload_bytes: int = 512 * 1024,
         allow_unknown_methods: bool = False,
         max_queued: int | None = None,
+        allow_private_targets: bool = False,
         owns_client: bool = False,
     ) -> None:
         config = QueueConfig(
@@ -82,6 +83,7 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
             max_payload_bytes=max_payload_bytes,
             allow_unknown_methods=allow_unknown_methods,
             max_queued=max_queued,
+            allow_private_targets=allow_private_targets,
         )
         super().__init__(client, namespace=namespace, config=config, owns_client=owns_client)
         self._waiter: ResultWaiter | None = None
@@ -135,8 +137,16 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
         max_attempts: int = 3,
         expires_in_s: float | None = None,
         metadata: dict[str, Any] | None = None,
+        pingback: str | None = None,
+        pingback_format: Literal["form", "get", "json"] = "form",
     ) -> str:
-        """Validate and enqueue one task; returns its id (the existing id for a known idempotency key)."""
+        """Validate and enqueue one task; returns its id (the existing id for a known idempotency key).
+
+        ``pingback``: an http(s) URL that gets the result when the task is final (delivered by a
+        ``captcha_queue.webhooks.WebhookDeliverer``, signed, retried until delivered or expired);
+        ``pingback_format``: "form" (POST id, code, status), "get" (the same as query parameters) or
+        "json" (POST the whole result). A literal private or loopback address is refused unless the
+        queue's ``allow_private_targets`` is on."""
         prepared = prepare(
             method,
             params,
@@ -145,8 +155,11 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
             max_attempts=max_attempts,
             expires_in_s=expires_in_s,
             metadata=metadata,
+            pingback=pingback,
+            pingback_format=pingback_format,
             max_payload_bytes=self.config.max_payload_bytes,
             allow_unknown=self.config.allow_unknown_methods,
+            allow_private_targets=self.config.allow_private_targets,
         )
         return (await self._write([prepared]))[0]
 
@@ -161,6 +174,7 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
                 index,
                 max_payload_bytes=self.config.max_payload_bytes,
                 allow_unknown=self.config.allow_unknown_methods,
+                allow_private_targets=self.config.allow_private_targets,
                 task_id=ids[index],
             )
             for index, entry in enumerate(entries)
