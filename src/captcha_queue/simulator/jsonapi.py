@@ -175,6 +175,8 @@ def _create(view: _JsonView, key: str, task: Any, ip: str) -> tuple[int, dict[st
         simulator.finish_now(created)  # CapSolver: recognition tasks answer in createTask
         if created.code is None:
             return view.ok({"taskId": task_id, "status": "ready", "solution": _solution(view, created)})
+    if view.dialect == "capsolver":  # "status: null or ready" (its createTask docs); "idle" while queued
+        return view.ok({"taskId": task_id, "status": "idle"})
     return view.ok({"taskId": task_id})
 
 
