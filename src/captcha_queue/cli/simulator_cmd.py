@@ -188,8 +188,9 @@ def simulator_cmd(
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    if any(len(key) != 32 for key in config.keys or ()):
-        raise ConfigError("every --keys entry must be 32 characters")
+    key_length = SIM_PROFILES[config.profile].key_length if config.profile in SIM_PROFILES else 32
+    if key_length is not None and any(len(key) != key_length for key in config.keys or ()):
+        raise ConfigError(f"every --keys entry must be {key_length} characters")
     asyncio.run(_serve(config, host, port, token_given=bool(given_token), ssl_context=ssl_context))
 
 
