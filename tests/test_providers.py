@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from click.testing import CliRunner
 
+from captcha_queue.cli import cli
 from captcha_queue.errors import (
     AccountError,
     ConfigError,
@@ -35,6 +38,8 @@ from captcha_queue.solvers import (
 from captcha_queue.solvers.http import coordinates_of
 from captcha_queue.worker.config import WorkerSettings
 from captcha_queue.worker.runtime import Worker, WorkerConfig
+
+from .helpers import ProcessManager
 
 KEY = "0123456789abcdef0123456789abcdef"
 OTHER_KEY = "fedcba9876543210fedcba9876543210"
@@ -328,3 +333,56 @@ async def test_zero_balance_pauses_the_account_with_no_retry_storm(
             assert all(r is not None and r.status == "success" for r in done)
             assert max(r.attempts for r in done if r is not None) <= 2
         assert sim.stats()["submits"] == 10
+
+
+# -- a real worker process per provider ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["2captcha", "capsolver", "anticaptcha"])
+async def test_a_worker_process_solves_through_each_provider_within_its_limit(
+    name: str, queue: AsyncCaptchaQueue, subprocess_env: dict[str, str], processes: ProcessManager
+) -> None:
+    config = SimulatorConfig(profile=PAYING[name], time_scale=0.1, threads=50, seed=2)
+    async with run_simulator(config) as sim:
+        env = {**subprocess_env, "CAPTCHAAI_KEY": KEY, "CAPTCHAAI_URL": sim.base_url}
+        argv = ["-m", "captcha_queue", "worker", "--processes", "1", "--solver", name, "--solver-limit", "3"]
+        argv += ["--time-scale", "0.1", "--lease-s", "2", "--grace-s", "5", "--concurrency", "20"]
+        worker = processes.spawn_python(argv, env, capture=False)
+        page = "https://example.test/task/"
+        ids = await queue.submit_many(
+            [
+                {"method": "turnstile", "params": {**sample_params("turnstile"), "pageurl": f"{page}{i}"}}
+                for i in range(12)
+            ]
+        )
+        done = [await queue.wait_result(i, timeout_s=40) for i in ids]
+        assert all(r is not None and r.status == "success" for r in done), done
+        stats = sim.stats()
+        assert stats["submits"] == 12
+        assert stats["max_in_flight"] <= 3  # the configured limit holds across the fleet
+        assert not stats["duplicate_submits"]
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(worker.wait, 20) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--solver", "2captcha"], "--solver 2captcha: 2captcha (in.php / res.php) tells no thread limit"),
+        (["--solver", "capsolver"], "give the account's threads with --solver-limit N"),
+        (
+            ["--solver", "generic-inphp", "--solver-limit", "3"],
+            "--solver generic-inphp has no default base URL",
+        ),
+        (["--solver", "nope"], "'nope' is not one of 'captchaai', '2captcha', '2captcha-v2'"),
+    ],
+)
+def test_worker_cli_bad_provider_input_is_one_line(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(
+        cli, ["worker", *args], env={"CAPTCHAAI_KEY": KEY, "REDIS_URL": "redis://127.0.0.1:1/0"}
+    )
+    assert result.exit_code != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) <= 2, result.stderr  # click's usage errors add one "see --help" line
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
