@@ -79,6 +79,7 @@ CODE_TABLE = [
     ("anticaptcha", "ERROR_RECAPTCHA_INVALID_SITEKEY", TaskRejected, False),
     ("capsolver", "ERROR_KEY_DENIED_ACCESS", AccountError, True),
     ("capsolver", "ERROR_ZERO_BALANCE", AccountError, True),
+    ("capsolver", "ERROR_KEY_TEMP_BLOCKED", AccountError, False),
     ("capsolver", "ERROR_RATE_LIMIT", SolverBusy, False),
     ("capsolver", "ERROR_SERVICE_UNAVALIABLE", TransientError, False),
     ("capsolver", "ERROR_INVALID_TASK_DATA", TaskRejected, False),

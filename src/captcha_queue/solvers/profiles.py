@@ -118,6 +118,7 @@ JSON_API_CODES = _table(
 CAPSOLVER_CODES = _table(
     JSON_API_CODES,
     CodeInfo("ERROR_KEY_DENIED_ACCESS", "stop_fleet", "the API key is wrong or has no access"),
+    CodeInfo("ERROR_KEY_TEMP_BLOCKED", "pause_fleet", "the API key is blocked for a while", 300.0),
     CodeInfo("ERROR_ZERO_BALANCE", "stop_fleet", "the account has no funds (top it up)"),
     CodeInfo("ERROR_SETTLEMENT_FAILED", "stop_fleet", "the task could not be paid for (check the balance)"),
     CodeInfo("ERROR_SERVICE_UNAVALIABLE", "retry", "the service is temporarily unavailable", 5.0),
