@@ -39,6 +39,17 @@ EXPECTED = [
     ("captchafox", "captchafox", "captchafox", 10.0, "request", "token", True),
     ("friendly_captcha", "friendly_captcha", "friendly_captcha", 10.0, "request", "token", False),
     ("lemin", "lemin", "lemin", 10.0, "request", "json", False),
+    ("hcaptcha", "hcaptcha", "hcaptcha", 15.0, "request", "token", False),
+    ("funcaptcha", "funcaptcha", "funcaptcha", 15.0, "request", "token", False),
+    ("arkose", "funcaptcha", "funcaptcha", 15.0, "request", "token", False),
+    ("amazon_waf", "amazon_waf", "amazon_waf", 10.0, "request", "json", False),
+    ("aws_waf", "amazon_waf", "amazon_waf", 10.0, "request", "json", False),
+    ("datadome", "datadome", "datadome", 10.0, "request", "token", False),
+    ("rotatecaptcha", "rotatecaptcha", "rotate", 5.0, "request", "text", False),
+    ("rotate", "rotatecaptcha", "rotate", 5.0, "request", "text", False),
+    ("textcaptcha", "textcaptcha", "textcaptcha", 5.0, "request", "text", False),
+    # 2captcha's click captcha: an image with coordinatescaptcha=1 answers points, not OCR text
+    ("coordinates", "base64", "coordinates", 5.0, "request", "json", False),
 ]
 
 
@@ -138,15 +149,15 @@ def test_alias_and_wire_name_with_different_values_are_refused() -> None:
 
 def test_unknown_method_lists_the_known_ones() -> None:
     with pytest.raises(InvalidTask) as info:
-        normalize("hcaptcha", {"sitekey": "x"})
+        normalize("keycaptcha", {"sitekey": "x"})
     assert info.value.field == "method"
     assert "recaptcha_v3" in str(info.value)
     assert "turnstile" in str(info.value)
 
 
 def test_unknown_method_passes_through_with_the_flag() -> None:
-    assert normalize("hcaptcha", {"sitekey": "x"}, allow_unknown=True) == ("hcaptcha", {"sitekey": "x"})
-    spec = spec_for("hcaptcha", {})
+    assert normalize("keycaptcha", {"sitekey": "x"}, allow_unknown=True) == ("keycaptcha", {"sitekey": "x"})
+    spec = spec_for("keycaptcha", {})
     assert not spec.known
     assert spec.answer_field == "request"
 

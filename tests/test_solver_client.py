@@ -25,6 +25,7 @@ from captcha_queue.simulator import FaultPlan, RunningSimulator, SimulatorConfig
 from captcha_queue.simulator.samples import png_base64, sample_params
 from captcha_queue.solvers import CaptchaAISolver, Solver
 from captcha_queue.solvers.codes import CODES
+from captcha_queue.solvers.profiles import PROFILES
 
 KEY = "k" * 32
 SCALE = 0.001
@@ -68,7 +69,13 @@ async def wait_done(sim: RunningSimulator, *, in_flight: int = 0, deadline_s: fl
 # -- every method -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", KNOWN_METHODS)
+#: The methods CaptchaAI solves (the others are refused before any request: test_solver_contract.py).
+CAPTCHAAI_METHODS = [
+    m for m in KNOWN_METHODS if PROFILES["captchaai"].supports(spec_for(m, sample_params(m)).name)
+]
+
+
+@pytest.mark.parametrize("method", CAPTCHAAI_METHODS)
 async def test_every_method_solves(sim: RunningSimulator, solver: CaptchaAISolver, method: str) -> None:
     params = sample_params(method, task_key=f"task-{method}")
     solution = await solve(solver, method, params)

@@ -1,4 +1,5 @@
-"""One contract suite for every Solver backend: InstantSolver, and CaptchaAISolver on the simulator."""
+"""One contract suite for every Solver backend: InstantSolver, and every provider profile on the
+simulator in that provider's profile (CaptchaAISolver for in.php, JsonApiSolver for the JSON API)."""
 
 from __future__ import annotations
 
@@ -16,19 +17,46 @@ from captcha_queue.simulator.samples import sample_params
 from captcha_queue.solvers import CaptchaAISolver, InstantSolver, Solver, create_solver
 
 KEY = "c" * 32
+#: The simulator profile serving each provider (2captcha's serves both of its APIs).
+SIM_PROFILE = {
+    "captchaai": "captchaai",
+    "2captcha": "2captcha",
+    "2captcha-v2": "2captcha",
+    "capsolver": "capsolver",
+    "anticaptcha": "anticaptcha",
+    "generic-inphp": "generic-inphp",
+}
+#: The code each provider answers for an unknown task id, and for a malformed one.
+UNKNOWN_ID = {
+    "2captcha-v2": ("ERROR_NO_SUCH_CAPCHA_ID", "ERROR_NO_SUCH_CAPCHA_ID"),
+    "anticaptcha": ("ERROR_NO_SUCH_CAPCHA_ID", "ERROR_NO_SUCH_CAPCHA_ID"),
+    "capsolver": ("ERROR_TASKID_INVALID", "ERROR_TASKID_INVALID"),
+}
 
 
-@pytest.fixture(params=["instant", "captchaai"])
+@pytest.fixture(params=["instant", *SIM_PROFILE])
 async def solver(request: pytest.FixtureRequest) -> AsyncIterator[Solver]:
     if request.param == "instant":
         async with InstantSolver(account="bench") as instant:
             yield instant
         return
-    async with (
-        run_simulator(SimulatorConfig(time_scale=0.001, seed=5)) as sim,
-        CaptchaAISolver(KEY, sim.base_url, account="bench", time_scale=0.001) as client,
-    ):
-        yield client
+    async with run_simulator(
+        SimulatorConfig(profile=SIM_PROFILE[request.param], time_scale=0.001, seed=5)
+    ) as sim:
+        made = create_solver(
+            request.param,
+            api_key=KEY,
+            base_url=sim.base_url,
+            account="bench",
+            time_scale=0.001,
+            thread_limit=50,
+        )
+        async with made as client:
+            yield client
+
+
+def _unknown_id_codes(solver: Solver) -> tuple[str, str]:
+    return UNKNOWN_ID.get(solver.provider, ("ERROR_WRONG_CAPTCHA_ID", "ERROR_WRONG_ID_FORMAT"))
 
 
 async def answer(
@@ -48,6 +76,13 @@ async def answer(
 @pytest.mark.parametrize("method", KNOWN_METHODS)
 async def test_submit_then_poll(solver: Solver, method: str) -> None:
     params = sample_params(method)
+    if not solver.supports(method, params):
+        # a task type the provider lacks is one clear error, before any request
+        with pytest.raises(TaskRejected) as info:
+            await solver.submit(method, params)
+        assert info.value.code == "ERROR_TASK_NOT_SUPPORTED"
+        assert solver.counters["submits"] == 0
+        return
     remote_id = await solver.submit(method, params)
     assert isinstance(remote_id, str)
     assert remote_id.isdigit()
@@ -65,17 +100,18 @@ async def test_poll_many_answers_every_id_and_isolates_errors(solver: Solver) ->
     outcomes = await solver.poll_many([*((i, "turnstile", params) for i in ids), ("5", "turnstile", {})])
     assert set(outcomes) == {*ids, "5"}
     assert isinstance(outcomes["5"], TaskRejected)
-    assert outcomes["5"].code == "ERROR_WRONG_CAPTCHA_ID"
+    assert outcomes["5"].code == _unknown_id_codes(solver)[0]
     assert await solver.poll_many([]) == {}
 
 
 async def test_unknown_ids(solver: Solver) -> None:
+    unknown, malformed = _unknown_id_codes(solver)
     with pytest.raises(TaskRejected) as info:
         await solver.poll("4", "turnstile")
-    assert info.value.code == "ERROR_WRONG_CAPTCHA_ID"
+    assert info.value.code == unknown
     with pytest.raises(TaskRejected) as info:
         await solver.poll("x1", "turnstile")
-    assert info.value.code == "ERROR_WRONG_ID_FORMAT"
+    assert info.value.code == malformed
 
 
 async def test_invalid_task_is_a_task_rejected(solver: Solver) -> None:
@@ -93,6 +129,7 @@ async def test_report_and_account(solver: Solver) -> None:
     assert solver.account == "bench"
     assert solver.counters["submits"] == 1
     assert "bench" in repr(solver)
+    assert solver.provider in repr(solver)
 
 
 async def test_closing(solver: Solver) -> None:

@@ -18,7 +18,7 @@ from aiohttp import web
 from captcha_queue.errors import ConfigError, SolverError
 from captcha_queue.simulator import FAULT_KINDS, FaultPlan, RunningSimulator, SimulatorConfig, run_simulator
 from captcha_queue.simulator.samples import sample_params
-from captcha_queue.solvers import CaptchaAISolver
+from captcha_queue.solvers import CaptchaAISolver, JsonApiSolver, create_solver
 from captcha_queue.solvers.codes import CODES
 
 CANARY = "CANARYkey0123456789CANARYkey0123"  # 32 characters: the shape of a real key
@@ -170,3 +170,75 @@ async def test_task_params_cannot_carry_a_key(sim: RunningSimulator) -> None:
 def test_fault_plan_rejects_unknown_kinds() -> None:
     with pytest.raises(ValueError, match="unknown fault kind"):
         FaultPlan({"meteor": 0.5})
+
+
+@pytest.mark.parametrize("profile", ["anticaptcha", "capsolver", "2captcha"])
+async def test_canary_through_every_fault_on_the_json_api(
+    profile: str, collector: Collector, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider = "2captcha-v2" if profile == "2captcha" else profile
+    async with run_simulator(SimulatorConfig(profile=profile, time_scale=0.001, seed=1)) as sim:
+        client = create_solver(
+            provider,
+            api_key=CANARY,
+            base_url=sim.base_url,
+            thread_limit=5,
+            time_scale=0.001,
+            request_timeout_s=0.3,
+        )
+        async with client:
+            assert CANARY not in repr(client)
+            remote_id = await client.submit("turnstile", {**sample_params("turnstile"), "x_sim_solve_s": 60})
+            for kind in FAULT_KINDS:
+                if kind in ("plaintext", "slow"):
+                    continue  # these answer normally
+                sim.control({"faults": {kind: 1.0}})
+                await collector.expect_error(client.account_info)
+                await collector.expect_error(lambda: client.submit("turnstile", sample_params("turnstile")))
+                await collector.expect_error(lambda: client.poll(remote_id, "turnstile"))
+            sim.control({"faults": {}, "accounts": {CANARY: {"balance": 0}}})
+            await collector.expect_error(lambda: client.submit("turnstile", sample_params("turnstile")))
+            await collector.expect_error(lambda: client.poll("12345", "turnstile"))
+        stats = json.dumps(sim.stats()) + json.dumps(sim.control({}))
+    assert CANARY not in stats
+    collector.assert_clean(caplog)
+
+
+async def test_canary_echoed_by_a_hostile_json_server(
+    collector: Collector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A JSON API server that echoes the request body (the clientKey) back in every answer shape."""
+
+    async def echo(request: web.Request) -> web.Response:
+        text = await request.text()
+        mode = request.match_info["mode"]
+        if mode == "html":
+            return web.Response(
+                status=502, text=f"<html><title>{text}</title></html>", content_type="text/html"
+            )
+        if mode == "error":
+            return web.json_response(
+                {"errorId": 1, "errorCode": "ERROR_X", "errorDescription": text}, status=400
+            )
+        if mode == "code":
+            body = json.loads(text)
+            return web.json_response({"errorId": 1, "errorCode": f"ERROR_{body['clientKey']}"})
+        return web.Response(text=f"garbage {text}")
+
+    app = web.Application()
+    app.router.add_post("/{mode}/{method}", echo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        for mode in ("html", "error", "code", "garbage"):
+            base = f"http://127.0.0.1:{port}/{mode}"
+            async with JsonApiSolver(CANARY, base, profile="anticaptcha", thread_limit=5) as client:
+                await collector.expect_error(client.account_info)
+                await collector.expect_error(partial(client.submit, "turnstile", sample_params("turnstile")))
+                await collector.expect_error(partial(client.poll, "123", "turnstile"))
+    finally:
+        await runner.cleanup()
+    collector.assert_clean(caplog)

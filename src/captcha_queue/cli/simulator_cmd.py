@@ -12,6 +12,7 @@ import contextlib
 import os
 import secrets
 import signal
+import ssl
 import sys
 
 import click
@@ -21,6 +22,7 @@ from ..simulator import (
     DEFAULT_FAULT_KINDS,
     FAULT_KINDS,
     OVER_CAPACITY_MODES,
+    SIM_PROFILES,
     FaultPlan,
     LatencyModel,
     SimulatorConfig,
@@ -50,6 +52,26 @@ def _latency(values: tuple[str, ...]) -> dict[str, LatencyModel]:
 
 
 @cli.command("simulator")
+@click.option(
+    "--profile",
+    type=click.Choice(list(SIM_PROFILES)),
+    default="captchaai",
+    show_default=True,
+    help="The provider to simulate: endpoints (in.php and/or the JSON API), error semantics, "
+    "threadsinfo or not, paying per solve (docs/providers.md).",
+)
+@click.option(
+    "--price",
+    type=FiniteFloat(),
+    default=None,
+    help="Charged per accepted task (profiles that pay per solve; default: the profile's).",
+)
+@click.option(
+    "--tls-cert", type=click.Path(dir_okay=False), default=None, help="Serve HTTPS: PEM certificate."
+)
+@click.option(
+    "--tls-key", type=click.Path(dir_okay=False), default=None, help="Serve HTTPS: PEM private key."
+)
 @click.option("--port", type=int, default=8765, show_default=True, help="Port to listen on (0: a free one).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
@@ -111,6 +133,10 @@ def _latency(values: tuple[str, ...]) -> dict[str, LatencyModel]:
     help="Length of a 'hang' fault (real s).",
 )
 def simulator_cmd(
+    profile: str,
+    price: float | None,
+    tls_cert: str | None,
+    tls_key: str | None,
     port: int,
     host: str,
     time_scale: float,
@@ -131,11 +157,17 @@ def simulator_cmd(
     slow_s: float,
     hang_s: float,
 ) -> None:
-    """Serve a simulator of the CaptchaAI in.php/res.php API and print its base URL."""
+    """Serve a simulator of a solver service (CaptchaAI's in.php/res.php by default, --profile for
+    2captcha, CapSolver, Anti-Captcha) and print its base URL."""
     given_token = os.environ.get(ENV_SIMULATOR_TOKEN, "").strip()
+    if (tls_cert is None) != (tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    ssl_context = _tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
     try:
         kinds = _split(fault_kinds) or list(DEFAULT_FAULT_KINDS)
         config = SimulatorConfig(
+            profile=profile,
+            price=price,
             keys=tuple(_split(keys)) or None,
             threads=threads,
             over_capacity=over_capacity,  # type: ignore[arg-type]
@@ -156,22 +188,40 @@ def simulator_cmd(
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    if any(len(key) != 32 for key in config.keys or ()):
-        raise ConfigError("every --keys entry must be 32 characters")
-    asyncio.run(_serve(config, host, port, token_given=bool(given_token)))
+    key_length = SIM_PROFILES[config.profile].key_length if config.profile in SIM_PROFILES else 32
+    if key_length is not None and any(len(key) != key_length for key in config.keys or ()):
+        raise ConfigError(f"every --keys entry must be {key_length} characters")
+    asyncio.run(_serve(config, host, port, token_given=bool(given_token), ssl_context=ssl_context))
 
 
-async def _serve(config: SimulatorConfig, host: str, port: int, *, token_given: bool) -> None:
+def _tls_context(cert: str, key: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load --tls-cert/--tls-key: {exc}") from exc
+    return context
+
+
+async def _serve(
+    config: SimulatorConfig,
+    host: str,
+    port: int,
+    *,
+    token_given: bool,
+    ssl_context: ssl.SSLContext | None = None,
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with run_simulator(config, host=host, port=port) as sim:
+        async with run_simulator(config, host=host, port=port, ssl_context=ssl_context) as sim:
             click.echo(sim.base_url)
             sys.stdout.flush()
             click.echo(
-                f"simulator on {sim.base_url} (time scale {config.time_scale}, {config.threads} threads per "
+                f"simulator ({config.profile}) on {sim.base_url} (time scale {config.time_scale}, "
+                f"{config.threads} threads per "
                 f"account, over capacity: {config.over_capacity}); stats at {sim.base_url}/stats",
                 err=True,
             )

@@ -52,7 +52,7 @@ def worker_cmd(supervised: bool, **values: Any) -> None:
         solver_url=connection.captchaai_url,
         api_key=connection.captchaai_key,
     )
-    if settings.solver == "captchaai":
+    if settings.solver != "instant":
         connection.require_key()
     if settings.processes is not None and settings.processes > 1:
         from ..worker.logs import configure_logging

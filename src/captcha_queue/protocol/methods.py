@@ -119,6 +119,19 @@ _IMAGE_ALIASES: Mapping[str, str] = {
 _GRID_ALIASES: Mapping[str, str] = {"textinstructions": "instructions", "hintText": "instructions"}
 _RECAPTCHA_ALIASES: Mapping[str, str] = {"sitekey": "googlekey", "score": "min_score"}
 _GEETEST_ALIASES: Mapping[str, str] = {"captcha_id": "gt", "apiServer": "api_server"}
+_FUNCAPTCHA_ALIASES: Mapping[str, str] = {"sitekey": "publickey", "websitePublicKey": "publickey"}
+_ROTATE_ALIASES: Mapping[str, str] = {"comment": "textinstructions", "instructions": "textinstructions"}
+_COORDINATES_ALIASES: Mapping[str, str] = {
+    "comment": "textinstructions",
+    "instructions": "textinstructions",
+    "hintText": "textinstructions",
+}
+_TEXT_ALIASES: Mapping[str, str] = {
+    "text": "textcaptcha",
+    "question": "textcaptcha",
+    "comment": "textcaptcha",
+}
+_DATADOME_ALIASES: Mapping[str, str] = {"captchaUrl": "captcha_url"}
 _LEMIN_ALIASES: Mapping[str, str] = {"api_server": "apiServer"}
 
 _ALIASES_BY_WIRE: Mapping[str, Mapping[str, str]] = {
@@ -128,6 +141,10 @@ _ALIASES_BY_WIRE: Mapping[str, Mapping[str, str]] = {
     "geetest": _GEETEST_ALIASES,
     "lemin": _LEMIN_ALIASES,
     "bls": _GRID_ALIASES,
+    "funcaptcha": _FUNCAPTCHA_ALIASES,
+    "rotatecaptcha": _ROTATE_ALIASES,
+    "textcaptcha": _TEXT_ALIASES,
+    "datadome": _DATADOME_ALIASES,
 }
 
 
@@ -154,6 +171,20 @@ def _grid(wire: str, image_param: str) -> MethodSpec:
         required=(image_param, "instructions"),
         optional=("grid_size", "img_type", "recaptcha", "rows", "cols", *_COMMON),
         first_poll_s=1.0,
+        answer_kind="json",
+        submit_encoding="multipart" if wire == "post" else "form",
+        file_params=("file",) if wire == "post" else (),
+    )
+
+
+def _coordinates(wire: str, image_param: str) -> MethodSpec:
+    """2captcha's click captcha: ``coordinatescaptcha=1`` on an image; the answer is a list of points."""
+    return MethodSpec(
+        name="coordinates" + ("_file" if wire == "post" else ""),
+        wire_method=wire,
+        required=(image_param, "coordinatescaptcha"),
+        optional=("textinstructions", "lang", "min_clicks", "max_clicks", *_COMMON),
+        first_poll_s=5.0,
         answer_kind="json",
         submit_encoding="multipart" if wire == "post" else "form",
         file_params=("file",) if wire == "post" else (),
@@ -273,6 +304,55 @@ VARIANTS: Mapping[str, MethodSpec] = {
         ("version", *_BROWSER),
         first_poll_s=10.0,
     ),
+    "coordinates": _coordinates("base64", "body"),
+    "coordinates_file": _coordinates("post", "file"),
+    "rotate": MethodSpec(
+        name="rotate",
+        wire_method="rotatecaptcha",
+        required=("body",),
+        optional=("angle", "textinstructions", "lang", *_COMMON),
+        first_poll_s=5.0,
+        answer_kind="text",
+    ),
+    "textcaptcha": MethodSpec(
+        name="textcaptcha",
+        wire_method="textcaptcha",
+        required=("textcaptcha",),
+        optional=("lang", *_COMMON),
+        first_poll_s=5.0,
+        answer_kind="text",
+    ),
+    "hcaptcha": _token(
+        "hcaptcha",
+        "hcaptcha",
+        ("sitekey", "pageurl"),
+        ("invisible", "data", "domain", *_BROWSER),
+        first_poll_s=15.0,
+    ),
+    "funcaptcha": _token(
+        "funcaptcha",
+        "funcaptcha",
+        ("publickey", "pageurl"),
+        ("surl", "data[blob]", "data", *_BROWSER),
+        first_poll_s=15.0,
+    ),
+    # AWS WAF: the answer is a JSON object (captcha_voucher / existing_token on 2captcha).
+    "amazon_waf": _token(
+        "amazon_waf",
+        "amazon_waf",
+        ("sitekey", "iv", "context", "pageurl"),
+        ("challenge_script", "captcha_script", *_BROWSER),
+        first_poll_s=10.0,
+        answer_kind="json",
+    ),
+    # DataDome: a proxy and its user agent are required; the answer is a cookie.
+    "datadome": _token(
+        "datadome",
+        "datadome",
+        ("captcha_url", "pageurl", "userAgent", "proxy", "proxytype"),
+        ("cookies",),
+        first_poll_s=10.0,
+    ),
     "lemin": _token(
         "lemin",
         "lemin",
@@ -295,6 +375,10 @@ _FRIENDLY: Mapping[str, tuple[str, Mapping[str, ParamValue]]] = {
     "recaptcha_v3_enterprise": ("userrecaptcha", {"version": "v3", "enterprise": 1}),
     "geetest_v3": ("geetest", {}),
     "geetest_v4": ("geetest", {"version": 4}),
+    "coordinates": ("base64", {"coordinatescaptcha": 1}),
+    "rotate": ("rotatecaptcha", {}),
+    "aws_waf": ("amazon_waf", {}),
+    "arkose": ("funcaptcha", {}),
 }
 
 WIRE_METHODS: tuple[str, ...] = (
@@ -308,6 +392,12 @@ WIRE_METHODS: tuple[str, ...] = (
     "friendly_captcha",
     "lemin",
     "bls",
+    "hcaptcha",
+    "funcaptcha",
+    "amazon_waf",
+    "datadome",
+    "rotatecaptcha",
+    "textcaptcha",
 )
 KNOWN_METHODS: tuple[str, ...] = tuple(sorted({*WIRE_METHODS, *_FRIENDLY}))
 
@@ -331,6 +421,13 @@ def _score(value: str) -> bool:
         return False
 
 
+def _angle(value: str) -> bool:
+    try:
+        return 1.0 <= float(value) <= 359.0
+    except ValueError:
+        return False
+
+
 _CHECKS: Mapping[str, tuple[Callable[[str], bool], str]] = {
     "numeric": (_one_of("0", "1", "2", "3", "4"), "0, 1, 2, 3 or 4"),
     "phrase": (_one_of("0", "1"), "0 or 1"),
@@ -343,6 +440,8 @@ _CHECKS: Mapping[str, tuple[Callable[[str], bool], str]] = {
     "min_score": (_score, "a number between 0 and 1"),
     "proxytype": (_one_of(*_PROXY_TYPES), "HTTP, HTTPS, SOCKS4 or SOCKS5"),
     "grid_size": (_one_of("3x3", "4x4"), "3x3 or 4x4"),
+    "coordinatescaptcha": (_one_of("0", "1"), "0 or 1"),
+    "angle": (_angle, "a number of degrees between 1 and 359"),
 }
 
 
@@ -363,6 +462,10 @@ def spec_for(method: str, params: Mapping[str, object]) -> MethodSpec:
     wire, fixed = _FRIENDLY.get(method, (method, {}))
     merged: dict[str, object] = {**params, **fixed}
     if wire in ("base64", "post"):
+        if _is_on(merged, "coordinatescaptcha"):
+            if method == "coordinates" and "body" not in merged and "file" in merged:
+                wire = "post"
+            return VARIANTS["coordinates_file" if wire == "post" else "coordinates"]
         grid = "grid_size" in merged or merged.get("img_type") == "recaptcha" or _is_on(merged, "recaptcha")
         if method in ("image", "normal", "grid") and "body" not in merged and "file" in merged:
             wire = "post"  # the friendly name picks the encoding from the param given
@@ -377,6 +480,8 @@ def spec_for(method: str, params: Mapping[str, object]) -> MethodSpec:
         return VARIANTS["recaptcha_v2_invisible" if _is_on(merged, "invisible") else "recaptcha_v2"]
     if wire == "geetest":
         return VARIANTS["geetest_v4" if str(merged.get("version", "")) in ("4", "v4") else "geetest_v3"]
+    if wire == "rotatecaptcha":
+        return VARIANTS["rotate"]
     if wire in VARIANTS:
         return VARIANTS[wire]
     return MethodSpec(name=method, wire_method=method, known=False)

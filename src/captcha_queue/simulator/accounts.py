@@ -45,6 +45,12 @@ class Account:
     submits: int = 0
     solved: int = 0
     rejected_over_capacity: int = 0
+    spent: float = 0.0  # charged for accepted tasks (profiles that pay per solve)
+    refunds: int = 0  # tasks whose price came back (a bad report, or unsolvable)
+    refunded: float = 0.0
+    reports_bad: int = 0
+    reports_good: int = 0
+    rejected_no_funds: int = 0
 
     def accept(self) -> None:
         self.in_flight += 1
@@ -67,6 +73,8 @@ class Account:
         self.max_in_flight = self.in_flight
         self.max_working = self.working
         self.submits = self.solved = self.rejected_over_capacity = 0
+        self.refunds = self.reports_bad = self.reports_good = self.rejected_no_funds = 0
+        self.spent = self.refunded = 0.0
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -79,7 +87,13 @@ class Account:
             "submits": self.submits,
             "solved": self.solved,
             "rejected_over_capacity": self.rejected_over_capacity,
-            "balance": round(self.balance, 4),
+            "balance": round(self.balance, 6),
+            "spent": round(self.spent, 6),
+            "refunds": self.refunds,
+            "refunded": round(self.refunded, 6),
+            "reports_bad": self.reports_bad,
+            "reports_good": self.reports_good,
+            "rejected_no_funds": self.rejected_no_funds,
             "state": self.state,
             "ip_allowed": self.ip_allowed,
         }
@@ -108,8 +122,10 @@ class AccountBook:
         ban_after: int,
         ban_s: float,
         clock: Callable[[], float],
+        key_length: int | None = KEY_LENGTH,
     ) -> None:
         self.open = keys is None
+        self.key_length = key_length
         self.default_threads = threads
         self.default_balance = balance
         self.ban_after = ban_after
@@ -138,7 +154,7 @@ class AccountBook:
         for account in self._accounts.values():
             if account.label == name:
                 return account
-        if self.open and len(name) == KEY_LENGTH:
+        if self.open and self._well_formed(name):
             return self._create(name)
         return None
 
@@ -151,7 +167,7 @@ class AccountBook:
                 return KeyCheck(None, "IP_BANNED")
             del self._banned_until[ip]
         key = (key or "").strip()
-        if len(key) != KEY_LENGTH:
+        if not self._well_formed(key):
             return self._bad(ip, "ERROR_WRONG_USER_KEY")
         account = self._accounts.get(key)
         if account is None and self.open:
@@ -162,6 +178,11 @@ class AccountBook:
         if not account.ip_allowed:
             return KeyCheck(account, "ERROR_IP_NOT_ALLOWED")
         return KeyCheck(account, None)
+
+    def _well_formed(self, key: str) -> bool:
+        if self.key_length is None:
+            return 8 <= len(key) <= 128
+        return len(key) == self.key_length
 
     def _bad(self, ip: str, code: str) -> KeyCheck:
         count = self._bad_keys.get(ip, 0) + 1

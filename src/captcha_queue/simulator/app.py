@@ -3,7 +3,9 @@
 Routes:
 
 * ``/in.php``, ``/res.php``: GET query, POST form or POST multipart (query and body merged, the body
-  winning); JSON with ``json=1``, plain text otherwise;
+  winning); JSON with ``json=1``, plain text otherwise (profiles captchaai, 2captcha, generic-inphp);
+* ``POST /createTask``, ``/getTaskResult``, ``/getBalance``, the report methods and ``/feedbackTask``:
+  the JSON API (profiles 2captcha, capsolver, anticaptcha; ``simulator/jsonapi.py``);
 * ``GET /stats`` (JSON), ``POST /stats/reset``;
 * ``GET /control`` (current settings), ``POST /control`` (JSON: change them at run time);
 * ``GET /health``.
@@ -25,6 +27,7 @@ import json
 import logging
 import secrets
 import socket
+import ssl
 import struct
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -38,6 +41,7 @@ from .accounts import account_label
 from .config import SimulatorConfig
 from .control import apply_control, current_settings
 from .engine import Answer, SimTask, Simulator
+from .jsonapi import JSON_ENDPOINTS, handle_json
 from .validation import Upload
 
 __all__ = ["SIMULATOR_KEY", "RunningSimulator", "make_app", "run_simulator"]
@@ -71,8 +75,12 @@ def make_app(config: SimulatorConfig | None = None) -> web.Application:
     app[SIMULATOR_KEY] = simulator
     app[_STATE_KEY] = _AppState()
     app[_TOKEN_KEY] = config.control_token or secrets.token_hex(16)
-    app.router.add_route("*", "/in.php", _in_php)
-    app.router.add_route("*", "/res.php", _res_php)
+    if simulator.profile.inphp:
+        app.router.add_route("*", "/in.php", _in_php)
+        app.router.add_route("*", "/res.php", _res_php)
+    if simulator.profile.json_dialect is not None:
+        for name in JSON_ENDPOINTS:
+            app.router.add_post(f"/{name}", _json_endpoint)
     app.router.add_get("/stats", _stats)
     app.router.add_post("/stats/reset", _stats_reset)
     app.router.add_get("/control", _control_get)
@@ -150,6 +158,27 @@ async def _endpoint(request: web.Request, endpoint: str) -> web.StreamResponse:
     return _render(answer, plain=not json_mode or answer.plain_only or fault == "plaintext")
 
 
+async def _json_endpoint(request: web.Request) -> web.StreamResponse:
+    simulator = request.app[SIMULATOR_KEY]
+    state = request.app[_STATE_KEY]
+    method = request.path.strip("/")
+    simulator.stats.requests[method] += 1
+    fault = simulator.config.faults.draw(simulator.rng)
+    if fault is not None:
+        simulator.stats.faults[fault] += 1
+        early = await _early_fault(request, state, simulator, fault)
+        if early is not None:
+            return early
+    try:
+        body: Any = await request.json(loads=json.loads)
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    status, answer = handle_json(simulator, method, body, request.remote or "unknown")
+    if fault == "lost_reply":
+        return _reset(request)
+    return web.json_response(answer, status=status)
+
+
 async def _early_fault(
     request: web.Request, state: _AppState, simulator: Simulator, fault: str
 ) -> web.StreamResponse | None:
@@ -210,6 +239,8 @@ def _render(answer: Answer, *, plain: bool) -> web.Response:
         return web.Response(text=json.dumps(body, separators=(",", ":")), content_type="application/json")
     if not answer.ok or answer.bare:
         return web.Response(text=str(answer.request), content_type="text/plain")
+    if answer.plain_text is not None:
+        return web.Response(text=f"OK|{answer.plain_text}", content_type="text/plain")
     value = answer.extra.get("result", answer.request)
     if isinstance(value, dict | list):
         value = json.dumps(value, separators=(",", ":"))
@@ -330,11 +361,11 @@ async def _deliver(app: web.Application, raw_url: str, task_id: str, code: str) 
 class RunningSimulator:
     """A simulator serving on loopback: its base URL and direct access to its state."""
 
-    def __init__(self, app: web.Application, host: str, port: int) -> None:
+    def __init__(self, app: web.Application, host: str, port: int, *, tls: bool = False) -> None:
         self.app = app
         self.host = host
         self.port = port
-        self.base_url = f"http://{host}:{port}"
+        self.base_url = f"{'https' if tls else 'http'}://{host}:{port}"
         self.simulator = app[SIMULATOR_KEY]
         #: For ``Authorization: Bearer <token>`` on ``/control`` and ``/stats/reset``.
         self.control_token = app[_TOKEN_KEY]
@@ -367,16 +398,22 @@ class RunningSimulator:
 
 @contextlib.asynccontextmanager
 async def run_simulator(
-    config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0, backlog: int = 4096
+    config: SimulatorConfig | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    backlog: int = 4096,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[RunningSimulator]:
-    """Serve a simulator for the length of the block (port 0: a free one)."""
+    """Serve a simulator for the length of the block (port 0: a free one); over TLS with
+    ``ssl_context`` (for clients that hard-code ``https://``, such as 2captcha-python)."""
     app = make_app(config)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, backlog=backlog, reuse_address=True)
+        site = web.TCPSite(runner, host, port, backlog=backlog, reuse_address=True, ssl_context=ssl_context)
         await site.start()
         bound_port = int(runner.addresses[0][1])
-        yield RunningSimulator(app, host, bound_port)
+        yield RunningSimulator(app, host, bound_port, tls=ssl_context is not None)
     finally:
         await runner.cleanup()

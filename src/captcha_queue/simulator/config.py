@@ -10,6 +10,7 @@ from typing import Literal
 
 from .accounts import OVER_CAPACITY_MODES, OverCapacity
 from .faults import FaultPlan, LatencyModel
+from .profiles import sim_profile
 
 __all__ = ["IdFormat", "PingbackMode", "SimulatorConfig"]
 
@@ -19,6 +20,9 @@ PingbackMode = Literal["get_query", "post_form", "off"]
 
 @dataclass
 class SimulatorConfig:
+    # the provider: endpoints, error semantics, thread limit discovery, billing (simulator/profiles.py)
+    profile: str = "captchaai"
+    price: float | None = None  # charged per accepted task; None: the profile's (0 for captchaai)
     # accounts
     keys: tuple[str, ...] | None = None  # None: any well-formed 32-character key is an account
     names: Mapping[str, str] = field(default_factory=dict)  # key -> label shown in /stats
@@ -57,6 +61,9 @@ class SimulatorConfig:
     control_token: str | None = field(default=None, repr=False)  # None: a random one per app
 
     def __post_init__(self) -> None:
+        sim_profile(self.profile)  # ValueError for an unknown one
+        if self.price is not None and not 0.0 <= self.price < float("inf"):
+            raise ValueError("price must be a finite number >= 0")
         if self.time_scale <= 0:
             raise ValueError("time_scale must be positive")
         if self.threads < 0:

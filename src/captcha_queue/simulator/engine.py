@@ -28,6 +28,7 @@ from ..protocol.methods import MethodSpec, canonical_params
 from .accounts import OVER_CAPACITY_CODES, Account, AccountBook
 from .config import SimulatorConfig
 from .faults import latency_for
+from .profiles import SimProfile, sim_profile
 from .stats import SimStats, task_key_of
 from .validation import Upload, check_submit
 
@@ -49,6 +50,7 @@ class Answer:
     plain_only: bool = False  # sent as plain text even when json=1 was asked (ERROR_UPLOAD)
     bare: bool = False  # plain text without the "OK|" prefix (balance, report answers)
     document: dict[str, Any] | None = None  # the whole JSON body (threadsinfo)
+    plain_text: str | None = None  # the plain-text answer when it is not "OK|" + request (coordinates)
 
     @property
     def code(self) -> str:
@@ -68,6 +70,7 @@ class SimTask:
         "id",
         "last_poll",
         "params",
+        "price",
         "reported",
         "solve_s",
         "spec",
@@ -88,6 +91,7 @@ class SimTask:
         self.done_at = 0.0
         self.last_poll = -1e18
         self.solve_s = 0.0
+        self.price = 0.0
         self.reported = False
         self.timer: asyncio.TimerHandle | None = None
 
@@ -98,7 +102,9 @@ class Simulator:
         self.clock = clock
         self.rng = random.Random(config.seed)
         self.stats = SimStats()
+        self.profile: SimProfile = sim_profile(config.profile)
         self.accounts = AccountBook(
+            key_length=self.profile.key_length,
             keys=config.keys,
             names=config.names,
             threads=config.threads,
@@ -167,12 +173,33 @@ class Simulator:
                 rejection.code if rejection else "ERROR_BAD_PARAMETERS",
                 plain_only=bool(rejection and rejection.plain),
             )
+        if (
+            spec.known
+            and spec.name.removesuffix("_file") not in self.profile.variants
+            and (spec.name not in self.profile.variants)
+        ):
+            return _error("ERROR_BAD_PARAMETERS")  # the service has no such method
         if not account.has_free_thread() and self.config.over_capacity != "queue":
             account.rejected_over_capacity += 1
-            return _error(OVER_CAPACITY_CODES[self.config.over_capacity])
-        return self._accept(account, spec, params)
+            mode = self.config.over_capacity
+            if self.profile.bills_per_solve and mode == "zero_balance":
+                mode = "no_slot"  # where ERROR_ZERO_BALANCE means "no money", busy is a slot code
+            return _error(OVER_CAPACITY_CODES[mode])
+        price = self.price_of(spec)
+        if self.profile.bills_per_solve and (account.balance <= 0 or account.balance < price):
+            account.rejected_no_funds += 1
+            return _error("ERROR_ZERO_BALANCE")  # no money (2captcha, CapSolver, Anti-Captcha)
+        return self._accept(account, spec, params, price)
 
-    def _accept(self, account: Account, spec: MethodSpec, params: dict[str, str]) -> Answer:
+    def price_of(self, spec: MethodSpec) -> float:
+        """What one task costs on this profile (0 where the account pays for threads)."""
+        if not self.profile.bills_per_solve:
+            return 0.0
+        return self.config.price if self.config.price is not None else self.profile.price
+
+    def _accept(
+        self, account: Account, spec: MethodSpec, params: dict[str, str], price: float = 0.0
+    ) -> Answer:
         self._next_id += 1
         kept: dict[str, str] = {
             k: params[k]
@@ -180,6 +207,9 @@ class Simulator:
             if k in params
         }
         task = SimTask(self._next_id, account, spec, kept)
+        task.price = price
+        account.balance -= price
+        account.spent += price
         self.tasks[task.id] = task
         account.accept()
         self.stats.accepted(spec.name, task_key_of(params))
@@ -220,6 +250,7 @@ class Simulator:
             task.code = "ERROR_CAPTCHA_UNSOLVABLE"
         if task.code == "ERROR_CAPTCHA_UNSOLVABLE":
             self.stats.unsolvable += 1
+            self._refund(task)  # "the captcha price is automatically returned" (2captcha)
         elif task.code is None:
             task.answer, task.user_agent = self._make_answer(task)
             self.stats.solved += 1
@@ -230,6 +261,20 @@ class Simulator:
                 self._start(queued)
         if self.on_done is not None and task.params.get("pingback"):
             self.on_done(task)
+
+    def finish_now(self, task: SimTask) -> None:
+        """Finish a task at once (answers given in the submit itself: CapSolver's image tasks)."""
+        if task.state == "done":
+            return
+        if task.timer is not None:
+            task.timer.cancel()
+            task.timer = None
+        if task.state == "queued":
+            if task.id in task.account.queued:
+                task.account.queued.remove(task.id)
+            task.state = "solving"
+            task.account.start()
+        self._finish(task)
 
     def kick_queues(self) -> None:
         """Start queued tasks that fit (after the thread limit was raised at run time)."""
@@ -258,7 +303,7 @@ class Simulator:
                 return self._poll_many(account, raw["ids"])
             self.stats.polls += 1
             return self._poll_one(account, raw.get("id", ""))
-        if action == "threadsinfo":
+        if action == "threadsinfo" and self.profile.threadsinfo:
             return Answer(
                 ok=True,
                 request="OK",
@@ -269,6 +314,10 @@ class Simulator:
         if action in ("reportbad", "reportgood"):
             return self._report(account, raw.get("id", ""), action)
         return _error("ERROR_BAD_PARAMETERS")
+
+    def lookup(self, account: Account, raw_id: str) -> SimTask | str:
+        """The account's task ``raw_id``, or the in.php code for an unknown one."""
+        return self._lookup(account, raw_id)
 
     def _lookup(self, account: Account, raw_id: str) -> SimTask | str:
         raw_id = raw_id.strip()
@@ -309,11 +358,29 @@ class Simulator:
         task = self._lookup(account, raw_id)
         if isinstance(task, str):
             return _error(task)
+        return self.report_task(task, good=action == "reportgood")
+
+    def report_task(self, task: SimTask, *, good: bool) -> Answer:
+        """A report on a finished task: counted once; a bad one refunds its price (once)."""
         if task.reported:
             return _error("ERROR_DUPLICATE_REPORT")
         task.reported = True
-        self.stats.reports["good" if action == "reportgood" else "bad"] += 1
+        self.stats.reports["good" if good else "bad"] += 1
+        if good:
+            task.account.reports_good += 1
+        else:
+            task.account.reports_bad += 1
+            self._refund(task)
         return Answer(ok=True, request="OK_REPORT_RECORDED", bare=True)
+
+    def _refund(self, task: SimTask) -> None:
+        if task.price <= 0:
+            return
+        task.account.balance += task.price
+        task.account.refunds += 1
+        task.account.refunded += task.price
+        self.stats.refunds += 1
+        task.price = 0.0
 
     # -- answers ---------------------------------------------------------------------------------------
 
@@ -343,12 +410,32 @@ class Simulator:
             }, ua
         if name == "lemin":
             return {"answer": "0xaxcgx0xaxakx0xaxaex", "challenge_uuid": f"{task.id:x}-uuid"}, ua
+        if name.startswith("coordinates"):
+            return [{"x": rng.randrange(1, 300), "y": rng.randrange(1, 200)} for _ in range(2)], None
+        if name == "rotate":
+            return str(rng.choice(range(10, 350, 10))), None
+        if name == "textcaptcha":
+            return rng.choice(("blue", "seven", "paris", "42")), None
+        if name == "amazon_waf":
+            voucher = "".join(rng.choices(string.ascii_letters + string.digits, k=40))
+            return {"captcha_voucher": voucher, "existing_token": f"tok-{task.id}"}, ua
+        if name == "datadome":
+            cookie = "".join(rng.choices(string.ascii_letters + string.digits + "_~", k=60))
+            return f"datadome={cookie}; Max-Age=31536000; Domain=.example.test; Path=/", ua
         token = f"sim{task.id}-" + "".join(rng.choices(string.ascii_letters + string.digits + "_-", k=40))
         return token, ua
 
     def _render_solution(self, task: SimTask) -> Answer:
         spec = task.spec
         value = task.answer
+        if task.spec.name.startswith("coordinates") and isinstance(value, list):
+            # 2captcha: JSON answers a list of {"x": "..", "y": ".."}; plain text "coordinates:x=..,y=..;..."
+            return Answer(
+                ok=True,
+                request=[{"x": str(p["x"]), "y": str(p["y"])} for p in value],
+                extra={"user_agent": task.user_agent} if task.user_agent else {},
+                plain_text="coordinates:" + ";".join(f"x={p['x']},y={p['y']}" for p in value),
+            )
         if isinstance(value, dict | list) and self.config.json_answers_as_text:
             value = _plain_value(value)
         extra: dict[str, Any] = {}

@@ -34,6 +34,7 @@ class SimStats:
         self.solved = 0
         self.unsolvable = 0
         self.reports: Counter[str] = Counter()
+        self.refunds = 0  # tasks whose price came back (bad reports, unsolvable)
         self.pingbacks: Counter[str] = Counter()
         self.max_in_flight = 0
 
@@ -58,6 +59,7 @@ class SimStats:
             "solved": self.solved,
             "unsolvable": self.unsolvable,
             "reports": dict(self.reports),
+            "refunds": self.refunds,
             "pingbacks": dict(self.pingbacks),
             "in_flight": in_flight,
             "max_in_flight": self.max_in_flight,

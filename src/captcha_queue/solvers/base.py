@@ -53,8 +53,13 @@ class Solver(ABC):
     """
 
     kind: str = "solver"
+    #: The provider profile's name (``captchaai``, ``2captcha``, ``capsolver``...; ``instant`` for the
+    #: in-process solver): what account routing and refunds know the service by.
+    provider: str = "solver"
     #: ``key_fingerprint`` of the API key (None: the backend has no key).
     key_fingerprint: str | None = None
+    #: True when the service tells no thread limit (no ``threadsinfo``): a fleet needs a configured one.
+    requires_limit: bool = False
 
     def __init__(
         self, *, account: str = "default", time_scale: float = 1.0, allow_unknown_methods: bool = False
@@ -86,6 +91,11 @@ class Solver(ABC):
         except InvalidTask as exc:
             raise TaskRejected("INVALID_TASK", str(exc)) from exc
         spec = spec_for(wire, clean)
+        if spec.known and not self._supports(spec):
+            raise TaskRejected(
+                "ERROR_TASK_NOT_SUPPORTED",
+                f"the {self.provider} provider does not solve {spec.name} tasks",
+            )
         self.counters["submits"] += 1
         try:
             remote_id = await self._submit(spec, clean)
@@ -94,6 +104,15 @@ class Solver(ABC):
             raise
         self.counters["accepted"] += 1
         return remote_id
+
+    def supports(self, method: str, params: Mapping[str, ParamValue] | None = None) -> bool:
+        """Whether this solver's service solves ``method`` (with ``params``: its variant), for routing."""
+        try:
+            wire, clean = normalize(method, params or {}, allow_unknown=self.allow_unknown_methods)
+        except InvalidTask:
+            wire, clean = method, dict(params or {})
+        spec = spec_for(wire, clean)
+        return self._supports(spec) if spec.known else self.allow_unknown_methods
 
     async def poll(
         self, remote_id: str, method: str | None = None, params: Mapping[str, ParamValue] | None = None
@@ -125,12 +144,25 @@ class Solver(ABC):
                 self.counters[f"error:{outcome.code}"] += 1
         return outcomes
 
-    async def report(self, remote_id: str, correct: bool) -> None:
-        """Tell the service whether an answer worked. Best effort: failures are logged, not raised."""
+    async def report(
+        self,
+        remote_id: str,
+        correct: bool,
+        method: str | None = None,
+        params: Mapping[str, ParamValue] | None = None,
+    ) -> None:
+        """Tell the service whether an answer worked (a bad one is refunded where the service does).
+        Best effort: failures are logged, not raised.
+
+        ``method`` / ``params`` (as submitted) pick the report action where the service has one per
+        kind of task (Anti-Captcha: image, reCAPTCHA, hCaptcha); without them the solver uses what it
+        remembers of its own submits, else a reCAPTCHA report.
+        """
         self._check_open()
         self.counters["reports_good" if correct else "reports_bad"] += 1
+        spec = self._spec(method, params) if method else None
         try:
-            await self._report(str(remote_id), correct)
+            await self._report_spec(str(remote_id), correct, spec)
         except SolverError as exc:
             log.info("report on task %s not recorded: %s", remote_id, exc)
 
@@ -143,8 +175,8 @@ class Solver(ABC):
         self, method: str | None, params: Mapping[str, ParamValue] | None = None
     ) -> tuple[float, float]:
         """(first poll delay, poll interval) in seconds for a task, already time-scaled."""
-        spec = self._spec(method, params)
-        return spec.first_poll_s * self.time_scale, spec.poll_interval_s * self.time_scale
+        first_s, interval_s = self._poll_times(self._spec(method, params))
+        return first_s * self.time_scale, interval_s * self.time_scale
 
     async def aclose(self) -> None:
         if self._closed:
@@ -161,7 +193,7 @@ class Solver(ABC):
         await self.aclose()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} account={self.account!r}>"
+        return f"<{type(self).__name__} provider={self.provider!r} account={self.account!r}>"
 
     # -- what a backend implements ---------------------------------------------------------------
 
@@ -186,11 +218,23 @@ class Solver(ABC):
     @abstractmethod
     async def _report(self, remote_id: str, correct: bool) -> None: ...
 
+    async def _report_spec(self, remote_id: str, correct: bool, spec: MethodSpec | None) -> None:
+        """A report knowing the task's variant when the caller gave it (default: ``_report``)."""
+        await self._report(remote_id, correct)
+
     @abstractmethod
     async def _account_info(self) -> AccountInfo: ...
 
     async def _aclose(self) -> None:
         return None
+
+    def _supports(self, spec: MethodSpec) -> bool:
+        """Whether the service solves this variant (default: every known one)."""
+        return True
+
+    def _poll_times(self, spec: MethodSpec) -> tuple[float, float]:
+        """(first poll delay, poll interval) in unscaled seconds (default: the method's own)."""
+        return spec.first_poll_s, spec.poll_interval_s
 
     # -- helpers ---------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from .http import (
     raise_for_code,
     task_id_of,
 )
+from .profiles import ProviderProfile, profile_for
 
 __all__ = ["CaptchaAISolver"]
 
@@ -54,6 +55,11 @@ class CaptchaAISolver(Solver):
     ``session``: a shared aiohttp session (not closed here); by default the solver makes its own with a
     pool of ``max_connections``. ``batch_polls`` uses the legacy multi-id ``ids=`` poll, which CaptchaAI
     does not document (the simulator supports it); off by default.
+
+    ``profile`` (a name or a ``ProviderProfile`` with protocol ``inphp``: ``captchaai``, ``2captcha``,
+    ``generic-inphp``) gives the meaning of each code, the variants the service solves and its
+    polling cadence. ``thread_limit``: the account's threads for a service without ``threadsinfo``
+    (``account_info`` answers it; such a profile refuses to be built without one).
     """
 
     kind = "captchaai"
@@ -61,9 +67,11 @@ class CaptchaAISolver(Solver):
     def __init__(
         self,
         api_key: str,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         session: aiohttp.ClientSession | None = None,
         *,
+        profile: str | ProviderProfile = "captchaai",
+        thread_limit: int | None = None,
         account: str = "default",
         request_timeout_s: float = 30.0,
         connect_timeout_s: float = 10.0,
@@ -75,11 +83,22 @@ class CaptchaAISolver(Solver):
         allow_unknown_methods: bool = False,
     ) -> None:
         super().__init__(account=account, time_scale=time_scale, allow_unknown_methods=allow_unknown_methods)
+        self.profile = profile_for(profile)
+        if self.profile.protocol != "inphp":
+            raise ConfigError(f"the {self.profile.name} provider speaks the JSON API: use JsonApiSolver")
+        self.provider = self.profile.name
+        self.requires_limit = self.profile.requires_limit
+        self._codes = self.profile.codes
+        self.thread_limit = _check_limit(self.profile, thread_limit)
         if not isinstance(api_key, str) or not api_key.strip():
             raise ConfigError("the solver API key is empty")
         key = api_key.strip()
-        if validate_key and len(key) != 32:
-            raise ConfigError(f"the solver API key must be 32 characters (this one has {len(key)})")
+        expected = self.profile.key_length
+        if validate_key and expected is not None and len(key) != expected:
+            raise ConfigError(f"the solver API key must be {expected} characters (this one has {len(key)})")
+        base_url = base_url or self.profile.base_url
+        if not base_url:
+            raise ConfigError(f"the {self.profile.name} provider needs a base URL (--solver-url)")
         self._key = key
         self.key_fingerprint = key_fingerprint(key)
         self._redact = Redactor(key)
@@ -102,7 +121,10 @@ class CaptchaAISolver(Solver):
         self._session_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
-        return f"<CaptchaAISolver base_url={self.base_url!r} account={self.account!r}>"
+        return (
+            f"<CaptchaAISolver provider={self.provider!r} base_url={self.base_url!r} "
+            f"account={self.account!r}>"
+        )
 
     # -- the backend methods ---------------------------------------------------------------------
 
@@ -114,9 +136,9 @@ class CaptchaAISolver(Solver):
         files = {name: fields.pop(name) for name in spec.file_params if name in fields}
         reply = await self._call(self._in_url, fields, files)
         try:
-            return task_id_of(reply, redact=self._redact, time_scale=self.time_scale)
+            return task_id_of(reply, redact=self._redact, time_scale=self.time_scale, codes=self._codes)
         except SolverError as exc:
-            if exc.code == "ERROR_ZERO_BALANCE":
+            if exc.code == "ERROR_ZERO_BALANCE" and not self.profile.bills_per_solve:
                 raise await self._diagnose_zero_balance(exc) from None
             raise
 
@@ -152,18 +174,37 @@ class CaptchaAISolver(Solver):
         action = "reportgood" if correct else "reportbad"
         reply = await self._call(self._res_url, {"action": action, "id": remote_id})
         if not reply.ok and reply.code not in ("OK_REPORT_RECORDED",):
-            raise_for_code(reply, redact=self._redact, time_scale=self.time_scale)
+            raise_for_code(reply, redact=self._redact, time_scale=self.time_scale, codes=self._codes)
 
     async def _account_info(self) -> AccountInfo:
-        threads = parse_threads(await self._call(self._res_url, {"action": "threadsinfo"}))
-        balance: float | None = None
+        if self.profile.thread_limit == "configured":
+            # No threadsinfo: the configured limit, and the balance, which is what pays for solves.
+            balance = parse_balance(
+                await self._call(self._res_url, {"action": "getbalance"}), codes=self._codes
+            )
+            if balance <= 0:
+                raise AccountError("ERROR_ZERO_BALANCE", f"the account has no funds (balance {balance:g})")
+            return AccountInfo(threads=self.thread_limit, balance=balance)
+        threads = parse_threads(await self._call(self._res_url, {"action": "threadsinfo"}), codes=self._codes)
+        balance_or_none: float | None = None
         try:
-            balance = parse_balance(await self._call(self._res_url, {"action": "getbalance"}))
+            balance_or_none = parse_balance(
+                await self._call(self._res_url, {"action": "getbalance"}), codes=self._codes
+            )
         except AccountError:
             raise
         except SolverError as exc:  # the balance is informative only (CaptchaAI bills by threads)
             log.debug("getbalance failed: %s", exc)
-        return AccountInfo(threads=threads.threads, working_threads=threads.working_threads, balance=balance)
+        return AccountInfo(
+            threads=threads.threads, working_threads=threads.working_threads, balance=balance_or_none
+        )
+
+    def _supports(self, spec: MethodSpec) -> bool:
+        return self.profile.supports(spec.name)
+
+    def _poll_times(self, spec: MethodSpec) -> tuple[float, float]:
+        interval = self.profile.poll_interval_s
+        return spec.first_poll_s, spec.poll_interval_s if interval is None else interval
 
     async def _aclose(self) -> None:
         if self._owns_session and self._session is not None:
@@ -183,12 +224,12 @@ class CaptchaAISolver(Solver):
             reply = parse_reply(
                 status, body, redact=self._redact, time_scale=self.time_scale, retry_after_s=retry_after_s
             )
-            raise_for_code(reply, redact=self._redact, time_scale=self.time_scale)
+            raise_for_code(reply, redact=self._redact, time_scale=self.time_scale, codes=self._codes)
             if not isinstance(reply.request, str):
                 raise error_for("BAD_RESPONSE", "multi-id poll answered no text")
             text = reply.request
         elif is_service_code(text):
-            raise error_for(text, time_scale=self.time_scale)
+            raise error_for(text, time_scale=self.time_scale, codes=self._codes)
         parts = text.split("|")
         if len(parts) != len(chunk):
             raise error_for("BAD_RESPONSE", f"multi-id poll answered {len(parts)} items for {len(chunk)} ids")
@@ -198,7 +239,7 @@ class CaptchaAISolver(Solver):
             if item in NOT_READY_CODES:
                 outcomes[remote_id] = None
             elif is_service_code(item):
-                outcomes[remote_id] = error_for(item, time_scale=self.time_scale)
+                outcomes[remote_id] = error_for(item, time_scale=self.time_scale, codes=self._codes)
             else:
                 try:
                     outcomes[remote_id] = decode_answer(spec, Reply(ok=True, request=item, plain=True))
@@ -209,13 +250,15 @@ class CaptchaAISolver(Solver):
     def _solution(self, reply: Reply, spec: MethodSpec) -> Solution | None:
         if reply.not_ready:
             return None
-        raise_for_code(reply, redact=self._redact, time_scale=self.time_scale)
+        raise_for_code(reply, redact=self._redact, time_scale=self.time_scale, codes=self._codes)
         return decode_answer(spec, reply)
 
     async def _diagnose_zero_balance(self, busy: SolverError) -> SolverError:
         """ERROR_ZERO_BALANCE is "no free threads" when threads are busy, "no threads" when there are none."""
         try:
-            info = parse_threads(await self._call(self._res_url, {"action": "threadsinfo"}))
+            info = parse_threads(
+                await self._call(self._res_url, {"action": "threadsinfo"}), codes=self._codes
+            )
         except SolverError:
             return busy
         if info.threads is not None and info.threads <= 0:
@@ -271,6 +314,20 @@ class CaptchaAISolver(Solver):
                     )
                     self._session = aiohttp.ClientSession(connector=connector)
         return self._session
+
+
+def _check_limit(profile: ProviderProfile, thread_limit: int | None) -> int | None:
+    """A configured limit where the profile needs one: ConfigError when it is missing or not >= 1."""
+    if thread_limit is not None and (
+        isinstance(thread_limit, bool) or not isinstance(thread_limit, int) or thread_limit < 1
+    ):
+        raise ConfigError(f"the thread limit must be a whole number >= 1, got {thread_limit!r}")
+    if profile.requires_limit and thread_limit is None:
+        raise ConfigError(
+            f"{profile.title} tells no thread limit (no threadsinfo): configure the account's "
+            "threads (worker --solver-limit N, or thread_limit=N)"
+        )
+    return thread_limit
 
 
 def _file_bytes(value: ParamValue) -> bytes:

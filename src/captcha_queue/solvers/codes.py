@@ -128,6 +128,7 @@ CODES: Mapping[str, CodeInfo] = _table(
     CodeInfo("ERROR_EMPTY_ACTION", "fail_task", "res.php called without an action"),
     CodeInfo("ERROR_TOKEN_EXPIRED", "fail_task", "the challenge expired before it was solved"),
     CodeInfo("INVALID_TASK", "fail_task", "the task failed local validation"),
+    CodeInfo("ERROR_TASK_NOT_SUPPORTED", "fail_task", "the provider does not solve this kind of task"),
     # the solve
     CodeInfo("ERROR_CAPTCHA_UNSOLVABLE", "fresh_solve", "the service could not solve it"),
     # transient
@@ -158,13 +159,17 @@ def is_service_code(text: str) -> bool:
     return text in CODES or text.startswith(("ERROR_", "ERROR: ")) or text == "IP_BANNED"
 
 
-def info_for(code: str) -> CodeInfo:
-    """The table row of ``code``; HTTP statuses fold into HTTP_5XX / HTTP_ERROR; unknown -> retry."""
-    info = CODES.get(code)
+def info_for(code: str, codes: Mapping[str, CodeInfo] | None = None) -> CodeInfo:
+    """The table row of ``code``; HTTP statuses fold into HTTP_5XX / HTTP_ERROR; unknown -> retry.
+
+    ``codes``: a provider's table (``ProviderProfile.codes``); default the CaptchaAI one, ``CODES``.
+    """
+    table = CODES if codes is None else codes
+    info = table.get(code)
     if info is not None:
         return info
     if code.startswith("HTTP_"):
-        return CODES["HTTP_5XX"] if code[5:6] == "5" else CODES["HTTP_ERROR"]
+        return table.get("HTTP_5XX", CODES["HTTP_5XX"]) if code[5:6] == "5" else CODES["HTTP_ERROR"]
     with _logged_lock:
         first = code not in _logged_unknown
         _logged_unknown.add(code)
@@ -174,10 +179,16 @@ def info_for(code: str) -> CodeInfo:
 
 
 def error_for(
-    code: str, detail: str = "", *, time_scale: float = 1.0, retry_after_s: float | None = None
+    code: str,
+    detail: str = "",
+    *,
+    time_scale: float = 1.0,
+    retry_after_s: float | None = None,
+    codes: Mapping[str, CodeInfo] | None = None,
 ) -> SolverError:
-    """The exception for a service code. ``detail`` is appended to the meaning (already redacted)."""
-    info = info_for(code)
+    """The exception for a service code. ``detail`` is appended to the meaning (already redacted);
+    ``codes`` is the provider's table (default: CaptchaAI's)."""
+    info = info_for(code, codes)
     message = info.meaning if not detail else f"{info.meaning} ({detail})"
     wait_s = retry_after_s if retry_after_s is not None else info.wait_s
     scaled = wait_s * time_scale if wait_s is not None else None

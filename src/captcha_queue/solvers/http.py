@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..models import AccountInfo, Solution
 from ..protocol.methods import MethodSpec
-from .codes import NOT_READY_CODES, error_for, is_service_code
+from .codes import NOT_READY_CODES, CodeInfo, error_for, is_service_code
 
 __all__ = [
     "Redactor",
     "Reply",
+    "coordinates_of",
     "decode_answer",
     "parse_balance",
     "parse_multi",
@@ -135,8 +137,15 @@ def _parse_text(text: str) -> Reply | None:
     return None
 
 
-def raise_for_code(reply: Reply, *, redact: Redactor | None = None, time_scale: float = 1.0) -> None:
-    """Raise the SolverError of an error reply (not-ready replies are left to the caller)."""
+def raise_for_code(
+    reply: Reply,
+    *,
+    redact: Redactor | None = None,
+    time_scale: float = 1.0,
+    codes: Mapping[str, CodeInfo] | None = None,
+) -> None:
+    """Raise the SolverError of an error reply (not-ready replies are left to the caller); ``codes``
+    is the provider's code table (default: CaptchaAI's)."""
     if reply.ok:
         return
     code = reply.code
@@ -146,12 +155,18 @@ def raise_for_code(reply: Reply, *, redact: Redactor | None = None, time_scale: 
         return
     extra = reply.fields.get("error_text")
     detail = _snippet(str(extra), redact) if extra else ""
-    raise error_for(code, detail, time_scale=time_scale)
+    raise error_for(code, detail, time_scale=time_scale, codes=codes)
 
 
-def task_id_of(reply: Reply, *, redact: Redactor | None = None, time_scale: float = 1.0) -> str:
+def task_id_of(
+    reply: Reply,
+    *,
+    redact: Redactor | None = None,
+    time_scale: float = 1.0,
+    codes: Mapping[str, CodeInfo] | None = None,
+) -> str:
     """The remote id of an accepted submit: a JSON integer or a string, kept as a string."""
-    raise_for_code(reply, redact=redact, time_scale=time_scale)
+    raise_for_code(reply, redact=redact, time_scale=time_scale, codes=codes)
     value = reply.request
     if reply.ok and isinstance(value, int | str) and not isinstance(value, bool) and str(value).strip():
         return str(value).strip()
@@ -169,11 +184,51 @@ def decode_answer(spec: MethodSpec, reply: Reply) -> Solution:
         raise error_for("BAD_RESPONSE", "solved, but the answer is empty")
     user_agent = reply.fields.get("user_agent") or reply.fields.get("userAgent")
     ua = str(user_agent) if user_agent else None
+    if spec.name.startswith("coordinates"):
+        points = coordinates_of(raw)
+        return Solution(text=json.dumps(points, separators=(",", ":")), user_agent=ua, data=points)
     if isinstance(raw, dict | list):
         return Solution(text=json.dumps(raw, separators=(",", ":")), user_agent=ua, data=raw)
     text = str(raw)
     data = _structured(text) if spec.answer_kind == "json" else None
     return Solution(text=text, user_agent=ua, data=data)
+
+
+def coordinates_of(raw: Any) -> list[dict[str, int]]:
+    """A click answer as ``[{"x": 39, "y": 59}, ...]``, from any shape the services send.
+
+    ``coordinates:x=39,y=59;x=252,y=72`` (2captcha in plain text), a list of ``{"x": "39", "y": "59"}``
+    (its JSON answer, strings), or ``[[39, 59], ...]`` (Anti-Captcha's ImageToCoordinatesTask).
+    Anything else is a BAD_RESPONSE: an OCR-like text is not an answer to a click task.
+    """
+    points: list[dict[str, int]] = []
+    items: Any = raw
+    if isinstance(raw, str):
+        text = raw.strip()
+        try:
+            items = json.loads(text)
+        except ValueError:
+            if text.startswith("coordinates:"):
+                text = text[len("coordinates:") :]
+            items = []
+            for chunk in filter(None, (c.strip() for c in text.split(";"))):
+                pairs = dict(p.split("=", 1) for p in chunk.split(",") if "=" in p)
+                items.append(pairs)
+    if isinstance(items, dict) and "coordinates" in items:
+        items = items["coordinates"]
+    if not isinstance(items, list) or not items:
+        raise error_for("BAD_RESPONSE", "a coordinates answer holds no points")
+    for item in items:
+        try:
+            if isinstance(item, dict):
+                points.append({"x": round(float(item["x"])), "y": round(float(item["y"]))})
+            elif isinstance(item, list | tuple) and len(item) >= 2:
+                points.append({"x": round(float(item[0])), "y": round(float(item[1]))})
+            else:
+                raise TypeError(item)
+        except (KeyError, TypeError, ValueError):
+            raise error_for("BAD_RESPONSE", "a coordinates answer has a point without x and y") from None
+    return points
 
 
 def _empty(value: Any) -> bool:
@@ -197,9 +252,9 @@ def _structured(text: str) -> Any:
     return None
 
 
-def parse_threads(reply: Reply) -> AccountInfo:
+def parse_threads(reply: Reply, *, codes: Mapping[str, CodeInfo] | None = None) -> AccountInfo:
     """``threadsinfo``: top-level ``threads`` / ``working_threads``, or the same inside ``request``."""
-    raise_for_code(reply)
+    raise_for_code(reply, codes=codes)
     sources: list[Any] = [reply.fields, reply.request]
     if isinstance(reply.request, str):
         try:
@@ -215,9 +270,9 @@ def parse_threads(reply: Reply) -> AccountInfo:
     raise error_for("BAD_RESPONSE", "threadsinfo answered without a thread count")
 
 
-def parse_balance(reply: Reply) -> float:
+def parse_balance(reply: Reply, *, codes: Mapping[str, CodeInfo] | None = None) -> float:
     """``getbalance``: a decimal as a JSON string or number, or as a bare line."""
-    raise_for_code(reply)
+    raise_for_code(reply, codes=codes)
     try:
         return float(reply.request)
     except (TypeError, ValueError):

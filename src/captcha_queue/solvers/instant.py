@@ -35,6 +35,9 @@ _JSON_ANSWERS: Mapping[str, object] = {
         "captcha_output": "o",
     },
     "lemin": {"answer": "a", "challenge_uuid": "u"},
+    "coordinates": [{"x": 12, "y": 34}, {"x": 56, "y": 78}],
+    "coordinates_file": [{"x": 12, "y": 34}, {"x": 56, "y": 78}],
+    "amazon_waf": {"captcha_voucher": "v", "existing_token": "t"},
 }
 
 
@@ -46,6 +49,7 @@ class InstantSolver(Solver):
     """
 
     kind = "instant"
+    provider = "instant"
 
     def __init__(
         self,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ..errors import InvalidArgument
 from ..options import check_settings, setting
-from ..solvers import DEFAULT_BASE_URL, SOLVER_KINDS
+from ..solvers import DEFAULT_BASE_URL, PROFILES, SOLVER_KINDS
 from ..store.keys import validate_account, validate_namespace
 from .limiter import LimiterConfig
 from .polling import PollConfig
@@ -124,7 +124,9 @@ class WorkerSettings(WorkerConfig):
     )
     solver: str = setting(
         "captchaai",
-        help="captchaai: the HTTP service (or the simulator); instant: answers in process (no network).",
+        help="The solver provider (docs/providers.md): captchaai, 2captcha, 2captcha-v2 (its JSON API), "
+        "capsolver, anticaptcha, generic-inphp (any 2captcha-compatible in.php service: give "
+        "--solver-url); all but captchaai need --solver-limit; instant: answers in process (no network).",
         choices=SOLVER_KINDS,
     )
     account: str = setting(
@@ -176,7 +178,8 @@ class WorkerSettings(WorkerConfig):
     )
     solver_url: str = setting(
         DEFAULT_BASE_URL,
-        help="Base URL of the solver service or the simulator (children get it in their environment).",
+        help="Base URL of the solver service or the simulator (children get it in their environment); "
+        "CaptchaAI's default means the chosen provider's own base URL.",
         env="CAPTCHAAI_URL",
         child=False,
     )
@@ -186,3 +189,24 @@ class WorkerSettings(WorkerConfig):
         env="CAPTCHAAI_KEY",
         secret=True,
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        profile = PROFILES.get(self.solver)
+        if profile is not None and profile.requires_limit and self.solver_limit is None:
+            raise InvalidArgument(
+                f"--solver {self.solver}: {profile.title} tells no thread limit (no threadsinfo); "
+                "give the account's threads with --solver-limit N",
+                field="solver_limit",
+            )
+        if profile is not None and profile.base_url is None and self.solver_url == DEFAULT_BASE_URL:
+            raise InvalidArgument(
+                f"--solver {self.solver} has no default base URL: give --solver-url", field="solver_url"
+            )
+
+    @property
+    def provider_url(self) -> str | None:
+        """The base URL to use: ``solver_url``, or the provider's own when it is CaptchaAI's default."""
+        if self.solver_url == DEFAULT_BASE_URL and self.solver != "captchaai":
+            return None
+        return self.solver_url

@@ -43,7 +43,7 @@ def run_worker(settings: WorkerSettings) -> int:
     ``startup_timeout_s``) or RedisUnavailable (a wrong Redis password)."""
     from .logs import configure_logging
 
-    if settings.solver == "captchaai" and not settings.api_key:
+    if settings.solver != "instant" and not settings.api_key:
         from ..errors import ConfigError
 
         raise ConfigError("CAPTCHAAI_KEY is not set")
@@ -107,10 +107,11 @@ async def _serve(settings: WorkerSettings) -> int:
     # Blocking claims, renewals, the slot pump and many concurrent final writes share this pool.
     client = make_client(settings.redis_url, max_connections=max(16, min(128, settings.concurrency // 8)))
     solver_options: dict[str, Any] = {}
-    if settings.solver == "captchaai":
+    if settings.solver != "instant":  # a provider (solvers/profiles.py)
         solver_options["api_key"] = settings.api_key
-        solver_options["base_url"] = settings.solver_url
+        solver_options["base_url"] = settings.provider_url
         solver_options["request_timeout_s"] = settings.request_timeout_s
+        solver_options["thread_limit"] = settings.solver_limit
     solver = create_solver(
         settings.solver, account=settings.account, time_scale=settings.time_scale, **solver_options
     )
