@@ -10,7 +10,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from captcha_queue.protocol.bodies import json_params
 from captcha_queue.simulator import RunningSimulator, SimulatorConfig, run_simulator
+from captcha_queue.simulator.samples import png_base64
 
 from .node_client import NodeClients, node_clients
 
@@ -97,3 +99,83 @@ async def test_the_script_refuses_bad_usage(node: NodeClients, sim: RunningSimul
     bad_json = await node.arun(sim.base_url, KEY, "solve", "recaptcha", "{")
     assert (bad_json.returncode, bad_json.error) == (2, "USAGE")
     assert sim.stats()["submits"] == 0
+
+
+# -- Anti-Captcha's official client, over the simulator's JSON API -------------------------------------
+
+
+@pytest.fixture
+async def anti_sim() -> AsyncIterator[RunningSimulator]:
+    config = SimulatorConfig(profile="anticaptcha", keys=(KEY,), balance=4.5, time_scale=0.001, seed=5)
+    async with run_simulator(config) as running:
+        yield running
+
+
+async def test_the_anticaptcha_client_over_the_json_api(
+    node: NodeClients, anti_sim: RunningSimulator
+) -> None:
+    args = json.dumps([RC["pageurl"], RC["googlekey"]])
+    solved = await node.arun(
+        anti_sim.base_url,
+        KEY,
+        "solve",
+        "solveRecaptchaV2Proxyless",
+        args,
+        client="anticaptcha",
+        report="correct",
+    )
+    assert solved.ok, solved
+    assert solved.document["id"].isdigit()
+    assert solved.document["answer"].startswith("sim")
+    assert (
+        solved.document["report"] is True
+    )  # the client answers true for {"errorId": 0, "status": "success"}
+    assert anti_sim.stats()["reports"]["good"] == 1
+    balance = await node.arun(anti_sim.base_url, KEY, "balance", client="anticaptcha")
+    assert balance.ok, balance
+    assert 0 < balance.document["balance"] < 4.5  # the solve was paid for
+    unknown = await node.arun(anti_sim.base_url, OTHER_KEY, "balance", client="anticaptcha")
+    assert (unknown.returncode, unknown.error) == (1, "ERROR_KEY_DOES_NOT_EXIST")
+    assert anti_sim.stats()["submits"] == 1
+
+
+# -- the image methods POST JSON bodies -----------------------------------------------------------------
+
+
+async def test_the_image_methods_json_body_is_read_like_a_form(node: NodeClients) -> None:
+    """imageCaptcha POSTs ``{"key": ..., "method": "base64", "body": ...}`` as application/json: the
+    2captcha simulator reads it as the service does (before protocol/bodies.py: ERROR_WRONG_USER_KEY)."""
+    config = SimulatorConfig(profile="2captcha", keys=(KEY,), time_scale=0.001, seed=5)
+    async with run_simulator(config) as sim:
+        solved = await node.arun(
+            sim.base_url, KEY, "solve", "imageCaptcha", json.dumps({"body": png_base64()})
+        )
+        assert solved.ok, solved
+        assert await res_php(sim, action="get", id=solved.document["id"]) == {
+            "status": 1,
+            "request": solved.document["answer"],
+        }
+        assert sim.stats()["methods"] == {"image": 1}
+
+
+def test_json_params() -> None:
+    body = {"key": KEY, "json": 1, "min_score": 0.3, "phrase": True, "cap": False, "x": None, "o": {"a": [1]}}
+    assert json_params(json.dumps(body).encode()) == {
+        "key": KEY,
+        "json": "1",
+        "min_score": "0.3",
+        "phrase": "1",
+        "cap": "0",
+        "o": '{"a":[1]}',
+    }
+    refusals = {
+        b"[1]": "not a JSON object",
+        b'"text"': "not a JSON object",
+        b"{": "Expecting",
+        b'{"a": NaN}': "NaN is not a number",
+        b'{"a": 1e999}': "a is not a finite number",
+        b"\xff": "can't decode|Expecting",
+    }
+    for bad, why in refusals.items():
+        with pytest.raises(ValueError, match=why):
+            json_params(bad)
