@@ -35,7 +35,7 @@ from ..store.scripts import Code
 from ._admin import AdminAPI
 from ._claims import WorkerAPI
 from ._core import QueueConfig, as_str, check_seconds
-from ._submission import PreparedTask, new_ids, prepare, prepare_entry
+from ._submission import PreparedTask, check_task_id, new_ids, prepare, prepare_entry
 from ._waiting import ResultWaiter, check_event_id, listen_events
 
 __all__ = ["AsyncCaptchaQueue", "QueueConfig", "TaskStatus"]
@@ -136,8 +136,13 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
         max_attempts: int = 3,
         expires_in_s: float | None = None,
         metadata: dict[str, Any] | None = None,
+        task_id: str | None = None,
     ) -> str:
-        """Validate and enqueue one task; returns its id (the existing id for a known idempotency key)."""
+        """Validate and enqueue one task; returns its id (the existing id for a known idempotency key).
+
+        ``task_id``: an id minted by the caller (default: a random one), 1-64 characters of letters,
+        digits, ``_.:-``; the caller guarantees it names no other task of the namespace (the gateway
+        mints numeric ids from a Redis counter)."""
         prepared = prepare(
             method,
             params,
@@ -148,6 +153,7 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
             metadata=metadata,
             max_payload_bytes=self.config.max_payload_bytes,
             allow_unknown=self.config.allow_unknown_methods,
+            task_id=check_task_id(task_id) if task_id is not None else None,
         )
         return (await self._write([prepared]))[0]
 

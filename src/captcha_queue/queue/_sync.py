@@ -169,6 +169,7 @@ class CaptchaQueue:
         max_attempts: int = 3,
         expires_in_s: float | None = None,
         metadata: dict[str, Any] | None = None,
+        task_id: str | None = None,
     ) -> str:
         return self._loop.run(
             self._queue.submit(
@@ -179,6 +180,7 @@ class CaptchaQueue:
                 max_attempts=max_attempts,
                 expires_in_s=expires_in_s,
                 metadata=metadata,
+                task_id=task_id,
             )
         )
 
