@@ -34,14 +34,25 @@ class GatewaySettings:
         help="Address to listen on. Any other than loopback without --tls-cert is warned about: "
         "clients send their keys in every request.",
         check=_check_host,
+        env="CAPTCHA_QUEUE_GATEWAY_HOST",
     )
     port: int = setting(
-        DEFAULT_PORT, help="Port to listen on (0: a free one).", unit="port", min=0, max=65535
+        DEFAULT_PORT,
+        help="Port to listen on (0: a free one).",
+        unit="port",
+        min=0,
+        max=65535,
+        env="CAPTCHA_QUEUE_GATEWAY_PORT",
     )
     tls_cert: str | None = setting(
-        None, help="PEM certificate chain: serve HTTPS (with --tls-key).", default_text="plain HTTP"
+        None,
+        help="PEM certificate chain: serve HTTPS (with --tls-key).",
+        default_text="plain HTTP",
+        env="CAPTCHA_QUEUE_GATEWAY_TLS_CERT",
     )
-    tls_key: str | None = setting(None, help="PEM private key of --tls-cert.", default_text="none")
+    tls_key: str | None = setting(
+        None, help="PEM private key of --tls-cert.", default_text="none", env="CAPTCHA_QUEUE_GATEWAY_TLS_KEY"
+    )
     redis_url: str = setting(
         "redis://127.0.0.1:6379/0",
         help="Redis URL. Prefer the environment: a password on a command line is visible to every "
@@ -53,12 +64,14 @@ class GatewaySettings:
         help="Largest request body; a larger one is refused with ERROR_TOO_BIG_CAPTCHA_FILESIZE.",
         unit="bytes",
         min=1024,
+        env="CAPTCHA_QUEUE_GATEWAY_MAX_BODY_BYTES",
     )
     max_params: int = setting(
         64,
         help="Most params in one request; more is refused with ERROR_BAD_PARAMETERS.",
         unit="params",
         min=4,
+        env="CAPTCHA_QUEUE_GATEWAY_MAX_PARAMS",
     )
     key_cache_s: float = setting(
         5.0,
@@ -67,6 +80,7 @@ class GatewaySettings:
         unit="s",
         min=0.0,
         max=3600.0,
+        env="CAPTCHA_QUEUE_GATEWAY_KEY_CACHE_S",
     )
     balance: float = setting(
         100.0,
@@ -74,21 +88,40 @@ class GatewaySettings:
         "its key.",
         unit="units",
         min=0.0,
+        env="CAPTCHA_QUEUE_GATEWAY_BALANCE",
     )
     min_image_bytes: int = setting(
-        100, help="Smallest image accepted (ERROR_ZERO_CAPTCHA_FILESIZE below).", unit="bytes", min=0
+        100,
+        help="Smallest image accepted (ERROR_ZERO_CAPTCHA_FILESIZE below).",
+        unit="bytes",
+        min=0,
+        env="CAPTCHA_QUEUE_GATEWAY_MIN_IMAGE_BYTES",
     )
     max_image_bytes: int = setting(
-        1 << 20, help="Largest image accepted (ERROR_TOO_BIG_CAPTCHA_FILESIZE above).", unit="bytes", min=1
+        1 << 20,
+        help="Largest image accepted (ERROR_TOO_BIG_CAPTCHA_FILESIZE above).",
+        unit="bytes",
+        min=1,
+        env="CAPTCHA_QUEUE_GATEWAY_MAX_IMAGE_BYTES",
     )
     max_image_px: int = setting(
-        1000, help="Largest image side (ERROR_IMAGE_DIMENSIONS_TOO_LARGE above).", unit="px", min=1
+        1000,
+        help="Largest image side (ERROR_IMAGE_DIMENSIONS_TOO_LARGE above).",
+        unit="px",
+        min=1,
+        env="CAPTCHA_QUEUE_GATEWAY_MAX_IMAGE_PX",
     )
     accept_unknown_methods: bool = setting(
-        False, help="Queue methods the method table does not know (as the queue's allow_unknown_methods)."
+        False,
+        help="Queue methods the method table does not know (as the queue's allow_unknown_methods).",
+        env="CAPTCHA_QUEUE_GATEWAY_ACCEPT_UNKNOWN_METHODS",
     )
     redis_max_connections: int = setting(
-        64, help="Connections to Redis this process may open.", unit="connections", min=1
+        64,
+        help="Connections to Redis this process may open.",
+        unit="connections",
+        min=1,
+        env="CAPTCHA_QUEUE_GATEWAY_REDIS_MAX_CONNECTIONS",
     )
 
     def __post_init__(self) -> None:
