@@ -3,6 +3,7 @@
 - ``<!-- cli-reference -->``: every command, option and default, from the click commands.
 - ``<!-- worker-options -->``: the worker's flags, variables, defaults and units, from ``WorkerSettings``.
 - ``<!-- queue-options -->``: a queue object's settings, from ``QueueConfig``.
+- ``<!-- gateway-options -->``: the gateway's flags, from ``GatewaySettings``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from captcha_queue.cli.reference import render
+from captcha_queue.gateway import GatewaySettings
 from captcha_queue.options import render_table
 from captcha_queue.queue._producer import QueueConfig
 from captcha_queue.worker import WorkerSettings
@@ -21,6 +23,7 @@ MARKERS: dict[str, Callable[[], str]] = {
     "<!-- cli-reference -->": render,
     "<!-- worker-options -->": lambda: render_table(WorkerSettings),
     "<!-- queue-options -->": lambda: render_table(QueueConfig, command_line=False),
+    "<!-- gateway-options -->": lambda: render_table(GatewaySettings),
 }
 
 
