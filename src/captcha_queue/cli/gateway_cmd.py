@@ -21,6 +21,7 @@ from ..gateway import GatewaySettings, create_key, insecure_binding, list_keys, 
 from ..models import PRIORITIES
 from ..options import build
 from ..store.keys import validate_account, validate_namespace
+from ..worker.process import run_loop
 from .app import CliGroup, FiniteFloat, checked, cli, echo_json, get_settings, open_queue, run
 from .options import settings_options
 
@@ -43,10 +44,10 @@ def gateway_cmd(ctx: click.Context, /, **values: Any) -> None:
     warning = insecure_binding(settings)
     if warning:
         click.echo(f"warning: {warning}", err=True)
-    asyncio.run(_serve(settings))
+    run_loop(_serve(settings))
 
 
-async def _serve(settings: GatewaySettings) -> None:
+async def _serve(settings: GatewaySettings) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -59,6 +60,7 @@ async def _serve(settings: GatewaySettings) -> None:
                 f"gateway on {gateway.base_url} (in.php, res.php, createTask, getTaskResult)", err=True
             )
             await stop.wait()
+        return 0
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(Exception):
