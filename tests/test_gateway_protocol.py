@@ -330,3 +330,41 @@ async def test_health_endpoints(gateway: RunningGateway, http: aiohttp.ClientSes
     async with http.get(f"{gateway.base_url}/readyz") as resp:
         assert resp.status == 200
         assert (await resp.json())["status"] == "ready"
+
+
+async def test_pingback_is_taken_out_of_the_task(
+    gateway: RunningGateway, http: aiohttp.ClientSession, key: str, queue: AsyncCaptchaQueue
+) -> None:
+    base = gateway.base_url
+    reply = await get(
+        http,
+        f"{base}/in.php",
+        key=key,
+        method="userrecaptcha",
+        pingback="https://hooks.example/x",
+        soft_id="7",
+        **RC,
+    )
+    [claim] = await claim_all(queue, 1)
+    assert claim.task.id == reply[3:]
+    assert set(claim.task.params) == {"googlekey", "pageurl"}  # the provider never sees the client's URL
+
+
+def test_pingback_arg_reads_either_spelling() -> None:
+    from captcha_queue.gateway._legacy import _pingback_arg
+
+    params = {"callback": " https://a.example/cb ", "pageurl": "https://e.com"}
+    assert _pingback_arg(params) == "https://a.example/cb"
+    assert params == {"pageurl": "https://e.com"}
+    assert _pingback_arg({"pingback": ""}) is None
+
+
+async def test_submit_takes_a_caller_minted_task_id_and_refuses_a_bad_one(queue: AsyncCaptchaQueue) -> None:
+    from captcha_queue import InvalidTask
+
+    assert await queue.submit("userrecaptcha", RC, task_id="100000042") == "100000042"
+    assert await queue.status("100000042") == "queued"
+    for bad in ("", "a b", "x" * 65, "id/1"):
+        with pytest.raises(InvalidTask):
+            await queue.submit("userrecaptcha", RC, task_id=bad)
+    assert await queue.client.hlen(queue.keys.tasks) == 1
