@@ -368,3 +368,33 @@ async def test_submit_takes_a_caller_minted_task_id_and_refuses_a_bad_one(queue:
         with pytest.raises(InvalidTask):
             await queue.submit("userrecaptcha", RC, task_id=bad)
     assert await queue.client.hlen(queue.keys.tasks) == 1
+
+
+async def test_a_get_with_an_image_in_its_query_is_served(
+    gateway: RunningGateway, http: aiohttp.ClientSession, key: str, queue: AsyncCaptchaQueue
+) -> None:
+    from .gateway_helpers import png as make_png
+
+    body = base64.b64encode(make_png(200, 40)).decode()
+    assert len(body) > 8190  # aiohttp's default limit of a request line
+    reply = await get(http, f"{gateway.base_url}/in.php", key=key, method="base64", body=body)
+    assert reply.startswith("OK|")
+
+
+async def test_redis_unreachable_is_the_retryable_service_error(
+    http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    from captcha_queue.gateway import GatewaySettings, run_gateway
+
+    from .helpers import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    async with run_gateway(GatewaySettings(port=0, redis_url=url)) as running:
+        key = "a" * 32
+        reply = await get(http, f"{running.base_url}/res.php", key=key, action="get", id="100000001")
+        assert reply == "ERROR_INTERNAL_SERVER_ERROR"
+        async with http.post(f"{running.base_url}/getBalance", json={"clientKey": key}) as resp:
+            assert (await resp.json())["errorCode"] == "ERROR_INTERNAL_SERVER_ERROR"
+        async with http.get(f"{running.base_url}/readyz") as resp:
+            assert resp.status == 503
+    assert key not in caplog.text  # the client key is never logged

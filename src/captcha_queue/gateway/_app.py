@@ -109,7 +109,15 @@ async def run_gateway(
     if warning:
         log.warning(warning)
     app = make_app(settings, client)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+    # A GET in.php may carry a base64 image in its query: request lines up to the body limit.
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=1.0,
+        max_line_size=settings.max_body_bytes,
+        max_field_size=64 * 1024,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(
