@@ -116,3 +116,41 @@ def test_an_account_cannot_name_another_accounts_keys() -> None:
         with pytest.raises(InvalidArgument):
             taken.add(keys.slots(other))
     assert len(taken) == 3
+
+
+# -- task ids -------------------------------------------------------------------------------------
+
+BAD_TASK_IDS: list[Any] = ["", "x\udcff", "\udcff", 7, None, b"abc", "a" * 257]
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("bad", BAD_TASK_IDS)
+async def test_a_bad_task_id_is_refused_before_redis(
+    queue: AsyncCaptchaQueue, redis_client: aioredis.Redis, namespace: str, bad: Any
+) -> None:
+    """A task id that is not a non-empty string Redis can store (a lone surrogate from a byte
+    string decoded with surrogateescape, a number, too long) is an InvalidArgument, never a
+    UnicodeEncodeError from deep inside redis-py, on every call that takes one."""
+    calls: dict[str, Callable[[], Awaitable[Any]]] = {
+        "get_result": lambda: queue.get_result(bad),
+        "wait_result": lambda: queue.wait_result(bad, timeout_s=0.1),
+        "status": lambda: queue.status(bad),
+        "cancel": lambda: queue.cancel(bad),
+        "dead_letter": lambda: queue.dead_letter(bad),
+        "requeue": lambda: queue.requeue(bad),
+    }
+    for name, call in calls.items():
+        with pytest.raises(InvalidArgument) as info:
+            await call()
+        assert info.value.field == "task_id", name
+    with pytest.raises(InvalidArgument):
+        queue.as_completed([bad])
+    assert await snapshot(redis_client, namespace) == {}
+
+
+def test_a_bad_task_id_is_refused_by_the_sync_queue(sync_queue: Any) -> None:
+    for bad in ("x\udcff", ""):
+        with pytest.raises(InvalidArgument):
+            sync_queue.get_result(bad)
+        with pytest.raises(InvalidArgument):
+            sync_queue.requeue(bad)

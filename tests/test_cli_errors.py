@@ -408,3 +408,23 @@ def test_usage_errors_are_one_line_too() -> None:
         result = invoke(args)
         assert result.exit_code == 2
         assert one_error_line(result).endswith("--help')")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bogus"], "No such option '--bogus'"),
+        (["--redis-url"], "'--redis-url' requires an argument"),
+        (["--namespace"], "'--namespace' requires an argument"),
+    ],
+)
+def test_a_bad_root_option_is_one_line(args: list[str], message: str) -> None:
+    """The root command's own options are parsed before its invoke(): their usage errors were
+    click's three-line usage block."""
+    proc = run_cli(args)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    assert message in lines[0]
+    assert "(see 'captcha-queue --help')" in lines[0]

@@ -114,6 +114,12 @@ def test_embedded_metrics_example(subprocess_env: dict[str, str]) -> None:
     assert 'captcha_queue_tasks_finished_total{status="error"} 0.0' in out.splitlines()
 
 
+@pytest.mark.timeout(60)
+def test_webhook_receiver_example(subprocess_env: dict[str, str]) -> None:
+    out = _run(DOCS / "examples" / "webhook_receiver.py", subprocess_env)
+    assert out == "received 03AGdBq24... (signature verified)\n"
+
+
 def test_the_readme_shows_the_quickstart_file_verbatim() -> None:
     readme = (DOCS.parent / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```\n", readme, flags=re.S)

@@ -115,6 +115,7 @@ EXPORTS: dict[str, list[str]] = {
         "run_gateway",
         "tls_context",
     ],
+    "captcha_queue.webhooks": ["Delivery", "Outbox", "WebhookDeliverer", "WebhookSettings", "sign"],
 }
 
 

@@ -3,6 +3,7 @@
 - ``<!-- cli-reference -->``: every command, option and default, from the click commands.
 - ``<!-- worker-options -->``: the worker's flags, variables, defaults and units, from ``WorkerSettings``.
 - ``<!-- queue-options -->``: a queue object's settings, from ``QueueConfig``.
+- ``<!-- webhook-options -->``: the webhook deliverer's settings, from ``WebhookSettings``.
 - ``<!-- gateway-options -->``: the gateway's flags, from ``GatewaySettings``.
 """
 
@@ -15,6 +16,7 @@ from captcha_queue.cli.reference import render
 from captcha_queue.gateway import GatewaySettings
 from captcha_queue.options import render_table
 from captcha_queue.queue._producer import QueueConfig
+from captcha_queue.webhooks import WebhookSettings
 from captcha_queue.worker import WorkerSettings
 
 __all__ = ["MARKERS", "on_page_markdown"]
@@ -23,6 +25,7 @@ MARKERS: dict[str, Callable[[], str]] = {
     "<!-- cli-reference -->": render,
     "<!-- worker-options -->": lambda: render_table(WorkerSettings),
     "<!-- queue-options -->": lambda: render_table(QueueConfig, command_line=False),
+    "<!-- webhook-options -->": lambda: render_table(WebhookSettings),
     "<!-- gateway-options -->": lambda: render_table(GatewaySettings),
 }
 

@@ -76,6 +76,9 @@ class Task(msgspec.Struct, frozen=True, omit_defaults=True):
     expires_at: float | None = None
     metadata: dict[str, Any] | None = None
     idempotency_key: str | None = None
+    #: Where the result is delivered when final (captcha_queue.webhooks), and how ("form" when None).
+    pingback: str | None = None
+    pingback_format: str | None = None
 
 
 class TaskSpec(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -88,6 +91,8 @@ class TaskSpec(msgspec.Struct, frozen=True, omit_defaults=True):
     max_attempts: int = 3
     expires_in_s: float | None = None
     metadata: dict[str, Any] | None = None
+    pingback: str | None = None
+    pingback_format: Literal["form", "get", "json"] = "form"
 
 
 class Attempt(msgspec.Struct, frozen=True, omit_defaults=True):

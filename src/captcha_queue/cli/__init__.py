@@ -10,6 +10,7 @@ from . import (  # noqa: F401  (registers their commands)
     server_cmds,
     simulator_cmd,
     task_cmds,
+    webhooks_cmds,
     worker_cmd,
 )
 from .app import cli, main

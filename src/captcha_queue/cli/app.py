@@ -72,6 +72,24 @@ class CliGroup(click.Group):
     command_class = CliCommand
     group_class = type  # subgroups (dlq) are CliGroups too
 
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        """The root's own options are parsed here, before ``invoke``: their usage errors get the same
+        one line (``--debug`` has not been read yet, so always)."""
+        if parent is not None:
+            return super().make_context(info_name, args, parent, **extra)
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+                raise
+            path = exc.ctx.command_path if exc.ctx is not None else (info_name or "captcha-queue")
+            click.echo(
+                f"error: {_printable(_first_line(exc.format_message()))} (see '{path} --help')", err=True
+            )
+            sys.exit(exc.exit_code)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             _check_utf8(ctx)
@@ -272,8 +290,9 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 @contextlib.asynccontextmanager
-async def open_queue(settings: Settings) -> AsyncIterator[AsyncCaptchaQueue]:
-    """An AsyncCaptchaQueue on ``settings``; any connection failure becomes one line naming the URL.
+async def open_queue(settings: Settings, **options: Any) -> AsyncIterator[AsyncCaptchaQueue]:
+    """An AsyncCaptchaQueue on ``settings`` (and queue ``options``); any connection failure becomes one
+    line naming the URL.
 
     The server is pinged (and its version checked) before the command starts, so "Redis is down"
     is told apart from whatever the command does next.
@@ -291,7 +310,7 @@ async def open_queue(settings: Settings) -> AsyncIterator[AsyncCaptchaQueue]:
                 )
 
                 queue = await stack.enter_async_context(
-                    AsyncCaptchaQueue(client, namespace=settings.namespace)
+                    AsyncCaptchaQueue(client, namespace=settings.namespace, **options)
                 )
             except RedisUnavailable as exc:
                 error = _unreachable(shown, exc)

@@ -11,7 +11,7 @@ import base64
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import click
 
@@ -137,6 +137,24 @@ _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON 
     default=None,
     help="Seconds after which the task expires unsolved.",
 )
+@click.option(
+    "--pingback",
+    metavar="URL",
+    default=None,
+    help="Send the result to this http(s) URL when the task is final (see captcha-queue webhooks).",
+)
+@click.option(
+    "--pingback-format",
+    type=click.Choice(["form", "get", "json"]),
+    default="form",
+    show_default=True,
+    help="form: POST id, code, status; get: the same as query parameters; json: POST the whole result.",
+)
+@click.option(
+    "--allow-private-target",
+    is_flag=True,
+    help="Accept a pingback to a literal private or loopback address (refused by default: SSRF).",
+)
 @click.option("--wait", is_flag=True, help="Wait for the result and print it instead of the id.")
 @_timeout_option
 @_json_option
@@ -147,6 +165,9 @@ def submit_cmd(
     idempotency_key: str | None,
     max_attempts: int,
     expires_in_s: float | None,
+    pingback: str | None,
+    pingback_format: str,
+    allow_private_target: bool,
     wait: bool,
     timeout_s: float,
     as_json: bool,
@@ -159,13 +180,16 @@ def submit_cmd(
         captcha-queue submit turnstile sitekey=0x4AAA pageurl=https://example.com --wait
     """
     from ..protocol.methods import normalize
+    from ..protocol.pingback import check_pingback
 
     parsed = parse_params(params)
     normalize(method, parsed)  # refuse a bad task before touching Redis
+    if pingback is not None:
+        check_pingback(pingback, allow_private=allow_private_target)
     settings = get_settings()
 
     async def go() -> int:
-        async with open_queue(settings) as q:
+        async with open_queue(settings, allow_private_targets=allow_private_target) as q:
             task_id = await q.submit(
                 method,
                 parsed,
@@ -173,6 +197,8 @@ def submit_cmd(
                 idempotency_key=idempotency_key,
                 max_attempts=max_attempts,
                 expires_in_s=expires_in_s,
+                pingback=pingback,
+                pingback_format=cast(Literal["form", "get", "json"], pingback_format),
             )
             if not wait:
                 if as_json:

@@ -22,7 +22,7 @@ from ..errors import InvalidArgument
 from ..models import PRIORITIES, DataLoss, DeadLetter, Pause, PauseState, Stats, Task, WorkerEntry
 from ..store.connection import redis_errors_async
 from ..store.scripts import Code
-from ._core import QueueCore, as_str, check_seconds, log
+from ._core import QueueCore, as_str, check_seconds, check_task_id, log
 from ._submission import MAX_ATTEMPTS_LIMIT, state_open
 
 __all__ = ["FORGET_WORKER_AFTER_S", "OPERATOR_CODE", "AdminAPI", "parse_pause"]
@@ -199,6 +199,7 @@ class AdminAPI(QueueCore):
 
     async def dead_letter(self, task_id: str) -> DeadLetter | None:
         """One dead letter, or None."""
+        check_task_id(task_id)
         async with redis_errors_async(self.client):
             raw = await self.client.hget(self.keys.dead, task_id)
         return self._decode_dead(raw, task_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import reprlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,7 +26,15 @@ from ..store.connection import redis_errors_async
 from ..store.keys import Keys
 from ..store.scripts import Code, Scripts, load_scripts, raise_for_code
 
-__all__ = ["QueueConfig", "QueueCore", "as_str", "check_seconds", "decode_lenient"]
+__all__ = [
+    "MAX_TASK_ID_CHARS",
+    "QueueConfig",
+    "QueueCore",
+    "as_str",
+    "check_seconds",
+    "check_task_id",
+    "decode_lenient",
+]
 
 log = logging.getLogger("captcha_queue.queue")
 T = TypeVar("T")
@@ -101,6 +110,11 @@ class QueueConfig:
         min=1,
         default_text="no limit",
     )
+    allow_private_targets: bool = setting(
+        False,
+        help="Accept pingback URLs whose host is a literal private, loopback, link-local, multicast or "
+        "reserved address (refused by default: SSRF). Host names are checked by the deliverer.",
+    )
 
     def __post_init__(self) -> None:
         check_settings(self)  # InvalidArgument (a ValueError) naming the field
@@ -112,6 +126,26 @@ def check_seconds(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidArgument(f"{name} must be a finite number of seconds, got {value!r}", field=name)
     return float(value)
+
+
+#: Ids minted here are 32 hex digits; ids given by callers (the gateway's, a requeued task's) stay short.
+MAX_TASK_ID_CHARS = 256
+
+
+def check_task_id(task_id: object) -> str:
+    """``task_id`` if it can name a task; InvalidArgument (field ``task_id``) before anything reaches
+    Redis for an empty or over-long id, a non-string, or text that is not valid UTF-8 (a lone
+    surrogate, as ``surrogateescape`` makes from undecodable bytes)."""
+    if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_TASK_ID_CHARS:
+        raise InvalidArgument(
+            f"task_id must be a string of 1-{MAX_TASK_ID_CHARS} characters, got {reprlib.repr(task_id)}",
+            field="task_id",
+        )
+    try:
+        task_id.encode()
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"task_id {task_id!a} is not valid UTF-8", field="task_id") from None
+    return task_id
 
 
 def decode_lenient(decoder: msgspec.json.Decoder[T], raw: Any) -> T:

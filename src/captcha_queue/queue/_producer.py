@@ -23,7 +23,6 @@ from redis.exceptions import ResponseError
 from ..errors import (
     CaptchaQueueError,
     IdempotencyConflict,
-    InvalidTask,
     QueueFull,
     RedisOutOfMemory,
     ScriptError,
@@ -34,8 +33,8 @@ from ..store.connection import make_client, redis_errors_async
 from ..store.scripts import Code
 from ._admin import AdminAPI
 from ._claims import WorkerAPI
-from ._core import QueueConfig, as_str, check_seconds
-from ._submission import PreparedTask, check_task_id, new_ids, prepare, prepare_entry
+from ._core import QueueConfig, as_str, check_seconds, check_task_id
+from ._submission import PreparedTask, check_minted_id, new_ids, prepare, prepare_entry
 from ._waiting import ResultWaiter, check_event_id, listen_events
 
 __all__ = ["AsyncCaptchaQueue", "QueueConfig", "TaskStatus"]
@@ -74,6 +73,7 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
         max_payload_bytes: int = 512 * 1024,
         allow_unknown_methods: bool = False,
         max_queued: int | None = None,
+        allow_private_targets: bool = False,
         owns_client: bool = False,
     ) -> None:
         config = QueueConfig(
@@ -83,6 +83,7 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
             max_payload_bytes=max_payload_bytes,
             allow_unknown_methods=allow_unknown_methods,
             max_queued=max_queued,
+            allow_private_targets=allow_private_targets,
         )
         super().__init__(client, namespace=namespace, config=config, owns_client=owns_client)
         self._waiter: ResultWaiter | None = None
@@ -136,9 +137,17 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
         max_attempts: int = 3,
         expires_in_s: float | None = None,
         metadata: dict[str, Any] | None = None,
+        pingback: str | None = None,
+        pingback_format: Literal["form", "get", "json"] = "form",
         task_id: str | None = None,
     ) -> str:
         """Validate and enqueue one task; returns its id (the existing id for a known idempotency key).
+
+        ``pingback``: an http(s) URL that gets the result when the task is final (delivered by a
+        ``captcha_queue.webhooks.WebhookDeliverer``, signed, retried until delivered or expired);
+        ``pingback_format``: "form" (POST id, code, status), "get" (the same as query parameters) or
+        "json" (POST the whole result). A literal private or loopback address is refused unless the
+        queue's ``allow_private_targets`` is on.
 
         ``task_id``: an id minted by the caller (default: a random one), 1-64 characters of letters,
         digits, ``_.:-``; the caller guarantees it names no other task of the namespace (the gateway
@@ -151,9 +160,12 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
             max_attempts=max_attempts,
             expires_in_s=expires_in_s,
             metadata=metadata,
+            pingback=pingback,
+            pingback_format=pingback_format,
             max_payload_bytes=self.config.max_payload_bytes,
             allow_unknown=self.config.allow_unknown_methods,
-            task_id=check_task_id(task_id) if task_id is not None else None,
+            allow_private_targets=self.config.allow_private_targets,
+            task_id=check_minted_id(task_id) if task_id is not None else None,
         )
         return (await self._write([prepared]))[0]
 
@@ -168,6 +180,7 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
                 index,
                 max_payload_bytes=self.config.max_payload_bytes,
                 allow_unknown=self.config.allow_unknown_methods,
+                allow_private_targets=self.config.allow_private_targets,
                 task_id=ids[index],
             )
             for index, entry in enumerate(entries)
@@ -254,28 +267,29 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
     # -- results -------------------------------------------------------------------------------
     async def get_result(self, task_id: str) -> Result | None:
         """The final result if there is one (non-blocking)."""
-        return await self.waiter.fetch(task_id)
+        return await self.waiter.fetch(check_task_id(task_id))
 
     async def wait_result(self, task_id: str, timeout_s: float | None = 120.0) -> Result | None:
         """The final result, pushed as soon as it is written; None if ``timeout_s`` passes first.
 
         A result that finished before the call is returned at once. RedisUnavailable if Redis cannot
         be reached (a short outage during the wait is ridden out: the subscription reconnects)."""
+        check_task_id(task_id)
         if timeout_s is not None:
             check_seconds("timeout_s", timeout_s)
         return await self.waiter.wait(task_id, timeout_s)
 
     def as_completed(self, task_ids: Iterable[str], timeout_s: float | None = None) -> AsyncIterator[Result]:
         """Results in the order they finish; stops (without raising) when ``timeout_s`` passes."""
+        ids = [check_task_id(task_id) for task_id in task_ids]
         if timeout_s is not None:
             check_seconds("timeout_s", timeout_s)
-        return self.waiter.as_completed(list(task_ids), timeout_s)
+        return self.waiter.as_completed(ids, timeout_s)
 
     async def status(self, task_id: str) -> TaskStatus | None:
         """Where a task is now: ``queued``, ``delayed`` (a retry waits its turn), ``active`` (a worker
         holds it) or ``done`` (its result is written); None if unknown or its result has expired."""
-        if not isinstance(task_id, str) or not task_id:
-            raise InvalidTask("task_id must be a non-empty string", field="task_id")
+        check_task_id(task_id)
         async with redis_errors_async(self.client):
             raw = await self.client.hget(self.keys.state, task_id)
         if raw is None:
@@ -288,8 +302,7 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
     async def cancel(self, task_id: str) -> bool:
         """End a task as "cancelled": at once when queued or delayed; when claimed, also at once, and
         its worker gets TaskCancelled at its next step. False if it had finished or does not exist."""
-        if not isinstance(task_id, str) or not task_id:
-            raise InvalidTask("task_id must be a non-empty string", field="task_id")
+        check_task_id(task_id)
         reply = await self._script("cancelTask", task_id)
         code = int(reply[0])
         if code in (Code.NOT_FOUND, Code.ALREADY_FINAL):

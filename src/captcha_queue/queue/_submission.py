@@ -21,13 +21,14 @@ import msgspec
 from ..errors import InvalidTask
 from ..models import PRIORITIES, Task, TaskSpec
 from ..protocol.methods import normalize
+from ..protocol.pingback import check_pingback, check_pingback_format
 
 __all__ = [
     "MAX_ATTEMPTS_LIMIT",
     "MAX_EXPIRES_IN_S",
     "MAX_IDEMPOTENCY_KEY_CHARS",
     "PreparedTask",
-    "check_task_id",
+    "check_minted_id",
     "idempotency_digest",
     "new_ids",
     "prepare",
@@ -82,7 +83,7 @@ def new_ids(n: int) -> list[str]:
 _TASK_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
-def check_task_id(task_id: object) -> str:
+def check_minted_id(task_id: object) -> str:
     """A caller-minted task id: 1-64 letters, digits, ``_.:-``; InvalidTask otherwise."""
     if not isinstance(task_id, str) or not _TASK_ID_RE.fullmatch(task_id):
         raise InvalidTask("task_id must be 1-64 letters, digits, '_', '.', ':', '-'", field="task_id")
@@ -207,7 +208,24 @@ def state_open(task: Task, metadata_json: bytes | None, digest: str | None = Non
         state["idem_digest"] = digest or idempotency_digest(task)
     if metadata_json is not None:
         state["metadata"] = metadata_json.decode("utf-8")
+    if task.pingback is not None:
+        state["pingback"] = task.pingback
+        if task.pingback_format is not None:
+            state["pingback_format"] = task.pingback_format
     return _encoder.encode(state)[:-1]
+
+
+def _check_pingback(
+    pingback: object, pingback_format: object, allow_private: bool
+) -> tuple[str | None, str | None]:
+    """The target and format to store: (None, None) without a pingback; the format is stored only
+    when it is not the default ("form")."""
+    checked_format = check_pingback_format(pingback_format)
+    if pingback is None:
+        return None, None
+    return check_pingback(pingback, allow_private=allow_private), (
+        None if checked_format == "form" else checked_format
+    )
 
 
 def prepare(
@@ -219,8 +237,11 @@ def prepare(
     max_attempts: object = 3,
     expires_in_s: object = None,
     metadata: object = None,
+    pingback: object = None,
+    pingback_format: object = "form",
     max_payload_bytes: int,
     allow_unknown: bool = False,
+    allow_private_targets: bool = False,
     task_id: str | None = None,
 ) -> PreparedTask:
     """Validate one submission and encode it; raises InvalidTask naming the field."""
@@ -229,6 +250,7 @@ def prepare(
     expires_in_ms = _check_expires_in(expires_in_s)
     key = _check_idempotency_key(idempotency_key)
     metadata_json = _encode_metadata(metadata)
+    target, target_format = _check_pingback(pingback, pingback_format, allow_private_targets)
     wire_method, clean = normalize(method, params, allow_unknown=allow_unknown)
     task = Task(
         id=task_id or new_ids(1)[0],
@@ -238,6 +260,8 @@ def prepare(
         max_attempts=checked_attempts,
         metadata=metadata,  # type: ignore[arg-type]
         idempotency_key=key or None,
+        pingback=target,
+        pingback_format=target_format,
     )
     try:
         encoded = _encoder.encode(task)
@@ -266,6 +290,7 @@ def prepare_entry(
     *,
     max_payload_bytes: int,
     allow_unknown: bool,
+    allow_private_targets: bool = False,
     task_id: str | None = None,
 ) -> PreparedTask:
     """One entry of submit_many (a TaskSpec or a mapping with the same names)."""
@@ -279,8 +304,11 @@ def prepare_entry(
                 max_attempts=entry.max_attempts,
                 expires_in_s=entry.expires_in_s,
                 metadata=entry.metadata,
+                pingback=entry.pingback,
+                pingback_format=entry.pingback_format,
                 max_payload_bytes=max_payload_bytes,
                 allow_unknown=allow_unknown,
+                allow_private_targets=allow_private_targets,
                 task_id=task_id,
             )
         except InvalidTask as exc:
@@ -304,8 +332,11 @@ def prepare_entry(
             max_attempts=fields.get("max_attempts", 3),
             expires_in_s=fields.get("expires_in_s"),
             metadata=fields.get("metadata"),
+            pingback=fields.get("pingback"),
+            pingback_format=fields.get("pingback_format", "form"),
             max_payload_bytes=max_payload_bytes,
             allow_unknown=allow_unknown,
+            allow_private_targets=allow_private_targets,
             task_id=task_id,
         )
     except InvalidTask as exc:

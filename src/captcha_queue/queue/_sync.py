@@ -17,7 +17,7 @@ import threading
 import weakref
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from ..models import (
     Claim,
@@ -169,6 +169,8 @@ class CaptchaQueue:
         max_attempts: int = 3,
         expires_in_s: float | None = None,
         metadata: dict[str, Any] | None = None,
+        pingback: str | None = None,
+        pingback_format: Literal["form", "get", "json"] = "form",
         task_id: str | None = None,
     ) -> str:
         return self._loop.run(
@@ -180,6 +182,8 @@ class CaptchaQueue:
                 max_attempts=max_attempts,
                 expires_in_s=expires_in_s,
                 metadata=metadata,
+                pingback=pingback,
+                pingback_format=pingback_format,
                 task_id=task_id,
             )
         )

@@ -130,6 +130,17 @@ class Keys:
         return self._k("done")
 
     @property
+    def webhooks(self) -> str:
+        """HASH task id -> webhook delivery JSON (the outbox of tasks submitted with a pingback)."""
+        return self._k("webhooks")
+
+    @property
+    def webhooks_due(self) -> str:
+        """ZSET task id -> ms of its delivery's next step: the next try, the lease deadline of a
+        delivery being sent, or when a delivered or failed record is deleted."""
+        return self._k("webhooks:due")
+
+    @property
     def epoch(self) -> str:
         """STRING: a random id written once per data set; a change means Redis lost its data."""
         return self._k("epoch")
@@ -172,6 +183,8 @@ class Keys:
             self.epoch,
             self.paused,
             self.workers,
+            self.webhooks,
+            self.webhooks_due,
         )
 
     # -- the fleet -----------------------------------------------------------------------------

@@ -44,12 +44,46 @@ local function result_json(id, st, status, now, extra)
   return table.concat(parts)
 end
 
+-- The webhook outbox of a task submitted with a pingback: one delivery record (webhooks HASH, by task
+-- id; the Result JSON travels in it as text, so it outlives the result's TTL) and its due time
+-- (webhooks_due ZSET), written in the transition that writes the result. The deliverer
+-- (captcha_queue/webhooks, lua/webhooks/) leases, sends and settles it. A task without a pingback
+-- touches neither key.
+local function outbox_checks(checks)
+  checks[#checks + 1] = { K.webhooks, 'hash' }
+  checks[#checks + 1] = { K.webhooks_due, 'zset' }
+  return checks
+end
+
+local function add_delivery(id, st, status, now, json)
+  -- Scripts that checked the outbox before their first write (finish_checks) found it usable; a
+  -- loop script (claim, reap) finishes tasks after other writes, so it checks here and, rather than
+  -- fail halfway, skips a delivery whose keys someone overwrote with another type (logged).
+  local bad = wrong_type(outbox_checks({}))
+  if bad then
+    redis.log(redis.LOG_WARNING, 'captcha-queue: no webhook delivery for task ' .. id .. ': ' .. bad)
+    return
+  end
+  local at = fmt_int(now)
+  redis.call('HSET', K.webhooks, id, table.concat({
+    '{"task":', cjson.encode(id), ',"delivery":', cjson.encode(id .. '.' .. at),
+    ',"url":', cjson.encode(st.pingback), ',"format":', cjson.encode(st.pingback_format or 'form'),
+    ',"status":"', status, '","state":"pending","attempts":0,"created_ms":', at, ',"since_ms":', at,
+    ',"next_ms":', at, ',"result":', cjson.encode(json), '}',
+  }))
+  redis.call('ZADD', K.webhooks_due, now, id)
+end
+
 -- The checks `finish` needs before a script's first write (util.lua's wrong_type): the set the task
--- leaves (by its status), the expiry index and the counter it increments. `state` and `results` are
--- read before any write; `events` is written first by `finish`, so a script whose first write is
--- `finish` leaves it out (`first`), any other script checks it too.
+-- leaves (by its status), the expiry index and the counter it increments, and the outbox when the
+-- task has a pingback. `state` and `results` are read before any write; `events` is written first by
+-- `finish`, so a script whose first write is `finish` leaves it out (`first`), any other script
+-- checks it too.
 local function finish_checks(st, status, counter, first)
   local checks = { { K.expiry, 'zset' }, { K.counters, 'counters', counter or COUNTER[status] } }
+  if st and st.pingback then
+    outbox_checks(checks)
+  end
   if st and st.status == 'active' then
     checks[#checks + 1] = { K.active, 'zset' }
   elseif st and st.status == 'delayed' then
@@ -62,7 +96,8 @@ local function finish_checks(st, status, counter, first)
 end
 
 -- Finish a task: write its result once, schedule every field of it for deletion, count it,
--- PUBLISH the id, status and result, append the result to the events stream. Returns the result JSON,
+-- PUBLISH the id, status and result, append the result to the events stream, and queue its webhook
+-- delivery when it has a pingback. Returns the result JSON,
 -- or nil when a result already exists (never two final results). The first write is the XADD (see
 -- finish_checks); the task leaves the set its status says it is in.
 local function finish(id, st, status, now, extra, counter)
@@ -82,6 +117,9 @@ local function finish(id, st, status, now, extra, counter)
   save_state(id, st)
   redis.call('ZADD', K.expiry, now + (tonumber(st.result_ttl_ms) or C.result_ttl_ms), id)
   redis.call('HINCRBY', K.counters, counter or COUNTER[status], 1)
+  if st.pingback then
+    add_delivery(id, st, status, now, json)
+  end
   -- The whole result travels with the announcement, so a waiter wakes without a second read.
   redis.call('PUBLISH', C.channel,
     '{"id":' .. cjson.encode(id) .. ',"status":"' .. status .. '","result":' .. json .. '}')

@@ -18,6 +18,8 @@
 --- KEYS[13] dead_index ZSET  id -> ms it was dead-lettered
 --- KEYS[14] counters HASH  counters (a fixed set of integer fields)
 --- KEYS[15] events STREAM  final results (capped)
+--- KEYS[16] webhooks HASH  task id -> webhook delivery JSON (written only for a task with a pingback)
+--- KEYS[17] webhooks_due ZSET  task id -> ms of the delivery's next step
 --- ARGV: the standard prefix, then [A] batch size per kind of maintenance.
 --- Returns: {OK, tasks requeued or promoted, entries deleted} | {WRONG_TYPE, message}.
 --- @include "args"

@@ -1,7 +1,4 @@
---- completeTask: finish a claimed task with its solution.
----
---- Fenced: only the holder of the current lease token writes. A retry of a complete that already
---- went through (same token) answers ALREADY_FINAL with the stored result, so the caller can tell.
+--- expireTask: finish a claimed task as "expired" (its deadline passed before it reached the solver).
 ---
 --- KEYS[1] state HASH  id -> state JSON (includes/state.lua)
 --- KEYS[2] results HASH  id -> final Result JSON
@@ -10,7 +7,9 @@
 --- KEYS[5] expiry ZSET  id -> ms a finished task's fields are deleted
 --- KEYS[6] counters HASH  counters (a fixed set of integer fields)
 --- KEYS[7] events STREAM  final results (capped)
---- ARGV: the standard prefix, then [A] task id, [A+1] lease token, [A+2] Solution JSON.
+--- KEYS[8] webhooks HASH  task id -> webhook delivery JSON (written only for a task with a pingback)
+--- KEYS[9] webhooks_due ZSET  task id -> ms of the delivery's next step
+--- ARGV: the standard prefix, then [A] task id, [A+1] lease token.
 --- Returns: {OK, result JSON} | {ALREADY_FINAL, stored result JSON | nil} | {LEASE_LOST} | {CANCELLED}
 ---          | {WRONG_TYPE, message}.
 --- @include "args"
@@ -25,14 +24,11 @@ local st, refusal = state_for_finish(id, token)
 if refusal then
   return refusal
 end
-local bad = wrong_type(finish_checks(st, 'success', nil, true))
+local bad = wrong_type(finish_checks(st, 'expired', nil, true))
 if bad then
   return { WRONG_TYPE, bad }
 end
-local now = now_ms()
-st.attempts = st.attempts + 1
-local json = finish(id, st, 'success', now, { solution = ARGV[A + 2] })
-if not json then
-  return { ALREADY_FINAL, redis.call('HGET', K.results, id) }
-end
+local json = finish(id, st, 'expired', now_ms(), {
+  error_code = 'EXPIRED', error_message = 'the task expired before it reached the solver',
+})
 return { OK, json }

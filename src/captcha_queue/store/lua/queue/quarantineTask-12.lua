@@ -10,6 +10,8 @@
 --- KEYS[8] tasks HASH  id -> Task JSON (immutable)
 --- KEYS[9] dead HASH  id -> DeadLetter JSON
 --- KEYS[10] dead_index ZSET  id -> ms it was dead-lettered
+--- KEYS[11] webhooks HASH  task id -> webhook delivery JSON (written only for a task with a pingback)
+--- KEYS[12] webhooks_due ZSET  task id -> ms of the delivery's next step
 --- ARGV: the standard prefix, then [A] task id, [A+1] lease token, [A+2] reason.
 --- Returns: {OK, result JSON} | {LEASE_LOST} | {CANCELLED} | {ALREADY_FINAL} | {WRONG_TYPE, message}.
 --- @include "args"

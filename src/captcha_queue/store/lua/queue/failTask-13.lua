@@ -16,6 +16,8 @@
 --- KEYS[9] dead HASH  id -> DeadLetter JSON
 --- KEYS[10] dead_index ZSET  id -> ms it was dead-lettered
 --- KEYS[11] wake LIST  one marker blocked claimers BLPOP on
+--- KEYS[12] webhooks HASH  task id -> webhook delivery JSON (written only for a task with a pingback)
+--- KEYS[13] webhooks_due ZSET  task id -> ms of the delivery's next step
 --- ARGV: the standard prefix, then [A] task id, [A+1] lease token, [A+2] error code,
 ---       [A+3] error message, [A+4] retry_in_ms ("" = fatal).
 --- Returns: {OK, result JSON} | {RETRY_SCHEDULED, due ms} | {ALREADY_FINAL, stored result JSON | nil}

@@ -22,6 +22,8 @@
 --- KEYS[14] counters HASH  counters (a fixed set of integer fields)
 --- KEYS[15] events STREAM  final results (capped)
 --- KEYS[16] paused HASH  reason, code, since_ms, until_ms while the fleet is paused
+--- KEYS[17] webhooks HASH  task id -> webhook delivery JSON (written only for a task with a pingback)
+--- KEYS[18] webhooks_due ZSET  task id -> ms of the delivery's next step
 --- ARGV: the standard prefix, then [A] worker id, [A+1] count, [A+2] lease_ms,
 ---       [A+3] token prefix (random; the n-th claim's token is prefix:n), [A+4] maintenance batch size.
 --- Returns: {OK | PAUSED, wait_hint_ms, warnings, claim, claim, ...}

@@ -16,6 +16,8 @@
 --- KEYS[11] queue_high LIST  task ids waiting at priority high, head first
 --- KEYS[12] queue_normal LIST  ... at normal
 --- KEYS[13] queue_low LIST  ... at low
+--- KEYS[14] webhooks HASH  task id -> webhook delivery JSON (written only for a task with a pingback)
+--- KEYS[15] webhooks_due ZSET  task id -> ms of the delivery's next step
 --- ARGV: the standard prefix, then [A] task id.
 --- Returns: {OK, result JSON} when cancelled now, {ALREADY_FINAL} when it had finished already,
 ---          {NOT_FOUND} when there is no such task, or {WRONG_TYPE, message}.

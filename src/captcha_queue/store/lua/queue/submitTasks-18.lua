@@ -19,6 +19,8 @@
 --- KEYS[14] counters HASH  counters (a fixed set of integer fields)
 --- KEYS[15] events STREAM  final results (capped)
 --- KEYS[16] epoch STRING  random id of this data set
+--- KEYS[17] webhooks HASH  task id -> webhook delivery JSON (written only for a task with a pingback)
+--- KEYS[18] webhooks_due ZSET  task id -> ms of the delivery's next step
 --- ARGV: the standard prefix, then
 ---   [A]   epoch candidate (random id, SET NX: the first writer of a data set names it)
 ---   [A+1] max_queued: the most tasks the queues may hold ("" = no limit)
