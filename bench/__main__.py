@@ -24,7 +24,7 @@ from pathlib import Path
 from captcha_queue.store.server import EmbeddedRedis, check_redis, redact_url, redis_url_from_env
 
 from . import naive
-from .gateway import GatewaySizes, run_gateway_bench
+from .gateway import GatewaySizes, run_gateway_bench, run_gateway_w2
 from .harness import (
     ProcessGroup,
     RunResult,
@@ -211,6 +211,15 @@ async def run_all(
                 bench.record(result)
         except Exception as exc:
             bench.record(RunResult("GW", "captcha-queue", "", error=f"{type(exc).__name__}: {exc}"))
+        if bench.simulator is not None:
+            coro = run_gateway_w2(
+                bench.redis_url,
+                bench.simulator.base_url,
+                time_scale=bench.sizes.time_scale,
+                solve_s=bench.sizes.solve_s,
+                sizes=gw_sizes or GatewaySizes(),
+            )
+            await bench.guarded("GW W2", "captcha-queue", "", coro)
 
 
 def keep_best(bench: Bench, first: int) -> None:

@@ -9,7 +9,11 @@ keep-alive HTTP/1.1 client on raw sockets, so the client is not what is measured
 * ``in.php/s``: submissions (GET in.php, reCAPTCHA v2), closed loop, ``connections`` in flight;
 * ``res.php/s``: polls of finished tasks (each one HGET of the results hash), closed loop;
 * latency at a paced rate (default 1,000 polls/s, open loop): p50/p99 of the round trip as the client
-  sees it on loopback, an upper bound of what the gateway adds to a poll.
+  sees it on loopback, an upper bound of what the gateway adds to a poll;
+* GW W2 (with ``python -m bench``, which has the simulator): the W2 solver workload where the producers
+  are ``w2_clients`` HTTP clients, each submitting through in.php and polling res.php on the method's
+  schedule (first poll after 10 s, then every 5 s, time-scaled), behind them a worker process and the
+  simulator. Ideal: clients / L tasks/s (each client has one task at a time, answered at L).
 """
 
 from __future__ import annotations
@@ -34,9 +38,9 @@ from captcha_queue.gateway import create_key
 from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.store.connection import make_client
 
-from .harness import ProcessGroup, RunResult, child_env, percentile, run_async
+from .harness import ProcessGroup, RunResult, Simulator, child_env, percentile, run_async
 
-__all__ = ["GatewaySizes", "main", "run_gateway_bench"]
+__all__ = ["GatewaySizes", "main", "run_gateway_bench", "run_gateway_w2"]
 
 RC = "method=userrecaptcha&googlekey=6Le-bench-site-key&pageurl=https%3A%2F%2Fexample.com%2Flogin"
 
@@ -49,11 +53,20 @@ class GatewaySizes:
     poll_tasks: int = 2000
     paced_rate: int = 1000
     paced_s: float = 10.0
+    w2_clients: int = 1000
+    w2_tasks: int = 4000
 
     @classmethod
     def quick(cls) -> GatewaySizes:
         return cls(
-            duration_s=2.0, connections=16, load_processes=1, poll_tasks=200, paced_rate=500, paced_s=2.0
+            duration_s=2.0,
+            connections=16,
+            load_processes=1,
+            poll_tasks=200,
+            paced_rate=500,
+            paced_s=2.0,
+            w2_clients=100,
+            w2_tasks=300,
         )
 
 
@@ -136,7 +149,63 @@ async def _paced(host: str, port: int, paths: list[str], rate: int, duration_s: 
     }
 
 
+async def _w2_clients(
+    host: str, port: int, key: str, clients: int, tasks: int, first_poll_s: float, poll_s: float
+) -> dict[str, Any]:
+    """``clients`` producers, each one task at a time: submit, first poll, then poll until answered."""
+    left = [tasks]
+    e2e: list[float] = []
+    polls = [0]
+    errors = [0]
+
+    async def client(n: int) -> None:
+        conn = await _connect(host, port)
+        try:
+            while left[0] > 0:
+                left[0] -= 1
+                sent = time.monotonic()
+                reply = await conn.get(
+                    f"/in.php?key={key}&method=turnstile&sitekey=0x4AAAAAAABench"
+                    f"&pageurl=https%3A%2F%2Fbench.example%2Fgw%2F{left[0]}"
+                )
+                if not reply.startswith(b"OK|"):
+                    errors[0] += 1
+                    continue
+                task_id = reply[3:].decode()
+                await asyncio.sleep(first_poll_s)
+                while True:
+                    polls[0] += 1
+                    answer = await conn.get(f"/res.php?key={key}&action=get&id={task_id}")
+                    if answer != b"CAPCHA_NOT_READY":
+                        break
+                    await asyncio.sleep(poll_s)
+                if answer.startswith(b"OK|"):
+                    e2e.append(time.monotonic() - sent)
+                else:
+                    errors[0] += 1
+        finally:
+            conn.writer.close()
+
+    started = time.monotonic()
+    await asyncio.gather(*(client(n) for n in range(clients)))
+    elapsed = time.monotonic() - started
+    ms = [x * 1000 for x in e2e]
+    return {
+        "ok": len(e2e),
+        "error": errors[0],
+        "elapsed_s": elapsed,
+        "polls": polls[0],
+        "p50_ms": percentile(ms, 0.5),
+        "p99_ms": percentile(ms, 0.99),
+    }
+
+
 def _load_main(args: argparse.Namespace) -> None:
+    if args.w2_clients:
+        first, every = (float(x) for x in args.w2_schedule.split(","))
+        coro = _w2_clients(args.host, args.port, args.key, args.w2_clients, args.w2_tasks, first, every)
+        print(json.dumps(run_async(coro)))
+        return
     paths = Path(args.paths).read_text().split()
     if args.rate:
         coro = _paced(args.host, args.port, paths, args.rate, args.duration)
@@ -286,6 +355,60 @@ def _delete_namespace(redis_url: str, namespace: str) -> None:
         client.close()
 
 
+async def run_gateway_w2(
+    redis_url: str, simulator_url: str, *, time_scale: float, solve_s: float, sizes: GatewaySizes
+) -> RunResult:
+    """GW W2: ``w2_clients`` producers through one gateway, one worker process, the simulator (which
+    solves the bench's W2 method in ``solve_s`` before scaling)."""
+    namespace = f"bench-gww2-{uuid.uuid4().hex[:8]}"
+    client = make_client(redis_url)
+    try:
+        key, _ = await create_key(client, namespace=namespace)
+    finally:
+        await client.aclose()
+    port = _free_port()
+    with ProcessGroup() as group:
+        env = child_env({"REDIS_URL": redis_url, "CAPTCHA_QUEUE_NAMESPACE": namespace})
+        gateway = group.spawn(
+            [sys.executable, "-m", "captcha_queue", "gateway", "--port", str(port), "--key-cache-s", "60"],
+            env,
+            capture=False,
+        )
+        worker_env = {**env, "CAPTCHAAI_URL": simulator_url, "CAPTCHAAI_KEY": uuid.uuid4().hex}
+        limit = str(max(sizes.w2_clients, 1))
+        worker_argv = [sys.executable, "-m", "captcha_queue", "worker", "--processes", "1"]
+        worker_argv += ["--concurrency", limit, "--solver-limit", limit, "--time-scale", str(time_scale)]
+        worker = group.spawn(worker_argv, worker_env, capture=False)
+        try:
+            await asyncio.to_thread(_wait_ready, port, gateway)
+            argv = [sys.executable, "-m", "bench.gateway", "load", "--port", str(port), "--key", key]
+            argv += ["--w2-clients", str(sizes.w2_clients), "--w2-tasks", str(sizes.w2_tasks)]
+            argv += ["--w2-schedule", f"{10 * time_scale},{5 * time_scale}"]
+            proc = group.spawn(argv, child_env(), capture=True)
+            stdout, _ = await asyncio.to_thread(proc.communicate, None, 600)
+            if proc.returncode != 0:
+                raise RuntimeError(f"the W2 load process exited {proc.returncode}")
+            run = json.loads(stdout.decode().strip().splitlines()[-1])
+        finally:
+            group.stop(worker, grace_s=10)
+            group.stop(gateway, grace_s=5)
+            _delete_namespace(redis_url, namespace)
+    latency_s = solve_s * time_scale
+    ideal = sizes.w2_clients / latency_s
+    rate = run["ok"] / run["elapsed_s"]
+    metrics = {
+        "throughput_per_s": round(rate, 1),
+        "ideal_per_s": round(ideal, 1),
+        "pct_of_ideal": round(100 * rate / ideal, 1),
+        "resphp_per_task": round(run["polls"] / max(1, run["ok"]), 2),
+        "e2e_p50_ms": round(run["p50_ms"] or 0, 1),
+        "e2e_p99_ms": round(run["p99_ms"] or 0, 1),
+        "errors": run["error"],
+    }
+    config = f"{sizes.w2_clients:,} HTTP clients, {sizes.w2_tasks:,} tasks, L = {latency_s:g} s"
+    return RunResult("GW W2", "captcha-queue", config, metrics)
+
+
 TARGETS = {"inphp_per_s": 2000, "resphp_per_s": 5000, "p99_ms": 5.0}
 
 
@@ -303,11 +426,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = sub.add_parser("load", help="(internal) one load process")
     load.add_argument("--host", default="127.0.0.1")
     load.add_argument("--port", type=int, required=True)
-    load.add_argument("--paths", required=True)
-    load.add_argument("--duration", type=float, required=True)
+    load.add_argument("--paths", default="")
+    load.add_argument("--key", default="")
+    load.add_argument("--w2-clients", type=int, default=0)
+    load.add_argument("--w2-tasks", type=int, default=0)
+    load.add_argument("--w2-schedule", default="10,5")
+    load.add_argument("--duration", type=float, default=0.0)
     load.add_argument("--connections", type=int, default=16)
     load.add_argument("--rate", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="small sizes, seconds")
+    parser.add_argument("--w2", action="store_true", help="also GW W2 (starts a simulator)")
     args = parser.parse_args(argv)
     if args.command == "load":
         _load_main(args)
@@ -319,6 +447,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         url = redis_url_from_env() or stack.enter_context(EmbeddedRedis()).url
         results = run_async(run_gateway_bench(url, sizes))
+        if args.w2:
+            scale, solve_s = (0.05, 20.0) if args.quick else (0.25, 20.0)
+            group = stack.enter_context(ProcessGroup())
+            fixed = f"{solve_s - 0.5:g}"
+            sim_args = ["--time-scale", str(scale), "--threads", "20000", "--over-capacity", "no_slot"]
+            sim_args += ["--latency", f"turnstile={fixed}:{fixed}:{fixed}", "--seed", "7"]
+            sim = Simulator.start(group, sim_args, child_env())
+            coro = run_gateway_w2(url, sim.base_url, time_scale=scale, solve_s=solve_s, sizes=sizes)
+            results.append(run_async(coro))
     print(format_results(results))
     return 0
 

@@ -57,6 +57,15 @@ COLUMNS: Mapping[str, Sequence[tuple[str, str]]] = {
         ("p99_ms", "p99 ms"),
         ("errors", "errors"),
     ],
+    "GW W2": [
+        ("throughput_per_s", "tasks/s"),
+        ("ideal_per_s", "ideal/s"),
+        ("pct_of_ideal", "% ideal"),
+        ("resphp_per_task", "res.php/task"),
+        ("e2e_p50_ms", "e2e p50 ms"),
+        ("e2e_p99_ms", "e2e p99 ms"),
+        ("errors", "errors"),
+    ],
     "W4": [
         ("throughput_per_s", "tasks/s"),
         ("ideal_per_s", "ideal/s"),
@@ -75,6 +84,7 @@ WORKLOAD_TITLES = {
     "W4": "W4 scale (captcha-queue, W2 with more processes and more in flight)",
     "W1 stall": "W1 stall regression (results must never stand still for 5 s with work left)",
     "GW": "GW gateway, one process (load from separate processes)",
+    "GW W2": "GW W2 solver workload, the producers HTTP clients polling through one gateway",
 }
 
 

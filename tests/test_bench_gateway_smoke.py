@@ -22,3 +22,21 @@ async def test_the_gateway_bench_measures_all_three(redis_url: str) -> None:
     targets = {t.name: t for t in check_targets(results, poll_bound=5, rss_in_flight=2000)}
     assert targets["Gateway poll p99 at the paced rate"].met is not None
     assert "GW gateway" in format_table(results)
+
+
+@pytest.mark.timeout(120)
+async def test_the_gateway_w2_run_completes_every_task(redis_url: str) -> None:
+    from bench.gateway import run_gateway_w2
+
+    from captcha_queue.simulator import LatencyModel, SimulatorConfig, run_simulator
+
+    config = SimulatorConfig(
+        time_scale=0.02, threads=1000, latency={"turnstile": LatencyModel.parse("19.5:19.5:19.5")}
+    )
+    async with run_simulator(config) as sim:
+        sizes = GatewaySizes(w2_clients=10, w2_tasks=20)
+        result = await run_gateway_w2(redis_url, sim.base_url, time_scale=0.02, solve_s=20.0, sizes=sizes)
+    assert result.metrics["errors"] == 0
+    assert (result.get("throughput_per_s") or 0) > 0
+    assert (result.get("resphp_per_task") or 0) >= 1  # every task polled at least once through the gateway
+    assert sim.stats()["submits"] == 20  # every task reached the provider once
