@@ -4,6 +4,7 @@ worker API (claim + complete/fail), as a worker would."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
@@ -398,3 +399,19 @@ async def test_redis_unreachable_is_the_retryable_service_error(
         async with http.get(f"{running.base_url}/readyz") as resp:
             assert resp.status == 503
     assert key not in caplog.text  # the client key is never logged
+
+
+async def test_a_request_aiohttp_cannot_parse_is_logged_without_its_key(
+    redis_client: aioredis.Redis, redis_url: str, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = await new_key(redis_client, namespace)
+    async with serve(redis_client, redis_url, max_body_bytes=4096) as running:
+        line = f"GET /in.php?key={key}&method=base64&body={'A' * 5000} HTTP/1.1\r\nHost: x\r\n\r\n"
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        writer.write(line.encode())
+        status = await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+    assert b" 400 " in status  # over the request-line limit: aiohttp refuses it
+    assert "key=***" in caplog.text  # ... and logs the line it refused
+    assert key not in caplog.text

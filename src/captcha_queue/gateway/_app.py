@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import ssl
 from collections.abc import AsyncIterator
 
@@ -23,9 +24,33 @@ from . import _jsonapi, _legacy
 from ._config import GatewaySettings
 from ._state import GATEWAY_KEY, Gateway
 
-__all__ = ["RunningGateway", "insecure_binding", "make_app", "run_gateway", "tls_context"]
+__all__ = ["RunningGateway", "insecure_binding", "make_app", "redact_keys", "run_gateway", "tls_context"]
 
 log = logging.getLogger("captcha_queue.gateway")
+
+#: A client key as it appears in a request line or a JSON body (aiohttp logs the line of a request it
+#: cannot parse, with its query).
+_KEY_IN_TEXT = re.compile(r"((?:key|clientKey)(?:=|\\?[\"']\s*:\s*\\?[\"']))[^&\s\"'\\]+")
+#: aiohttp's loggers that can quote a request.
+_AIOHTTP_LOGGERS = ("aiohttp.server", "aiohttp.web", "aiohttp.access")
+
+
+def redact_keys(text: str) -> str:
+    """``text`` with every client key after ``key=`` / ``"clientKey": "`` replaced by ``***``."""
+    return _KEY_IN_TEXT.sub(r"\1***", text)
+
+
+class _RedactKeys(logging.Filter):
+    """Rewrites a record of aiohttp's loggers so no client key reaches a log: the message and the
+    exception text (the traceback of a bad request quotes its first line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact_keys(record.getMessage())
+        record.args = None
+        if record.exc_info:
+            record.exc_text = redact_keys(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
 
 
 def make_app(settings: GatewaySettings, client: aioredis.Redis | None = None) -> web.Application:
@@ -108,6 +133,9 @@ async def run_gateway(
     warning = insecure_binding(settings)
     if warning:
         log.warning(warning)
+    redactor = _RedactKeys()
+    for name in _AIOHTTP_LOGGERS:
+        logging.getLogger(name).addFilter(redactor)
     app = make_app(settings, client)
     # A GET in.php may carry a base64 image in its query: request lines up to the body limit.
     runner = web.AppRunner(
@@ -132,3 +160,5 @@ async def run_gateway(
         yield RunningGateway(app, settings, int(runner.addresses[0][1]))
     finally:
         await runner.cleanup()
+        for name in _AIOHTTP_LOGGERS:
+            logging.getLogger(name).removeFilter(redactor)
