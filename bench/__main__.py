@@ -24,6 +24,7 @@ from pathlib import Path
 from captcha_queue.store.server import EmbeddedRedis, check_redis, redact_url, redis_url_from_env
 
 from . import naive
+from .gateway import GatewaySizes, run_gateway_bench, run_gateway_w2
 from .harness import (
     ProcessGroup,
     RunResult,
@@ -42,7 +43,7 @@ from .report import Meta, check_targets, draw_chart, format_table, write_markdow
 from .workloads import FIRST_POLL_S, POLL_INTERVAL_S, SOLVE_METHOD, Bench, Sizes
 
 SYSTEMS = ("captcha-queue", "naive", "arq", "saq")
-WORKLOADS = ("W1", "W2", "W3", "W4", "STALL")
+WORKLOADS = ("W1", "W2", "W3", "W4", "STALL", "GW")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PACKAGES = (
     "captcha-queue",
@@ -141,7 +142,9 @@ def settings_text(sizes: Sizes) -> dict[str, str]:
     }
 
 
-async def run_all(bench: Bench, workloads: Sequence[str], systems: Sequence[str]) -> None:
+async def run_all(
+    bench: Bench, workloads: Sequence[str], systems: Sequence[str], gw_sizes: GatewaySizes | None = None
+) -> None:
     s = bench.sizes
     say = bench.log
     peers = [p for p in ("arq", "saq") if p in systems]
@@ -201,6 +204,23 @@ async def run_all(bench: Bench, workloads: Sequence[str], systems: Sequence[str]
                 coro = bench.cq_w2(procs, per_proc, in_flight, in_flight * s.w4_waves, workload="W4")
                 await bench.guarded("W4", "captcha-queue", f"{procs}x{in_flight}", coro)
 
+    if "GW" in workloads and "captcha-queue" in systems:
+        say("GW: the gateway on one process")
+        try:
+            for result in await run_gateway_bench(bench.redis_url, gw_sizes or GatewaySizes()):
+                bench.record(result)
+        except Exception as exc:
+            bench.record(RunResult("GW", "captcha-queue", "", error=f"{type(exc).__name__}: {exc}"))
+        if bench.simulator is not None:
+            coro = run_gateway_w2(
+                bench.redis_url,
+                bench.simulator.base_url,
+                time_scale=bench.sizes.time_scale,
+                solve_s=bench.sizes.solve_s,
+                sizes=gw_sizes or GatewaySizes(),
+            )
+            await bench.guarded("GW W2", "captcha-queue", "", coro)
+
 
 def keep_best(bench: Bench, first: int) -> None:
     """Of the W1 rounds since ``first``, keep each (system, config)'s best run; note every figure."""
@@ -247,7 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         shown = redact_url(url)
         bench.log(f"Redis {shown} ({'private' if private else 'REDIS_URL'}), simulator {simulator.base_url}")
         bench.clean()
-        run_async(run_all(bench, workloads, systems))
+        gw_sizes = GatewaySizes.quick() if args.quick else GatewaySizes()
+        run_async(run_all(bench, workloads, systems, gw_sizes))
         targets = check_targets(bench.results, sizes.poll_bound, sizes.w2_concurrency, sizes.w3_waiters)
         if not args.no_profile:
             explain_misses(bench, targets)

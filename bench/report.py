@@ -50,6 +50,22 @@ COLUMNS: Mapping[str, Sequence[tuple[str, str]]] = {
         ("best_s", "best round s"),
         ("worst_s", "worst round s"),
     ],
+    "GW": [
+        ("inphp_per_s", "in.php/s"),
+        ("resphp_per_s", "res.php/s"),
+        ("p50_ms", "p50 ms"),
+        ("p99_ms", "p99 ms"),
+        ("errors", "errors"),
+    ],
+    "GW W2": [
+        ("throughput_per_s", "tasks/s"),
+        ("ideal_per_s", "ideal/s"),
+        ("pct_of_ideal", "% ideal"),
+        ("resphp_per_task", "res.php/task"),
+        ("e2e_p50_ms", "e2e p50 ms"),
+        ("e2e_p99_ms", "e2e p99 ms"),
+        ("errors", "errors"),
+    ],
     "W4": [
         ("throughput_per_s", "tasks/s"),
         ("ideal_per_s", "ideal/s"),
@@ -67,6 +83,8 @@ WORKLOAD_TITLES = {
     "W3": "W3 notification latency (result written -> waiting producer wakes)",
     "W4": "W4 scale (captcha-queue, W2 with more processes and more in flight)",
     "W1 stall": "W1 stall regression (results must never stand still for 5 s with work left)",
+    "GW": "GW gateway, one process (load from separate processes)",
+    "GW W2": "GW W2 solver workload, the producers HTTP clients polling through one gateway",
 }
 
 
@@ -245,6 +263,28 @@ def check_targets(
             where="W2 captcha-queue",
         )
     )
+    targets += _gateway_targets(results)
+    return targets
+
+
+def _gateway_targets(results: Sequence[RunResult]) -> list[Target]:
+    """The gateway's three (bench/gateway.py): none when GW did not run."""
+    found = {
+        name: next((r.get(name) for r in results if r.workload == "GW" and r.get(name) is not None), None)
+        for name in ("inphp_per_s", "resphp_per_s", "p99_ms")
+    }
+    if all(v is None for v in found.values()):
+        return []
+    goals: list[tuple[str, str, str, float, bool]] = [
+        ("Gateway res.php polls/s, one process", "resphp_per_s", ">= 5,000/s", 5000.0, True),
+        ("Gateway in.php/s, one process", "inphp_per_s", ">= 2,000/s", 2000.0, True),
+        ("Gateway poll p99 at the paced rate", "p99_ms", "<= 5 ms", 5.0, False),
+    ]
+    targets = []
+    for name, metric, goal, bound, at_least in goals:
+        value = found[metric]
+        met = None if value is None else (value >= bound if at_least else value <= bound)
+        targets.append(Target(name, goal, _fmt(value), met, where="GW"))
     return targets
 
 

@@ -107,6 +107,20 @@ EXPORTS: dict[str, list[str]] = {
         "run_simulator",
     ],
     "captcha_queue.cli": ["cli", "main"],
+    "captcha_queue.gateway": [
+        "DEFAULT_PORT",
+        "TASK_TYPES",
+        "ClientKey",
+        "GatewaySettings",
+        "RunningGateway",
+        "create_key",
+        "insecure_binding",
+        "list_keys",
+        "make_app",
+        "revoke_key",
+        "run_gateway",
+        "tls_context",
+    ],
     "captcha_queue.webhooks": ["Delivery", "Outbox", "WebhookDeliverer", "WebhookSettings", "sign"],
 }
 

@@ -4,6 +4,7 @@
 - ``<!-- worker-options -->``: the worker's flags, variables, defaults and units, from ``WorkerSettings``.
 - ``<!-- queue-options -->``: a queue object's settings, from ``QueueConfig``.
 - ``<!-- webhook-options -->``: the webhook deliverer's settings, from ``WebhookSettings``.
+- ``<!-- gateway-options -->``: the gateway's flags, from ``GatewaySettings``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from captcha_queue.cli.reference import render
+from captcha_queue.gateway import GatewaySettings
 from captcha_queue.options import render_table
 from captcha_queue.queue._producer import QueueConfig
 from captcha_queue.webhooks import WebhookSettings
@@ -24,6 +26,7 @@ MARKERS: dict[str, Callable[[], str]] = {
     "<!-- worker-options -->": lambda: render_table(WorkerSettings),
     "<!-- queue-options -->": lambda: render_table(QueueConfig, command_line=False),
     "<!-- webhook-options -->": lambda: render_table(WebhookSettings),
+    "<!-- gateway-options -->": lambda: render_table(GatewaySettings),
 }
 
 

@@ -6,6 +6,7 @@ from . import (  # noqa: F401  (registers their commands)
     admin_cmds,
     demo_cmd,
     doctor_cmd,
+    gateway_cmd,
     server_cmds,
     simulator_cmd,
     task_cmds,

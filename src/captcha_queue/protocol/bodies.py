@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import math
 
-__all__ = ["JSON_TYPE", "json_params"]
-
-JSON_TYPE = "application/json"
+__all__ = ["json_params"]
 
 
 def _refuse_constant(name: str) -> float:

@@ -34,7 +34,7 @@ from ..store.scripts import Code
 from ._admin import AdminAPI
 from ._claims import WorkerAPI
 from ._core import QueueConfig, as_str, check_seconds, check_task_id
-from ._submission import PreparedTask, new_ids, prepare, prepare_entry
+from ._submission import PreparedTask, check_minted_id, new_ids, prepare, prepare_entry
 from ._waiting import ResultWaiter, check_event_id, listen_events
 
 __all__ = ["AsyncCaptchaQueue", "QueueConfig", "TaskStatus"]
@@ -139,6 +139,7 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
         metadata: dict[str, Any] | None = None,
         pingback: str | None = None,
         pingback_format: Literal["form", "get", "json"] = "form",
+        task_id: str | None = None,
     ) -> str:
         """Validate and enqueue one task; returns its id (the existing id for a known idempotency key).
 
@@ -146,7 +147,11 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
         ``captcha_queue.webhooks.WebhookDeliverer``, signed, retried until delivered or expired);
         ``pingback_format``: "form" (POST id, code, status), "get" (the same as query parameters) or
         "json" (POST the whole result). A literal private or loopback address is refused unless the
-        queue's ``allow_private_targets`` is on."""
+        queue's ``allow_private_targets`` is on.
+
+        ``task_id``: an id minted by the caller (default: a random one), 1-64 characters of letters,
+        digits, ``_.:-``; the caller guarantees it names no other task of the namespace (the gateway
+        mints numeric ids from a Redis counter)."""
         prepared = prepare(
             method,
             params,
@@ -160,6 +165,7 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
             max_payload_bytes=self.config.max_payload_bytes,
             allow_unknown=self.config.allow_unknown_methods,
             allow_private_targets=self.config.allow_private_targets,
+            task_id=check_minted_id(task_id) if task_id is not None else None,
         )
         return (await self._write([prepared]))[0]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ __all__ = [
     "MAX_EXPIRES_IN_S",
     "MAX_IDEMPOTENCY_KEY_CHARS",
     "PreparedTask",
+    "check_minted_id",
     "idempotency_digest",
     "new_ids",
     "prepare",
@@ -76,6 +78,16 @@ def new_ids(n: int) -> list[str]:
         raw[offset + 8] = (raw[offset + 8] & 0x3F) | 0x80  # RFC 4122 variant
     digits = raw.hex()
     return [digits[i : i + 32] for i in range(0, 32 * n, 32)]
+
+
+_TASK_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def check_minted_id(task_id: object) -> str:
+    """A caller-minted task id: 1-64 letters, digits, ``_.:-``; InvalidTask otherwise."""
+    if not isinstance(task_id, str) or not _TASK_ID_RE.fullmatch(task_id):
+        raise InvalidTask("task_id must be 1-64 letters, digits, '_', '.', ':', '-'", field="task_id")
+    return task_id
 
 
 def _is_number(value: object) -> bool:

@@ -171,6 +171,7 @@ class CaptchaQueue:
         metadata: dict[str, Any] | None = None,
         pingback: str | None = None,
         pingback_format: Literal["form", "get", "json"] = "form",
+        task_id: str | None = None,
     ) -> str:
         return self._loop.run(
             self._queue.submit(
@@ -183,6 +184,7 @@ class CaptchaQueue:
                 metadata=metadata,
                 pingback=pingback,
                 pingback_format=pingback_format,
+                task_id=task_id,
             )
         )
 

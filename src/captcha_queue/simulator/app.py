@@ -38,11 +38,12 @@ from aiohttp import web
 from multidict import MultiDictProxy
 from yarl import URL
 
-from ..protocol.bodies import JSON_TYPE, json_params
+from ..protocol.answers import JSON_TYPE, Answer, render
+from ..protocol.bodies import json_params
 from .accounts import account_label
 from .config import SimulatorConfig
 from .control import apply_control, current_settings
-from .engine import Answer, SimTask, Simulator
+from .engine import SimTask, Simulator
 from .jsonapi import JSON_ENDPOINTS, handle_json
 from .validation import Upload
 
@@ -239,19 +240,8 @@ async def _read_params(request: web.Request) -> tuple[dict[str, str], dict[str, 
 
 
 def _render(answer: Answer, *, plain: bool) -> web.Response:
-    if answer.document is not None:
-        return web.Response(text=json.dumps(answer.document), content_type="application/json")
-    if not plain:
-        body = {"status": 1 if answer.ok else 0, "request": answer.request, **answer.extra}
-        return web.Response(text=json.dumps(body, separators=(",", ":")), content_type="application/json")
-    if not answer.ok or answer.bare:
-        return web.Response(text=str(answer.request), content_type="text/plain")
-    if answer.plain_text is not None:
-        return web.Response(text=f"OK|{answer.plain_text}", content_type="text/plain")
-    value = answer.extra.get("result", answer.request)
-    if isinstance(value, dict | list):
-        value = json.dumps(value, separators=(",", ":"))
-    return web.Response(text=f"OK|{value}", content_type="text/plain")
+    body, content_type = render(answer, plain=plain)
+    return web.Response(text=body, content_type=content_type)
 
 
 # -- test endpoints -----------------------------------------------------------------------------------

@@ -15,15 +15,15 @@ Test hooks (params that pass through the queue untouched, since unknown params a
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import string
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
+from ..protocol.answers import Answer, plain_value
+from ..protocol.answers import error as _error
 from ..protocol.methods import MethodSpec, canonical_params
 from .accounts import OVER_CAPACITY_CODES, Account, AccountBook
 from .config import SimulatorConfig
@@ -38,27 +38,6 @@ _USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/126.0 Safari/537.36"
 )
-
-
-@dataclass
-class Answer:
-    """One in.php / res.php answer before it is rendered as JSON or plain text."""
-
-    ok: bool
-    request: Any
-    extra: dict[str, Any] = field(default_factory=dict)
-    plain_only: bool = False  # sent as plain text even when json=1 was asked (ERROR_UPLOAD)
-    bare: bool = False  # plain text without the "OK|" prefix (balance, report answers)
-    document: dict[str, Any] | None = None  # the whole JSON body (threadsinfo)
-    plain_text: str | None = None  # the plain-text answer when it is not "OK|" + request (coordinates)
-
-    @property
-    def code(self) -> str:
-        return "OK" if self.ok else str(self.request)
-
-
-def _error(code: str, *, plain_only: bool = False) -> Answer:
-    return Answer(ok=False, request=code, plain_only=plain_only)
 
 
 class SimTask:
@@ -465,10 +444,7 @@ class Simulator:
         self._schedule_prune()
 
 
-def _plain_value(value: Any) -> str:
-    if isinstance(value, dict | list):
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
+_plain_value = plain_value
 
 
 def _ocr_text(rng: random.Random, params: Mapping[str, str]) -> str:

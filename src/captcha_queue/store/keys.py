@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ..errors import InvalidArgument
 
-__all__ = ["Keys", "validate_account", "validate_namespace"]
+__all__ = ["GatewayKeys", "Keys", "validate_account", "validate_namespace"]
 
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 # No ':' in an account name: "a:limit" would name account a's limit key.
@@ -222,6 +222,34 @@ class Keys:
         """HASH: configured, effective (after back-off) limit, and when it last changed."""
         return self._k(f"slots:{validate_account(account)}:limit")
 
+    # -- the gateway (its client keys are in GatewayKeys) ------------------------------------------
+    @property
+    def gateway_ids(self) -> str:
+        """STRING: counter the gateways take blocks of numeric task ids from (INCRBY)."""
+        return self._k("gateway:ids")
+
+    def gateway_in_flight(self, key_id: str) -> str:
+        """ZSET task id -> submit time (ms): tasks of one gateway client key not yet seen finished
+        (its concurrency quota)."""
+        return self._k(f"gateway:inflight:{key_id}")
+
     def slot_owners(self, account: str) -> str:
         """HASH slot holder -> lease token of the claim holding it (fencing for slot release)."""
         return self._k(f"slots:{validate_account(account)}:owners")
+
+
+@dataclass(frozen=True)
+class GatewayKeys:
+    """The gateway's own keys, outside every namespace: a client key names its namespace."""
+
+    prefix: str = "{captcha-queue:gateway}"
+
+    @property
+    def clients(self) -> str:
+        """HASH sha256 hex of a client key -> its record JSON (namespace, priority, limits); the key
+        itself is never stored."""
+        return f"{self.prefix}:clients"
+
+    def rate(self, key_id: str, window: int) -> str:
+        """STRING: requests of one client key in one rate window (expires after the window)."""
+        return f"{self.prefix}:rate:{key_id}:{window}"
