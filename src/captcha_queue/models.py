@@ -92,7 +92,7 @@ class TaskSpec(msgspec.Struct, frozen=True, omit_defaults=True):
     expires_in_s: float | None = None
     metadata: dict[str, Any] | None = None
     pingback: str | None = None
-    pingback_format: Literal["form", "get", "json"] = "form"
+    pingback_format: Literal["form", "get", "json", "jsonapi"] = "form"
 
 
 class Attempt(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, Literal, cast
 
 from aiohttp import web
 from multidict import MultiDictProxy
@@ -38,6 +38,7 @@ log = logging.getLogger("captcha_queue.gateway")
 #: Params of the protocol itself, never part of a task (``key`` above all: it never reaches Redis).
 _PROTOCOL_PARAMS = ("key", "json", "method", "soft_id", "header_acao")
 _NOT_READY = "CAPCHA_NOT_READY"
+PingbackFormat = Literal["form", "get", "json", "jsonapi"]
 
 
 class Refused(Exception):
@@ -149,8 +150,7 @@ async def _submit(
 ) -> Answer:
     method = params.get("method", "").strip()
     task = _task_params(params)
-    pingback = _pingback_arg(task)
-    del pingback  # delivered by the webhook outbox once submit takes it (see the lead's merge note)
+    pingback = _pingback_arg(task)  # delivered by the webhook outbox in the format of --pingback-format
     task = canonical_params(method, task)
     spec, rejection = check_submit(gateway.settings, method, task, uploads)
     if rejection is not None:
@@ -159,13 +159,34 @@ async def _submit(
     if spec.file_params:  # a multipart upload is queued as the base64 method: params are text
         method = "base64"
         task["body"] = base64.b64encode(uploads["file"].content).decode("ascii")
-    task_id = await submit(gateway, key, method, task, spec.name)
+    task_id = await submit(
+        gateway,
+        key,
+        method,
+        task,
+        spec.name,
+        pingback=pingback,
+        pingback_format=gateway.settings.pingback_format,
+    )
     return Answer(ok=True, request=task_id)
 
 
-async def submit(gateway: Gateway, key: ClientKey, method: str, params: dict[str, Any], variant: str) -> str:
-    """Queue one validated task for ``key`` under a freshly minted id; Refused with the service's code."""
+async def submit(
+    gateway: Gateway,
+    key: ClientKey,
+    method: str,
+    params: dict[str, Any],
+    variant: str,
+    *,
+    pingback: str | None = None,
+    pingback_format: str = "form",
+) -> str:
+    """Queue one validated task for ``key`` under a freshly minted id; Refused with the service's code.
+    With a ``pingback``, the result goes there when final (this process delivers the namespace's
+    webhooks unless the ``webhooks`` setting is off)."""
     queue = gateway.queue(key.namespace)
+    if pingback is not None:
+        await gateway.deliver_webhooks(key.namespace)
     task_id = await gateway.minter(key.namespace).next_id()
     if not await admit_task(gateway.client, queue.keys, key, task_id):
         raise Refused("ERROR_NO_SLOT_AVAILABLE")
@@ -176,6 +197,8 @@ async def submit(gateway: Gateway, key: ClientKey, method: str, params: dict[str
             priority=key.priority,
             metadata=gateway_metadata(key.id, variant),
             task_id=task_id,
+            pingback=pingback,
+            pingback_format=cast(PingbackFormat, pingback_format),
         )
     except InvalidTask as exc:
         await release_task(gateway.client, queue.keys, key, task_id)

@@ -138,16 +138,17 @@ class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
         expires_in_s: float | None = None,
         metadata: dict[str, Any] | None = None,
         pingback: str | None = None,
-        pingback_format: Literal["form", "get", "json"] = "form",
+        pingback_format: Literal["form", "get", "json", "jsonapi"] = "form",
         task_id: str | None = None,
     ) -> str:
         """Validate and enqueue one task; returns its id (the existing id for a known idempotency key).
 
         ``pingback``: an http(s) URL that gets the result when the task is final (delivered by a
         ``captcha_queue.webhooks.WebhookDeliverer``, signed, retried until delivered or expired);
-        ``pingback_format``: "form" (POST id, code, status), "get" (the same as query parameters) or
-        "json" (POST the whole result). A literal private or loopback address is refused unless the
-        queue's ``allow_private_targets`` is on.
+        ``pingback_format``: "form" (POST id, code, status), "get" (the same as query parameters),
+        "json" (POST the whole result) or "jsonapi" (POST getTaskResult's document and taskId). A
+        literal private or loopback address is refused unless the queue's ``allow_private_targets``
+        is on.
 
         ``task_id``: an id minted by the caller (default: a random one), 1-64 characters of letters,
         digits, ``_.:-``; the caller guarantees it names no other task of the namespace (the gateway

@@ -170,7 +170,7 @@ class CaptchaQueue:
         expires_in_s: float | None = None,
         metadata: dict[str, Any] | None = None,
         pingback: str | None = None,
-        pingback_format: Literal["form", "get", "json"] = "form",
+        pingback_format: Literal["form", "get", "json", "jsonapi"] = "form",
         task_id: str | None = None,
     ) -> str:
         return self._loop.run(
