@@ -8,6 +8,7 @@ import json
 import subprocess
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
@@ -15,8 +16,8 @@ from captcha_queue import AsyncCaptchaQueue
 from captcha_queue.gateway import RunningGateway
 from captcha_queue.simulator import LatencyModel, RunningSimulator, SimulatorConfig, run_simulator
 
-from .gateway_helpers import new_key, serve
-from .helpers import ProcessManager
+from .gateway_helpers import new_key, png_b64, serve
+from .helpers import ProcessManager, claim_all
 from .node_client import NodeClients, node_clients
 from .test_worker_processes import start_worker, worker_env
 
@@ -154,3 +155,48 @@ async def test_the_anticaptcha_node_client_solves_through_the_json_api(
     assert (balance.ok, balance.document.get("balance")) == (True, 42.5), balance
     unknown = await node.arun(gateway.base_url, "0" * 32, "balance", client="anticaptcha")
     assert (unknown.returncode, unknown.error) == (1, "ERROR_KEY_DOES_NOT_EXIST")
+
+
+async def test_the_2captcha_node_clients_json_body_submits_an_image(
+    node: NodeClients,
+    gateway: RunningGateway,
+    worker: subprocess.Popen[bytes],
+    redis_client: aioredis.Redis,
+    namespace: str,
+    queue: AsyncCaptchaQueue,
+) -> None:
+    """imageCaptcha (like coordinates, grid, text, rotate...) POSTs its params to in.php as a JSON body
+    (Content-Type: application/json), not as a form: the gateway reads that body like a form."""
+    key = await new_key(redis_client, namespace)
+    solved = await node.arun(gateway.base_url, key, "solve", "imageCaptcha", json.dumps({"body": png_b64()}))
+    assert solved.ok, solved
+    assert solved.document["answer"] == await stored_answer(queue, solved.document["id"])
+    result = await queue.get_result(solved.document["id"])
+    assert result is not None
+    assert result.method == "base64"
+
+
+async def test_a_json_body_is_read_like_a_form_and_a_bad_one_writes_nothing(
+    gateway: RunningGateway, redis_client: aioredis.Redis, namespace: str, queue: AsyncCaptchaQueue
+) -> None:
+    key = await new_key(redis_client, namespace)
+    url = f"{gateway.base_url}/in.php"
+    async with aiohttp.ClientSession() as http:
+
+        async def send(body: str) -> str:
+            headers = {"Content-Type": "application/json"}
+            async with http.post(url, data=body, headers=headers) as resp:
+                return await resp.text()
+
+        nan = json.dumps({"key": key, "method": "base64", "body": float("nan")})  # NaN: not JSON, refused
+        for bad in ("[1, 2]", "{", nan):
+            assert await send(bad) == "ERROR_BAD_PARAMETERS", bad
+        assert await queue.client.hlen(queue.keys.tasks) == 0
+        document = {"key": key, "json": 1, "soft_id": 4587, "header_acao": 1, "method": "base64"}
+        answer = json.loads(
+            await send(json.dumps({**document, "body": png_b64(), "numeric": 1, "phrase": True}))
+        )
+        assert answer["status"] == 1
+    [claim] = await claim_all(queue, 1)
+    assert claim.task.id == answer["request"]
+    assert claim.task.params == {"body": png_b64(), "numeric": "1", "phrase": "1"}

@@ -1,8 +1,9 @@
 """``/in.php`` and ``/res.php``: the legacy protocol, answered as the service does.
 
-Every request is GET query, POST form or POST multipart (query and body merged, the body winning);
-``json=1`` gets JSON, anything else plain text. Every refusal is the service's own code and writes
-nothing: a bad key, a rate or quota exceeded, a bad param, a body too big.
+Every request is GET query, POST form, POST multipart or POST JSON object (2captcha's Node client sends
+its image methods so); query and body merged, the body winning. ``json=1`` gets JSON, anything else plain
+text. Every refusal is the service's own code and writes nothing: a bad key, a rate or quota exceeded, a
+bad param, a body too big.
 
 A poll (``action=get``) is one HGET of the results hash (two reads only while the task is not final:
 the second tells "not ready" from "no such task").
@@ -11,7 +12,9 @@ the second tells "not ready" from "no such task").
 from __future__ import annotations
 
 import base64
+import json
 import logging
+import math
 from collections.abc import MutableMapping
 from typing import Any, Literal, cast
 
@@ -79,7 +82,12 @@ async def read_params(request: web.Request) -> tuple[dict[str, str], dict[str, U
     settings = request.app[GATEWAY_KEY].settings
     params: dict[str, str] = dict(request.query)
     uploads: dict[str, Upload] = {}
-    if request.method == "POST" and request.body_exists:
+    if request.method == "POST" and request.body_exists and request.content_type == "application/json":
+        body = await _json_body(request)
+        if len(body) + len(params) > settings.max_params:
+            raise Refused("ERROR_BAD_PARAMETERS")
+        params.update(body)
+    elif request.method == "POST" and request.body_exists:
         try:
             form: MultiDictProxy[Any] = await request.post()
         except web.HTTPRequestEntityTooLarge as exc:
@@ -96,6 +104,35 @@ async def read_params(request: web.Request) -> tuple[dict[str, str], dict[str, U
     elif len(params) > settings.max_params:
         raise Refused("ERROR_BAD_PARAMETERS")
     return params, uploads
+
+
+async def _json_body(request: web.Request) -> dict[str, str]:
+    """A JSON object body as params (2captcha's Node client POSTs its image methods this way): values
+    as the form would carry them (numbers as written, true/false as 1/0, objects and lists as JSON);
+    Refused for a body that is not one JSON object or is too big."""
+    try:
+        document = json.loads(await request.read())
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise Refused("ERROR_TOO_BIG_CAPTCHA_FILESIZE") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Refused("ERROR_BAD_PARAMETERS") from exc
+    if not isinstance(document, dict):
+        raise Refused("ERROR_BAD_PARAMETERS")
+    params: dict[str, str] = {}
+    for name, value in document.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            params[name] = "1" if value else "0"
+        elif isinstance(value, str):
+            params[name] = value
+        elif isinstance(value, int | float) and math.isfinite(value):
+            params[name] = str(value)
+        elif isinstance(value, dict | list):
+            params[name] = json.dumps(value, separators=(",", ":"))
+        else:
+            raise Refused("ERROR_BAD_PARAMETERS")  # NaN or Infinity
+    return params
 
 
 async def authenticate(gateway: Gateway, given: str | None) -> ClientKey:
