@@ -12,9 +12,7 @@ the second tells "not ready" from "no such task").
 from __future__ import annotations
 
 import base64
-import json
 import logging
-import math
 from collections.abc import MutableMapping
 from typing import Any, Literal, cast
 
@@ -23,7 +21,8 @@ from multidict import MultiDictProxy
 
 from ..errors import InvalidTask, QueueFull, RedisUnavailable, SubmitRefused, TaskNotFound
 from ..models import Result
-from ..protocol.answers import Answer, error, plain_value, render
+from ..protocol.answers import JSON_TYPE, Answer, error, plain_value, render
+from ..protocol.bodies import json_params
 from ..protocol.methods import MISSING_PARAM_CODES, canonical_params
 from ..protocol.validation import Upload, check_submit
 from ..queue._producer import AsyncCaptchaQueue
@@ -82,7 +81,7 @@ async def read_params(request: web.Request) -> tuple[dict[str, str], dict[str, U
     settings = request.app[GATEWAY_KEY].settings
     params: dict[str, str] = dict(request.query)
     uploads: dict[str, Upload] = {}
-    if request.method == "POST" and request.body_exists and request.content_type == "application/json":
+    if request.method == "POST" and request.body_exists and request.content_type == JSON_TYPE:
         body = await _json_body(request)
         if len(body) + len(params) > settings.max_params:
             raise Refused("ERROR_BAD_PARAMETERS")
@@ -107,32 +106,14 @@ async def read_params(request: web.Request) -> tuple[dict[str, str], dict[str, U
 
 
 async def _json_body(request: web.Request) -> dict[str, str]:
-    """A JSON object body as params (2captcha's Node client POSTs its image methods this way): values
-    as the form would carry them (numbers as written, true/false as 1/0, objects and lists as JSON);
-    Refused for a body that is not one JSON object or is too big."""
+    """A JSON object body as params (``protocol.bodies``); Refused for one that is not a JSON object or is
+    too big."""
     try:
-        document = json.loads(await request.read())
+        return json_params(await request.read())
     except web.HTTPRequestEntityTooLarge as exc:
         raise Refused("ERROR_TOO_BIG_CAPTCHA_FILESIZE") from exc
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:
         raise Refused("ERROR_BAD_PARAMETERS") from exc
-    if not isinstance(document, dict):
-        raise Refused("ERROR_BAD_PARAMETERS")
-    params: dict[str, str] = {}
-    for name, value in document.items():
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            params[name] = "1" if value else "0"
-        elif isinstance(value, str):
-            params[name] = value
-        elif isinstance(value, int | float) and math.isfinite(value):
-            params[name] = str(value)
-        elif isinstance(value, dict | list):
-            params[name] = json.dumps(value, separators=(",", ":"))
-        else:
-            raise Refused("ERROR_BAD_PARAMETERS")  # NaN or Infinity
-    return params
 
 
 async def authenticate(gateway: Gateway, given: str | None) -> ClientKey:
