@@ -200,7 +200,11 @@ async def test_a_private_pingback_is_refused_by_default_and_nothing_is_written(
 
 
 async def test_the_gateway_delivers_for_every_namespace_its_keys_map_to(
-    redis_client: aioredis.Redis, redis_url: str, namespace: str, http: aiohttp.ClientSession
+    redis_client: aioredis.Redis,
+    redis_url: str,
+    namespace: str,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     await new_key(redis_client, namespace)
     other = f"{namespace}-other"
@@ -210,6 +214,8 @@ async def test_the_gateway_delivers_for_every_namespace_its_keys_map_to(
             state = gateway.app[GATEWAY_KEY]
             assert {namespace, other} <= set(state.webhook_namespaces)  # started with the app
         assert state.webhook_namespaces == []  # stopped with it
+        unsigned = [r for r in caplog.records if "unsigned" in r.getMessage()]
+        assert len(unsigned) == 1  # said once by the gateway, not once per namespace
         async with serve(redis_client, redis_url, webhooks=False) as gateway:
             query = {"key": other_key, "method": "userrecaptcha", "pingback": "https://hooks.example/x", **RC}
             async with http.get(f"{gateway.base_url}/in.php", params=query) as resp:

@@ -74,7 +74,11 @@ class Gateway:
         the ``webhooks`` setting is on)."""
         if not self.settings.webhooks or namespace in self._deliverers:
             return
-        deliverer = WebhookDeliverer(self.client, namespace=namespace, settings=self._webhook_settings)
+        if not self._deliverers and self._webhook_settings.secret is None:
+            log.warning("pingbacks are sent unsigned: CAPTCHA_QUEUE_WEBHOOK_SECRET is not set")
+        deliverer = WebhookDeliverer(
+            self.client, namespace=namespace, settings=self._webhook_settings, warn_unsigned=False
+        )
         self._deliverers[namespace] = deliverer
         await deliverer.start()
 
