@@ -21,6 +21,7 @@ __all__ = [
     "PauseState",
     "Priority",
     "RenewOutcome",
+    "ReportRequest",
     "Result",
     "Solution",
     "Stats",
@@ -119,10 +120,28 @@ class Result(msgspec.Struct, frozen=True, omit_defaults=True):
     queue_wait_s: float | None = None
     solve_s: float | None = None
     metadata: dict[str, Any] | None = None
+    #: Who solved it (success only): the provider (``captchaai``, ``2captcha``, ...), the account as
+    #: workers know it (``<name>/<key fingerprint>``, never the key) and the service's id of the solve.
+    #: ``AsyncCaptchaQueue.report`` sends a verdict on the answer there.
+    provider: str | None = None
+    account: str | None = None
+    remote_id: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.status == "success"
+
+
+class ReportRequest(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A verdict on a solved task's answer, queued for the account that solved it
+    (``AsyncCaptchaQueue.report`` writes it, a worker of that account sends it to the service)."""
+
+    id: str
+    remote_id: str
+    correct: bool
+    account: str
+    provider: str | None = None
+    requested_at: float = 0.0
 
 
 class Claim(msgspec.Struct, frozen=True):

@@ -35,6 +35,7 @@ from ..store.scripts import Code
 from ._admin import AdminAPI
 from ._claims import WorkerAPI
 from ._core import QueueConfig, as_str, check_seconds
+from ._reports import ReportAPI
 from ._submission import PreparedTask, new_ids, prepare, prepare_entry
 from ._waiting import ResultWaiter, check_event_id, listen_events
 
@@ -60,7 +61,7 @@ class _StateStatus(msgspec.Struct):
 _state_decoder = msgspec.json.Decoder(_StateStatus)
 
 
-class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
+class AsyncCaptchaQueue(WorkerAPI, AdminAPI, ReportAPI):
     """A reliable Redis-backed queue of CAPTCHA tasks (asyncio)."""
 
     def __init__(

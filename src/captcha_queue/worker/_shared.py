@@ -38,6 +38,12 @@ REDIS_BACKOFF = Backoff(base_s=0.05, cap_s=2.0)
 Stage = Literal["claimed", "slot", "submit", "poll", "finish"]
 
 
+def solver_provider(solver: Solver) -> str:
+    """The provider a solver talks to (``captchaai``, ``2captcha``, ...), as results record it (a
+    solver without ``provider`` is named by its kind: ``captchaai``, ``instant``)."""
+    return str(getattr(solver, "provider", None) or solver.kind)
+
+
 class Stop(Exception):
     """End this attempt with a release (fleet paused) or an expiry."""
 

@@ -21,6 +21,7 @@ Wiring it into the worker runtime (every call is cheap, synchronous and never ra
     metrics.set_account_paused(True)             # this process's account paused (False on resume)
     metrics.account_paused("ERROR_ZERO_BALANCE") # this process paused its account, for that code
     metrics.set_limit_unknown(True)              # no fleet limit known yet: no solve is sent
+    metrics.report("main/0123456789ab", "bad", "sent")  # a verdict sent to an account (refunds)
 
 The server answers ``/metrics`` (and ``/``), ``/healthz`` (200 ``ok``: the process is alive) and, given a
 ``readiness`` callable (``health.Readiness.from_thread``), ``/readyz`` (200 or 503 with a JSON body).
@@ -87,6 +88,8 @@ SOLVE_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 20, 30, 45, 60, 
 #: label value, so no free text (and no lower-case hex API key) can ever reach a series name.
 _CODE_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,47}$")
 _METHOD_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+#: Account refs as workers know them: ``<name>`` or ``<name>/<12 hex digits of a key's HMAC>``.
+_ACCOUNT_LABEL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}(/[A-Za-z0-9_.-]{1,64})?$")
 _MAX_CODES = 200  # distinct (endpoint, code) pairs kept before new ones count as "other"
 _MAX_METHODS = 32
 
@@ -216,6 +219,12 @@ class WorkerMetrics:
             ["code"],
             registry=reg,
         )
+        self._reports_family = Counter(
+            f"{PREFIX}_reports",
+            "Verdicts on answers (refund claims) this process sent, by account, verdict and outcome.",
+            ["account", "verdict", "outcome"],
+            registry=reg,
+        )
         self._limit_unknown = Gauge(
             f"{PREFIX}_solver_limit_unknown",
             "1 while the fleet limit is unknown (the account has not answered): no solve is sent.",
@@ -290,6 +299,14 @@ class WorkerMetrics:
     def set_limit_unknown(self, unknown: bool) -> None:
         self.limit_known = not unknown
         self._limit_unknown.set(1 if unknown else 0)
+
+    def report(self, account: str, verdict: str, outcome: str) -> None:
+        """A verdict was sent to ``account`` (its ref: name and key fingerprint, never the key)."""
+        self._reports_family.labels(
+            account if _ACCOUNT_LABEL_RE.match(account) else OTHER,
+            verdict if verdict in ("good", "bad") else OTHER,
+            outcome if outcome in ("sent", "error") else OTHER,
+        ).inc()
 
     # -- namespace-level refresh ------------------------------------------------------------------
     def observe_stats(self, stats: Stats, *, now_s: float | None = None) -> None:

@@ -11,6 +11,7 @@ Redis retry):
   without a retry, expire, release), and the drain of a cancelled run's solve.
 * **leases** (``_leases``): the renewal of the task leases, and what a lost lease or a cancelled task
   does to its run.
+* **reports** (``_reports``): verdicts on answers queued for this worker's account, sent to the service.
 
 This module keeps the lifecycle and the fleet limit. Background loops (renew, slot pump, poll timer,
 breaker probe, limit refresh) are named tasks under a supervisor that logs a loop's death and
@@ -32,6 +33,7 @@ from ..errors import AccountError, CaptchaQueueError, SolverError
 from ._attempt import Attempts
 from ._claiming import Claiming
 from ._leases import Leases
+from ._reports import ReportSender
 from ._shared import REDIS_BACKOFF, Shared
 from .breaker import AccountBreaker
 from .config import WorkerConfig
@@ -108,6 +110,7 @@ class Worker:
         self._attempts = Attempts(shared, self.poller, cfg.retry.scaled(scale))
         self._leases = Leases(shared, self.registry)
         self._claiming = Claiming(shared, drive=self._attempts.drive, drop=self._leases.drop)
+        self.reports = ReportSender(shared)
         self._loops: list[asyncio.Task[None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -166,6 +169,7 @@ class Worker:
         self._supervise("poll-timer", self.poller.run)
         self._supervise("renew", self._leases.renew_loop)
         self._supervise("breaker-probe", self.breaker.run)
+        self._supervise("reports", self.reports.run)
         if not self._s.limit_known.is_set():
             limit = "unknown yet (no solve is sent until the account answers)"
         else:

@@ -4,7 +4,7 @@
 -- priority, method, submitted_ms, result_ttl_ms?, expires_ms?, idem?, idem_digest? (of method, params
 -- and priority), metadata? (raw JSON text), token?, worker?, claimed_ms? (this attempt), started_ms?
 -- (first claim), remote_id?, remote_ms?, history? (Attempt objects), final? (the final status), dead?
--- (the dead-letter reason).
+-- (the dead-letter reason), reported? ("good" | "bad": a verdict on the answer was queued, reportTask).
 --
 -- Anyone with write access can leave anything here. A state is used only when every field has its
 -- type and a bounded value, and the whole state encodes again: no later arithmetic, fmt_int or
@@ -15,7 +15,9 @@ local STATUSES = { queued = true, delayed = true, active = true, done = true }
 local MAX_COUNT = 1000000
 local MAX_MS = 1e15 -- milliseconds: the year 33658
 local OPTIONAL_MS = { 'result_ttl_ms', 'expires_ms', 'claimed_ms', 'started_ms', 'remote_ms' }
-local OPTIONAL_TEXT = { 'idem', 'idem_digest', 'metadata', 'token', 'worker', 'remote_id', 'final', 'dead' }
+local OPTIONAL_TEXT = {
+  'idem', 'idem_digest', 'metadata', 'token', 'worker', 'remote_id', 'final', 'dead', 'reported',
+}
 
 -- An integer number in [lo, hi] (false for NaN, inf and every other type).
 local function is_int(value, lo, hi)
