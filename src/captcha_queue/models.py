@@ -13,6 +13,7 @@ import msgspec
 __all__ = [
     "PRIORITIES",
     "AccountInfo",
+    "AccountSpec",
     "Attempt",
     "Claim",
     "DataLoss",
@@ -63,6 +64,36 @@ class AccountInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     threads: int | None = None
     working_threads: int | None = None
     balance: float | None = None
+
+
+class AccountSpec(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One solver account of a namespace, as the registry keeps it (``captcha-queue accounts``).
+
+    The API key is never stored: ``key_env`` names the environment variable a worker reads it from,
+    or ``key_file`` + ``key_entry`` name a secrets file (``entry=key`` lines) and the entry in it.
+    Routing takes accounts by ``priority`` (higher first), then ``cost`` (lower first: a relative cost
+    per solve), then name; ``methods`` (empty: every method the provider serves) limits what it gets.
+    ``limit`` is the account's fleet limit (solves in flight); None: the threads the account reports
+    (providers that report them only).
+    """
+
+    name: str
+    provider: str = "captchaai"
+    base_url: str | None = None  # None: the provider's own
+    limit: int | None = None
+    priority: int = 0
+    cost: float = 1.0
+    key_env: str | None = None
+    key_file: str | None = None
+    key_entry: str | None = None
+    methods: tuple[str, ...] = ()
+
+    @property
+    def key_source(self) -> str:
+        """Where the key is read from, for people (never the key): ``env:NAME`` or ``file:PATH#ENTRY``."""
+        if self.key_env is not None:
+            return f"env:{self.key_env}"
+        return f"file:{self.key_file}#{self.key_entry}"
 
 
 class Task(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -32,6 +32,7 @@ from ..errors import (
 from ..models import Result, TaskSpec
 from ..store.connection import make_client, redis_errors_async
 from ..store.scripts import Code
+from ._accounts import AccountsAPI
 from ._admin import AdminAPI
 from ._claims import WorkerAPI
 from ._core import QueueConfig, as_str, check_seconds
@@ -61,7 +62,7 @@ class _StateStatus(msgspec.Struct):
 _state_decoder = msgspec.json.Decoder(_StateStatus)
 
 
-class AsyncCaptchaQueue(WorkerAPI, AdminAPI, ReportAPI):
+class AsyncCaptchaQueue(WorkerAPI, AdminAPI, ReportAPI, AccountsAPI):
     """A reliable Redis-backed queue of CAPTCHA tasks (asyncio)."""
 
     def __init__(

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from ..models import (
+    AccountSpec,
     Claim,
     DataLoss,
     DeadLetter,
@@ -308,6 +309,18 @@ class CaptchaQueue:
 
     def reap(self, batch: int = 1000) -> int:
         return self._loop.run(self._queue.reap(batch))
+
+    def add_account(self, spec: AccountSpec, *, replace: bool = False) -> AccountSpec:
+        return self._loop.run(self._queue.add_account(spec, replace=replace))
+
+    def remove_account(self, name: str) -> bool:
+        return self._loop.run(self._queue.remove_account(name))
+
+    def accounts(self) -> list[AccountSpec]:
+        return self._loop.run(self._queue.accounts())
+
+    def account(self, name: str) -> AccountSpec | None:
+        return self._loop.run(self._queue.account(name))
 
     def take_reports(self, account: str, count: int = 100, lease_s: float = 30.0) -> list[ReportRequest]:
         return self._loop.run(self._queue.take_reports(account, count, lease_s))

@@ -225,6 +225,12 @@ class Keys:
         """HASH slot holder -> lease token of the claim holding it (fencing for slot release)."""
         return self._k(f"slots:{validate_account(account)}:owners")
 
+    # -- accounts ------------------------------------------------------------------------------
+    @property
+    def accounts(self) -> str:
+        """HASH account name -> AccountSpec JSON: the namespace's solver accounts (no keys: references)."""
+        return self._k("accounts")
+
     # -- refunds -------------------------------------------------------------------------------
     def reports(self, ref: str) -> str:
         """LIST of report requests (a verdict on a solved task's answer) waiting for a worker of the
