@@ -14,6 +14,7 @@ __all__ = [
     "PRIORITIES",
     "AccountInfo",
     "AccountSpec",
+    "AccountStats",
     "Attempt",
     "Claim",
     "DataLoss",
@@ -94,6 +95,20 @@ class AccountSpec(msgspec.Struct, frozen=True, omit_defaults=True):
         if self.key_env is not None:
             return f"env:{self.key_env}"
         return f"file:{self.key_file}#{self.key_entry}"
+
+
+class AccountStats(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One registered account now: its fleet slots, its pause, the live workers serving it and the
+    tasks they hold, the tasks finished on it (results of this namespace still kept)."""
+
+    name: str
+    provider: str
+    slots_used: int = 0
+    slots_limit: int | None = None
+    paused: str | None = None  # the pause's reason while the account is paused
+    pause_code: str | None = None
+    workers: int = 0
+    in_flight: int = 0
 
 
 class Task(msgspec.Struct, frozen=True, omit_defaults=True):

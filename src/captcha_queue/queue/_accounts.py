@@ -18,11 +18,12 @@ from urllib.parse import urlsplit
 import msgspec
 
 from ..errors import InvalidArgument
-from ..models import AccountSpec
+from ..models import AccountSpec, AccountStats
 from ..protocol.methods import KNOWN_METHODS
 from ..store.connection import redis_errors_async
 from ..store.keys import validate_account
-from ._core import QueueCore, log
+from ._admin import AdminAPI
+from ._core import log
 
 __all__ = ["ACCOUNT_PROVIDERS", "THREADS_PROVIDERS", "AccountsAPI", "check_account"]
 
@@ -114,8 +115,8 @@ def check_account(spec: AccountSpec) -> AccountSpec:
     return msgspec.structs.replace(spec, base_url=base_url, methods=tuple(dict.fromkeys(spec.methods)))
 
 
-class AccountsAPI(QueueCore):
-    """The registry's reads and writes (mixed into AsyncCaptchaQueue)."""
+class AccountsAPI(AdminAPI):
+    """The registry's reads and writes, and per-account stats (mixed into AsyncCaptchaQueue)."""
 
     async def add_account(self, spec: AccountSpec, *, replace: bool = False) -> AccountSpec:
         """Register ``spec`` (validated first: a bad field writes nothing). An account of that name
@@ -150,6 +151,33 @@ class AccountsAPI(QueueCore):
             except (ValueError, RecursionError) as exc:
                 log.warning("account entry %r unreadable, skipped: %s", name, exc)
         return sorted(found, key=routing_order)
+
+    async def account_stats(self) -> list[AccountStats]:
+        """Every registered account now, in routing order: slots in use and their limit, its pause
+        (any key of the account), live workers serving it and the tasks they hold."""
+        specs = await self.accounts()
+        if not specs:
+            return []
+        pauses = await self.pause_state()
+        workers = await self.workers()
+        found: list[AccountStats] = []
+        for spec in specs:
+            stats = await self.stats(spec.name)
+            pause = next((p for p in pauses.accounts if p.account == spec.name), None)
+            serving = [w for w in workers if w.info.get("account") == spec.name]
+            found.append(
+                AccountStats(
+                    name=spec.name,
+                    provider=spec.provider,
+                    slots_used=stats.solver_slots_used,
+                    slots_limit=stats.solver_slots_limit,
+                    paused=pause.reason if pause is not None else None,
+                    pause_code=pause.code if pause is not None else None,
+                    workers=len(serving),
+                    in_flight=sum(int(w.info.get("in_flight") or 0) for w in serving),
+                )
+            )
+        return found
 
     async def account(self, name: str) -> AccountSpec | None:
         """One registered account, or None."""

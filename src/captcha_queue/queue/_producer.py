@@ -62,7 +62,7 @@ class _StateStatus(msgspec.Struct):
 _state_decoder = msgspec.json.Decoder(_StateStatus)
 
 
-class AsyncCaptchaQueue(WorkerAPI, AdminAPI, ReportAPI, AccountsAPI):
+class AsyncCaptchaQueue(WorkerAPI, AccountsAPI, AdminAPI, ReportAPI):
     """A reliable Redis-backed queue of CAPTCHA tasks (asyncio)."""
 
     def __init__(

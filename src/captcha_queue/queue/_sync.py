@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from ..models import (
     AccountSpec,
+    AccountStats,
     Claim,
     DataLoss,
     DeadLetter,
@@ -318,6 +319,9 @@ class CaptchaQueue:
 
     def accounts(self) -> list[AccountSpec]:
         return self._loop.run(self._queue.accounts())
+
+    def account_stats(self) -> list[AccountStats]:
+        return self._loop.run(self._queue.account_stats())
 
     def account(self, name: str) -> AccountSpec | None:
         return self._loop.run(self._queue.account(name))

@@ -225,6 +225,38 @@ class WorkerMetrics:
             ["account", "verdict", "outcome"],
             registry=reg,
         )
+        # -- per account (a worker serving several accounts: --accounts) ------------------------
+        self._acct_finished = Counter(
+            f"{PREFIX}_account_tasks_finished",
+            "Tasks this process finished on each solver account, by final status.",
+            ["account", "status"],
+            registry=reg,
+        )
+        self._acct_in_flight = Gauge(
+            f"{PREFIX}_account_in_flight",
+            "Tasks this process holds for each account.",
+            ["account"],
+            registry=reg,
+        )
+        self._acct_slots_used = Gauge(
+            f"{PREFIX}_account_slots_used",
+            "Fleet-wide solver slots in use, per account.",
+            ["account"],
+            registry=reg,
+        )
+        self._acct_slots_limit = Gauge(
+            f"{PREFIX}_account_slots_limit",
+            "Fleet-wide solver slot limit in effect per account; NaN when unknown or none.",
+            ["account"],
+            registry=reg,
+        )
+        self._acct_paused = Gauge(
+            f"{PREFIX}_account_paused_state",
+            "1 while the account is paused (account error, busy that did not clear, operator).",
+            ["account"],
+            registry=reg,
+        )
+        self._acct_state: dict[str, dict[str, float]] = {}
         self._limit_unknown = Gauge(
             f"{PREFIX}_solver_limit_unknown",
             "1 while the fleet limit is unknown (the account has not answered): no solve is sent.",
@@ -307,6 +339,39 @@ class WorkerMetrics:
             verdict if verdict in ("good", "bad") else OTHER,
             outcome if outcome in ("sent", "error") else OTHER,
         ).inc()
+
+    # -- per account ------------------------------------------------------------------------------
+    def account_series(self, account: str) -> None:
+        """Create the series of ``account`` (an account name: configuration, never a key)."""
+        self._acct_state.setdefault(account, {"in_flight": 0, "paused": 0, "unknown": 1})
+        for status in STATUSES:
+            self._acct_finished.labels(account, status)
+        self._acct_in_flight.labels(account).set(0)
+        self._acct_slots_used.labels(account).set(0)
+        self._acct_slots_limit.labels(account).set(math.nan)
+        self._acct_paused.labels(account).set(0)
+
+    def account_finished(self, account: str, status: str) -> None:
+        self._acct_finished.labels(account, status if status in STATUSES else "error").inc()
+
+    def account_in_flight(self, account: str, n: int) -> None:
+        self._acct_in_flight.labels(account).set(n)
+        self._acct_state[account]["in_flight"] = n
+        self.set_in_flight(int(sum(state["in_flight"] for state in self._acct_state.values())))
+
+    def account_slots(self, account: str, used: int, limit: int | None) -> None:
+        self._acct_slots_used.labels(account).set(used)
+        self._acct_slots_limit.labels(account).set(math.nan if limit is None else limit)
+
+    def account_pause_state(self, account: str, paused: bool) -> None:
+        self._acct_paused.labels(account).set(1 if paused else 0)
+        self._acct_state[account]["paused"] = 1 if paused else 0
+        self.set_account_paused(all(state["paused"] for state in self._acct_state.values()))
+
+    def account_limit_unknown(self, account: str, unknown: bool) -> None:
+        """Ready (``/readyz``) as soon as one account can send solves."""
+        self._acct_state[account]["unknown"] = 1 if unknown else 0
+        self.set_limit_unknown(all(state["unknown"] for state in self._acct_state.values()))
 
     # -- namespace-level refresh ------------------------------------------------------------------
     def observe_stats(self, stats: Stats, *, now_s: float | None = None) -> None:

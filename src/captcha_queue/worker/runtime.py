@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ..errors import AccountError, CaptchaQueueError, SolverError
+from ..models import Claim
 from ._attempt import Attempts
 from ._claiming import Claiming
 from ._leases import Leases
@@ -132,9 +133,41 @@ class Worker:
         """Begin a graceful shutdown (safe to call from a signal handler on the loop)."""
         self._claiming.stop()
 
-    async def run(self) -> None:
-        """Run until ``stop()``; then shut down gracefully and return."""
+    @property
+    def paused(self) -> bool:
+        """This worker's account (or the whole fleet) is paused: it takes no task."""
+        return self.breaker.paused
+
+    @property
+    def ready(self) -> bool:
+        """The fleet limit is known: a solve can be sent."""
+        return self._s.limit_known.is_set()
+
+    def capacity(self) -> int:
+        """How many more tasks this worker would take now (its concurrency and slot-wait buffer)."""
+        return self._claiming.capacity()
+
+    @property
+    def room(self) -> asyncio.Event:
+        """Set when a run leaves the slot-wait buffer or ends (capacity may have grown)."""
+        return self._s.room
+
+    def accept(self, claim: Claim) -> None:
+        """Run a task claimed for this worker by someone else in this process (``multi.MultiWorker``
+        claims for several accounts and routes each task to one of them). Fencing is by lease token:
+        any worker of the process may finish it."""
+        self._claiming.start_run(claim)
+
+    async def run(self, *, claim_tasks: bool = True) -> None:
+        """Run until ``stop()``; then shut down gracefully and return. ``claim_tasks=False``: take
+        tasks only through ``accept`` (a router claims for this worker)."""
         await self._start()
+        if not claim_tasks:
+            try:
+                await self._s.stopping.wait()
+            finally:
+                await self._shutdown()
+            return
         claim_loop = asyncio.create_task(self._claiming.claim_loop(), name="claim-loop")
         try:
             await self._s.stopping.wait()
