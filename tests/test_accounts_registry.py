@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from captcha_queue.cli import cli
-from captcha_queue.errors import InvalidArgument
+from captcha_queue.errors import ConfigError, InvalidArgument
 from captcha_queue.models import AccountSpec
 from captcha_queue.queue._producer import AsyncCaptchaQueue
+from captcha_queue.worker.accounts import resolve_key
 
 from .helpers import CliEnv
 
@@ -141,3 +143,33 @@ def test_the_cli_stores_references_and_shows_no_secret(cli_env: CliEnv) -> None:
     gone = runner.invoke(cli, ["accounts", "remove", "two"], env=env)
     assert gone.exit_code == 1
     assert "no account two" in gone.output
+
+
+def test_a_key_is_resolved_from_its_reference_and_errors_never_show_one(tmp_path: Path) -> None:
+    secrets = tmp_path / "solvers.env"
+    secrets.write_text(f"# solver keys\n\nother = nope\nmain = {SECRET}\n", encoding="utf-8")
+    by_file = AccountSpec(name="main", key_file=str(secrets), key_entry="main")
+    assert resolve_key(by_file) == SECRET
+    assert resolve_key(AccountSpec(name="e", key_env="MY_KEY"), {"MY_KEY": f" {SECRET}\n"}) == SECRET
+    failures = [
+        (AccountSpec(name="e", key_env="MY_KEY"), {}, "environment variable MY_KEY is not set"),
+        (AccountSpec(name="f", key_file=str(secrets), key_entry="absent"), {}, "has no entry absent"),
+        (AccountSpec(name="g", key_file=str(tmp_path / "none"), key_entry="main"), {}, "cannot read"),
+    ]
+    for spec, env, message in failures:
+        with pytest.raises(ConfigError, match=message) as caught:
+            resolve_key(spec, env)
+        assert SECRET not in str(caught.value)
+        assert caught.value.__cause__ is None
+
+
+def test_a_worker_for_accounts_nobody_registered_is_one_clear_error(cli_env: CliEnv) -> None:
+    done = CliRunner().invoke(
+        cli, ["worker", "--accounts", "ghost", "--processes", "1", "--startup-timeout-s", "2"], env=cli_env
+    )
+    assert done.exit_code == 1
+    assert "no registered account ghost" in done.output
+    assert len(done.output.strip().splitlines()) == 1
+    bad = CliRunner().invoke(cli, ["worker", "--accounts", "a,,b", "--processes", "1"], env=cli_env)
+    assert bad.exit_code != 0
+    assert "accounts" in bad.output

@@ -160,3 +160,61 @@ async def test_failover_to_the_account_that_works(
         assert line in shown.output
     assert "ERROR_ZERO_BALANCE" in shown.output
     assert GOOD not in shown.output
+
+
+async def test_routing_prefers_priority_then_cost_and_follows_a_pause(
+    redis_url: str, namespace: str, simulator: RunningSimulator
+) -> None:
+    """In process: tasks go to the first account in routing order while it has room; an operator's
+    pause of it sends the next ones to the other account; a task of a method only one serves goes there."""
+    from captcha_queue.worker import MultiWorker, Worker, WorkerConfig
+    from captcha_queue.worker.accounts import solver_for_account
+
+    url = simulator.base_url
+    config = WorkerConfig(concurrency=4, lease_s=2.0, claim_block_s=0.2, time_scale=SCALE, solver_limit=2)
+    specs = [
+        AccountSpec(name="cheap", base_url=url, limit=2, cost=0.5, key_env="K"),
+        AccountSpec(name="dear", base_url=url, limit=2, cost=2.0, key_env="K"),
+        AccountSpec(name="tokens", base_url=url, limit=2, priority=-1, key_env="K", methods=("turnstile",)),
+    ]
+    async with AsyncCaptchaQueue.from_url(redis_url, namespace=namespace) as q:
+        solvers = [solver_for_account(spec, GOOD, time_scale=SCALE) for spec in specs]
+        workers = [(spec, Worker(q, solver, config)) for spec, solver in zip(specs, solvers, strict=True)]
+        multi = MultiWorker(q, workers, config)
+        running = asyncio.create_task(multi.run())
+        try:
+
+            async def solve_one(i: int, method: str = "turnstile") -> str | None:
+                params = {"sitekey": "0x4AAAA", "pageurl": f"https://e.test/{i}"}
+                if method == "userrecaptcha":
+                    params = {"googlekey": "6Le-key", "pageurl": f"https://e.test/{i}"}
+                task_id = await q.submit(method, params)
+                result = await q.wait_result(task_id, timeout_s=20.0)
+                assert result is not None
+                assert result.ok
+                return result.account
+
+            refs = {spec.name: account_ref(spec.name, key_fingerprint(GOOD)) for spec in specs}
+            assert [await solve_one(i) for i in range(3)] == [refs["cheap"]] * 3
+            await q.pause("maintenance", account=refs["cheap"])
+            await eventually(lambda: _paused(workers[0][1]), timeout_s=5.0, what="the worker sees the pause")
+            assert [await solve_one(i) for i in range(3, 5)] == [refs["dear"]] * 2
+            await q.pause("maintenance", account=refs["dear"])
+            await eventually(lambda: _paused(workers[1][1]), timeout_s=5.0, what="the worker sees the pause")
+            assert await solve_one(5) == refs["tokens"]  # the last one left serves turnstile only
+            recaptcha = asyncio.create_task(solve_one(6, "userrecaptcha"))
+            await asyncio.sleep(1.0)
+            assert not recaptcha.done()  # waits for an account that serves it: none open now
+            await q.resume(refs["dear"])
+            assert await recaptcha == refs["dear"]
+        finally:
+            multi.stop()
+            await running
+            for solver in solvers:
+                await solver.aclose()
+    assert multi.routed["cheap"] == 3
+    assert multi.routed["tokens"] >= 1
+
+
+async def _paused(worker: object) -> bool:
+    return bool(getattr(worker, "paused", False))
