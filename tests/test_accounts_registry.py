@@ -151,7 +151,7 @@ def test_a_key_is_resolved_from_its_reference_and_errors_never_show_one(tmp_path
     by_file = AccountSpec(name="main", key_file=str(secrets), key_entry="main")
     assert resolve_key(by_file) == SECRET
     assert resolve_key(AccountSpec(name="e", key_env="MY_KEY"), {"MY_KEY": f" {SECRET}\n"}) == SECRET
-    failures = [
+    failures: list[tuple[AccountSpec, dict[str, str], str]] = [
         (AccountSpec(name="e", key_env="MY_KEY"), {}, "environment variable MY_KEY is not set"),
         (AccountSpec(name="f", key_file=str(secrets), key_entry="absent"), {}, "has no entry absent"),
         (AccountSpec(name="g", key_file=str(tmp_path / "none"), key_entry="main"), {}, "cannot read"),
