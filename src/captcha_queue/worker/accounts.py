@@ -9,8 +9,9 @@ and entry, never a key.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,10 +19,13 @@ from ..errors import ConfigError
 from ..models import AccountSpec, Claim, Result
 
 if TYPE_CHECKING:
+    from ..queue._producer import AsyncCaptchaQueue
     from ..solvers.base import Solver
+    from .config import WorkerConfig
     from .metrics import WorkerMetrics
+    from .runtime import Worker
 
-__all__ = ["AccountEvents", "resolve_key", "solver_for_account"]
+__all__ = ["AccountEvents", "account_workers", "resolve_key", "solver_for_account"]
 
 #: Providers the in.php / res.php client (CaptchaAISolver) speaks for.
 _IN_PHP = frozenset({"captchaai", "2captcha", "generic"})
@@ -78,6 +82,32 @@ def solver_for_account(spec: AccountSpec, key: str, *, time_scale: float = 1.0, 
     if getattr(solver, "provider", None) is None:
         solver.provider = spec.provider  # type: ignore[attr-defined]
     return solver
+
+
+def account_workers(
+    queue: AsyncCaptchaQueue,
+    specs: Sequence[AccountSpec],
+    config: WorkerConfig,
+    *,
+    keys: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    metrics: WorkerMetrics | None = None,
+    **solver_options: Any,
+) -> list[tuple[AccountSpec, Worker]]:
+    """One ``Worker`` per account, for ``MultiWorker``: its solver (the key from ``keys`` by account
+    name, else resolved from its reference), ``config`` with the account's fleet limit, and with
+    ``metrics`` its per-account events. The caller closes the solvers (``worker.solver``)."""
+    from .runtime import Worker
+
+    built: list[tuple[AccountSpec, Worker]] = []
+    for spec in specs:
+        key = keys[spec.name] if keys is not None and spec.name in keys else resolve_key(spec, environ)
+        solver = solver_for_account(spec, key, time_scale=config.time_scale, **solver_options)
+        events = AccountEvents(metrics, spec.name) if metrics is not None else None
+        built.append(
+            (spec, Worker(queue, solver, dataclasses.replace(config, solver_limit=spec.limit), events=events))
+        )
+    return built
 
 
 class AccountEvents:

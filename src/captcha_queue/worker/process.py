@@ -166,17 +166,14 @@ async def _serve(settings: WorkerSettings) -> int:
 
 async def _serve_accounts(settings: WorkerSettings) -> int:
     """``--accounts``: one Worker per registered account under one routing claim loop (multi.py)."""
-    import dataclasses
-
     from ..errors import ConfigError
     from ..queue._producer import AsyncCaptchaQueue
     from ..solvers.base import Solver
     from ..store.connection import make_client
-    from .accounts import AccountEvents, resolve_key, solver_for_account
+    from .accounts import account_workers, resolve_key
     from .config import account_names
     from .logs import configure_logging
     from .multi import MultiWorker
-    from .runtime import Worker
     from .supervisor import install_worker_signals
 
     client = make_client(settings.redis_url, max_connections=max(16, min(128, settings.concurrency // 8)))
@@ -209,18 +206,15 @@ async def _serve_accounts(settings: WorkerSettings) -> int:
             metrics_server = metrics.serve(settings.metrics_port, settings.metrics_host)
             log.info("metrics at %s", metrics_server.url)
             refresher = asyncio.create_task(metrics.run_refresher(queue, interval_s=5.0), name="metrics")
-        workers = []
-        for spec in registered:
-            solver = solver_for_account(
-                spec,
-                keys[spec.name],
-                time_scale=settings.time_scale,
-                request_timeout_s=settings.request_timeout_s,
-            )
-            solvers.append(solver)
-            config = dataclasses.replace(settings, account=spec.name, solver_limit=spec.limit)
-            events = AccountEvents(metrics, spec.name) if metrics is not None else None
-            workers.append((spec, Worker(queue, solver, config, events=events)))
+        workers = account_workers(
+            queue,
+            registered,
+            settings,
+            keys=keys,
+            metrics=metrics,
+            request_timeout_s=settings.request_timeout_s,
+        )
+        solvers.extend(worker.solver for _, worker in workers)
         log.info(
             "serving accounts %s (routing order)",
             ", ".join(f"{s.name} ({s.provider}, limit {s.limit or 'threads'})" for s, _ in workers),
