@@ -192,7 +192,7 @@ def account_stats_table(accounts: list[AccountStats]) -> Table:
         table.add_column(column)
     for a in accounts:
         limit = str(a.slots_limit) if a.slots_limit is not None else "-"
-        paused = f"{a.pause_code}: {a.paused}" if a.paused else "no"
+        paused = (a.pause_code or "yes") if a.paused else "no"  # the reason is in the table above
         table.add_row(
             esc(a.name),
             esc(a.provider),
