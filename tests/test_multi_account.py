@@ -52,6 +52,29 @@ def turnstile(i: int) -> dict[str, object]:
     return {"method": "turnstile", "params": {"sitekey": "0x4AAAA", "pageurl": f"https://e.test/{i}"}}
 
 
+async def everything_in(q: AsyncCaptchaQueue) -> str:
+    """Every key and value of the namespace, as text."""
+    parts: list[str] = []
+    async for raw_key in q.client.scan_iter(match="{" + q.namespace + "}*"):
+        key = raw_key.decode()
+        kind_raw = await q.client.type(key)
+        kind = kind_raw.decode() if isinstance(kind_raw, bytes) else str(kind_raw)
+        if kind == "string":
+            value: object = await q.client.get(key)
+        elif kind == "hash":
+            value = await q.client.hgetall(key)
+        elif kind == "list":
+            value = await q.client.lrange(key, 0, -1)
+        elif kind == "set":
+            value = await q.client.smembers(key)
+        elif kind == "zset":
+            value = await q.client.zrange(key, 0, -1, withscores=True)
+        else:
+            value = await q.client.xrange(key)
+        parts.append(f"{key} {value!r}")
+    return "\n".join(parts)
+
+
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
         text = response.read().decode()
@@ -153,6 +176,11 @@ async def test_failover_to_the_account_that_works(
         assert image is not None
         assert image.status == "error"
         assert image.error_code == "NO_ACCOUNT_FOR_METHOD"
+
+        # No API key anywhere in Redis: the registry holds references, pauses and results fingerprints.
+        stored = await everything_in(q)
+        for key in (GOOD, BROKE, WRONG):
+            assert key not in stored
 
     shown = await asyncio.to_thread(CliRunner().invoke, cli, ["stats"], env=cli_env)
     assert shown.exit_code == 0, shown.output

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from captcha_queue import CaptchaQueue
 from captcha_queue.cli import cli
-from captcha_queue.errors import InvalidArgument, TaskNotFound
+from captcha_queue.errors import InvalidArgument, ScriptError, TaskNotFound
 from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.simulator import RunningSimulator, SimulatorConfig, run_simulator
 from captcha_queue.solvers.base import account_ref, key_fingerprint
@@ -225,3 +225,44 @@ async def test_verdicts_reach_the_account_that_solved_once(
         for ref in refs:
             assert await q.client.llen(q.keys.reports(ref)) == 0
             assert await q.client.zcard(q.keys.reports_taken(ref)) == 0
+
+
+async def test_a_reports_key_of_another_type_is_refused_and_marks_nothing(queue: AsyncCaptchaQueue) -> None:
+    (task_id,) = await solved(queue)
+    await queue.client.set(queue.keys.reports(REF), "someone else's")
+    with pytest.raises(ScriptError, match="expected a list"):
+        await queue.report(task_id, correct=False)
+    await queue.client.delete(queue.keys.reports(REF))
+    assert await queue.report(task_id, correct=False) is True  # the refusal did not mark it
+
+
+async def test_a_request_a_dead_worker_took_is_sent_by_the_next_one(
+    redis_url: str,
+    namespace: str,
+    subprocess_env: dict[str, str],
+    processes: ProcessManager,
+    simulator: RunningSimulator,
+) -> None:
+    """A worker that took a request and died before the service heard it: the next worker of the
+    account sends it once the lease passed (at least once)."""
+    async with AsyncCaptchaQueue.from_url(redis_url, namespace=namespace) as q:
+        port = free_port()
+        worker = start_worker(processes, subprocess_env, simulator, KEY, port)
+        (task_id,) = await q.submit_many(
+            [{"method": "turnstile", "params": {"sitekey": "0x4A", "pageurl": "https://e.t"}}]
+        )
+        result = await q.wait_result(task_id, timeout_s=30.0)
+        assert result is not None
+        assert result.ok
+        processes.kill(worker)  # nobody serves the account now
+        assert await q.report(task_id, correct=False)
+        (taken,) = await q.take_reports(REF, lease_s=1.0)  # as a worker that dies right after
+        assert simulator.stats()["reports"] == {}
+        start_worker(processes, subprocess_env, simulator, KEY, free_port())
+
+        async def sent() -> bool:
+            return bool(simulator.stats()["reports"])
+
+        await eventually(sent, timeout_s=20.0, what="the next worker sends the request")
+        assert simulator.stats()["reports"] == {"bad": 1}
+        assert taken.remote_id == result.remote_id
