@@ -5,6 +5,7 @@ A real ``captcha-queue worker --accounts all`` subprocess, the simulator, real R
 from __future__ import annotations
 
 import asyncio
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 
@@ -73,6 +74,14 @@ async def everything_in(q: AsyncCaptchaQueue) -> str:
             value = await q.client.xrange(key)
         parts.append(f"{key} {value!r}")
     return "\n".join(parts)
+
+
+def readyz(port: int) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode()
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -169,6 +178,11 @@ async def test_failover_to_the_account_that_works(
             )
 
         await eventually(metrics_agree, timeout_s=10.0, what="per-account series")
+
+        # Ready while one account can work: "good" is not paused (the two others are).
+        ready = await asyncio.to_thread(readyz, port)
+        assert ready[0] == 200, ready
+        assert f"account {good_ref} not paused" in ready[1]
 
         # A task only a paused or absent account could take: base64 is "images" only, not served here.
         (image_id,) = await q.submit_many([{"method": "base64", "params": {"body": "aGVsbG8=" * 40}}])

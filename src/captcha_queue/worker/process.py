@@ -180,6 +180,7 @@ async def _serve_accounts(settings: WorkerSettings) -> int:
     solvers: list[Solver] = []
     metrics_server = None
     refresher: asyncio.Task[None] | None = None
+    health_client: aioredis.Redis | None = None
     try:
         await reach_redis(settings.redis_url, settings.startup_timeout_s, client)
         queue = AsyncCaptchaQueue(client, namespace=settings.namespace)
@@ -203,9 +204,6 @@ async def _serve_accounts(settings: WorkerSettings) -> int:
             from .metrics import WorkerMetrics
 
             metrics = WorkerMetrics()
-            metrics_server = metrics.serve(settings.metrics_port, settings.metrics_host)
-            log.info("metrics at %s", metrics_server.url)
-            refresher = asyncio.create_task(metrics.run_refresher(queue, interval_s=5.0), name="metrics")
         workers = account_workers(
             queue,
             registered,
@@ -215,6 +213,26 @@ async def _serve_accounts(settings: WorkerSettings) -> int:
             request_timeout_s=settings.request_timeout_s,
         )
         solvers.extend(worker.solver for _, worker in workers)
+        if metrics is not None:
+            from .health import READY_TIMEOUT_S, Readiness
+
+            # The readiness checks get a client of their own: they never wait behind the worker's pool.
+            health_client = make_client(
+                settings.redis_url,
+                max_connections=2,
+                socket_timeout_s=READY_TIMEOUT_S,
+                pool_timeout_s=READY_TIMEOUT_S,
+            )
+            readiness = Readiness(
+                AsyncCaptchaQueue(health_client, namespace=settings.namespace),
+                account_ref=[worker.solver.account_ref for _, worker in workers],
+                limit_known=lambda: metrics is not None and metrics.limit_known,
+            )
+            metrics_server = metrics.serve(
+                settings.metrics_port or 0, settings.metrics_host, readiness=readiness.from_thread
+            )
+            log.info("metrics at %s (and /healthz, /readyz)", metrics_server.url)
+            refresher = asyncio.create_task(metrics.run_refresher(queue, interval_s=5.0), name="metrics")
         log.info(
             "serving accounts %s (routing order)",
             ", ".join(f"{s.name} ({s.provider}, limit {s.limit or 'threads'})" for s, _ in workers),
@@ -228,6 +246,8 @@ async def _serve_accounts(settings: WorkerSettings) -> int:
             refresher.cancel()
         if metrics_server is not None:
             metrics_server.close()
+        if health_client is not None:
+            await health_client.aclose()
         for solver in solvers:
             await solver.aclose()
         await client.aclose()
