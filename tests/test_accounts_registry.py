@@ -75,6 +75,9 @@ async def test_add_list_remove(queue: AsyncCaptchaQueue) -> None:
         (AccountSpec(name="a", key_env="K", base_url=f"https://x.example/?key={SECRET}"), "base_url"),
         (AccountSpec(name="a", provider="generic", limit=3, key_env="K"), "base_url"),
         (AccountSpec(name="a", key_env="K", methods=("nosuchmethod",)), "methods"),
+        (AccountSpec(name="a", key_env="K", limit=5.5), "limit"),  # type: ignore[arg-type]
+        (AccountSpec(name="a", key_env=3), "key_env"),  # type: ignore[arg-type]
+        (AccountSpec(name="a", key_env="K", priority=True), "priority"),
     ],
 )
 async def test_a_bad_account_is_one_clear_error_and_writes_nothing(

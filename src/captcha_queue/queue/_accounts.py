@@ -72,8 +72,19 @@ def _check_url(url: str) -> str:
     return url.rstrip("/")
 
 
+def _check_types(spec: AccountSpec) -> None:
+    """Every field of the type it is declared with (a Struct does not check on construction)."""
+    try:
+        msgspec.convert(msgspec.structs.asdict(spec), type=AccountSpec, strict=True)
+    except msgspec.ValidationError as exc:
+        found = re.search(r"`\$\.(\w+)", str(exc))
+        field = found.group(1) if found else "spec"
+        raise _bad(field, f"account field {field}: {str(exc).split(' - at ')[0]}") from None
+
+
 def check_account(spec: AccountSpec) -> AccountSpec:
     """``spec`` with its base URL normalised, or InvalidArgument naming the first bad field."""
+    _check_types(spec)
     validate_account(spec.name)
     if spec.provider not in ACCOUNT_PROVIDERS:
         raise _bad("provider", f"unknown provider {spec.provider!r}; known: {', '.join(ACCOUNT_PROVIDERS)}")
@@ -107,7 +118,7 @@ def check_account(spec: AccountSpec) -> AccountSpec:
             raise _bad("key_file", "key_file must be a path")
         if not _ENTRY_RE.fullmatch(spec.key_entry):
             raise _bad("key_entry", "key_entry must be 1-128 letters, digits, '_', '.', ':', '-'")
-        if _KEY_LIKE_RE.search(spec.key_entry) or _KEY_LIKE_RE.search(spec.key_file):
+        if _KEY_LIKE_RE.search(spec.key_entry):
             raise _bad("key_entry", "the reference looks like an API key: give where the key is, not the key")
     unknown = [m for m in spec.methods if m not in KNOWN_METHODS]
     if unknown:

@@ -1,8 +1,8 @@
 """Refunds, the worker's side: send the verdicts producers queued for this worker's account.
 
-Every ``renew_period_s`` (and at once after a full batch), take the report requests queued for this
-worker's account ref (``AsyncCaptchaQueue.take_reports``, under a lease of ``lease_s``), call
-``Solver.report`` for each, and ack it. A worker that dies between the take and the ack leaves its
+Every ``renew_period_s`` (and at once after a full batch), unless the account is paused, take the
+report requests queued for this worker's account ref (``AsyncCaptchaQueue.take_reports``, under a
+lease of ``lease_s``), call ``Solver.report`` for each, and ack it. A worker that dies between the take and the ack leaves its
 requests to be taken again when their lease passes: delivery is at least once (queue/_reports.py).
 """
 
@@ -39,8 +39,11 @@ class ReportSender:
                 await asyncio.sleep(self._s.config.renew_period_s)
 
     async def send_once(self) -> bool:
-        """One batch; True when it was full (more may be waiting)."""
+        """One batch; True when it was full (more may be waiting). Nothing is taken while the account
+        is paused (a wrong key, a banned IP would refuse the report): the requests wait for its end."""
         s = self._s
+        if s.breaker.account_state is not None:
+            return False
         requests = await s.queue.take_reports(s.solver.account_ref, REPORT_BATCH, s.config.lease_s)
         for request in requests:
             await self._send(request)
