@@ -2,8 +2,9 @@
 
 Every ``renew_period_s`` (and at once after a full batch), unless the account is paused, take the
 report requests queued for this worker's account ref (``AsyncCaptchaQueue.take_reports``, under a
-lease of ``lease_s``), call ``Solver.report`` for each, and ack it. A worker that dies between the take and the ack leaves its
-requests to be taken again when their lease passes: delivery is at least once (queue/_reports.py).
+lease of ``lease_s``), call ``Solver.report`` for each, and ack it. A worker that dies between the
+take and the ack leaves its requests to be taken again when their lease passes: delivery is at least
+once (queue/_reports.py).
 """
 
 from __future__ import annotations
