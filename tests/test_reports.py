@@ -266,3 +266,32 @@ async def test_a_request_a_dead_worker_took_is_sent_by_the_next_one(
         await eventually(sent, timeout_s=20.0, what="the next worker sends the request")
         assert simulator.stats()["reports"] == {"bad": 1}
         assert taken.remote_id == result.remote_id
+
+
+async def test_requests_wait_while_their_account_is_paused(
+    queue: AsyncCaptchaQueue, simulator: RunningSimulator
+) -> None:
+    """A paused account (a wrong key, a banned IP) would refuse the report and lose the refund: its
+    workers take nothing until the pause ends, then send it."""
+    from captcha_queue.solvers import CaptchaAISolver
+    from captcha_queue.worker import Worker, WorkerConfig
+
+    async with CaptchaAISolver(KEY, simulator.base_url, account="main", time_scale=SCALE) as solver:
+        worker = Worker(queue, solver, WorkerConfig(time_scale=SCALE))
+        (task_id,) = await queue.submit_many(
+            [{"method": "turnstile", "params": {"sitekey": "0x4A", "pageurl": "https://e.t"}}]
+        )
+        (claim,) = await claim_all(queue, 1)
+        remote_id = await solver.submit(claim.task.method, claim.task.params)
+        claim = await queue.record_remote(claim, remote_id)
+        await queue.complete(claim, "token", provider="captchaai", account=solver.account_ref)
+        assert await queue.report(task_id, correct=False)
+        await queue.pause("key revoked", account=solver.account_ref, code="ERROR_KEY_DOES_NOT_EXIST")
+        await worker.breaker.refresh()
+        assert await worker.reports.send_once() is False
+        assert await queue.client.llen(queue.keys.reports(solver.account_ref)) == 1
+        await queue.resume(solver.account_ref)
+        await worker.breaker.refresh()
+        await worker.reports.send_once()
+        assert simulator.stats()["reports"] == {"bad": 1}
+        assert await queue.client.zcard(queue.keys.reports_taken(solver.account_ref)) == 0
