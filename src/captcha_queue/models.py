@@ -13,6 +13,8 @@ import msgspec
 __all__ = [
     "PRIORITIES",
     "AccountInfo",
+    "AccountSpec",
+    "AccountStats",
     "Attempt",
     "Claim",
     "DataLoss",
@@ -21,6 +23,7 @@ __all__ = [
     "PauseState",
     "Priority",
     "RenewOutcome",
+    "ReportRequest",
     "Result",
     "Solution",
     "Stats",
@@ -62,6 +65,50 @@ class AccountInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     threads: int | None = None
     working_threads: int | None = None
     balance: float | None = None
+
+
+class AccountSpec(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One solver account of a namespace, as the registry keeps it (``captcha-queue accounts``).
+
+    The API key is never stored: ``key_env`` names the environment variable a worker reads it from,
+    or ``key_file`` + ``key_entry`` name a secrets file (``entry=key`` lines) and the entry in it.
+    Routing takes accounts by ``priority`` (higher first), then ``cost`` (lower first: a relative cost
+    per solve), then name; ``methods`` (empty: every method the provider serves) limits what it gets.
+    ``limit`` is the account's fleet limit (solves in flight); None: the threads the account reports
+    (providers that report them only).
+    """
+
+    name: str
+    provider: str = "captchaai"
+    base_url: str | None = None  # None: the provider's own
+    limit: int | None = None
+    priority: int = 0
+    cost: float = 1.0
+    key_env: str | None = None
+    key_file: str | None = None
+    key_entry: str | None = None
+    methods: tuple[str, ...] = ()
+
+    @property
+    def key_source(self) -> str:
+        """Where the key is read from, for people (never the key): ``env:NAME`` or ``file:PATH#ENTRY``."""
+        if self.key_env is not None:
+            return f"env:{self.key_env}"
+        return f"file:{self.key_file}#{self.key_entry}"
+
+
+class AccountStats(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One registered account now: its fleet slots, its pause, the live workers serving it and the
+    tasks they hold, the tasks finished on it (results of this namespace still kept)."""
+
+    name: str
+    provider: str
+    slots_used: int = 0
+    slots_limit: int | None = None
+    paused: str | None = None  # the pause's reason while the account is paused
+    pause_code: str | None = None
+    workers: int = 0
+    in_flight: int = 0
 
 
 class Task(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -124,10 +171,28 @@ class Result(msgspec.Struct, frozen=True, omit_defaults=True):
     queue_wait_s: float | None = None
     solve_s: float | None = None
     metadata: dict[str, Any] | None = None
+    #: Who solved it (success only): the provider (``captchaai``, ``2captcha``, ...), the account as
+    #: workers know it (``<name>/<key fingerprint>``, never the key) and the service's id of the solve.
+    #: ``AsyncCaptchaQueue.report`` sends a verdict on the answer there.
+    provider: str | None = None
+    account: str | None = None
+    remote_id: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.status == "success"
+
+
+class ReportRequest(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A verdict on a solved task's answer, queued for the account that solved it
+    (``AsyncCaptchaQueue.report`` writes it, a worker of that account sends it to the service)."""
+
+    id: str
+    remote_id: str
+    correct: bool
+    account: str
+    provider: str | None = None
+    requested_at: float = 0.0
 
 
 class Claim(msgspec.Struct, frozen=True):

@@ -69,7 +69,7 @@ async def _report(queue: AsyncCaptchaQueue, task_id: str, *, correct: bool) -> b
     """Record the client's verdict on a solved task (forwarded to the provider that solved it):
     True when newly recorded, False when already reported; TaskNotFound for an unknown or unsolved
     task."""
-    return await queue.report(task_id, correct=correct)  # type: ignore[attr-defined,no-any-return]
+    return await queue.report(task_id, correct=correct)
 
 
 # -- reading a request -------------------------------------------------------------------------------

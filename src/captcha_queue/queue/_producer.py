@@ -31,9 +31,11 @@ from ..errors import (
 from ..models import Result, TaskSpec
 from ..store.connection import make_client, redis_errors_async
 from ..store.scripts import Code
+from ._accounts import AccountsAPI
 from ._admin import AdminAPI
 from ._claims import WorkerAPI
 from ._core import QueueConfig, as_str, check_seconds, check_task_id
+from ._reports import ReportAPI
 from ._submission import PreparedTask, check_minted_id, new_ids, prepare, prepare_entry
 from ._waiting import ResultWaiter, check_event_id, listen_events
 
@@ -59,7 +61,7 @@ class _StateStatus(msgspec.Struct):
 _state_decoder = msgspec.json.Decoder(_StateStatus)
 
 
-class AsyncCaptchaQueue(WorkerAPI, AdminAPI):
+class AsyncCaptchaQueue(WorkerAPI, AccountsAPI, AdminAPI, ReportAPI):
     """A reliable Redis-backed queue of CAPTCHA tasks (asyncio)."""
 
     def __init__(

@@ -41,6 +41,8 @@ class Code:
     RETRY_SCHEDULED = 1
     #: claimTasks: the fleet is paused, nothing handed out (not a refusal).
     PAUSED = 2
+    #: reportTask: a verdict on this task's answer was queued before; nothing written (not a refusal).
+    ALREADY_REPORTED = 3
     NOT_FOUND = -1
     LEASE_LOST = -2
     CANCELLED = -3
@@ -63,6 +65,7 @@ CODES: dict[int, tuple[str, Callable[[str, str | None], CaptchaQueueError] | Non
     Code.OK: ("OK", None),
     Code.RETRY_SCHEDULED: ("RETRY_SCHEDULED", None),
     Code.PAUSED: ("PAUSED", None),
+    Code.ALREADY_REPORTED: ("ALREADY_REPORTED", None),
     Code.NOT_FOUND: ("NOT_FOUND", lambda task_id, _d: TaskNotFound(f"no task {task_id}")),
     Code.LEASE_LOST: ("LEASE_LOST", lambda task_id, _d: LeaseLost(task_id)),
     Code.CANCELLED: ("CANCELLED", lambda task_id, _d: TaskCancelled(task_id)),
