@@ -19,7 +19,7 @@ from captcha_queue.simulator import LatencyModel, RunningSimulator, SimulatorCon
 from .gateway_helpers import new_key, png_b64, serve
 from .helpers import ProcessManager, claim_all
 from .node_client import NodeClients, node_clients
-from .test_worker_processes import start_worker, worker_env
+from .test_worker_processes import eventually, start_worker, worker_env
 
 #: The first test of a session may run ``npm ci``.
 pytestmark = pytest.mark.timeout(120)
@@ -27,7 +27,6 @@ pytestmark = pytest.mark.timeout(120)
 SITEKEY = "6Le-wvkSAAAAAPBMRTvw0Q4Muexq9bi0DJwx_mJ-"
 RC = {"pageurl": "https://example.com/login", "googlekey": SITEKEY}
 TURNSTILE = {"pageurl": "https://example.com/login", "sitekey": "0x4AAAAAAAA-site-key"}
-NO_REPORT = "reportgood/reportbad need AsyncCaptchaQueue.report (not merged yet)"
 
 
 @pytest.fixture
@@ -83,11 +82,11 @@ async def test_the_2captcha_node_client_solves_through_the_gateway(
     assert solved.document["answer"] == await stored_answer(queue, task_id)
 
 
-@pytest.mark.skipif(not hasattr(AsyncCaptchaQueue, "report"), reason=NO_REPORT)
 async def test_the_node_clients_report_through_the_gateway(
     node: NodeClients,
     gateway: RunningGateway,
     worker: subprocess.Popen[bytes],
+    simulator: RunningSimulator,
     redis_client: aioredis.Redis,
     namespace: str,
 ) -> None:
@@ -112,6 +111,11 @@ async def test_the_node_clients_report_through_the_gateway(
     )
     assert reported.ok, reported
     assert reported.document["report"] is True  # the client answers true for {"errorId": 0, ...}
+
+    async def forwarded() -> bool:  # the worker sends each verdict to the provider that solved the task
+        return simulator.stats()["reports"] == {"good": 2}
+
+    await eventually(forwarded, timeout_s=20.0, what="both good reports reach the simulator")
 
 
 async def test_the_2captcha_node_client_balance_and_errors(
