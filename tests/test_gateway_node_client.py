@@ -113,7 +113,7 @@ async def test_the_node_clients_report_through_the_gateway(
     assert reported.document["report"] is True  # the client answers true for {"errorId": 0, ...}
 
     async def forwarded() -> bool:  # the worker sends each verdict to the provider that solved the task
-        return simulator.stats()["reports"] == {"good": 2}
+        return bool(simulator.stats()["reports"] == {"good": 2})
 
     await eventually(forwarded, timeout_s=20.0, what="both good reports reach the simulator")
 
