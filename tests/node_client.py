@@ -164,7 +164,8 @@ def install() -> NodeClients:
                     check=False,
                 )
             except subprocess.TimeoutExpired:
-                pytest.fail(f"npm ci in {NODE_DIR} took over {INSTALL_TIMEOUT_S:g} s (is the registry reachable?)")
+                why = f"npm ci in {NODE_DIR} took over {INSTALL_TIMEOUT_S:g} s (is the registry reachable?)"
+                pytest.fail(why, pytrace=False)
             if proc.returncode != 0:
                 output = (proc.stdout + proc.stderr).decode(errors="replace")[-4000:]
                 pytest.fail(f"npm ci in {NODE_DIR} failed (exit {proc.returncode}):\n{output}", pytrace=False)
