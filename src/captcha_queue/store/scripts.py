@@ -22,9 +22,18 @@ from importlib.abc import Traversable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
-from ..errors import CaptchaQueueError, LeaseLost, ScriptError, TaskCancelled, TaskNotFound
+from ..errors import (
+    CaptchaQueueError,
+    LeaseLost,
+    ScriptError,
+    TaskCancelled,
+    TaskNotFound,
+    WriteNotReplicated,
+)
+from .connection import client_profile
 
 __all__ = ["CODES", "Code", "Script", "Scripts", "load_scripts", "raise_for_code"]
 
@@ -94,6 +103,9 @@ def raise_for_code(code: int, task_id: str, detail: str | None = None) -> None:
 _ADMIT_WORK = frozenset({"submitTasks", "requeueDead"})
 #: Read-only scripts run without flags (as they always did, on a replica too).
 _READ_ONLY = frozenset({"readStats"})
+#: The acknowledged writes that ``durability=replica`` waits on (``WAIT 1``): a submission and every
+#: finish. Claims, leases and fleet slots are not: a lost claim is handed out again, slots rebuilt.
+DURABLE_WRITES = frozenset({"submitTasks", "completeTask", "failTask", "expireTask", "cancelTask"})
 
 
 def _with_flags(name: str, source: str) -> str:
@@ -172,12 +184,47 @@ class Script:
             raise ScriptError(f"script {self.name} takes {self.num_keys} keys, given {len(keys)}")
 
     async def __call__(self, client: aioredis.Redis, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
+        """EVALSHA; on NOSCRIPT (a restarted or new node: the script did not run) EVAL, which runs it
+        and loads it into that node's cache: on a Cluster the node serving the keys' slot."""
         self._check_keys(keys)
+        profile = client_profile(client)
+        if profile.durability == "replica" and self.name in DURABLE_WRITES and keys:
+            return await self._call_durably(client, keys, args, profile.durability_timeout_ms)
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            await client.script_load(self.source)
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
+            return await client.eval(self.source, len(keys), *keys, *args)
+
+    async def _call_durably(
+        self, client: aioredis.Redis, keys: Sequence[str], args: Sequence[Any], timeout_ms: int
+    ) -> Any:
+        """The call and ``WAIT 1 timeout_ms`` in one pipeline on one connection (WAIT counts the
+        replicas that acknowledged that connection's writes); WriteNotReplicated when none did."""
+        wait_target: dict[str, Any] = {}
+        if isinstance(client, RedisCluster):
+            await client.initialize()
+            wait_target["target_nodes"] = client.get_node_from_key(keys[0])
+        for by_source in (False, True):
+            async with client.pipeline(transaction=False) as pipe:
+                if by_source:
+                    pipe.eval(self.source, len(keys), *keys, *args)
+                else:
+                    pipe.evalsha(self.sha, len(keys), *keys, *args)
+                pipe.execute_command("WAIT", 1, timeout_ms, **wait_target)
+                reply, acked = await pipe.execute(raise_on_error=False)
+            if isinstance(reply, NoScriptError) and not by_source:
+                continue
+            if isinstance(reply, BaseException):
+                raise reply
+            if isinstance(acked, BaseException):
+                raise acked
+            if int(acked) < 1:
+                raise WriteNotReplicated(
+                    f"script {self.name}: the primary applied the write but no replica acknowledged it "
+                    f"within {timeout_ms} ms (durability=replica); a failover now could lose it"
+                )
+            return reply
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def queue_in(self, pipe: Any, keys: Sequence[str], args: Sequence[Any] = ()) -> None:
         """Add an EVALSHA to a pipeline (call ``Scripts.ensure_loaded`` before executing it)."""

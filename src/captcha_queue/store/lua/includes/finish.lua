@@ -83,7 +83,7 @@ local function finish(id, st, status, now, extra, counter)
   redis.call('ZADD', K.expiry, now + (tonumber(st.result_ttl_ms) or C.result_ttl_ms), id)
   redis.call('HINCRBY', K.counters, counter or COUNTER[status], 1)
   -- The whole result travels with the announcement, so a waiter wakes without a second read.
-  redis.call('PUBLISH', C.channel,
+  redis.call(C.publish, C.channel,
     '{"id":' .. cjson.encode(id) .. ',"status":"' .. status .. '","result":' .. json .. '}')
   return json
 end
