@@ -24,13 +24,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Self
 from urllib.parse import quote
 
 import redis
 
 from captcha_queue.store.server import die_with_parent, find_server_binary
 
-__all__ = ["RedisClusterDeployment", "SentinelDeployment", "ServerProcess", "free_ports"]
+__all__ = ["RedisClusterDeployment", "SentinelDeployment", "ServerProcess", "command", "free_ports"]
 
 SERVICE = "mymaster"
 
@@ -47,6 +48,11 @@ def free_ports(n: int) -> list[int]:
     finally:
         for sock in socks:
             sock.close()
+
+
+def command(client: redis.Redis, *args: Any) -> Any:
+    """``client.execute_command`` (typed)."""
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
 def _wait(predicate: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.05) -> None:
@@ -150,7 +156,7 @@ class _Deployment:
             self.client(port) if password else redis.Redis(host="127.0.0.1", port=port, socket_timeout=2.0)
         )
         try:
-            return client.execute_command(*args)
+            return command(client, *args)
         finally:
             client.close()
 
@@ -169,7 +175,7 @@ class _Deployment:
             server.stop()
         self._tmp.cleanup()
 
-    def __enter__(self) -> _Deployment:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -220,7 +220,7 @@ def client_username(client: Any) -> str | None:
     return str(user) if user else None
 
 
-class _SentinelBlockingPool(SentinelConnectionPool, BlockingConnectionPool):  # type: ignore[misc]
+class _SentinelBlockingPool(SentinelConnectionPool, BlockingConnectionPool):
     """Sentinel's pool (the primary looked up on every new connection) with the bounded blocking
     checkout of ``BlockingConnectionPool``."""
 
@@ -251,7 +251,7 @@ class _ClusterPipeline(ClusterPipeline):
     """A cluster pipeline that also takes TIME, sent to the node serving the pipeline's first key (the
     clock the namespace's scripts read), so ``stats``, ``workers`` and pauses read one clock."""
 
-    def time(self, **kwargs: Any) -> Any:  # type: ignore[override]
+    def time(self, **kwargs: Any) -> Any:
         return self.execute_command("TIME", **kwargs)
 
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
@@ -279,9 +279,9 @@ class ClusterClient(RedisCluster):
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
         if shard_hint:
             raise RedisCommandError("shard_hint is not supported on a Redis Cluster")
-        return _ClusterPipeline(self, transaction)
+        return _ClusterPipeline(self, transaction)  # type: ignore[abstract]
 
-    async def aclose(self, close_connection_pool: bool | None = None) -> None:  # type: ignore[override]
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
         await super().aclose()
 
 
@@ -327,7 +327,7 @@ def make_client(
             **target.sentinel_options,
         }
         sentinel = Sentinel(list(target.hosts), sentinel_kwargs=sentinel_kwargs)
-        pool = _SentinelBlockingPool(
+        pool = _SentinelBlockingPool(  # type: ignore[no-untyped-call]
             target.service,
             sentinel,
             is_master=True,
@@ -366,7 +366,7 @@ async def check_server(client: aioredis.Redis) -> None:
 def _describe(client: aioredis.Redis | None) -> str:
     if client is None:
         return "Redis"
-    if isinstance(client, RedisCluster):
+    if is_cluster(client):
         return "the Redis Cluster"
     if isinstance(client, SentinelClient):
         return "the Redis primary Sentinel names"

@@ -22,7 +22,6 @@ from importlib.abc import Traversable
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from ..errors import (
@@ -33,7 +32,7 @@ from ..errors import (
     TaskNotFound,
     WriteNotReplicated,
 )
-from .connection import client_profile
+from .connection import client_profile, is_cluster
 
 __all__ = ["CODES", "Code", "Script", "Scripts", "load_scripts", "raise_for_code"]
 
@@ -201,9 +200,10 @@ class Script:
         """The call and ``WAIT 1 timeout_ms`` in one pipeline on one connection (WAIT counts the
         replicas that acknowledged that connection's writes); WriteNotReplicated when none did."""
         wait_target: dict[str, Any] = {}
-        if isinstance(client, RedisCluster):
-            await client.initialize()
-            wait_target["target_nodes"] = client.get_node_from_key(keys[0])
+        if is_cluster(client):
+            cluster: Any = client
+            await cluster.initialize()
+            wait_target["target_nodes"] = cluster.get_node_from_key(keys[0])
         for by_source in (False, True):
             async with client.pipeline(transaction=False) as pipe:
                 if by_source:
