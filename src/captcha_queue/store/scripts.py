@@ -183,8 +183,8 @@ class Script:
             raise ScriptError(f"script {self.name} takes {self.num_keys} keys, given {len(keys)}")
 
     async def __call__(self, client: aioredis.Redis, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
-        """EVALSHA; on NOSCRIPT (a restarted or new node: the script did not run) EVAL, which runs it
-        and loads it into that node's cache: on a Cluster the node serving the keys' slot."""
+        """EVALSHA; on NOSCRIPT (a restarted or new node: the script did not run) SCRIPT LOAD, on a
+        Cluster into the node serving the keys' slot only, and EVALSHA again."""
         self._check_keys(keys)
         profile = client_profile(client)
         if profile.durability == "replica" and self.name in DURABLE_WRITES and keys:
@@ -192,7 +192,16 @@ class Script:
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            return await client.eval(self.source, len(keys), *keys, *args)
+            await self._load(client, keys)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+    async def _load(self, client: aioredis.Redis, keys: Sequence[str]) -> None:
+        if is_cluster(client) and keys:
+            cluster: Any = client
+            node = cluster.get_node_from_key(keys[0])
+            await cluster.execute_command("SCRIPT LOAD", self.source, target_nodes=node)
+        else:
+            await client.script_load(self.source)
 
     async def _call_durably(
         self, client: aioredis.Redis, keys: Sequence[str], args: Sequence[Any], timeout_ms: int
@@ -204,15 +213,13 @@ class Script:
             cluster: Any = client
             await cluster.initialize()
             wait_target["target_nodes"] = cluster.get_node_from_key(keys[0])
-        for by_source in (False, True):
+        for reloaded in (False, True):
             async with client.pipeline(transaction=False) as pipe:
-                if by_source:
-                    pipe.eval(self.source, len(keys), *keys, *args)
-                else:
-                    pipe.evalsha(self.sha, len(keys), *keys, *args)
+                pipe.evalsha(self.sha, len(keys), *keys, *args)
                 pipe.execute_command("WAIT", 1, timeout_ms, **wait_target)
                 reply, acked = await pipe.execute(raise_on_error=False)
-            if isinstance(reply, NoScriptError) and not by_source:
+            if isinstance(reply, NoScriptError) and not reloaded:
+                await self._load(client, keys)
                 continue
             if isinstance(reply, BaseException):
                 raise reply
