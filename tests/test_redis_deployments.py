@@ -21,7 +21,7 @@ from captcha_queue.cli import cli
 from captcha_queue.errors import ConfigError, RedisUnavailable
 from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.simulator import RunningSimulator, SimulatorConfig, run_simulator
-from captcha_queue.store.connection import client_profile, is_cluster, make_client, parse_redis_url
+from captcha_queue.store.connection import client_profile, is_cluster, make_client, node_info, parse_redis_url
 from captcha_queue.store.keys import Keys
 
 from .cluster_fixtures import RedisClusterDeployment, SentinelDeployment, command
@@ -303,3 +303,24 @@ def test_redis_py_reaches_the_same_data_as_the_queue(cluster: RedisClusterDeploy
         assert len(slots) == 1
     finally:
         rc.close()
+
+
+async def test_node_info_reads_the_server_of_the_namespace_slot(
+    cluster: RedisClusterDeployment, ns: str
+) -> None:
+    client = make_client(cluster.url)
+    try:
+        info = await node_info(client, Keys(ns).tasks, "server")
+        assert int(info["tcp_port"]) == cluster.port_of_slot_owner(Keys(ns).prefix)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.timeout(60)
+async def test_a_large_submission_checks_memory_on_the_slot_primary(
+    cluster: RedisClusterDeployment, ns: str
+) -> None:
+    async with AsyncCaptchaQueue.from_url(cluster.url, namespace=ns) as q:
+        ids = await q.submit_many(specs(1200))  # over one chunk: the memory headroom is read first
+        assert len(set(ids)) == 1200
+        assert (await q.stats()).queued["normal"] == 1200

@@ -212,3 +212,47 @@ async def test_replica_durability_refuses_what_no_replica_took_and_loss_without_
         finally:
             await durable.aclose()
             await plain.aclose()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", ["sentinel-failover", "sentinel-kill", "cluster-kill"])
+async def test_a_waiter_gets_its_result_pushed_across_a_failover(kind: str) -> None:
+    """A wait_result begun before the failover returns the result written after it, promptly (the
+    subscription moved to the new primary, or still hears the demoted one), not at its timeout."""
+    dep: Deployment = RedisClusterDeployment() if kind.startswith("cluster") else SentinelDeployment()
+    with dep:
+        dep.start()
+        ns = f"t-{uuid.uuid4().hex[:10]}"
+        async with (
+            AsyncCaptchaQueue.from_url(dep.url, namespace=ns) as producer,
+            AsyncCaptchaQueue.from_url(dep.url, namespace=ns) as worker,
+        ):
+            task_id = await producer.submit("turnstile", turnstile(1))
+            waiting = asyncio.create_task(producer.wait_result(task_id, timeout_s=90))
+            await asyncio.sleep(0.3)  # subscribed
+            if isinstance(dep, SentinelDeployment):
+                old = dep.primary_port()
+                if kind == "sentinel-failover":
+                    await asyncio.to_thread(dep.failover)
+                else:
+                    dep.kill(old)
+                await asyncio.to_thread(dep.wait_new_primary, old)
+            else:
+                owner = dep.port_of_slot_owner(Keys(ns).prefix)
+                dep.kill(owner)
+                await asyncio.to_thread(dep.wait_promoted, owner)
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    (claim,) = await worker.claim("w1", 1, block_s=1)
+                    await worker.complete(claim, "after-failover")
+                    break
+                except (RedisUnavailable, ValueError):
+                    assert time.monotonic() < deadline, "the worker never reached the new primary"
+                    await asyncio.sleep(0.1)
+            finished_at = time.monotonic()
+            result = await asyncio.wait_for(waiting, 20)
+            assert time.monotonic() - finished_at < 10  # pushed (or re-read on resubscribe), not the 90 s
+            assert result is not None
+            assert result.solution is not None
+            assert result.solution.text == "after-failover"

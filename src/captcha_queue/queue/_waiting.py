@@ -29,7 +29,7 @@ from redis.exceptions import ResponseError
 
 from ..errors import InvalidArgument, RedisUnavailable
 from ..models import Result
-from ..store.connection import BLOCK_MAX_S, client_profile, redis_errors_async
+from ..store.connection import BLOCK_MAX_S, client_profile, redis_errors_async, refresh_topology
 from ..store.keys import Keys
 from ._core import decode_result
 
@@ -133,6 +133,8 @@ class ResultWaiter:
             if not self._closing:
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 2.0)
+                if sharded:  # the slot may have a new primary (failover, migration): look again
+                    await refresh_topology(self._client)
 
     def _dispatch(self, data: bytes | str) -> None:
         result: Result | None = None

@@ -54,9 +54,11 @@ __all__ = [
     "client_username",
     "is_cluster",
     "make_client",
+    "node_info",
     "parse_redis_url",
     "redis_errors",
     "redis_errors_async",
+    "refresh_topology",
 ]
 
 #: Read timeout for every socket. Blocking commands never wait longer than BLOCK_MAX_S.
@@ -354,6 +356,29 @@ def make_client(
         client._room = asyncio.Semaphore(max_connections)
     client._captcha_queue_profile = target.profile
     return cast(aioredis.Redis, client)
+
+
+async def refresh_topology(client: aioredis.Redis) -> None:
+    """On a Cluster, ask for the slot map again (at most once a second, redis-py's throttle): after a
+    failure only a (sharded) subscription saw, so that it reconnects to the slot's new primary, not the
+    dead one. A no-op elsewhere (Sentinel is asked on every new connection anyway)."""
+    if is_cluster(client):
+        cluster: Any = client
+        cluster._initialize = True  # what redis-py's own error paths set to request a refresh
+        with contextlib.suppress(redis.RedisError, OSError):
+            await cluster.initialize()
+
+
+async def node_info(client: aioredis.Redis, key: str, *sections: str) -> dict[str, Any]:
+    """INFO ``sections`` of the server holding ``key``: on a Cluster, its slot's primary (not the
+    client's default node); elsewhere the server."""
+    if is_cluster(client):
+        cluster: Any = client
+        await cluster.initialize()
+        node = cluster.get_node_from_key(key)
+        reply: dict[str, Any] = await cluster.info(*sections, target_nodes=node)
+        return reply
+    return await client.info(*sections)
 
 
 async def check_server(client: aioredis.Redis) -> None:
