@@ -32,7 +32,14 @@ import redis
 
 from captcha_queue.store.server import die_with_parent, find_server_binary
 
-__all__ = ["RedisClusterDeployment", "SentinelDeployment", "ServerProcess", "command", "free_ports"]
+__all__ = [
+    "RedisClusterDeployment",
+    "SentinelDeployment",
+    "ServerProcess",
+    "cli_binary",
+    "command",
+    "free_ports",
+]
 
 SERVICE = "mymaster"
 
@@ -49,6 +56,11 @@ def free_ports(n: int) -> list[int]:
     finally:
         for sock in socks:
             sock.close()
+
+
+def cli_binary() -> str | None:
+    """redis-cli (or valkey-cli) on PATH: ``--cluster create`` needs it."""
+    return shutil.which("redis-cli") or shutil.which("valkey-cli")
 
 
 def command(client: redis.Redis, *args: Any) -> Any:
@@ -210,10 +222,10 @@ class RedisClusterDeployment(_Deployment):
             self.servers.append(server)
         for port in self.ports:
             _wait(lambda port=port: self._ping(port), 10.0, f"cluster node {port}")  # type: ignore[misc]
-        cli = shutil.which("redis-cli")
+        cli = cli_binary()
         if cli is None:
-            raise RuntimeError("redis-cli is not on PATH")
-        env = {**os.environ, "REDISCLI_AUTH": self.password}
+            raise RuntimeError("neither redis-cli nor valkey-cli is on PATH")
+        env = {**os.environ, "REDISCLI_AUTH": self.password, "VALKEYCLI_AUTH": self.password}
         done = subprocess.run(
             [
                 cli,

@@ -8,6 +8,10 @@ import pytest
 from bench.chaos.ha_faults import cluster_primary_killed, sentinel_failover, slot_migration
 from bench.chaos.outcome import Row
 
+from .cluster_fixtures import needs_cluster_tools
+
+pytestmark = needs_cluster_tools
+
 
 def _explain(row: Row) -> str:
     return f"{row.figure}; {row.violations}"

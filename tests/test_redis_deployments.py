@@ -17,18 +17,21 @@ import pytest
 import redis
 from click.testing import CliRunner
 
+from captcha_queue import CaptchaQueue
 from captcha_queue.cli import cli
 from captcha_queue.errors import ConfigError, RedisUnavailable
 from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.simulator import RunningSimulator, SimulatorConfig, run_simulator
 from captcha_queue.store.connection import client_profile, is_cluster, make_client, node_info, parse_redis_url
 from captcha_queue.store.keys import Keys
+from captcha_queue.store.server import redact_url
 
-from .cluster_fixtures import RedisClusterDeployment, SentinelDeployment, command
+from .cluster_fixtures import RedisClusterDeployment, SentinelDeployment, command, needs_cluster_tools
 from .helpers import RC, ProcessManager
 from .test_worker_processes import all_final, eventually, specs, start_worker, worker_env
 
 Deployment = RedisClusterDeployment | SentinelDeployment
+pytestmark = needs_cluster_tools
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +87,14 @@ def test_sentinel_and_cluster_urls_parse_into_their_deployments() -> None:
     assert cluster_target.hosts == (("h1", 7000), ("h2", 7001))
     assert parse_redis_url("redis://:pw@127.0.0.1:6379/0").kind == "server"
     assert "s3cret" not in repr(target)
+    guarded = "redis+sentinel://:pw@h:26379/mymaster?sentinel_password=sent1nel&sentinel_username=watcher"
+    with_auth = parse_redis_url(guarded)
+    assert with_auth.sentinel_options["password"] == "sent1nel"
+    assert with_auth.sentinel_options["username"] == "watcher"
+    assert "password" not in with_auth.options or with_auth.options["password"] == "pw"
+    shown = redact_url(guarded)
+    assert "sent1nel" not in shown
+    assert ":pw@" not in shown
 
 
 @pytest.mark.parametrize(
@@ -324,3 +335,10 @@ async def test_a_large_submission_checks_memory_on_the_slot_primary(
         ids = await q.submit_many(specs(1200))  # over one chunk: the memory headroom is read first
         assert len(set(ids)) == 1200
         assert (await q.stats()).queued["normal"] == 1200
+
+
+def test_the_blocking_queue_works_on_both(deployment: Deployment, ns: str) -> None:
+    with CaptchaQueue.from_url(deployment.url, namespace=ns) as q:
+        task_id = q.submit("userrecaptcha", RC)
+        assert q.stats().queued["normal"] == 1
+        assert q.get_result(task_id) is None

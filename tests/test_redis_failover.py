@@ -25,11 +25,12 @@ from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.simulator import RunningSimulator, SimulatorConfig, run_simulator
 from captcha_queue.store.keys import Keys
 
-from .cluster_fixtures import RedisClusterDeployment, SentinelDeployment, command
+from .cluster_fixtures import RedisClusterDeployment, SentinelDeployment, command, needs_cluster_tools
 from .helpers import ProcessManager
 from .test_worker_processes import eventually, specs, start_worker, turnstile, worker_env
 
 Deployment = RedisClusterDeployment | SentinelDeployment
+pytestmark = needs_cluster_tools
 
 
 @pytest.fixture
