@@ -257,18 +257,37 @@ class Stats(msgspec.Struct, frozen=True):
 
 class DataLoss(msgspec.Struct, frozen=True):
     """Redis came back without the data set this process had seen (restarted empty, flushed, failed
-    over to an empty replica). ``lost`` counts the tasks that were queued or in flight then."""
+    over to an empty replica). ``lost`` counts the tasks that were queued or in flight then.
+
+    A failover to a replica that had not received the last writes keeps the epoch but rolls the
+    counters back: ``submitted_after`` / ``finished_after`` are set then (``rolled_back``), and
+    ``lost`` counts the acknowledged submissions that are gone (finishes rolled back are solved again)."""
 
     epoch_before: str
     epoch_after: str | None
     submitted_before: int
     finished_before: int
+    submitted_after: int | None = None
+    finished_after: int | None = None
+
+    @property
+    def rolled_back(self) -> bool:
+        return self.epoch_after == self.epoch_before
 
     @property
     def lost(self) -> int:
+        if self.rolled_back:
+            return max(0, self.submitted_before - (self.submitted_after or 0))
         return max(0, self.submitted_before - self.finished_before)
 
     def describe(self) -> str:
+        if self.rolled_back:
+            return (
+                f"Redis lost its latest writes (a failover to a replica that lacked them; epoch "
+                f"{self.epoch_before} kept): {self.lost} tasks that were queued or in flight are gone "
+                f"(submitted watermark {self.submitted_before} -> {self.submitted_after}, finished "
+                f"{self.finished_before} -> {self.finished_after})"
+            )
         return (
             f"Redis lost its data: epoch {self.epoch_before} -> {self.epoch_after or 'none'}; "
             f"{self.lost} tasks that were queued or in flight are gone "

@@ -22,7 +22,7 @@ from redis.exceptions import OutOfMemoryError, ResponseError
 from ..errors import CaptchaQueueError, InvalidArgument, RedisOutOfMemory, ScriptError
 from ..models import Attempt, DeadLetter, Result, Task
 from ..options import check_settings, setting
-from ..store.connection import redis_errors_async
+from ..store.connection import client_profile, redis_errors_async
 from ..store.keys import Keys
 from ..store.scripts import Code, Scripts, load_scripts, raise_for_code
 
@@ -205,6 +205,7 @@ class QueueCore:
             int(self.config.dead_ttl_s * 1000),
             self.config.events_maxlen,
             self.keys.channel,
+            client_profile(client).publish_command,
         )
 
     @property

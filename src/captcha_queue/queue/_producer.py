@@ -29,7 +29,7 @@ from ..errors import (
     SubmitRefused,
 )
 from ..models import Result, TaskSpec
-from ..store.connection import make_client, redis_errors_async
+from ..store.connection import make_client, node_info, redis_errors_async
 from ..store.scripts import Code
 from ._accounts import AccountsAPI
 from ._admin import AdminAPI
@@ -250,7 +250,7 @@ class AsyncCaptchaQueue(WorkerAPI, AccountsAPI, AdminAPI, ReportAPI):
             return
         try:
             async with redis_errors_async(self.client):
-                info = await self.client.info("memory")
+                info = await node_info(self.client, self.keys.tasks, "memory")
         except CaptchaQueueError as exc:
             if isinstance(exc.__cause__, ResponseError):
                 return  # INFO not allowed to this user: each chunk is still refused whole by Redis
