@@ -39,6 +39,7 @@ from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.store.connection import make_client
 
 from .harness import ProcessGroup, RunResult, Simulator, child_env, percentile, run_async
+from .ports import free_port
 
 __all__ = ["GatewaySizes", "main", "run_gateway_bench", "run_gateway_w2"]
 
@@ -258,14 +259,6 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 30.
     raise RuntimeError("the gateway did not become ready")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def _finish_all(redis_url: str, namespace: str, count: int) -> list[str]:
     """Claim and complete ``count`` tasks (as a worker would), so polls find results."""
     done: list[str] = []
@@ -295,7 +288,7 @@ async def _measure(
         key, _ = await create_key(client, namespace=namespace)
     finally:
         await client.aclose()
-    port = _free_port()
+    port = free_port()
     argv = [sys.executable, "-m", "captcha_queue", "gateway", "--port", str(port), "--key-cache-s", "60"]
     gateway = group.spawn(argv, child_env({"REDIS_URL": redis_url}), capture=False)
     results: list[RunResult] = []
@@ -366,7 +359,7 @@ async def run_gateway_w2(
         key, _ = await create_key(client, namespace=namespace)
     finally:
         await client.aclose()
-    port = _free_port()
+    port = free_port()
     with ProcessGroup() as group:
         env = child_env({"REDIS_URL": redis_url, "CAPTCHA_QUEUE_NAMESPACE": namespace})
         gateway = group.spawn(

@@ -18,7 +18,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -32,6 +31,8 @@ import redis
 
 from captcha_queue.store.server import die_with_parent, find_server_binary
 
+from .ports import free_ports
+
 __all__ = [
     "RedisClusterDeployment",
     "SentinelDeployment",
@@ -42,20 +43,6 @@ __all__ = [
 ]
 
 SERVICE = "mymaster"
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free loopback ports (all bound at once, then released)."""
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(n):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def cli_binary() -> str | None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
+
+from bench.ports import free_port as free_port  # re-exported: the tests import it from here
 
 from captcha_queue.models import Claim, ParamValue
 from captcha_queue.processes import Processes, Target
@@ -19,13 +20,6 @@ RC: dict[str, ParamValue] = {"googlekey": "6Le-site-key", "pageurl": "https://ex
 
 #: CliRunner's environment: None unsets a variable.
 CliEnv = dict[str, str | None]
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def on_queue(redis_url: str, namespace: str, fn: Callable[[AsyncCaptchaQueue], Awaitable[T]]) -> T:

@@ -31,7 +31,9 @@ from .helpers import RC, ProcessManager
 from .test_worker_processes import all_final, eventually, specs, start_worker, worker_env
 
 Deployment = RedisClusterDeployment | SentinelDeployment
-pytestmark = needs_cluster_tools
+# One worker runs the whole module under pytest-xdist, so the deployments above start once per run, not
+# once per worker that happens to get one of its tests.
+pytestmark = [needs_cluster_tools, pytest.mark.xdist_group("redis-deployments")]
 
 
 @pytest.fixture(scope="module")

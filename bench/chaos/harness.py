@@ -40,6 +40,7 @@ from captcha_queue.store.connection import make_client
 from captcha_queue.store.keys import Keys
 from captcha_queue.store.server import EmbeddedRedis, Persistence
 
+from ..ports import free_port
 from .checker import FinalState, FleetSample, final_states
 from .proxy import FaultProxy
 
@@ -315,7 +316,7 @@ class Rig:
         slot.log_path = self.log_dir / f"worker-{index}-{slot.starts}.log"
         slot.log_file = open(slot.log_path, "wb")  # noqa: SIM115 - closed when the slot stops
         if self.config.metrics and slot.metrics_port is None:
-            slot.metrics_port = _free_port()
+            slot.metrics_port = free_port()
         slot.expected_exit = False
         slot.proc = self.processes.spawn(
             self.worker_argv(slot), self.worker_env(), stdout=slot.log_file, stderr=subprocess.STDOUT
@@ -511,11 +512,3 @@ async def stop_task(task: asyncio.Task[Any], timeout_s: float = 5.0) -> None:
 
 def _s(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
