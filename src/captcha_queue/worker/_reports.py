@@ -1,10 +1,10 @@
 """Refunds, the worker's side: send the verdicts producers queued for this worker's account.
 
-Every ``renew_period_s`` (and at once after a full batch), unless the account is paused, take the
-report requests queued for this worker's account ref (``AsyncCaptchaQueue.take_reports``, under a
-lease of ``lease_s``), call ``Solver.report`` for each, and ack it. A worker that dies between the
-take and the ack leaves its requests to be taken again when their lease passes: delivery is at least
-once (queue/_reports.py).
+Every ``renew_period_s`` (and at once after a full batch), unless the account is paused for its key
+or its IP, take the report requests queued for this worker's account ref
+(``AsyncCaptchaQueue.take_reports``, under a lease of ``lease_s``), call ``Solver.report`` for each,
+and ack it. A worker that dies between the take and the ack leaves its requests to be taken again
+when their lease passes: delivery is at least once (queue/_reports.py).
 """
 
 from __future__ import annotations
@@ -20,6 +20,19 @@ log = logging.getLogger("captcha_queue.worker")
 
 #: Requests taken per call.
 REPORT_BATCH = 50
+#: Pauses that leave the key working: no money (a paused 2captcha or CapSolver account still reports,
+#: and the refund is what pays for its next solve) or busy answers that did not clear. Any other pause
+#: (a wrong key, a banned IP, the operator's) keeps the requests waiting: the service would refuse them.
+REPORTS_SENT_WHILE_PAUSED = frozenset(
+    {
+        "ERROR_ZERO_BALANCE",
+        "ERROR_NO_SLOT_AVAILABLE",
+        "ERROR_RATE_LIMIT",
+        "ERROR_TOO_MUCH_REQUESTS",
+        "MAX_USER_TURN",
+        "HTTP_429",
+    }
+)
 
 
 class ReportSender:
@@ -41,9 +54,11 @@ class ReportSender:
 
     async def send_once(self) -> bool:
         """One batch; True when it was full (more may be waiting). Nothing is taken while the account
-        is paused (a wrong key, a banned IP would refuse the report): the requests wait for its end."""
+        is paused for its key or IP (the service would refuse the report): the requests wait for its
+        end. A pause for money or busy answers does not stop reports (``REPORTS_SENT_WHILE_PAUSED``)."""
         s = self._s
-        if s.breaker.account_state is not None:
+        pause = s.breaker.account_state
+        if pause is not None and pause.code not in REPORTS_SENT_WHILE_PAUSED:
             return False
         requests = await s.queue.take_reports(s.solver.account_ref, REPORT_BATCH, s.config.lease_s)
         for request in requests:

@@ -1,0 +1,189 @@
+"""Pooling across providers: one namespace, accounts at three services, one ``worker --accounts all``.
+
+A 2captcha-profile account whose money runs out mid-run (the cheapest: it gets work first), a CapSolver
+account (the JSON API) and a CaptchaAI account (threadsinfo), each behind its own simulator: every task
+succeeds with one attempt, the 2captcha account is paused with 2captcha's code and the others take its
+work with no retry storm, each account stays within its fleet limit, and a refund claimed on tasks
+solved by two providers reaches the simulator account that solved each one, once. A real worker
+subprocess, real simulators, real Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+import pytest
+
+from captcha_queue.models import AccountSpec, Result
+from captcha_queue.queue._producer import AsyncCaptchaQueue
+from captcha_queue.simulator import RunningSimulator, SimulatorConfig, run_simulator
+from captcha_queue.solvers.base import account_ref, key_fingerprint
+
+from .helpers import ProcessManager
+from .test_worker_processes import eventually
+
+SCALE = 0.05
+KEYS = {"twocap": "a7" * 16, "capsolver": "CAP-" + "d4" * 16, "captchaai": "e5" * 16}
+PRICE = 0.25
+FUNDED_SOLVES = 10  # the 2captcha account's money pays for this many solves, then ERROR_ZERO_BALANCE
+LIMIT = 3  # every account's fleet limit (captchaai's from threadsinfo: its simulator gives 3 threads)
+BURST = 40
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+async def simulators() -> AsyncIterator[dict[str, RunningSimulator]]:
+    configs = {
+        "twocap": SimulatorConfig(
+            profile="2captcha", price=PRICE, balance=PRICE * FUNDED_SOLVES, threads=50, seed=1
+        ),
+        "capsolver": SimulatorConfig(profile="capsolver", price=PRICE, balance=100.0, threads=50, seed=2),
+        "captchaai": SimulatorConfig(profile="captchaai", threads=LIMIT, seed=3),
+    }
+    async with AsyncExitStack() as stack:
+        sims: dict[str, RunningSimulator] = {}
+        for name, config in configs.items():
+            config.keys = (KEYS[name],)
+            config.names = {KEYS[name]: name}
+            config.time_scale = SCALE
+            config.ip_ban_after = 100_000
+            sims[name] = await stack.enter_async_context(run_simulator(config))
+        yield sims
+
+
+def turnstile(i: int) -> dict[str, Any]:
+    return {"method": "turnstile", "params": {"sitekey": "0x4AAAA", "pageurl": f"https://e.test/pool/{i}"}}
+
+
+async def register_pool(q: AsyncCaptchaQueue, sims: dict[str, RunningSimulator]) -> None:
+    """The three accounts, routed by cost: 2captcha (cheapest), CapSolver, CaptchaAI."""
+    await q.add_account(
+        AccountSpec(
+            name="twocap",
+            provider="2captcha",
+            base_url=sims["twocap"].base_url,
+            limit=LIMIT,
+            cost=0.5,
+            key_env="TWOCAP_KEY",
+        )
+    )
+    await q.add_account(
+        AccountSpec(
+            name="capsolver",
+            provider="capsolver",
+            base_url=sims["capsolver"].base_url,
+            limit=LIMIT,
+            cost=1.0,
+            key_env="CAPSOLVER_KEY",
+        )
+    )
+    await q.add_account(
+        AccountSpec(
+            name="captchaai",
+            provider="captchaai",
+            base_url=sims["captchaai"].base_url,
+            cost=2.0,
+            key_env="AI_KEY",
+        )
+    )
+
+
+def pool_env(subprocess_env: dict[str, str]) -> dict[str, str]:
+    return {
+        **subprocess_env,
+        "TWOCAP_KEY": KEYS["twocap"],
+        "CAPSOLVER_KEY": KEYS["capsolver"],
+        "AI_KEY": KEYS["captchaai"],
+    }
+
+
+def worker_argv(*extra: str) -> list[str]:
+    return [
+        *("-m", "captcha_queue", "worker", "--accounts", "all", "--processes", "1"),
+        *("--concurrency", "20", "--lease-s", "2", "--time-scale", str(SCALE), "--grace-s", "2"),
+        *("--log-level", "warning"),
+        *extra,
+    ]
+
+
+async def test_pooling_across_providers(
+    redis_url: str,
+    namespace: str,
+    subprocess_env: dict[str, str],
+    processes: ProcessManager,
+    simulators: dict[str, RunningSimulator],
+) -> None:
+    refs = {name: account_ref(name, key_fingerprint(key)) for name, key in KEYS.items()}
+    async with AsyncCaptchaQueue.from_url(redis_url, namespace=namespace) as q:
+        await register_pool(q, simulators)
+        processes.spawn_python(worker_argv(), pool_env(subprocess_env), capture=False)
+
+        # Routing by cost: one task at a time, the cheapest account (2captcha) has room for each.
+        first: list[Result] = []
+        for i in range(3):
+            task = turnstile(i)
+            result = await q.wait_result(await q.submit("turnstile", task["params"]), timeout_s=30.0)
+            assert result is not None
+            first.append(result)
+        assert [r.account for r in first] == [refs["twocap"]] * 3
+        assert [r.provider for r in first] == ["2captcha"] * 3
+
+        # A burst: 2captcha's money runs out a few solves in, the two others take the rest.
+        ids = await q.submit_many([turnstile(i) for i in range(3, 3 + BURST)])
+        results = [r async for r in q.as_completed(ids, timeout_s=60.0)]
+        assert len(results) == BURST
+        assert all(r.ok for r in results), [r.error_code for r in results if not r.ok]
+        assert all(r.attempts == 1 for r in results), [r.attempts for r in results]
+        by_account = {name: sum(r.account == ref for r in [*first, *results]) for name, ref in refs.items()}
+        assert by_account["twocap"] == FUNDED_SOLVES, by_account
+        assert by_account["capsolver"] > 0, by_account
+        assert by_account["captchaai"] > 0, by_account
+        assert sum(by_account.values()) == 3 + BURST
+        stats = await q.stats()
+        assert (stats.failed, stats.dead) == (0, 0)
+
+        # The 2captcha account is paused with 2captcha's code; the others are not.
+        pauses = {p.account: p.code for p in (await q.pause_state()).accounts}
+        assert pauses == {"twocap": "ERROR_ZERO_BALANCE"}, pauses
+
+        # No retry storm: the refused submits are the ones in flight when the money ran out.
+        sim_stats = {name: sim.stats() for name, sim in simulators.items()}
+        assert sim_stats["twocap"]["codes"].get("ERROR_ZERO_BALANCE", 0) <= 2 * LIMIT, sim_stats["twocap"]
+        assert sim_stats["twocap"]["submits"] == FUNDED_SOLVES
+        for name in ("capsolver", "captchaai"):
+            errors = {c: n for c, n in sim_stats[name]["codes"].items() if c.startswith("ERROR")}
+            assert errors == {}, (name, errors)
+
+        # The fleet limit held on each account, at its own service.
+        for name, sim in simulators.items():
+            account = sim.account(KEYS[name])
+            assert 1 <= account["max_in_flight"] <= LIMIT, (name, account)
+        assert simulators["twocap"].account(KEYS["twocap"])["balance"] == 0.0
+
+        # Refunds on tasks solved by two providers reach the account that solved each, once.
+        bad_twocap = next(r for r in [*first, *results] if r.account == refs["twocap"])
+        bad_capsolver = next(r for r in results if r.account == refs["capsolver"])
+        assert await q.report(bad_twocap.id, correct=False)
+        assert await q.report(bad_capsolver.id, correct=False)
+        assert not await q.report(bad_twocap.id, correct=False)  # once per task
+
+        def refunded(name: str) -> tuple[int, int]:
+            account = simulators[name].account(KEYS[name])
+            return int(account["reports_bad"]), int(account["refunds"])
+
+        async def both_refunded() -> bool:
+            return refunded("twocap") == (1, 1) and refunded("capsolver") == (1, 1)
+
+        # The 2captcha account is paused for its balance, not its key: its refund still goes out
+        # (and gives it the money for one more solve).
+        await eventually(both_refunded, timeout_s=20.0, what="a refund on each provider")
+        assert refunded("captchaai") == (0, 0)
+        assert simulators["twocap"].account(KEYS["twocap"])["balance"] == PRICE
+        assert simulators["capsolver"].stats()["reports"] == {"bad": 1}
+        await asyncio.sleep(1.0)  # several report periods: nothing is sent twice
+        assert refunded("twocap") == (1, 1)
+        assert refunded("capsolver") == (1, 1)
