@@ -11,18 +11,23 @@ subprocess, real simulators, real Redis.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
 
+import aiohttp
 import pytest
+from click.testing import CliRunner
 
+from captcha_queue.cli import cli
 from captcha_queue.models import AccountSpec, Result
 from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.simulator import RunningSimulator, SimulatorConfig, run_simulator
 from captcha_queue.solvers.base import account_ref, key_fingerprint
 
-from .helpers import ProcessManager
+from .gateway_helpers import new_key, serve
+from .helpers import CliEnv, ProcessManager
 from .test_worker_processes import eventually
 
 SCALE = 0.05
@@ -41,7 +46,7 @@ async def simulators() -> AsyncIterator[dict[str, RunningSimulator]]:
         "twocap": SimulatorConfig(
             profile="2captcha", price=PRICE, balance=PRICE * FUNDED_SOLVES, threads=50, seed=1
         ),
-        "capsolver": SimulatorConfig(profile="capsolver", price=PRICE, balance=100.0, threads=50, seed=2),
+        "capsolver": SimulatorConfig(profile="capsolver", price=PRICE, balance=50.0, threads=50, seed=2),
         "captchaai": SimulatorConfig(profile="captchaai", threads=LIMIT, seed=3),
     }
     async with AsyncExitStack() as stack:
@@ -187,3 +192,93 @@ async def test_pooling_across_providers(
         await asyncio.sleep(1.0)  # several report periods: nothing is sent twice
         assert refunded("twocap") == (1, 1)
         assert refunded("capsolver") == (1, 1)
+
+
+async def test_gateway_getbalance_is_the_fleets_view(
+    redis_url: str,
+    namespace: str,
+    subprocess_env: dict[str, str],
+    cli_env: CliEnv,
+    processes: ProcessManager,
+    simulators: dict[str, RunningSimulator],
+) -> None:
+    """getbalance / getBalance answer what the workers last read from each account: the sum for a key
+    that names no account, the account's own for a key that names one, the configured value while
+    no live worker knows a balance (before they start, after they stop)."""
+    fallback = 100.0
+
+    def fleet_balance() -> float:
+        return round(sum(float(sim.account(KEYS[name])["balance"]) for name, sim in simulators.items()), 6)
+
+    async with (
+        AsyncCaptchaQueue.from_url(redis_url, namespace=namespace) as q,
+        serve(q.client, redis_url, balance=fallback) as gateway,
+        aiohttp.ClientSession() as http,
+    ):
+        await register_pool(q, simulators)
+        pooled = await new_key(q.client, namespace)
+        capsolver_only = await new_key(q.client, namespace, account="capsolver")
+        nobody = await new_key(q.client, namespace, account="nobody")
+
+        async def res_balance(key: str) -> str:
+            url = f"{gateway.base_url}/res.php"
+            async with http.get(url, params={"key": key, "action": "getbalance"}) as resp:
+                assert resp.status == 200
+                return await resp.text()
+
+        async def json_balance(key: str) -> Any:
+            async with http.post(f"{gateway.base_url}/getBalance", json={"clientKey": key}) as resp:
+                assert resp.status == 200
+                return json.loads(await resp.text())
+
+        # No worker has read a balance yet: the configured value.
+        assert await res_balance(pooled) == "100.000"
+        assert await json_balance(pooled) == {"errorId": 0, "balance": fallback}
+
+        # Workers ask at start (and every --balance-refresh-s, time-scaled: 0.1 s here).
+        worker = processes.spawn_python(
+            worker_argv("--balance-refresh-s", "2"), pool_env(subprocess_env), capture=False
+        )
+        start = fleet_balance()
+        assert start == PRICE * FUNDED_SOLVES + 50.0 + 10.0  # captchaai's simulator default: 10
+
+        async def answers(key: str, expected: float) -> bool:
+            return await res_balance(key) == f"{expected:.3f}" and await json_balance(key) == {
+                "errorId": 0,
+                "balance": expected,
+            }
+
+        await eventually(lambda: answers(pooled, start), timeout_s=20.0, what="the sum of the balances")
+        assert await answers(capsolver_only, 50.0)  # the key's own account
+        assert await answers(nobody, fallback)  # an account no worker serves: the configured value
+
+        # Solves spend money (the cheapest account, 2captcha, takes them): the next reads show it.
+        ids = await q.submit_many([turnstile(i) for i in range(4)])
+        assert all(r.ok for r in [r async for r in q.as_completed(ids, timeout_s=30.0)])
+        spent = fleet_balance()
+        assert spent == start - 4 * PRICE
+        await eventually(lambda: answers(pooled, spent), timeout_s=20.0, what="the balance after solves")
+
+        # The per-account table, live (--watch), shows the balances the workers read.
+        shown = await asyncio.to_thread(
+            CliRunner().invoke, cli, ["stats", "--watch", "--count", "1", "--interval", "0.05"], env=cli_env
+        )
+        assert shown.exit_code == 0, shown.output
+        assert "accounts (routing order)" in shown.output
+        for name in KEYS:
+            assert name in shown.output
+        assert "balance" in shown.output
+        assert f"{PRICE * FUNDED_SOLVES - 4 * PRICE:g}" in shown.output
+        watched = await asyncio.to_thread(
+            CliRunner().invoke, cli, ["stats", "--watch", "--count", "1", "--json"], env=cli_env
+        )
+        assert watched.exit_code == 0, watched.output
+        accounts = {a["name"]: a for a in json.loads(watched.stdout)["accounts"]}
+        assert accounts["capsolver"]["balance"] == 50.0
+        for key in KEYS.values():
+            assert key not in shown.output
+            assert key not in watched.output
+
+        # The workers stop (and unregister): nothing known any more, the configured value again.
+        assert processes.stop(worker)
+        await eventually(lambda: answers(pooled, fallback), timeout_s=20.0, what="the fallback")

@@ -99,7 +99,7 @@ class AccountSpec(msgspec.Struct, frozen=True, omit_defaults=True):
 
 class AccountStats(msgspec.Struct, frozen=True, omit_defaults=True):
     """One registered account now: its fleet slots, its pause, the live workers serving it and the
-    tasks they hold, the tasks finished on it (results of this namespace still kept)."""
+    tasks they hold, its balance as they last read it."""
 
     name: str
     provider: str
@@ -109,6 +109,8 @@ class AccountStats(msgspec.Struct, frozen=True, omit_defaults=True):
     pause_code: str | None = None
     workers: int = 0
     in_flight: int = 0
+    balance: float | None = None  # as its live workers last read it (the service's units)
+    balance_at: float | None = None  # when (unix time, s)
 
 
 class Task(msgspec.Struct, frozen=True, omit_defaults=True):

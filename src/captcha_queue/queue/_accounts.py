@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from ..errors import InvalidArgument
-from ..models import AccountSpec, AccountStats
+from ..models import AccountSpec, AccountStats, WorkerEntry
 from ..protocol.methods import KNOWN_METHODS
 from ..solvers.profiles import PROFILES, PROVIDER_NAMES
 from ..store.connection import redis_errors_async
@@ -26,7 +26,7 @@ from ..store.keys import validate_account
 from ._admin import AdminAPI
 from ._core import log
 
-__all__ = ["ACCOUNT_PROVIDERS", "THREADS_PROVIDERS", "AccountsAPI", "check_account"]
+__all__ = ["ACCOUNT_PROVIDERS", "THREADS_PROVIDERS", "AccountsAPI", "balances_of", "check_account"]
 
 #: Providers an account may name: the provider profiles (solvers/profiles.py builds a client for each).
 ACCOUNT_PROVIDERS: tuple[str, ...] = tuple(sorted(PROVIDER_NAMES))
@@ -175,10 +175,12 @@ class AccountsAPI(AdminAPI):
         pauses = await self.pause_state()
         workers = await self.workers()
         found: list[AccountStats] = []
+        balances = balances_of(workers)
         for spec in specs:
             stats = await self.stats(spec.name)
             pause = next((p for p in pauses.accounts if p.account == spec.name), None)
             serving = [w for w in workers if w.info.get("account") == spec.name]
+            balance = balances.get(spec.name)
             found.append(
                 AccountStats(
                     name=spec.name,
@@ -189,9 +191,18 @@ class AccountsAPI(AdminAPI):
                     pause_code=pause.code if pause is not None else None,
                     workers=len(serving),
                     in_flight=sum(int(w.info.get("in_flight") or 0) for w in serving),
+                    balance=balance[0] if balance is not None else None,
+                    balance_at=balance[1] if balance is not None else None,
                 )
             )
         return found
+
+    async def account_balances(self) -> dict[str, tuple[float, float]]:
+        """Account name -> (balance, unix time it was read) as live workers last reported it (each
+        worker asks its account at start, in breaker probes and every ``balance_refresh_s``; the most
+        recent report of an account wins). Accounts no live worker serves, or whose workers have not
+        learnt a balance, are absent. What the gateway's ``getbalance`` answers."""
+        return balances_of(await self.workers())
 
     async def account(self, name: str) -> AccountSpec | None:
         """One registered account, or None."""
@@ -199,6 +210,27 @@ class AccountsAPI(AdminAPI):
         async with redis_errors_async(self.client):
             blob = await self.client.hget(self.keys.accounts, name)
         return None if blob is None else check_account(_decoder.decode(blob))
+
+
+def balances_of(workers: list[WorkerEntry]) -> dict[str, tuple[float, float]]:
+    """The most recent (balance, at) per account among ``workers``' registrations (entries that are
+    not numbers, written by hand or by another version, are left out)."""
+    found: dict[str, tuple[float, float]] = {}
+    for worker in workers:
+        info = worker.info
+        account = info.get("account")
+        balance, at = _number(info.get("balance")), _number(info.get("balance_at"))
+        if not isinstance(account, str) or balance is None or at is None:
+            continue
+        if account not in found or at > found[account][1]:
+            found[account] = (balance, at)
+    return found
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def routing_order(spec: AccountSpec) -> tuple[int, float, str]:

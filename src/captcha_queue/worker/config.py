@@ -95,6 +95,15 @@ class WorkerConfig:
     )
     probe_every_s: float = 60.0
     limit_refresh_s: float = 60.0
+    balance_refresh_s: float = setting(
+        300.0,
+        help="How often a worker asks its account's balance (account_info) when nothing else did "
+        "meanwhile (start, limit refresh, breaker probe); registered with the worker, it is what the "
+        "gateway's getbalance sums (time-scaled; 0: only at start and in probes).",
+        unit="s",
+        min=0.0,
+        max=1e9,
+    )
     #: Busy answers in a row (any task of this process) after which the account is paused for
     #: ``busy_pause_s``: busy that does not clear is no capacity at all (2captcha's zero balance).
     busy_pause_after: int = setting(
