@@ -23,6 +23,7 @@ __all__ = [
     "PauseState",
     "Priority",
     "RenewOutcome",
+    "ReportBacklog",
     "ReportRequest",
     "Result",
     "Solution",
@@ -195,6 +196,18 @@ class ReportRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     account: str
     provider: str | None = None
     requested_at: float = 0.0
+
+
+class ReportBacklog(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The report requests waiting for one account ref (``AsyncCaptchaQueue.report_backlog``): how
+    many wait and how many a worker took and has not acked, when the oldest was made, and how many
+    live workers serve that ref (0: nobody will send them; ``purge_reports`` drops them)."""
+
+    account: str  # the account ref: <name>/<key fingerprint>
+    waiting: int = 0
+    taken: int = 0
+    oldest_at: float | None = None  # unix time, s
+    workers: int = 0
 
 
 class Claim(msgspec.Struct, frozen=True):

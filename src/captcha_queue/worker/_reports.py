@@ -5,12 +5,18 @@ or its IP, take the report requests queued for this worker's account ref
 (``AsyncCaptchaQueue.take_reports``, under a lease of ``lease_s``), call ``Solver.report`` for each,
 and ack it. A worker that dies between the take and the ack leaves its requests to be taken again
 when their lease passes: delivery is at least once (queue/_reports.py).
+
+Every worker also sweeps, now and then, the requests of every account ref older than
+``report_expire_s`` (``AsyncCaptchaQueue.expire_reports``): those of an account no worker serves any
+more (removed, its key rotated) would otherwise wait forever. Each one dropped is counted once, by the
+worker whose sweep dropped it (``outcome="expired"``), and logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from ..errors import CaptchaQueueError, RedisUnavailable
 from ..models import ReportRequest
@@ -41,16 +47,46 @@ class ReportSender:
     def __init__(self, shared: Shared) -> None:
         self._s = shared
         self.sent = 0
+        self.expired = 0
+        self._next_sweep = 0.0  # monotonic
 
     async def run(self) -> None:
         while True:
             try:
                 full = await self.send_once()
+                await self._sweep_if_due()
             except RedisUnavailable as exc:
                 log.warning("reports: %s (tried again next period)", exc)
                 full = False
             if not full:
                 await asyncio.sleep(self._s.config.renew_period_s)
+
+    async def _sweep_if_due(self) -> None:
+        """Drop requests older than ``report_expire_s`` (every ref's), at most every tenth of it."""
+        config = self._s.config
+        max_age_s = config.report_expire_s * config.time_scale
+        if max_age_s <= 0 or time.monotonic() < self._next_sweep:
+            return
+        self._next_sweep = time.monotonic() + max(config.renew_period_s, min(max_age_s / 10, 600.0))
+        await self.expire(max_age_s)
+
+    async def expire(self, max_age_s: float) -> int:
+        """One sweep: drop (and count) every request older than ``max_age_s``; returns how many."""
+        s = self._s
+        dropped = await s.queue.expire_reports(max_age_s)
+        for request in dropped:
+            verdict = "good" if request.correct else "bad"
+            s.events.report(request.account, verdict, "expired")
+            log.warning(
+                "report on task %s (%s) for account %s dropped unsent: older than %gs (no worker of that "
+                "account sent it)",
+                request.id,
+                verdict,
+                request.account,
+                max_age_s,
+            )
+        self.expired += len(dropped)
+        return len(dropped)
 
     async def send_once(self) -> bool:
         """One batch; True when it was full (more may be waiting). Nothing is taken while the account

@@ -95,6 +95,15 @@ class WorkerConfig:
     )
     probe_every_s: float = 60.0
     limit_refresh_s: float = 60.0
+    report_expire_s: float = setting(
+        86400.0,
+        help="Report requests (refund claims) older than this are dropped unsent by the workers' sweep, "
+        'counted as captcha_queue_reports_total{outcome="expired"}: those of an account no worker '
+        "serves any more would wait forever (time-scaled; 0: never).",
+        unit="s",
+        min=0.0,
+        max=1e9,
+    )
     balance_refresh_s: float = setting(
         300.0,
         help="How often a worker asks its account's balance (account_info) when nothing else did "
