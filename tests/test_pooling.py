@@ -282,3 +282,22 @@ async def test_gateway_getbalance_is_the_fleets_view(
         # The workers stop (and unregister): nothing known any more, the configured value again.
         assert processes.stop(worker)
         await eventually(lambda: answers(pooled, fallback), timeout_s=20.0, what="the fallback")
+
+
+async def test_account_balances_take_each_accounts_latest_live_report(queue: AsyncCaptchaQueue) -> None:
+    """The most recent reading per account among live workers; registrations that are not numbers
+    (written by hand or by another version) are left out; a worker that unregisters no longer counts."""
+    registrations: dict[str, dict[str, Any]] = {
+        "w1": {"account": "a", "balance": 5.0, "balance_at": 100.0},
+        "w2": {"account": "a", "balance": 7.5, "balance_at": 200.0},
+        "w3": {"account": "b", "balance": True, "balance_at": 300.0},
+        "w4": {"account": "c", "balance": "9", "balance_at": 300.0},
+        "w5": {"account": "d", "balance": 1.0},
+        "w6": {"account": "e", "balance": 0, "balance_at": 50},
+        "w7": {"balance": 3.0, "balance_at": 50.0},
+    }
+    for worker_id, info in registrations.items():
+        await queue.register_worker(worker_id, info, ttl_s=30.0)
+    assert await queue.account_balances() == {"a": (7.5, 200.0), "e": (0.0, 50.0)}
+    await queue.unregister_worker("w2")
+    assert await queue.account_balances() == {"a": (5.0, 100.0), "e": (0.0, 50.0)}

@@ -12,6 +12,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
+from captcha_queue import CaptchaQueue
 from captcha_queue.cli import cli
 from captcha_queue.errors import InvalidArgument
 from captcha_queue.queue._producer import AsyncCaptchaQueue
@@ -114,3 +115,13 @@ async def test_workers_drop_requests_too_old_to_send_and_count_them(
         assert await queue.report_backlog() == []
         assert processes.stop(worker)
     assert await queue.report(gone_ids[0], correct=True) is False
+
+
+async def test_the_sync_twins(queue: AsyncCaptchaQueue, sync_queue: CaptchaQueue) -> None:
+    await queued_for_gone(queue, 2)
+    (backlog,) = await asyncio.to_thread(sync_queue.report_backlog)
+    assert (backlog.account, backlog.waiting) == (GONE, 2)
+    assert await asyncio.to_thread(sync_queue.expire_reports, 3600.0) == []
+    assert len(await asyncio.to_thread(sync_queue.expire_reports, 0.0)) == 2
+    assert await asyncio.to_thread(sync_queue.purge_reports, GONE) == []
+    assert await asyncio.to_thread(sync_queue.account_balances) == {}
