@@ -146,6 +146,8 @@ def test_every_worker_option_reaches_the_child_processes() -> None:
         "time_scale": 0.5,
         "busy_pause_after": 7,
         "busy_pause_s": 42.5,
+        "report_expire_s": 600.0,
+        "balance_refresh_s": 30.0,
         "orphan_hold_s": 90.0,
         "solver": "instant",
         "account": "acct",
