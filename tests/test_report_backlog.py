@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from captcha_queue import CaptchaQueue
 from captcha_queue.cli import cli
-from captcha_queue.errors import InvalidArgument
+from captcha_queue.errors import InvalidArgument, ScriptError
 from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.simulator import SimulatorConfig, run_simulator
 from captcha_queue.solvers.base import account_ref, key_fingerprint
@@ -125,3 +125,31 @@ async def test_the_sync_twins(queue: AsyncCaptchaQueue, sync_queue: CaptchaQueue
     assert len(await asyncio.to_thread(sync_queue.expire_reports, 0.0)) == 2
     assert await asyncio.to_thread(sync_queue.purge_reports, GONE) == []
     assert await asyncio.to_thread(sync_queue.account_balances) == {}
+
+
+async def test_the_index_of_refs_loses_a_ref_once_it_has_nothing_left(queue: AsyncCaptchaQueue) -> None:
+    """report_backlog reads an index (the workers' ACL denies SCAN); a ref whose requests were all sent
+    leaves it at the next sweep, one with requests younger than the age stays."""
+    (sent,) = await solved(queue, 1, account=REF)
+    assert await queue.report(sent, correct=True)
+    for request in await queue.take_reports(REF, 10):
+        await queue.ack_report(request)
+    await queued_for_gone(queue, 1)
+    assert await queue.client.smembers(queue.keys.report_refs) == {REF.encode(), GONE.encode()}
+    assert [b.account for b in await queue.report_backlog()] == [GONE]  # nothing left for REF
+    assert await queue.expire_reports(3600.0) == []
+    assert await queue.client.smembers(queue.keys.report_refs) == {GONE.encode()}
+    await queue.client.sadd(queue.keys.report_refs, "not a ref!")  # written by hand: ignored
+    assert [b.account for b in await queue.report_backlog()] == [GONE]
+
+
+async def test_an_index_of_another_type_refuses_and_writes_nothing(queue: AsyncCaptchaQueue) -> None:
+    (task_id,) = await solved(queue, 1, account=GONE)
+    await queue.client.set(queue.keys.report_refs, "someone else's")
+    with pytest.raises(ScriptError, match=r"report_refs|wrong"):
+        await queue.report(task_id, correct=False)
+    assert await queue.client.llen(queue.keys.reports(GONE)) == 0
+    with pytest.raises(ScriptError):
+        await queue.purge_reports(GONE)
+    await queue.client.delete(queue.keys.report_refs)
+    assert await queue.report(task_id, correct=False)  # not marked by the refused call

@@ -50,7 +50,6 @@ _encoder = msgspec.json.Encoder()
 _request_decoder = msgspec.json.Decoder(ReportRequest)
 #: Requests of one list looked at per purgeReports call.
 _PURGE_BATCH = 1000
-_TAKEN_SUFFIX = ":taken"
 
 
 def _bad(field: str, message: str) -> InvalidArgument:
@@ -216,14 +215,9 @@ class AccountsAPI(AdminAPI):
         """Every account ref with report requests waiting or taken (not acked), oldest first, with the
         live workers serving that ref. A ref no worker serves (its account removed, its key rotated:
         the ref names the key) keeps its requests until ``purge_reports`` or a worker's expiry sweep
-        (``report_expire_s``) drops them. Reads with SCAN: an operator's call, not a hot path."""
-        prefix = self.keys.reports("x")[: -len("x")]
-        refs: set[str] = set()
-        async with redis_errors_async(self.client):
-            async for raw in self.client.scan_iter(match=_glob_escape(prefix) + "*", count=500):
-                ref = as_str(raw)[len(prefix) :].removesuffix(_TAKEN_SUFFIX)
-                with contextlib.suppress(InvalidArgument):
-                    refs.add(validate_account_ref(ref))
+        (``report_expire_s``) drops them. The refs come from ``keys.report_refs`` (no SCAN: the
+        workers' ACL denies it)."""
+        refs = await self._report_refs()
         if not refs:
             return []
         serving: dict[str, int] = {}
@@ -254,6 +248,15 @@ class AccountsAPI(AdminAPI):
             )
         return sorted(found, key=lambda b: (b.oldest_at is None, b.oldest_at or 0.0, b.account))
 
+    async def _report_refs(self) -> set[str]:
+        async with redis_errors_async(self.client):
+            members = await self.client.smembers(self.keys.report_refs)
+        refs: set[str] = set()
+        for raw in members:
+            with contextlib.suppress(InvalidArgument):
+                refs.add(validate_account_ref(as_str(raw)))
+        return refs
+
     async def purge_reports(self, account: str, *, older_than_s: float = 0.0) -> list[ReportRequest]:
         """Drop the report requests of the account ref ``account`` made more than ``older_than_s``
         ago (0: all of them), waiting and taken alike; returns those dropped (unreadable ones are
@@ -269,10 +272,10 @@ class AccountsAPI(AdminAPI):
                 f"older_than_s must be a finite number >= 0, got {older_than_s!r}", field="older_than_s"
             )
         cutoff = time.time() - older_than_s
-        keys = (self.keys.reports(account), self.keys.reports_taken(account))
+        keys = (self.keys.reports(account), self.keys.reports_taken(account), self.keys.report_refs)
         dropped: list[ReportRequest] = []
         while True:
-            reply = await self._script("purgeReports", repr(cutoff), _PURGE_BATCH, keys=keys)
+            reply = await self._script("purgeReports", repr(cutoff), _PURGE_BATCH, account, keys=keys)
             self._check(reply, "-")
             for raw in reply[1:]:
                 try:
@@ -283,13 +286,16 @@ class AccountsAPI(AdminAPI):
                 return dropped
 
     async def expire_reports(self, max_age_s: float) -> list[ReportRequest]:
-        """``purge_reports(ref, older_than_s=max_age_s)`` for every ref whose oldest request is older
-        (the workers' sweep, ``report_expire_s``; ``captcha-queue reports purge --older-than``)."""
+        """``purge_reports(ref, older_than_s=max_age_s)`` for every ref whose oldest request is older,
+        and every ref with none left (it leaves the index): the workers' sweep (``report_expire_s``)."""
         cutoff = time.time() - max_age_s
+        oldest = {b.account: b.oldest_at for b in await self.report_backlog()}
         dropped: list[ReportRequest] = []
-        for backlog in await self.report_backlog():
-            if backlog.oldest_at is None or backlog.oldest_at < cutoff:
-                dropped += await self.purge_reports(backlog.account, older_than_s=max_age_s)
+        for ref in await self._report_refs():
+            # A ref with nothing left is purged too: that takes it out of the index.
+            at = oldest.get(ref, 0.0)
+            if at is None or at < cutoff:
+                dropped += await self.purge_reports(ref, older_than_s=max_age_s)
         return dropped
 
     async def account(self, name: str) -> AccountSpec | None:
@@ -298,10 +304,6 @@ class AccountsAPI(AdminAPI):
         async with redis_errors_async(self.client):
             blob = await self.client.hget(self.keys.accounts, name)
         return None if blob is None else check_account(_decoder.decode(blob))
-
-
-def _glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 def _requested_at(raw: bytes | str) -> float | None:

@@ -5,15 +5,16 @@
 ---
 --- KEYS[1] reports LIST  report requests waiting (ReportRequest JSON), oldest first (reportTask appends)
 --- KEYS[2] reports_taken ZSET  request JSON -> lease deadline ms: taken by a worker, not acked
+--- KEYS[3] report_refs SET  account refs with report requests: the ref leaves it once both are empty
 --- ARGV: the standard prefix, then [A] cutoff (unix seconds: a request whose requested_at is below it is
----       dropped; an unreadable one too), [A+1] the most requests looked at in the list.
+---       dropped; an unreadable one too), [A+1] the most requests looked at in the list, [A+2] the ref.
 --- Returns: {OK, dropped request JSON...} | {WRONG_TYPE, message}. Everything is read before the first write.
 --- @include "args"
 --- @include "codes"
 --- @include "util"
 
-local cutoff, most = tonumber(ARGV[A]), tonumber(ARGV[A + 1])
-local bad = wrong_type({ { K.reports, 'list' }, { K.reports_taken, 'zset' } })
+local cutoff, most, ref = tonumber(ARGV[A]), tonumber(ARGV[A + 1]), ARGV[A + 2]
+local bad = wrong_type({ { K.reports, 'list' }, { K.reports_taken, 'zset' }, { K.report_refs, 'set' } })
 if bad then
   return { WRONG_TYPE, bad }
 end
@@ -50,5 +51,8 @@ end
 for _, raw in ipairs(taken) do
   redis.call('ZREM', K.reports_taken, raw)
   reply[#reply + 1] = raw
+end
+if redis.call('LLEN', K.reports) == 0 and redis.call('ZCARD', K.reports_taken) == 0 then
+  redis.call('SREM', K.report_refs, ref)
 end
 return reply
