@@ -15,6 +15,7 @@ import msgspec
 from ..models import Result
 from ..protocol.answers import Answer, error
 from ..protocol.methods import VARIANTS
+from ..protocol.tasktypes import DIALECTS, GATEWAY_DIALECTS, task_type_for, write_solution
 
 __all__ = [
     "JSON_ERROR_IDS",
@@ -59,8 +60,11 @@ def decode_result(raw: Any) -> Result | None:
         return None
 
 
-def gateway_metadata(key_id: str, variant: str) -> dict[str, Any]:
-    return {"gateway": {"key": key_id, "variant": variant}}
+def gateway_metadata(key_id: str, variant: str, dialect: str | None = None) -> dict[str, Any]:
+    part = {"key": key_id, "variant": variant}
+    if dialect is not None:
+        part["dialect"] = dialect  # whose task type createTask named (see json_solution)
+    return {"gateway": part}
 
 
 def _gateway_part(result: Result) -> dict[str, Any]:
@@ -111,22 +115,11 @@ def json_error(code: str, description: str = "") -> dict[str, Any]:
 
 
 def json_solution(result: Result) -> dict[str, Any]:
-    """The JSON API ``solution`` object of a successful result, shaped for its task type."""
+    """The JSON API ``solution`` object of a successful result: as the provider whose task type the
+    client named returns it (a task queued through in.php: as the first gateway dialect that has it)."""
     assert result.solution is not None
-    solution = result.solution
     variant = variant_of(result)
-    text = solution.text
-    out: dict[str, Any]
-    if variant in ("image", "image_file"):
-        out = {"text": text}
-    elif variant.startswith("grid") or variant == "bls":
-        out = {"click": solution.data if solution.data is not None else text}
-    elif variant.startswith("recaptcha"):
-        out = {"gRecaptchaResponse": text, "token": text}
-    elif isinstance(solution.data, dict):
-        out = dict(solution.data)  # GeeTest, Lemin: the service's fields as they are
-    else:
-        out = {"token": text}
-    if solution.user_agent:
-        out["userAgent"] = solution.user_agent
-    return out
+    stored = _gateway_part(result).get("dialect")
+    dialects = [d for d in DIALECTS if d == stored] + list(GATEWAY_DIALECTS)
+    task_type = next(filter(None, (task_type_for(d, variant) for d in dialects)), None)
+    return write_solution(task_type, result.solution)

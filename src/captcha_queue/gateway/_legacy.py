@@ -163,8 +163,19 @@ async def _submit(
     return Answer(ok=True, request=task_id)
 
 
-async def submit(gateway: Gateway, key: ClientKey, method: str, params: dict[str, Any], variant: str) -> str:
-    """Queue one validated task for ``key`` under a freshly minted id; Refused with the service's code."""
+async def submit(
+    gateway: Gateway,
+    key: ClientKey,
+    method: str,
+    params: dict[str, Any],
+    variant: str,
+    *,
+    dialect: str | None = None,
+) -> str:
+    """Queue one validated task for ``key`` under a freshly minted id; Refused with the service's code.
+
+    ``dialect``: whose task type a createTask named (it shapes the ``solution`` getTaskResult answers).
+    """
     queue = gateway.queue(key.namespace)
     task_id = await gateway.minter(key.namespace).next_id()
     if not await admit_task(gateway.client, queue.keys, key, task_id):
@@ -174,7 +185,7 @@ async def submit(gateway: Gateway, key: ClientKey, method: str, params: dict[str
             method,
             params,
             priority=key.priority,
-            metadata=gateway_metadata(key.id, variant),
+            metadata=gateway_metadata(key.id, variant, dialect),
             task_id=task_id,
         )
     except InvalidTask as exc:
