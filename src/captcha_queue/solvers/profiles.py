@@ -182,7 +182,7 @@ TWOCAPTCHA_VARIANTS = frozenset(
         "lemin",
     }
 )
-#: The task types the JSON client maps (solvers/jsontasks.py), per dialect and service.
+#: The task types the JSON client maps (protocol/tasktypes.py), per dialect and service.
 TWOCAPTCHA_V2_VARIANTS = frozenset(
     {
         "image",
@@ -198,6 +198,9 @@ TWOCAPTCHA_V2_VARIANTS = frozenset(
         "geetest_v4",
         "amazon_waf",
         "datadome",
+        "captchafox",
+        "friendly_captcha",
+        "lemin",
     }
 )
 ANTICAPTCHA_VARIANTS = frozenset(
