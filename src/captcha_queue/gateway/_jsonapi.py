@@ -103,7 +103,8 @@ async def _create_task(gateway: Gateway, key: ClientKey, document: dict[str, Any
         raise Refused(rejection.code)
     assert spec is not None
     task_id = await submit(gateway, key, method, params, spec.name, dialect=parsed.dialect)
-    return {"errorId": 0, "taskId": int(task_id)}
+    # ``status``: CapSolver answers it (its SDK reads it); other clients ignore it
+    return {"errorId": 0, "taskId": int(task_id), "status": "idle"}
 
 
 def _task_id(document: Mapping[str, Any]) -> str:

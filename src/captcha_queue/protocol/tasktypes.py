@@ -419,7 +419,15 @@ _CAPSOLVER_TYPES: Mapping[str, TaskType] = {
         },
         shape="object",
     ),
-    "datadome": TaskType("datadome", None, "DatadomeSliderTask", _DATADOME, answer=("cookie",)),
+    #: the docs spell it DatadomeSliderTask, the official SDK (capsolver 1.0.1) DataDomeSliderTask
+    "datadome": TaskType(
+        "datadome",
+        None,
+        "DatadomeSliderTask",
+        _DATADOME,
+        answer=("cookie",),
+        aliases=("DataDomeSliderTask",),
+    ),
 }
 
 DIALECTS: Mapping[DialectName, Dialect] = {
@@ -502,9 +510,13 @@ def _present(value: Any) -> bool:
 # -- inbound: a task -> our method and params -----------------------------------------------------
 
 
-def _score(task_type: TaskType, task: Mapping[str, Any]) -> int | None:
-    """How well a row fits a task: its fields and constants present; None when a constant differs."""
-    score = 0
+def _score(dialect: Dialect, task_type: TaskType, task: Mapping[str, Any]) -> int | None:
+    """How well a row fits a task: its fields, constants and proxy style present; None when a constant
+    differs."""
+    style = (
+        "fields" if _present(task.get("proxyAddress")) else "string" if _present(task.get("proxy")) else ""
+    )
+    score = 1 if style == dialect.proxy else 0
     for name, value in task_type.constants.items():
         given = task.get(name)
         if given is None:
@@ -547,7 +559,7 @@ def parse_task(task: Mapping[str, Any], dialects: Iterable[DialectName] = GATEWA
         return None
     best: tuple[int, DialectName, TaskType] | None = None
     for dialect, task_type in accepted_types(dialects).get(name, []):
-        score = _score(task_type, task)
+        score = _score(DIALECTS[dialect], task_type, task)
         if score is not None and (best is None or score > best[0]):
             best = (score, dialect, task_type)
     if best is None:
