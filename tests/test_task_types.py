@@ -325,3 +325,29 @@ def test_a_type_that_needs_a_proxy_is_refused_without_one() -> None:
     with pytest.raises(InvalidTask, match="no task type"):
         build_task("capsolver", "rotate", {"body": "x"})
     assert task_type_for("capsolver", "image_file") is task_type_for("capsolver", "image")
+
+
+def test_the_docs_tables_are_generated_from_the_table() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    from captcha_queue.protocol.tasktypes import markdown_table
+    from captcha_queue.solvers.profiles import render_task_types
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("mkdocs_hooks", root / "tools" / "mkdocs_hooks.py")
+    assert spec is not None
+    assert spec.loader is not None
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    gateway_page = hooks.on_page_markdown((root / "docs" / "gateway.md").read_text())
+    providers_page = hooks.on_page_markdown((root / "docs" / "providers.md").read_text())
+    assert markdown_table() in gateway_page
+    assert render_task_types() in providers_page
+    for name in accepted_types():
+        assert f"`{name}`" in markdown_table(), name
+    for dialect in DIALECTS.values():
+        for row in dialect.types.values():
+            assert f"`{row.variant}`" in render_task_types()
+            for name in (row.proxyless, row.proxied):
+                assert name is None or f"`{name}`" in render_task_types()

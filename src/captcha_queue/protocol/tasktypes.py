@@ -38,6 +38,7 @@ __all__ = [
     "TaskType",
     "accepted_types",
     "build_task",
+    "markdown_table",
     "parse_task",
     "read_solution",
     "task_type_for",
@@ -702,3 +703,47 @@ def write_solution(task_type: TaskType | None, solution: Solution) -> dict[str, 
     if solution.user_agent:
         out["userAgent"] = solution.user_agent
     return out
+
+
+# -- the docs' table ------------------------------------------------------------------------------
+
+_SHAPE_DOCS: Mapping[str, str] = {
+    "object": "the provider's object, as the worker's provider answered it",
+    "points": '`coordinates`: `[{"x": 39, "y": 59}, ...]`',
+    "pairs": "`coordinates`: `[[39, 59], ...]`",
+}
+
+
+def _solution_doc(task_type: TaskType) -> str:
+    if task_type.shape == "number":
+        return f"`{task_type.answer[0]}`: a whole number"
+    return _SHAPE_DOCS.get(task_type.shape) or ", ".join(f"`{name}`" for name in task_type.answer)
+
+
+def markdown_table() -> str:
+    """docs/gateway.md's task type table (``<!-- task-types -->``): every type createTask takes, who
+    names it so, our method, the field -> param map and the ``solution`` answered. Rows that read a
+    task alike (same names, fields and constants) are one line."""
+    groups: dict[tuple[Any, ...], tuple[TaskType, list[str], list[str]]] = {}
+    for dialect in GATEWAY_DIALECTS:
+        for task_type in DIALECTS[dialect].types.values():
+            key = (task_type.names, tuple(task_type.fields.items()), tuple(task_type.constants.items()))
+            _, variants, titles = groups.setdefault(key, (task_type, [], []))
+            for item, items in ((task_type.variant, variants), (DIALECTS[dialect].title, titles)):
+                if item not in items:
+                    items.append(item)
+    lines = [
+        "| task type | named so by | queued as | fields -> params | `solution` |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for task_type, variants, titles in groups.values():
+        names = ", ".join(f"`{name}`" for name in task_type.names)
+        fields = [
+            f"`{theirs}` -> `{ours}`" for ours, theirs in task_type.fields.items() if ours not in _BROWSER
+        ]
+        fields += [f"`{k}: {json.dumps(v)}`" for k, v in task_type.constants.items()]
+        implied = "".join(f" `{k}={v}`" for k, v in task_type.implied.items())
+        queued = " / ".join(f"`{v}`" for v in variants) + f" (`{task_type.method}`{implied})"
+        row = [names, ", ".join(titles), queued, ", ".join(fields), _solution_doc(task_type)]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
