@@ -349,5 +349,5 @@ def test_the_docs_tables_are_generated_from_the_table() -> None:
     for dialect in DIALECTS.values():
         for row in dialect.types.values():
             assert f"`{row.variant}`" in render_task_types()
-            for name in (row.proxyless, row.proxied):
-                assert name is None or f"`{name}`" in render_task_types()
+            for sent in (row.proxyless, row.proxied):
+                assert sent is None or f"`{sent}`" in render_task_types()
