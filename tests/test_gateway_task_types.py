@@ -351,3 +351,65 @@ async def test_the_capsolver_sdk_solves_datadome_and_funcaptcha_through_the_gate
     result = await client
     assert seen == ["datadome", "funcaptcha"]
     assert result == {"datadome": {"cookie": "datadome=C1"}, "funcaptcha": {"token": "fc-2"}}
+
+
+# -- the whole chain: client -> gateway -> queue -> JsonApiSolver -> the provider (simulator) -------
+
+CHAIN_KEY = "0123456789abcdef0123456789abcdef"
+#: solver profile -> simulator profile, per dialect
+CHAIN = {
+    "anticaptcha": ("anticaptcha", "anticaptcha"),
+    "2captcha": ("2captcha-v2", "2captcha"),
+    "capsolver": ("capsolver", "capsolver"),
+}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("dialect", list(CHAIN))
+async def test_every_type_answers_the_client_what_the_provider_answered_the_worker(
+    dialect: str, gateway: RunningGateway, http: aiohttp.ClientSession, key: str, queue: AsyncCaptchaQueue
+) -> None:
+    """For every task type of a provider: a client's createTask through the gateway, a worker's
+    JsonApiSolver solving it at the provider (the simulator in that profile), and the client's
+    getTaskResult holds every field the provider's own getTaskResult answered, with the same values."""
+    from captcha_queue.protocol.tasktypes import DIALECTS
+    from captcha_queue.simulator import SimulatorConfig, run_simulator
+    from captcha_queue.solvers import JsonApiSolver
+
+    from .test_task_types import payload
+
+    solver_profile, sim_profile = CHAIN[dialect]
+    table = DIALECTS[dialect]  # type: ignore[index]
+    config = SimulatorConfig(profile=sim_profile, time_scale=0.002, balance=1000.0, keys=(CHAIN_KEY,))
+    async with (
+        run_simulator(config) as sim,
+        JsonApiSolver(
+            CHAIN_KEY, sim.base_url, profile=solver_profile, thread_limit=10, time_scale=0.002
+        ) as solver,
+    ):
+        for row in table.types.values():
+            name = row.proxyless or row.proxied
+            assert name is not None
+            sent = payload(table, row, name)
+            created = await call(http, f"{gateway.base_url}/createTask", {"clientKey": key, "task": sent})
+            assert created["errorId"] == 0, (name, created)
+            [claim] = await claim_all(queue, 1)
+            remote_id = await solver.submit(claim.task.method, claim.task.params)
+            solution = None
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10.0
+            while solution is None and loop.time() < deadline:
+                solution = await solver.poll(remote_id, claim.task.method, claim.task.params)
+                if solution is None:
+                    await asyncio.sleep(0.01)  # the provider's solve time (scaled): nothing to wait on
+            assert solution is not None, name
+            await queue.complete(claim, solution)
+            wire_id: int | str = remote_id if dialect == "capsolver" else int(remote_id)
+            provider = await call(
+                http, f"{sim.base_url}/getTaskResult", {"clientKey": CHAIN_KEY, "taskId": wire_id}
+            )
+            assert provider["status"] == "ready", (name, provider)
+            poll = {"clientKey": key, "taskId": created["taskId"]}
+            answered = (await call(http, f"{gateway.base_url}/getTaskResult", poll))["solution"]
+            expected = provider["solution"]
+            assert {k: answered.get(k) for k in expected} == expected, (dialect, row.variant, name)
