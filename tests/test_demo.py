@@ -101,3 +101,31 @@ def _first_line(path: Path, proc: subprocess.Popen[bytes], *, deadline_s: float)
         assert proc.poll() is None, f"the demo exited ({proc.returncode}) before its first line: {text}"
         time.sleep(0.05)
     raise AssertionError(f"no first line within {deadline_s} s")
+
+
+@pytest.mark.timeout(180)
+def test_demo_with_two_accounts_fails_over_and_loses_nothing(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    report_path = tmp_path / "report.json"
+    argv = ["demo", "--tasks", "150", "--time-scale", "0.01", "--processes", "1", "--concurrency", "100"]
+    argv += ["--lease-s", "2", "--accounts", "2", "--threads", "10", "--quiet", "--timeout", "120"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "captcha_queue", *argv, "--report-json", str(report_path)],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "failovers: 1" in proc.stdout
+    report = json.loads(report_path.read_text())
+    assert report["lost"] == 0
+    assert report["failovers"] == 1
+    assert report["by_status"] == {"success": 150}  # no task failed for the revoked key
+    # Both worked (demo-2 takes what demo-1 has no room for, then everything after the revoke).
+    assert report["by_account"]["demo-1"] >= 1
+    assert report["by_account"]["demo-2"] >= 1
+    assert sum(report["by_account"].values()) == 150
+    assert "1" * 2 + "k" * 30 not in proc.stdout + proc.stderr  # no key shown

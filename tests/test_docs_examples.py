@@ -128,3 +128,26 @@ def test_the_readme_shows_the_quickstart_file_verbatim() -> None:
 
 def test_the_readme_is_a_front_page_not_the_manual() -> None:
     assert len((DOCS.parent / "README.md").read_text(encoding="utf-8").splitlines()) <= 200
+
+
+@pytest.mark.timeout(60)
+def test_refunds_example(subprocess_env: dict[str, str]) -> None:
+    out = _run(DOCS / "examples" / "refunds.py", subprocess_env)
+    assert out.splitlines() == [
+        "solved by: captchaai main remote id True",
+        "reported: True",
+        "again: False",
+        "the service heard: {'bad': 1}",
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_accounts_registry_example(subprocess_env: dict[str, str]) -> None:
+    out = _run(DOCS / "examples" / "accounts_registry.py", subprocess_env)
+    lines = out.splitlines()
+    assert lines[0].startswith("refused: limit - a 2captcha account reports no thread limit")
+    assert lines[1:] == [
+        "main captchaai threads env:CAPTCHAAI_KEY",
+        "backup 2captcha 20 file:/run/secrets/solvers#twocaptcha",
+        "left: ['main']",
+    ]

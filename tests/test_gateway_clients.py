@@ -170,7 +170,6 @@ async def test_2captcha_python_over_tls_solves_through_the_gateway(
     ]
 
 
-@pytest.mark.skip(reason="needs q.report from the accounts branch")
 @pytest.mark.timeout(60)
 async def test_reports_through_2captcha_python_and_the_json_api(
     redis_client: aioredis.Redis,

@@ -18,6 +18,8 @@ EXPORTS: dict[str, list[str]] = {
     "captcha_queue": [
         "AccountError",
         "AccountInfo",
+        "AccountSpec",
+        "AccountStats",
         "AsyncCaptchaQueue",
         "CaptchaQueue",
         "CaptchaQueueError",
@@ -58,6 +60,7 @@ EXPORTS: dict[str, list[str]] = {
         "Backoff",
         "Decision",
         "LimiterConfig",
+        "MultiWorker",
         "NullEvents",
         "PollConfig",
         "PollScheduler",

@@ -149,6 +149,7 @@ def test_every_worker_option_reaches_the_child_processes() -> None:
         "orphan_hold_s": 90.0,
         "solver": "instant",
         "account": "acct",
+        "accounts": "main,backup",
         "request_timeout_s": 12.5,
         "startup_timeout_s": 7.5,
         "metrics_port": 9100,

@@ -25,7 +25,19 @@ from .errors import (
     TransientError,
     Unsolvable,
 )
-from .models import AccountInfo, Claim, DataLoss, DeadLetter, Result, Solution, Stats, Task, TaskSpec
+from .models import (
+    AccountInfo,
+    AccountSpec,
+    AccountStats,
+    Claim,
+    DataLoss,
+    DeadLetter,
+    Result,
+    Solution,
+    Stats,
+    Task,
+    TaskSpec,
+)
 from .queue import AsyncCaptchaQueue, CaptchaQueue, TaskStatus
 
 __version__ = "0.1.0"
@@ -33,6 +45,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AccountError",
     "AccountInfo",
+    "AccountSpec",
+    "AccountStats",
     "AsyncCaptchaQueue",
     "CaptchaQueue",
     "CaptchaQueueError",

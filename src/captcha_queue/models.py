@@ -13,6 +13,8 @@ import msgspec
 __all__ = [
     "PRIORITIES",
     "AccountInfo",
+    "AccountSpec",
+    "AccountStats",
     "Attempt",
     "Claim",
     "DataLoss",
@@ -21,6 +23,7 @@ __all__ = [
     "PauseState",
     "Priority",
     "RenewOutcome",
+    "ReportRequest",
     "Result",
     "Solution",
     "Stats",
@@ -64,6 +67,50 @@ class AccountInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     balance: float | None = None
 
 
+class AccountSpec(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One solver account of a namespace, as the registry keeps it (``captcha-queue accounts``).
+
+    The API key is never stored: ``key_env`` names the environment variable a worker reads it from,
+    or ``key_file`` + ``key_entry`` name a secrets file (``entry=key`` lines) and the entry in it.
+    Routing takes accounts by ``priority`` (higher first), then ``cost`` (lower first: a relative cost
+    per solve), then name; ``methods`` (empty: every method the provider serves) limits what it gets.
+    ``limit`` is the account's fleet limit (solves in flight); None: the threads the account reports
+    (providers that report them only).
+    """
+
+    name: str
+    provider: str = "captchaai"
+    base_url: str | None = None  # None: the provider's own
+    limit: int | None = None
+    priority: int = 0
+    cost: float = 1.0
+    key_env: str | None = None
+    key_file: str | None = None
+    key_entry: str | None = None
+    methods: tuple[str, ...] = ()
+
+    @property
+    def key_source(self) -> str:
+        """Where the key is read from, for people (never the key): ``env:NAME`` or ``file:PATH#ENTRY``."""
+        if self.key_env is not None:
+            return f"env:{self.key_env}"
+        return f"file:{self.key_file}#{self.key_entry}"
+
+
+class AccountStats(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One registered account now: its fleet slots, its pause, the live workers serving it and the
+    tasks they hold, the tasks finished on it (results of this namespace still kept)."""
+
+    name: str
+    provider: str
+    slots_used: int = 0
+    slots_limit: int | None = None
+    paused: str | None = None  # the pause's reason while the account is paused
+    pause_code: str | None = None
+    workers: int = 0
+    in_flight: int = 0
+
+
 class Task(msgspec.Struct, frozen=True, omit_defaults=True):
     """A submitted task as stored in Redis (its immutable part)."""
 
@@ -92,7 +139,7 @@ class TaskSpec(msgspec.Struct, frozen=True, omit_defaults=True):
     expires_in_s: float | None = None
     metadata: dict[str, Any] | None = None
     pingback: str | None = None
-    pingback_format: Literal["form", "get", "json"] = "form"
+    pingback_format: Literal["form", "get", "json", "jsonapi"] = "form"
 
 
 class Attempt(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -124,10 +171,28 @@ class Result(msgspec.Struct, frozen=True, omit_defaults=True):
     queue_wait_s: float | None = None
     solve_s: float | None = None
     metadata: dict[str, Any] | None = None
+    #: Who solved it (success only): the provider (``captchaai``, ``2captcha``, ...), the account as
+    #: workers know it (``<name>/<key fingerprint>``, never the key) and the service's id of the solve.
+    #: ``AsyncCaptchaQueue.report`` sends a verdict on the answer there.
+    provider: str | None = None
+    account: str | None = None
+    remote_id: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.status == "success"
+
+
+class ReportRequest(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A verdict on a solved task's answer, queued for the account that solved it
+    (``AsyncCaptchaQueue.report`` writes it, a worker of that account sends it to the service)."""
+
+    id: str
+    remote_id: str
+    correct: bool
+    account: str
+    provider: str | None = None
+    requested_at: float = 0.0
 
 
 class Claim(msgspec.Struct, frozen=True):
@@ -192,18 +257,37 @@ class Stats(msgspec.Struct, frozen=True):
 
 class DataLoss(msgspec.Struct, frozen=True):
     """Redis came back without the data set this process had seen (restarted empty, flushed, failed
-    over to an empty replica). ``lost`` counts the tasks that were queued or in flight then."""
+    over to an empty replica). ``lost`` counts the tasks that were queued or in flight then.
+
+    A failover to a replica that had not received the last writes keeps the epoch but rolls the
+    counters back: ``submitted_after`` / ``finished_after`` are set then (``rolled_back``), and
+    ``lost`` counts the acknowledged submissions that are gone (finishes rolled back are solved again)."""
 
     epoch_before: str
     epoch_after: str | None
     submitted_before: int
     finished_before: int
+    submitted_after: int | None = None
+    finished_after: int | None = None
+
+    @property
+    def rolled_back(self) -> bool:
+        return self.epoch_after == self.epoch_before
 
     @property
     def lost(self) -> int:
+        if self.rolled_back:
+            return max(0, self.submitted_before - (self.submitted_after or 0))
         return max(0, self.submitted_before - self.finished_before)
 
     def describe(self) -> str:
+        if self.rolled_back:
+            return (
+                f"Redis lost its latest writes (a failover to a replica that lacked them; epoch "
+                f"{self.epoch_before} kept): {self.lost} tasks that were queued or in flight are gone "
+                f"(submitted watermark {self.submitted_before} -> {self.submitted_after}, finished "
+                f"{self.finished_before} -> {self.finished_after})"
+            )
         return (
             f"Redis lost its data: epoch {self.epoch_before} -> {self.epoch_after or 'none'}; "
             f"{self.lost} tasks that were queued or in flight are gone "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import (  # noqa: F401  (registers their commands)
+    accounts_cmds,
     admin_cmds,
     demo_cmd,
     doctor_cmd,

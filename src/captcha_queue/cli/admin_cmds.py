@@ -17,7 +17,7 @@ from rich.markup import escape as esc
 from rich.table import Table
 
 from ..errors import TaskNotFound
-from ..models import PRIORITIES, DeadLetter, Pause, PauseState, Result, Stats, WorkerEntry
+from ..models import PRIORITIES, AccountStats, DeadLetter, Pause, PauseState, Result, Stats, WorkerEntry
 from ..queue._waiting import check_event_id
 from ..store.keys import validate_account
 from . import doctor_cmd
@@ -26,7 +26,7 @@ from .app import FiniteFloat, checked, cli, connection_options, echo_json, get_s
 if TYPE_CHECKING:
     from ..queue._producer import AsyncCaptchaQueue
 
-__all__ = ["stats_table"]
+__all__ = ["account_stats_table", "stats_table"]
 
 _PREVIEW_CHARS = 48
 
@@ -141,7 +141,8 @@ def _stats_doc(stats: Stats, pauses: PauseState) -> dict[str, Any]:
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON document (one per refresh with --watch).")
 def stats_cmd(watch: bool, interval_s: float, count: int | None, account: str, as_json: bool) -> None:
-    """Queued per priority, delayed, in flight, finished counts, workers, pause, solver slots."""
+    """Queued per priority, delayed, in flight, finished counts, workers, pause, solver slots; and per
+    registered account: its slots, pause, workers and tasks in flight."""
     settings = get_settings()
 
     async def snapshot(q: AsyncCaptchaQueue) -> tuple[Stats, PauseState]:
@@ -153,10 +154,15 @@ def stats_cmd(watch: bool, interval_s: float, count: int | None, account: str, a
                 click.echo(f"warning: Redis {warning} (see `captcha-queue doctor`)", err=True)
             if not watch:
                 stats, pauses = await snapshot(q)
+                per_account = await q.account_stats()
                 if as_json:
-                    echo_json(_stats_doc(stats, pauses))
+                    doc = _stats_doc(stats, pauses)
+                    doc["accounts"] = msgspec.to_builtins(per_account)
+                    echo_json(doc)
                 else:
                     _console().print(stats_table(stats, settings.namespace, pauses))
+                    if per_account:
+                        _console().print(account_stats_table(per_account))
                 return
             rounds = 0
             if as_json:
@@ -177,6 +183,25 @@ def stats_cmd(watch: bool, interval_s: float, count: int | None, account: str, a
 
     with _until_interrupted():
         run(go())
+
+
+def account_stats_table(accounts: list[AccountStats]) -> Table:
+    """The registered accounts now (routing order): slots, pause, workers, tasks held."""
+    table = Table(title="accounts (routing order)")
+    for column in ("account", "provider", "slots", "workers", "in flight", "paused"):
+        table.add_column(column)
+    for a in accounts:
+        limit = str(a.slots_limit) if a.slots_limit is not None else "-"
+        paused = (a.pause_code or "yes") if a.paused else "no"  # the reason is in the table above
+        table.add_row(
+            esc(a.name),
+            esc(a.provider),
+            f"{a.slots_used}/{limit}",
+            str(a.workers),
+            str(a.in_flight),
+            esc(paused),
+        )
+    return table
 
 
 @contextlib.contextmanager

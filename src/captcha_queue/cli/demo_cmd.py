@@ -43,6 +43,14 @@ from .app import FiniteFloat, cli
 @click.option(
     "--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Also write the report here."
 )
+@click.option(
+    "--accounts",
+    type=click.IntRange(min=1, max=9),
+    default=1,
+    show_default=True,
+    help="Registered simulator accounts served by every worker; 2 or more: the first one's key is "
+    "revoked a third of the way through and its tasks fail over to the next.",
+)
 @click.option("--quiet", is_flag=True, help="No live table (the report is still printed).")
 def demo_cmd(
     tasks: int,
@@ -56,6 +64,7 @@ def demo_cmd(
     seed: int,
     timeout_s: float,
     report_json: Path | None,
+    accounts: int,
     quiet: bool,
 ) -> None:
     """Run Redis, the solver simulator and worker processes on a mixed workload, then report."""
@@ -65,6 +74,8 @@ def demo_cmd(
 
     if tasks < 1 or processes < 1 or concurrency < 1 or time_scale <= 0:
         raise click.BadParameter("--tasks, --processes, --concurrency and --time-scale must be positive")
+    if accounts > 1 and real:
+        raise click.BadParameter("--accounts runs simulator accounts: it cannot be combined with --real")
     console = Console(stderr=False, width=max(110, Console().width))
     with resolved_redis(password_dir=state_dir()) as (url, server):
         if server is not None:
@@ -87,6 +98,7 @@ def demo_cmd(
             namespace=os.environ.get("CAPTCHA_QUEUE_NAMESPACE") or f"demo-{uuid.uuid4().hex[:8]}",
             solver_url=os.environ.get("CAPTCHAAI_URL") if real else None,
             api_key=os.environ.get("CAPTCHAAI_KEY") if real else None,
+            accounts=accounts,
         )
         report = asyncio.run(run_demo(cfg, live=not quiet and sys.stderr.isatty()))
     render_report(report, console)

@@ -1,4 +1,4 @@
-"""Producer commands: ``submit``, ``result``, ``wait``, ``cancel``.
+"""Producer commands: ``submit``, ``result``, ``wait``, ``cancel``, ``report``.
 
 Exit codes: 0 the task(s) succeeded (or the command did what it says); 1 an error (one line on
 stderr); 2 a usage error; 3 a task finished without a solution (error, cancelled, expired); 4 no
@@ -145,7 +145,7 @@ _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON 
 )
 @click.option(
     "--pingback-format",
-    type=click.Choice(["form", "get", "json"]),
+    type=click.Choice(["form", "get", "json", "jsonapi"]),
     default="form",
     show_default=True,
     help="form: POST id, code, status; get: the same as query parameters; json: POST the whole result.",
@@ -198,7 +198,7 @@ def submit_cmd(
                 max_attempts=max_attempts,
                 expires_in_s=expires_in_s,
                 pingback=pingback,
-                pingback_format=cast(Literal["form", "get", "json"], pingback_format),
+                pingback_format=cast(Literal["form", "get", "json", "jsonapi"], pingback_format),
             )
             if not wait:
                 if as_json:
@@ -303,5 +303,35 @@ def cancel_cmd(task_ids: tuple[str, ...], as_json: bool) -> None:
                 elif cancelled:
                     click.echo(f"cancelled {task_id}")
         return code
+
+    sys.exit(run(go()))
+
+
+@cli.command("report")
+@connection_options
+@click.argument("task_id", metavar="ID")
+@click.option("--bad", "verdict", flag_value="bad", help="The answer did not work: claim a refund.")
+@click.option("--good", "verdict", flag_value="good", help="The answer worked.")
+@_json_option
+def report_cmd(task_id: str, verdict: str | None, as_json: bool) -> None:
+    """Tell the account that solved a task whether its answer worked (once per task).
+
+    A worker of that account sends the verdict to the service. Exit 1 when the task was reported
+    before (nothing is sent again) or has no answer to report on."""
+    if verdict is None:
+        raise click.UsageError("give --bad (the answer did not work: a refund) or --good")
+    settings = get_settings()
+
+    async def go() -> int:
+        async with open_queue(settings) as q:
+            recorded = await q.report(task_id, correct=verdict == "good")
+        if as_json:
+            echo_json({"id": task_id, "verdict": verdict, "recorded": recorded})
+        elif recorded:
+            click.echo(f"reported {task_id} {verdict}: a worker of its account sends it")
+        if not recorded:
+            click.echo(f"error: task {task_id} was reported before; nothing sent again", err=True)
+            return 1
+        return 0
 
     sys.exit(run(go()))

@@ -35,6 +35,7 @@ def worker_cmd(supervised: bool, **values: Any) -> None:
     """Run worker processes: claim tasks, solve them, write the results.
 
     The API key comes from CAPTCHAAI_KEY (or the root --captchaai-key-file); it is never logged.
+    With --accounts, each registered account's key comes from its own reference (env var or file).
     """
     base = get_settings()
     connection = Settings.load(
@@ -52,7 +53,7 @@ def worker_cmd(supervised: bool, **values: Any) -> None:
         solver_url=connection.captchaai_url,
         api_key=connection.captchaai_key,
     )
-    if settings.solver != "instant":
+    if settings.solver != "instant" and settings.accounts is None:
         connection.require_key()
     if settings.processes is not None and settings.processes > 1:
         from ..worker.logs import configure_logging

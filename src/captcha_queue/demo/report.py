@@ -25,6 +25,8 @@ class DemoReport:
     max_in_flight: int | None = None
     solver_limit: int | None = None
     kills: int = 0
+    by_account: Counter[str] = field(default_factory=Counter)  # success results per account name
+    failovers: int = 0
 
     @property
     def lost(self) -> int:
@@ -54,6 +56,8 @@ class DemoReport:
             "max_solver_in_flight": self.max_in_flight,
             "solver_limit": self.solver_limit,
             "worker_kills": self.kills,
+            "by_account": dict(self.by_account),
+            "failovers": self.failovers,
             "latency": latency,
         }
 

@@ -14,6 +14,7 @@ import base64
 import contextlib
 import os
 import random
+import secrets
 import struct
 import subprocess
 import time
@@ -27,13 +28,16 @@ import aiohttp
 import msgspec
 
 from ..errors import ConfigError
-from ..models import PRIORITIES, TaskSpec
+from ..models import PRIORITIES, AccountSpec, TaskSpec
 from ..processes import Processes
 from ..queue import AsyncCaptchaQueue
 from .report import DemoReport
 from .view import ProgressView
 
 __all__ = ["DemoConfig", "DemoReport", "run_demo"]
+
+#: The simulator's control token (cli/simulator_cmd.py reads the same variable).
+ENV_SIMULATOR_TOKEN = "CAPTCHA_QUEUE_SIMULATOR_TOKEN"
 
 #: A key of the right shape for the simulator (any well-formed 32-character key is an account there).
 SIMULATOR_KEY = "d" * 32
@@ -55,6 +59,10 @@ class DemoConfig:
     namespace: str = "demo"
     solver_url: str | None = None  # --real: the service; default the simulator started here
     api_key: str | None = None
+    #: 2 or more: that many registered accounts on the simulator, served by every worker
+    #: (``--accounts all``); a third of the way through, the first one's key is revoked and its
+    #: tasks fail over to the next.
+    accounts: int = 1
 
 
 # -- the workload ---------------------------------------------------------------------------------
@@ -129,6 +137,9 @@ def workload(count: int, seed: int) -> Iterator[TaskSpec]:
 def _start_simulator(procs: Processes, cfg: DemoConfig, env: dict[str, str]) -> str:
     args = ["simulator", "--port", "0", "--time-scale", str(cfg.time_scale), "--threads", str(cfg.threads)]
     args += ["--seed", str(cfg.seed)]
+    if cfg.accounts > 1:
+        # Every account calls from 127.0.0.1: the revoked key must not get the address banned.
+        args += ["--ip-ban-after", "1000000"]
     proc = procs.spawn_python(["-m", "captcha_queue", *args], env, capture=True)
     assert proc.stdout is not None
     line = proc.stdout.readline().decode().strip()
@@ -138,6 +149,7 @@ def _start_simulator(procs: Processes, cfg: DemoConfig, env: dict[str, str]) -> 
 
 
 def _worker_args(cfg: DemoConfig) -> list[str]:
+    accounts = ["--accounts", "all"] if cfg.accounts > 1 else []
     return [
         "-m",
         "captcha_queue",
@@ -152,6 +164,7 @@ def _worker_args(cfg: DemoConfig) -> list[str]:
         str(cfg.lease_s),
         "--log-format",
         "json",
+        *accounts,
     ]
 
 
@@ -181,12 +194,17 @@ async def run_demo(cfg: DemoConfig, *, live: bool = True) -> DemoReport:
             if cfg.solver_url:
                 env["CAPTCHAAI_URL"] = cfg.solver_url
         else:
+            if cfg.accounts > 1:
+                env[ENV_SIMULATOR_TOKEN] = control_token = secrets.token_hex(16)
             sim_url = _start_simulator(procs, cfg, env)
             env["CAPTCHAAI_URL"] = sim_url
             env["CAPTCHAAI_KEY"] = SIMULATOR_KEY
-        workers = [procs.spawn_python(_worker_args(cfg), env) for _ in range(cfg.processes)]
         async with AsyncCaptchaQueue.from_url(cfg.redis_url, namespace=cfg.namespace) as q:
-            await _run(q, cfg, report, workers, procs, env, live=live)
+            failover: Failover | None = None
+            if cfg.accounts > 1 and sim_url is not None:
+                failover = await _register_accounts(q, cfg, env, sim_url, control_token)
+            workers = [procs.spawn_python(_worker_args(cfg), env) for _ in range(cfg.processes)]
+            await _run(q, cfg, report, workers, procs, env, live=live, failover=failover)
             stats = await q.stats()
             report.dead_letters = stats.dead
             report.solver_limit = stats.solver_slots_limit
@@ -217,6 +235,45 @@ def _max_in_flight(sim: dict[str, Any]) -> int | None:
     return int(value) if isinstance(value, int | float) else None
 
 
+@dataclass(frozen=True)
+class Failover:
+    """How the demo breaks its first account: the simulator's control endpoint and that key."""
+
+    control_url: str
+    token: str
+    key: str
+    account: str
+    next_account: str
+
+    async def revoke(self) -> None:
+        """Revoke the key at the (simulated) service: its next request answers ERROR_KEY_DOES_NOT_EXIST."""
+        body = {"accounts": {self.key: {"state": "bad"}}}
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(self.control_url, json=body, headers=headers) as resp,
+        ):
+            if resp.status != 200:
+                raise ConfigError(f"the simulator refused the failover ({resp.status})")
+
+
+async def _register_accounts(
+    q: AsyncCaptchaQueue, cfg: DemoConfig, env: dict[str, str], sim_url: str, token: str
+) -> Failover:
+    """``accounts`` simulator accounts in the registry, the first one first (highest priority); their
+    keys go to the workers' environment, the registry holds only the variables' names."""
+    names = [f"demo-{i}" for i in range(1, cfg.accounts + 1)]
+    keys = [f"{i:02d}".ljust(32, "k") for i in range(1, cfg.accounts + 1)]
+    for index, (name, key) in enumerate(zip(names, keys, strict=True)):
+        variable = f"DEMO_ACCOUNT_KEY_{index + 1}"
+        env[variable] = key
+        spec = AccountSpec(
+            name=name, base_url=sim_url, limit=cfg.threads, priority=cfg.accounts - index, key_env=variable
+        )
+        await q.add_account(spec, replace=True)
+    return Failover(f"{sim_url}/control", token, keys[0], names[0], names[1])
+
+
 async def _run(
     q: Any,
     cfg: DemoConfig,
@@ -226,6 +283,7 @@ async def _run(
     env: dict[str, str],
     *,
     live: bool,
+    failover: Failover | None = None,
 ) -> None:
 
     specs = list(workload(cfg.tasks, cfg.seed))
@@ -238,6 +296,7 @@ async def _run(
     submitted_per_priority: Counter[str] = Counter(priority_of.values())
     view = ProgressView(submitted_per_priority, enabled=live)
     chaos_at = cfg.tasks // 3 if cfg.chaos else None
+    failover_at = cfg.tasks // 3 if failover is not None else None
     with view:
         refresher = asyncio.create_task(_refresh(q, view, report, started))
         try:
@@ -247,7 +306,17 @@ async def _run(
                 report.by_priority[result.priority].append(result)
                 if result.attempts > 1:
                     report.retries += result.attempts - 1
+                if result.account:
+                    report.by_account[result.account.split("/")[0]] += 1
                 view.record(result)
+                if failover is not None and failover_at is not None and report.finished >= failover_at:
+                    failover_at = None
+                    await failover.revoke()
+                    view.note(
+                        f"failover: the key of account {failover.account} was revoked at the service; "
+                        f"its workers pause it and its tasks go to {failover.next_account}"
+                    )
+                    report.failovers += 1
                 if chaos_at is not None and report.finished >= chaos_at:
                     chaos_at = None
                     await _kill_and_restart(workers, procs, cfg, env, view)

@@ -130,6 +130,9 @@ def render_report(report: DemoReport, console: Console) -> None:
     console.print(
         f"retries: {report.retries}; dead letters: {report.dead_letters}; worker kills: {report.kills}"
     )
+    if report.by_account:
+        solved = ", ".join(f"{name} {n}" for name, n in sorted(report.by_account.items()))
+        console.print(f"solved per account: {solved}; failovers: {report.failovers}")
     style = "bold green" if report.lost == 0 else "bold red"
     console.print(
         f"[{style}]submitted {report.submitted}, finished {report.finished}, lost {report.lost}[/{style}]"

@@ -17,10 +17,11 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import RedisUnavailable
+from ..protocol.jsonapi import task_result
 from ..protocol.methods import canonical_params
 from ..protocol.tasktypes import DialectName, TaskType, accepted_types, parse_task
 from ..protocol.validation import check_submit
-from ._answers import json_error, json_solution, result_code
+from ._answers import json_error
 from ._keys import KEY_CHARS, ClientKey
 from ._legacy import Refused, _pingback_arg, lookup, report, submit
 from ._limits import allow_request
@@ -96,13 +97,22 @@ async def _create_task(gateway: Gateway, key: ClientKey, document: dict[str, Any
     for source in (document, task):
         if source.get("callbackUrl"):
             hooks.setdefault("pingback", _text(source["callbackUrl"]))
-    _pingback_arg(hooks)  # delivered by the webhook outbox once submit takes it (see the merge note)
+    pingback = _pingback_arg(hooks)  # delivered by the webhook outbox as Anti-Captcha sends it
     params = canonical_params(method, parsed.params)
     spec, rejection = check_submit(gateway.settings, method, params, {})
     if rejection is not None:
         raise Refused(rejection.code)
     assert spec is not None
-    task_id = await submit(gateway, key, method, params, spec.name, dialect=parsed.dialect)
+    task_id = await submit(
+        gateway,
+        key,
+        method,
+        params,
+        spec.name,
+        pingback=pingback,
+        pingback_format="jsonapi",
+        dialect=parsed.dialect,
+    )
     # ``status``: CapSolver answers it (its SDK reads it); other clients ignore it
     return {"errorId": 0, "taskId": int(task_id), "status": "idle"}
 
@@ -120,18 +130,7 @@ async def _get_task_result(gateway: Gateway, key: ClientKey, document: dict[str,
         return {"errorId": 0, "status": "processing"}
     if isinstance(found, str):
         raise Refused(found)
-    if not found.ok or found.solution is None:
-        return json_error(result_code(found))
-    return {
-        "errorId": 0,
-        "status": "ready",
-        "solution": json_solution(found),
-        "cost": "0",
-        "ip": "",
-        "createTime": int(found.submitted_at),
-        "endTime": int(found.finished_at),
-        "solveCount": found.attempts,
-    }
+    return task_result(found)
 
 
 async def _get_balance(gateway: Gateway, key: ClientKey, document: dict[str, Any]) -> dict[str, Any]:

@@ -157,15 +157,28 @@ class AdminAPI(QueueCore):
         """Compare the data set with the one this object saw at its previous call (one round trip).
 
         Returns a DataLoss when the epoch changed or vanished since: Redis restarted empty, was
-        flushed or failed over to an empty replica. The first call only records what it sees.
-        Workers call this every renew period and log the loss at CRITICAL; producers may too.
+        flushed or failed over to an empty replica; or when, under the same epoch, the submitted or
+        finished watermark went back (a failover to a replica that lacked the latest writes). The
+        first call only records what it sees. Workers call this every renew period and log the loss
+        at CRITICAL; producers may too.
         """
         stats = await self.stats()
         finished = stats.completed + stats.failed + stats.cancelled + stats.expired
         previous = self._data_seen
         self._data_seen = (stats.epoch, stats.submitted, finished)
-        if previous is None or previous[0] is None or previous[0] == stats.epoch:
+        if previous is None or previous[0] is None:
             return None
+        if previous[0] == stats.epoch:
+            if stats.submitted >= previous[1] and finished >= previous[2]:
+                return None
+            return DataLoss(
+                epoch_before=previous[0],
+                epoch_after=stats.epoch,
+                submitted_before=previous[1],
+                finished_before=previous[2],
+                submitted_after=stats.submitted,
+                finished_after=finished,
+            )
         return DataLoss(
             epoch_before=previous[0],
             epoch_after=stats.epoch,

@@ -20,6 +20,7 @@ from redis.exceptions import ResponseError
 from ..errors import InvalidArgument, ScriptError, SolverError
 from ..models import Claim, RenewOutcome, Result, Solution
 from ..store.connection import BLOCK_MAX_S, redis_errors_async
+from ..store.keys import validate_account_ref
 from ..store.scripts import Code
 from ._core import QueueCore, as_str, check_seconds, log
 
@@ -179,12 +180,27 @@ class WorkerAPI(QueueCore):
             claim, remote_id=str(remote_id), remote_submitted_at=int(reply[1]) / 1000
         )
 
-    async def complete(self, claim: Claim, solution: Solution | str) -> Result:
-        """Finish the task with its solution: the one final result."""
+    async def complete(
+        self,
+        claim: Claim,
+        solution: Solution | str,
+        *,
+        provider: str | None = None,
+        account: str | None = None,
+    ) -> Result:
+        """Finish the task with its solution: the one final result.
+
+        ``provider`` and ``account`` (the solver account's ref, ``<name>/<key fingerprint>``) say who
+        solved it; with the remote id recorded under the lease they go into the result, so that
+        ``report`` can reach that account."""
         if isinstance(solution, str):
             solution = Solution(text=solution)
+        if account is not None:
+            validate_account_ref(account)
         payload = _solution_encoder.encode(solution)
-        reply = await self._script("completeTask", claim.task.id, claim.lease_token, payload)
+        reply = await self._script(
+            "completeTask", claim.task.id, claim.lease_token, payload, provider or "", account or ""
+        )
         return self._final(reply, claim)
 
     async def fail(

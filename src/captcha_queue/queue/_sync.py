@@ -20,12 +20,15 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from ..models import (
+    AccountSpec,
+    AccountStats,
     Claim,
     DataLoss,
     DeadLetter,
     Pause,
     PauseState,
     RenewOutcome,
+    ReportRequest,
     Result,
     Solution,
     Stats,
@@ -170,7 +173,7 @@ class CaptchaQueue:
         expires_in_s: float | None = None,
         metadata: dict[str, Any] | None = None,
         pingback: str | None = None,
-        pingback_format: Literal["form", "get", "json"] = "form",
+        pingback_format: Literal["form", "get", "json", "jsonapi"] = "form",
         task_id: str | None = None,
     ) -> str:
         return self._loop.run(
@@ -205,6 +208,9 @@ class CaptchaQueue:
 
     def cancel(self, task_id: str) -> bool:
         return self._loop.run(self._queue.cancel(task_id))
+
+    def report(self, task_id: str, *, correct: bool) -> bool:
+        return self._loop.run(self._queue.report(task_id, correct=correct))
 
     def stats(self, account: str = "default") -> Stats:
         return self._loop.run(self._queue.stats(account))
@@ -282,8 +288,15 @@ class CaptchaQueue:
     def record_remote(self, claim: Claim, remote_id: str) -> Claim:
         return self._loop.run(self._queue.record_remote(claim, remote_id))
 
-    def complete(self, claim: Claim, solution: Solution | str) -> Result:
-        return self._loop.run(self._queue.complete(claim, solution))
+    def complete(
+        self,
+        claim: Claim,
+        solution: Solution | str,
+        *,
+        provider: str | None = None,
+        account: str | None = None,
+    ) -> Result:
+        return self._loop.run(self._queue.complete(claim, solution, provider=provider, account=account))
 
     def fail(
         self,
@@ -303,3 +316,24 @@ class CaptchaQueue:
 
     def reap(self, batch: int = 1000) -> int:
         return self._loop.run(self._queue.reap(batch))
+
+    def add_account(self, spec: AccountSpec, *, replace: bool = False) -> AccountSpec:
+        return self._loop.run(self._queue.add_account(spec, replace=replace))
+
+    def remove_account(self, name: str) -> bool:
+        return self._loop.run(self._queue.remove_account(name))
+
+    def accounts(self) -> list[AccountSpec]:
+        return self._loop.run(self._queue.accounts())
+
+    def account_stats(self) -> list[AccountStats]:
+        return self._loop.run(self._queue.account_stats())
+
+    def account(self, name: str) -> AccountSpec | None:
+        return self._loop.run(self._queue.account(name))
+
+    def take_reports(self, account: str, count: int = 100, lease_s: float = 30.0) -> list[ReportRequest]:
+        return self._loop.run(self._queue.take_reports(account, count, lease_s))
+
+    def ack_report(self, request: ReportRequest) -> None:
+        self._loop.run(self._queue.ack_report(request))

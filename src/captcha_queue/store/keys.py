@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 
 from ..errors import InvalidArgument
 
-__all__ = ["GatewayKeys", "Keys", "validate_account", "validate_namespace"]
+__all__ = ["GatewayKeys", "Keys", "validate_account", "validate_account_ref", "validate_namespace"]
 
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 # No ':' in an account name: "a:limit" would name account a's limit key.
 _ACCOUNT_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# An account ref: the name, or the name and its key's fingerprint (solvers.base.account_ref).
+_ACCOUNT_REF_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}(/[A-Za-z0-9_.-]{1,64})?")
 
 
 def validate_namespace(namespace: str) -> str:
@@ -42,7 +44,17 @@ def validate_account(account: str) -> str:
     return account
 
 
-_PER_ACCOUNT = frozenset({"slots", "slot_limit", "slot_owners", "account_paused"})
+def validate_account_ref(ref: str) -> str:
+    """Return ``ref`` if it is an account ref (``<account>`` or ``<account>/<key fingerprint>``)."""
+    if not isinstance(ref, str) or not _ACCOUNT_REF_RE.fullmatch(ref):
+        raise InvalidArgument(
+            f"account ref {reprlib.repr(ref)} must be <account> or <account>/<key fingerprint>",
+            field="account",
+        )
+    return ref
+
+
+_PER_ACCOUNT = frozenset({"slots", "slot_limit", "slot_owners", "account_paused", "reports", "reports_taken"})
 
 
 @dataclass(frozen=True)
@@ -236,6 +248,22 @@ class Keys:
     def slot_owners(self, account: str) -> str:
         """HASH slot holder -> lease token of the claim holding it (fencing for slot release)."""
         return self._k(f"slots:{validate_account(account)}:owners")
+
+    # -- accounts ------------------------------------------------------------------------------
+    @property
+    def accounts(self) -> str:
+        """HASH account name -> AccountSpec JSON: the namespace's solver accounts (no keys: references)."""
+        return self._k("accounts")
+
+    # -- refunds -------------------------------------------------------------------------------
+    def reports(self, ref: str) -> str:
+        """LIST of report requests (a verdict on a solved task's answer) waiting for a worker of the
+        account ``ref`` (``<account>/<key fingerprint>``: only that key can report its solves)."""
+        return self._k(f"reports:{validate_account_ref(ref)}")
+
+    def reports_taken(self, ref: str) -> str:
+        """ZSET report request JSON -> lease deadline (ms): requests a worker took and has not acked."""
+        return self._k(f"reports:{validate_account_ref(ref)}:taken")
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@
 Rooms: ``runtime`` (``Worker``, composing ``_claiming``, ``_attempt`` and ``_leases`` over
 ``_shared``), ``polling`` (one poll timer per process), ``limiter`` (fleet-wide solver slots),
 ``breaker`` (account pause shared by the fleet), ``retry`` (the error policy), ``registry`` (live
-workers), ``supervisor`` (P processes), ``events`` (observer hooks), ``config`` (every setting,
-declared once), ``process`` (``run_worker``: one process).
+workers), ``supervisor`` (P processes), ``multi`` (several accounts in one process: routing, failover),
+``accounts`` (registered accounts: keys by reference, solvers, per-account metrics), ``events``
+(observer hooks), ``config`` (every setting, declared once), ``process`` (``run_worker``: one process).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .breaker import AccountBreaker
 from .config import WorkerConfig, WorkerSettings
 from .events import NullEvents, WorkerEvents
 from .limiter import LimiterConfig, SlotLimiter, SlotState, read_slot_state
+from .multi import MultiWorker
 from .polling import PollConfig, PollScheduler
 from .process import run_worker
 from .registry import WorkerInfo, WorkerRegistry
@@ -31,6 +33,7 @@ __all__ = [
     "Backoff",
     "Decision",
     "LimiterConfig",
+    "MultiWorker",
     "NullEvents",
     "PollConfig",
     "PollScheduler",

@@ -31,7 +31,7 @@ from ..errors import (
     Unsolvable,
 )
 from ..models import Result, Solution
-from ._shared import Run, Shared, Stop
+from ._shared import Run, Shared, Stop, solver_provider
 from .polling import PollScheduler
 from .retry import Action, RetryPolicy
 
@@ -250,7 +250,12 @@ class Attempts:
         slot_outcome: Literal["ok", "error"] = "error"
         try:
             if isinstance(outcome, Solution):
-                result = await s.redis(lambda: s.queue.complete(claim, outcome), persist=True)
+                result = await s.redis(
+                    lambda: s.queue.complete(
+                        claim, outcome, provider=solver_provider(s.solver), account=s.solver.account_ref
+                    ),
+                    persist=True,
+                )
                 slot_outcome = "ok"
                 self._finished(run, result)
             elif isinstance(outcome, Stop) and outcome.how == "expire":

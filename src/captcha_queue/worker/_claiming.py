@@ -44,7 +44,7 @@ class Claiming:
         self._s.stopping.set()
         self._s.room.set()
 
-    def _capacity(self) -> int:
+    def capacity(self) -> int:
         s = self._s
         room = s.config.concurrency - len(s.runs)
         if s.limiter is not None or not s.limit_known.is_set():
@@ -65,7 +65,7 @@ class Claiming:
                 with contextlib.suppress(CaptchaQueueError):  # nothing supervises this loop
                     await s.breaker.refresh()
                 continue
-            count = self._capacity()
+            count = self.capacity()
             if count <= 0:
                 s.room.clear()
                 await s.room.wait()
@@ -96,11 +96,11 @@ class Claiming:
             if claims:
                 s.breaker.note_claimed()
             for claim in claims:
-                self._start_run(claim)
+                self.start_run(claim)
             if claims and s.stopping.is_set():
                 log.debug("claimed %d tasks while stopping: they are released", len(claims))
 
-    def _start_run(self, claim: Claim) -> None:
+    def start_run(self, claim: Claim) -> None:
         s = self._s
         stale = s.runs.get(claim.task_id)
         if stale is not None:

@@ -38,6 +38,11 @@ REDIS_BACKOFF = Backoff(base_s=0.05, cap_s=2.0)
 Stage = Literal["claimed", "slot", "submit", "poll", "finish"]
 
 
+def solver_provider(solver: Solver) -> str:
+    """The provider a solver talks to (``captchaai``, ``2captcha``, ... ``instant``), as results record it."""
+    return solver.provider
+
+
 class Stop(Exception):
     """End this attempt with a release (fleet paused) or an expiry."""
 

@@ -34,6 +34,26 @@ def _check_host(host: str) -> str:
     return host
 
 
+def _check_accounts(value: str) -> str:
+    """'all' or a comma-separated list of account names."""
+    if value != "all":
+        names = [n.strip() for n in value.split(",")]
+        if not all(names):
+            raise InvalidArgument(
+                "accounts must be 'all' or account names separated by commas", field="accounts"
+            )
+        for name in names:
+            validate_account(name)
+    return value
+
+
+def account_names(value: str | None) -> list[str] | None:
+    """The names ``accounts`` lists (None: 'all' or unset)."""
+    if value is None or value == "all":
+        return None
+    return list(dict.fromkeys(n.strip() for n in value.split(",")))
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
     """How one worker process runs. Durations are real seconds; ``time_scale`` scales the solver pacing
@@ -134,6 +154,15 @@ class WorkerSettings(WorkerConfig):
         help="Solver account name: the key of the fleet-wide limit (never derived from the API key); "
         "give each API key its own.",
         check=validate_account,
+    )
+    accounts: str | None = setting(
+        None,
+        help="Serve these registered accounts (captcha-queue accounts add), comma-separated, or 'all': "
+        "one process routes each task to an account (priority, cost, methods) and fails over when one "
+        "pauses; each account's key is read from its reference (env var or secrets file). Replaces "
+        "--account, --solver-url and the API key.",
+        check=_check_accounts,
+        default_text="one account: --account with CAPTCHAAI_KEY",
     )
     request_timeout_s: float = setting(
         30.0,

@@ -44,6 +44,9 @@ class WorkerEvents(Protocol):
     def set_limit_unknown(self, unknown: bool) -> None:
         """True while the fleet limit is unknown (the account has not answered): no solve is sent."""
 
+    def report(self, account: str, verdict: str, outcome: str) -> None:
+        """A verdict on an answer ("good" or "bad") was sent to ``account``: ``outcome`` "sent" or "error"."""
+
 
 class NullEvents:
     """Observes nothing."""
@@ -76,4 +79,7 @@ class NullEvents:
         pass
 
     def set_limit_unknown(self, unknown: bool) -> None:
+        pass
+
+    def report(self, account: str, verdict: str, outcome: str) -> None:
         pass

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -56,12 +56,14 @@ class Readiness:
         self,
         queue: AsyncCaptchaQueue,
         *,
-        account_ref: str,
+        account_ref: str | Sequence[str],
         limit_known: Callable[[], bool],
         timeout_s: float = READY_TIMEOUT_S,
     ) -> None:
         self.queue = queue
-        self.account_ref = account_ref
+        #: The accounts this process serves (``worker --accounts``: several; ready while one is not paused).
+        self.account_refs = [account_ref] if isinstance(account_ref, str) else list(account_ref)
+        self.account_ref = ", ".join(self.account_refs)
         self.timeout_s = timeout_s
         self._limit_known = limit_known
         self._loop = asyncio.get_running_loop()
@@ -120,13 +122,17 @@ class Readiness:
         return Check(True, f"{len(scripts)} loaded")
 
     async def _account(self) -> Check:
-        try:
-            state = await asyncio.wait_for(self.queue.pause_state(self.account_ref), self.timeout_s)
-        except TimeoutError:
-            return Check(False, f"could not read the pauses within {self.timeout_s:g} s")
-        except Exception as exc:
-            return Check(False, f"could not read the pauses: {type(exc).__name__}")
-        if state.accounts:
-            pause = state.accounts[0]
-            return Check(False, f"account {self.account_ref} paused ({pause.code or 'no code'})")
-        return Check(True, f"account {self.account_ref} not paused")
+        paused: list[str] = []
+        for ref in self.account_refs:
+            try:
+                state = await asyncio.wait_for(self.queue.pause_state(ref), self.timeout_s)
+            except TimeoutError:
+                return Check(False, f"could not read the pauses within {self.timeout_s:g} s")
+            except Exception as exc:
+                return Check(False, f"could not read the pauses: {type(exc).__name__}")
+            if not state.accounts:
+                return Check(True, f"account {ref} not paused")
+            paused.append(f"{ref} paused ({state.accounts[0].code or 'no code'})")
+        if len(paused) == 1:
+            return Check(False, f"account {paused[0]}")
+        return Check(False, f"every account paused: {', '.join(paused)}")

@@ -21,6 +21,7 @@ Wiring it into the worker runtime (every call is cheap, synchronous and never ra
     metrics.set_account_paused(True)             # this process's account paused (False on resume)
     metrics.account_paused("ERROR_ZERO_BALANCE") # this process paused its account, for that code
     metrics.set_limit_unknown(True)              # no fleet limit known yet: no solve is sent
+    metrics.report("main/0123456789ab", "bad", "sent")  # a verdict sent to an account (refunds)
 
 The server answers ``/metrics`` (and ``/``), ``/healthz`` (200 ``ok``: the process is alive) and, given a
 ``readiness`` callable (``health.Readiness.from_thread``), ``/readyz`` (200 or 503 with a JSON body).
@@ -87,6 +88,8 @@ SOLVE_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 20, 30, 45, 60, 
 #: label value, so no free text (and no lower-case hex API key) can ever reach a series name.
 _CODE_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,47}$")
 _METHOD_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+#: Account refs as workers know them: ``<name>`` or ``<name>/<12 hex digits of a key's HMAC>``.
+_ACCOUNT_LABEL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}(/[A-Za-z0-9_.-]{1,64})?$")
 _MAX_CODES = 200  # distinct (endpoint, code) pairs kept before new ones count as "other"
 _MAX_METHODS = 32
 
@@ -216,6 +219,44 @@ class WorkerMetrics:
             ["code"],
             registry=reg,
         )
+        self._reports_family = Counter(
+            f"{PREFIX}_reports",
+            "Verdicts on answers (refund claims) this process sent, by account, verdict and outcome.",
+            ["account", "verdict", "outcome"],
+            registry=reg,
+        )
+        # -- per account (a worker serving several accounts: --accounts) ------------------------
+        self._acct_finished = Counter(
+            f"{PREFIX}_account_tasks_finished",
+            "Tasks this process finished on each solver account, by final status.",
+            ["account", "status"],
+            registry=reg,
+        )
+        self._acct_in_flight = Gauge(
+            f"{PREFIX}_account_in_flight",
+            "Tasks this process holds for each account.",
+            ["account"],
+            registry=reg,
+        )
+        self._acct_slots_used = Gauge(
+            f"{PREFIX}_account_slots_used",
+            "Fleet-wide solver slots in use, per account.",
+            ["account"],
+            registry=reg,
+        )
+        self._acct_slots_limit = Gauge(
+            f"{PREFIX}_account_slots_limit",
+            "Fleet-wide solver slot limit in effect per account; NaN when unknown or none.",
+            ["account"],
+            registry=reg,
+        )
+        self._acct_paused = Gauge(
+            f"{PREFIX}_account_paused_state",
+            "1 while the account is paused (account error, busy that did not clear, operator).",
+            ["account"],
+            registry=reg,
+        )
+        self._acct_state: dict[str, dict[str, float]] = {}
         self._limit_unknown = Gauge(
             f"{PREFIX}_solver_limit_unknown",
             "1 while the fleet limit is unknown (the account has not answered): no solve is sent.",
@@ -290,6 +331,47 @@ class WorkerMetrics:
     def set_limit_unknown(self, unknown: bool) -> None:
         self.limit_known = not unknown
         self._limit_unknown.set(1 if unknown else 0)
+
+    def report(self, account: str, verdict: str, outcome: str) -> None:
+        """A verdict was sent to ``account`` (its ref: name and key fingerprint, never the key)."""
+        self._reports_family.labels(
+            account if _ACCOUNT_LABEL_RE.match(account) else OTHER,
+            verdict if verdict in ("good", "bad") else OTHER,
+            outcome if outcome in ("sent", "error") else OTHER,
+        ).inc()
+
+    # -- per account ------------------------------------------------------------------------------
+    def account_series(self, account: str) -> None:
+        """Create the series of ``account`` (an account name: configuration, never a key)."""
+        self._acct_state.setdefault(account, {"in_flight": 0, "paused": 0, "unknown": 1})
+        for status in STATUSES:
+            self._acct_finished.labels(account, status)
+        self._acct_in_flight.labels(account).set(0)
+        self._acct_slots_used.labels(account).set(0)
+        self._acct_slots_limit.labels(account).set(math.nan)
+        self._acct_paused.labels(account).set(0)
+
+    def account_finished(self, account: str, status: str) -> None:
+        self._acct_finished.labels(account, status if status in STATUSES else "error").inc()
+
+    def account_in_flight(self, account: str, n: int) -> None:
+        self._acct_in_flight.labels(account).set(n)
+        self._acct_state[account]["in_flight"] = n
+        self.set_in_flight(int(sum(state["in_flight"] for state in self._acct_state.values())))
+
+    def account_slots(self, account: str, used: int, limit: int | None) -> None:
+        self._acct_slots_used.labels(account).set(used)
+        self._acct_slots_limit.labels(account).set(math.nan if limit is None else limit)
+
+    def account_pause_state(self, account: str, paused: bool) -> None:
+        self._acct_paused.labels(account).set(1 if paused else 0)
+        self._acct_state[account]["paused"] = 1 if paused else 0
+        self.set_account_paused(all(state["paused"] for state in self._acct_state.values()))
+
+    def account_limit_unknown(self, account: str, unknown: bool) -> None:
+        """Ready (``/readyz``) as soon as one account can send solves."""
+        self._acct_state[account]["unknown"] = 1 if unknown else 0
+        self.set_limit_unknown(all(state["unknown"] for state in self._acct_state.values()))
 
     # -- namespace-level refresh ------------------------------------------------------------------
     def observe_stats(self, stats: Stats, *, now_s: float | None = None) -> None:

@@ -43,6 +43,9 @@ def run_worker(settings: WorkerSettings) -> int:
     ``startup_timeout_s``) or RedisUnavailable (a wrong Redis password)."""
     from .logs import configure_logging
 
+    if settings.accounts is not None:
+        configure_logging(settings.log_format, getattr(logging, settings.log_level.upper()))
+        return run_loop(_serve_accounts(settings))
     if settings.solver != "instant" and not settings.api_key:
         from ..errors import ConfigError
 
@@ -158,5 +161,95 @@ async def _serve(settings: WorkerSettings) -> int:
         if health_client is not None:
             await health_client.aclose()
         await solver.aclose()
+        await client.aclose()
+    return 0
+
+
+async def _serve_accounts(settings: WorkerSettings) -> int:
+    """``--accounts``: one Worker per registered account under one routing claim loop (multi.py)."""
+    from ..errors import ConfigError
+    from ..queue._producer import AsyncCaptchaQueue
+    from ..solvers.base import Solver
+    from ..store.connection import make_client
+    from .accounts import account_workers, resolve_key
+    from .config import account_names
+    from .logs import configure_logging
+    from .multi import MultiWorker
+    from .supervisor import install_worker_signals
+
+    client = make_client(settings.redis_url, max_connections=max(16, min(128, settings.concurrency // 8)))
+    solvers: list[Solver] = []
+    metrics_server = None
+    refresher: asyncio.Task[None] | None = None
+    health_client: aioredis.Redis | None = None
+    try:
+        await reach_redis(settings.redis_url, settings.startup_timeout_s, client)
+        queue = AsyncCaptchaQueue(client, namespace=settings.namespace)
+        registered = await queue.accounts()
+        wanted = account_names(settings.accounts)
+        if wanted is not None:
+            unknown = sorted(set(wanted) - {a.name for a in registered})
+            if unknown:
+                raise ConfigError(f"no registered account {', '.join(unknown)} (captcha-queue accounts list)")
+            registered = [a for a in registered if a.name in wanted]
+        if not registered:
+            raise ConfigError(
+                "no accounts registered in this namespace (captcha-queue accounts add NAME ...)"
+            )
+        keys = {spec.name: resolve_key(spec) for spec in registered}
+        configure_logging(
+            settings.log_format, getattr(logging, settings.log_level.upper()), secrets=list(keys.values())
+        )
+        metrics = None
+        if settings.metrics_port is not None:
+            from .metrics import WorkerMetrics
+
+            metrics = WorkerMetrics()
+        workers = account_workers(
+            queue,
+            registered,
+            settings,
+            keys=keys,
+            metrics=metrics,
+            request_timeout_s=settings.request_timeout_s,
+        )
+        solvers.extend(worker.solver for _, worker in workers)
+        if metrics is not None:
+            from .health import READY_TIMEOUT_S, Readiness
+
+            # The readiness checks get a client of their own: they never wait behind the worker's pool.
+            health_client = make_client(
+                settings.redis_url,
+                max_connections=2,
+                socket_timeout_s=READY_TIMEOUT_S,
+                pool_timeout_s=READY_TIMEOUT_S,
+            )
+            readiness = Readiness(
+                AsyncCaptchaQueue(health_client, namespace=settings.namespace),
+                account_ref=[worker.solver.account_ref for _, worker in workers],
+                limit_known=lambda: metrics is not None and metrics.limit_known,
+            )
+            metrics_server = metrics.serve(
+                settings.metrics_port or 0, settings.metrics_host, readiness=readiness.from_thread
+            )
+            log.info("metrics at %s (and /healthz, /readyz)", metrics_server.url)
+            refresher = asyncio.create_task(metrics.run_refresher(queue, interval_s=5.0), name="metrics")
+        log.info(
+            "serving accounts %s (routing order)",
+            ", ".join(f"{s.name} ({s.provider}, limit {s.limit or 'threads'})" for s, _ in workers),
+        )
+        multi = MultiWorker(queue, workers, settings)
+        install_worker_signals(asyncio.get_running_loop(), multi.stop)
+        await multi.run()
+        await queue.aclose()
+    finally:
+        if refresher is not None:
+            refresher.cancel()
+        if metrics_server is not None:
+            metrics_server.close()
+        if health_client is not None:
+            await health_client.aclose()
+        for solver in solvers:
+            await solver.aclose()
         await client.aclose()
     return 0

@@ -11,6 +11,7 @@ Redis retry):
   without a retry, expire, release), and the drain of a cancelled run's solve.
 * **leases** (``_leases``): the renewal of the task leases, and what a lost lease or a cancelled task
   does to its run.
+* **reports** (``_reports``): verdicts on answers queued for this worker's account, sent to the service.
 
 This module keeps the lifecycle and the fleet limit. Background loops (renew, slot pump, poll timer,
 breaker probe, limit refresh) are named tasks under a supervisor that logs a loop's death and
@@ -29,9 +30,11 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ..errors import AccountError, CaptchaQueueError, SolverError
+from ..models import Claim
 from ._attempt import Attempts
 from ._claiming import Claiming
 from ._leases import Leases
+from ._reports import ReportSender
 from ._shared import REDIS_BACKOFF, Shared
 from .breaker import AccountBreaker
 from .config import WorkerConfig
@@ -108,6 +111,7 @@ class Worker:
         self._attempts = Attempts(shared, self.poller, cfg.retry.scaled(scale))
         self._leases = Leases(shared, self.registry)
         self._claiming = Claiming(shared, drive=self._attempts.drive, drop=self._leases.drop)
+        self.reports = ReportSender(shared)
         self._loops: list[asyncio.Task[None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -129,9 +133,41 @@ class Worker:
         """Begin a graceful shutdown (safe to call from a signal handler on the loop)."""
         self._claiming.stop()
 
-    async def run(self) -> None:
-        """Run until ``stop()``; then shut down gracefully and return."""
+    @property
+    def paused(self) -> bool:
+        """This worker's account (or the whole fleet) is paused: it takes no task."""
+        return self.breaker.paused
+
+    @property
+    def ready(self) -> bool:
+        """The fleet limit is known: a solve can be sent."""
+        return self._s.limit_known.is_set()
+
+    def capacity(self) -> int:
+        """How many more tasks this worker would take now (its concurrency and slot-wait buffer)."""
+        return self._claiming.capacity()
+
+    @property
+    def room(self) -> asyncio.Event:
+        """Set when a run leaves the slot-wait buffer or ends (capacity may have grown)."""
+        return self._s.room
+
+    def accept(self, claim: Claim) -> None:
+        """Run a task claimed for this worker by someone else in this process (``multi.MultiWorker``
+        claims for several accounts and routes each task to one of them). Fencing is by lease token:
+        any worker of the process may finish it."""
+        self._claiming.start_run(claim)
+
+    async def run(self, *, claim_tasks: bool = True) -> None:
+        """Run until ``stop()``; then shut down gracefully and return. ``claim_tasks=False``: take
+        tasks only through ``accept`` (a router claims for this worker)."""
         await self._start()
+        if not claim_tasks:
+            try:
+                await self._s.stopping.wait()
+            finally:
+                await self._shutdown()
+            return
         claim_loop = asyncio.create_task(self._claiming.claim_loop(), name="claim-loop")
         try:
             await self._s.stopping.wait()
@@ -166,6 +202,7 @@ class Worker:
         self._supervise("poll-timer", self.poller.run)
         self._supervise("renew", self._leases.renew_loop)
         self._supervise("breaker-probe", self.breaker.run)
+        self._supervise("reports", self.reports.run)
         if not self._s.limit_known.is_set():
             limit = "unknown yet (no solve is sent until the account answers)"
         else:

@@ -3,6 +3,7 @@
 local OK = 0
 local RETRY_SCHEDULED = 1
 local PAUSED = 2
+local ALREADY_REPORTED = 3
 local NOT_FOUND = -1
 local LEASE_LOST = -2
 local CANCELLED = -3

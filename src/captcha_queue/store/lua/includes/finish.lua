@@ -16,7 +16,8 @@ local function json_object(text)
 end
 
 -- The Result JSON, built from the state (method, priority, timings, metadata) and `extra`
--- ({solution = raw JSON, error_code = str, error_message = str}).
+-- ({solution = raw JSON, error_code = str, error_message = str, provider = str, account = str,
+-- remote_id = str}).
 local function result_json(id, st, status, now, extra)
   local parts = {
     '{"id":', cjson.encode(id), ',"status":"', status, '","method":', cjson.encode(st.method),
@@ -36,6 +37,12 @@ local function result_json(id, st, status, now, extra)
   end
   if extra.error_message and extra.error_message ~= '' then
     parts[#parts + 1] = ',"error_message":' .. cjson.encode(extra.error_message)
+  end
+  -- Who solved it (completeTask): where a verdict on the answer goes (reportTask).
+  for _, name in ipairs({ 'provider', 'account', 'remote_id' }) do
+    if extra[name] and extra[name] ~= '' then
+      parts[#parts + 1] = ',"' .. name .. '":' .. cjson.encode(extra[name])
+    end
   end
   if type(st.metadata) == 'string' and json_object(st.metadata) then
     parts[#parts + 1] = ',"metadata":' .. st.metadata
@@ -121,7 +128,7 @@ local function finish(id, st, status, now, extra, counter)
     add_delivery(id, st, status, now, json)
   end
   -- The whole result travels with the announcement, so a waiter wakes without a second read.
-  redis.call('PUBLISH', C.channel,
+  redis.call(C.publish, C.channel,
     '{"id":' .. cjson.encode(id) .. ',"status":"' .. status .. '","result":' .. json .. '}')
   return json
 end

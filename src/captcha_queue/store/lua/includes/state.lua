@@ -4,7 +4,8 @@
 -- priority, method, submitted_ms, result_ttl_ms?, expires_ms?, idem?, idem_digest? (of method, params
 -- and priority), metadata? (raw JSON text), token?, worker?, claimed_ms? (this attempt), started_ms?
 -- (first claim), remote_id?, remote_ms?, history? (Attempt objects), final? (the final status), dead?
--- (the dead-letter reason), pingback? and pingback_format? (where and how its result is delivered:
+-- (the dead-letter reason), reported? ("good" | "bad": a verdict on the answer was queued, reportTask),
+-- pingback? and pingback_format? (where and how its result is delivered:
 -- finish.lua writes a webhook delivery when pingback is set).
 --
 -- Anyone with write access can leave anything here. A state is used only when every field has its
@@ -17,7 +18,7 @@ local MAX_COUNT = 1000000
 local MAX_MS = 1e15 -- milliseconds: the year 33658
 local OPTIONAL_MS = { 'result_ttl_ms', 'expires_ms', 'claimed_ms', 'started_ms', 'remote_ms' }
 local OPTIONAL_TEXT = {
-  'idem', 'idem_digest', 'metadata', 'token', 'worker', 'remote_id', 'final', 'dead',
+  'idem', 'idem_digest', 'metadata', 'token', 'worker', 'remote_id', 'final', 'dead', 'reported',
   'pingback', 'pingback_format',
 }
 

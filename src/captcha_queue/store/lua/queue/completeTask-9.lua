@@ -12,7 +12,9 @@
 --- KEYS[7] events STREAM  final results (capped)
 --- KEYS[8] webhooks HASH  task id -> webhook delivery JSON (written only for a task with a pingback)
 --- KEYS[9] webhooks_due ZSET  task id -> ms of the delivery's next step
---- ARGV: the standard prefix, then [A] task id, [A+1] lease token, [A+2] Solution JSON.
+--- ARGV: the standard prefix, then [A] task id, [A+1] lease token, [A+2] Solution JSON, [A+3] provider,
+---       [A+4] account ref (both may be ''): kept in the result with the state's remote id, so a
+---       verdict on the answer can reach the account that solved it (reportTask).
 --- Returns: {OK, result JSON} | {ALREADY_FINAL, stored result JSON | nil} | {LEASE_LOST} | {CANCELLED}
 ---          | {WRONG_TYPE, message}.
 --- @include "args"
@@ -33,7 +35,9 @@ if bad then
 end
 local now = now_ms()
 st.attempts = st.attempts + 1
-local json = finish(id, st, 'success', now, { solution = ARGV[A + 2] })
+local json = finish(id, st, 'success', now, {
+  solution = ARGV[A + 2], provider = ARGV[A + 3], account = ARGV[A + 4], remote_id = st.remote_id,
+})
 if not json then
   return { ALREADY_FINAL, redis.call('HGET', K.results, id) }
 end
