@@ -61,7 +61,6 @@ _FLOAT_FIELDS = frozenset({"minScore", "angle"})
 _USER_AGENT_FIELDS = ("userAgent", "user_agent")
 #: Read when a solution lacks the type's own answer fields (services add aliases over time).
 _FALLBACK_ANSWER = ("gRecaptchaResponse", "token", "text")
-_PROXY_FIELDS = ("proxyType", "proxyAddress", "proxyPort", "proxyLogin", "proxyPassword")
 
 #: The in.php params a variant implies (its friendly name's fixed params), set when a task of that
 #: type is parsed (``RecaptchaV3TaskProxyless`` is ``userrecaptcha`` with ``version=v3``).
