@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import (  # noqa: F401  (registers their commands)
     admin_cmds,
+    dashboard_cmd,
     demo_cmd,
     doctor_cmd,
     server_cmds,

@@ -41,11 +41,15 @@ def make_client(
     max_connections: int = 32,
     socket_timeout_s: float = SOCKET_TIMEOUT_S,
     pool_timeout_s: float = 30.0,
+    client_name: str | None = None,
 ) -> aioredis.Redis:
-    """An asyncio client with a bounded blocking pool and explicit timeouts."""
+    """An asyncio client with a bounded blocking pool and explicit timeouts (``client_name``: what
+    each of its connections is called in CLIENT LIST)."""
+    named = {"client_name": client_name} if client_name is not None else {}
     try:
         pool = BlockingConnectionPool.from_url(
             url,
+            **named,
             max_connections=max_connections,
             timeout=pool_timeout_s,
             socket_timeout=socket_timeout_s,
