@@ -22,7 +22,7 @@ from aiohttp import web
 from ..queue._producer import AsyncCaptchaQueue
 from ..store.connection import make_client
 from ..worker.health import READY_TIMEOUT_S, Check, ping_check, readiness_body, scripts_check
-from ._auth import Session, SessionStore, check_action, check_origin
+from ._auth import Session, SessionStore, check_action, check_origin, visit
 from ._config import DashboardConfig
 from ._feed import READER_NAME, EventFeed
 from ._html import Html, esc, form, layout
@@ -77,10 +77,11 @@ async def _guarded(request: web.Request, handler: Any) -> web.StreamResponse:
     new_session: Session | None = None
     if session is None and not config.auth_required:
         session = new_session = sessions.new("viewer" if config.read_only else "operator", "local")
-    request["session"] = session
-    request["role"] = session.role if session is not None else None
     peer = request.remote or "?"
-    request["actor"] = f"{session.actor}@{peer}" if session is not None else f"?@{peer}"
+    who = visit(request)
+    who.session = session
+    who.role = session.role if session is not None else None
+    who.actor = f"{session.actor}@{peer}" if session is not None else f"?@{peer}"
     if request.method == "POST":
         why = await check_action(
             request, session, config, "viewer" if request.path == "/logout" else "operator"
@@ -96,8 +97,8 @@ async def _guarded(request: web.Request, handler: Any) -> web.StreamResponse:
             if request.headers.get("HX-Request") or request.path == "/events/stream":
                 raise web.HTTPUnauthorized(text="log in first")
             raise web.HTTPSeeOther("/login")
-        request["role"] = role
-        request["actor"] = f"{role}-bearer@{peer}"
+        who.role = role
+        who.actor = f"{role}-bearer@{peer}"
     response: web.StreamResponse = await handler(request)
     if new_session is not None:
         sessions.set_cookie(response, new_session)
@@ -164,8 +165,9 @@ async def login(request: web.Request) -> web.Response:
         log.warning("dashboard: failed login from %s", request.remote)
         await asyncio.sleep(0.5)  # slows guessing down
         return _login_page("wrong token")
-    request["actor"] = f"{session.actor}@{request.remote or '?'}"
-    request["role"] = session.role
+    who = visit(request)
+    who.session, who.role = session, session.role
+    who.actor = f"{session.actor}@{request.remote or '?'}"
     await dash.audit(request, "login", "-", "ok")
     response = web.HTTPSeeOther("/")
     dash.sessions.set_cookie(response, session)
@@ -174,7 +176,7 @@ async def login(request: web.Request) -> web.Response:
 
 async def logout(request: web.Request) -> web.Response:
     dash = _dashboard(request)
-    session: Session | None = request.get("session")
+    session = visit(request).session
     if session is not None:
         dash.sessions.drop(session)
     raise web.HTTPSeeOther("/login" if dash.config.auth_required else "/")

@@ -18,13 +18,13 @@ import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from aiohttp import web
 
 from ._config import DashboardConfig
 
-__all__ = ["ROLES", "Role", "Session", "SessionStore", "check_action", "check_origin"]
+__all__ = ["ROLES", "Role", "Session", "SessionStore", "Visit", "check_action", "check_origin", "visit"]
 
 Role = Literal["viewer", "operator"]
 ROLES: tuple[Role, ...] = ("viewer", "operator")
@@ -115,6 +115,28 @@ class SessionStore:
             path="/",
             max_age=int(self.config.session_ttl_s),
         )
+
+
+@dataclass
+class Visit:
+    """Who one request comes from: its session (None for a bearer read), role and audit name."""
+
+    session: Session | None = None
+    role: Role | None = None
+    actor: str = "?"
+
+
+#: Where a request keeps its Visit (aiohttp >= 3.14 wants typed keys; older ones take a string).
+_VISIT: Any = web.RequestKey("captcha_queue.visit", Visit) if hasattr(web, "RequestKey") else "cq.visit"
+
+
+def visit(request: web.Request) -> Visit:
+    """The request's Visit (an empty one before the middleware has run)."""
+    found = request.get(_VISIT)
+    if found is None:
+        found = request[_VISIT] = Visit()
+    assert isinstance(found, Visit)
+    return found
 
 
 def own_origin(request: web.Request) -> str:

@@ -22,7 +22,7 @@ from ..models import PRIORITIES, DeadLetter, Result, Stats, TaskRecord
 from ..queue._admin import RECENT_MAX
 from ..queue._producer import AsyncCaptchaQueue
 from . import _analysis as an
-from ._auth import Session, SessionStore
+from ._auth import SessionStore, visit
 from ._config import DashboardConfig
 from ._feed import EventFeed, iterate
 from ._html import Html, ago, clock, esc, form, join, layout, live, ms_clock, num, secs, table
@@ -121,7 +121,7 @@ class Dashboard:
 
     # -- rendering -----------------------------------------------------------------------------
     def page(self, request: web.Request, title: str, body: Html) -> web.Response:
-        session: Session | None = request.get("session")
+        session = visit(request).session
         flash = ""
         if session is not None and session.flash:
             flash, session.flash = session.flash, ""
@@ -130,7 +130,7 @@ class Dashboard:
             path=request.path,
             body=body,
             namespace=self.q.namespace,
-            role=request.get("role"),
+            role=visit(request).role,
             csrf=session.csrf if session is not None else None,
             flash=flash,
             auth=self.config.auth_required,
@@ -154,11 +154,11 @@ class Dashboard:
         return self.page(request, title, Html(self._live(request, inner) + extra))
 
     def _csrf(self, request: web.Request) -> str | None:
-        session: Session | None = request.get("session")
+        session = visit(request).session
         return session.csrf if session is not None else None
 
     def _can_act(self, request: web.Request) -> bool:
-        session: Session | None = request.get("session")
+        session = visit(request).session
         return session is not None and session.can("operator")
 
     # -- overview ------------------------------------------------------------------------------
@@ -793,7 +793,7 @@ class Dashboard:
         try:
             for_s = float(raw_for) if raw_for else None
             pause, started = await self.q.pause(
-                reason, for_s, account=account, worker=f"dashboard:{request['actor']}"
+                reason, for_s, account=account, worker=f"dashboard:{visit(request).actor}"
             )
         except (ValueError, InvalidArgument) as exc:
             message = (
@@ -837,22 +837,22 @@ class Dashboard:
     ) -> None:
         try:
             await self.q.record_audit(
-                actor=request.get("actor", "?"),
-                role=request.get("role") or "-",
+                actor=visit(request).actor,
+                role=visit(request).role or "-",
                 action=action,
                 target=target,
                 outcome=outcome,
                 detail=detail,
             )
         except CaptchaQueueError as exc:  # the action is done: say that its record is missing
-            session: Session | None = request.get("session")
+            session = visit(request).session
             if session is not None:
                 session.flash = f"(not audited: {exc})"
             raise
         self.forget_cache()
 
     def back(self, request: web.Request, message: str, default: str) -> web.Response:
-        session: Session | None = request.get("session")
+        session = visit(request).session
         if session is not None:
             session.flash = message
         referer = request.headers.get("Referer", "")
