@@ -565,7 +565,9 @@ class Dashboard:
             f"requeued {task_id}" if ok else f"{task_id}: no such dead letter, or its task is unreadable"
         )
         await self.audit(request, "requeue", task_id, "ok" if ok else "not requeued")
-        return self.back(request, message, "/dead-letters")
+        # From the dead letter's own page: back to the list (the page is gone once it is requeued).
+        own_page = request.headers.get("Referer", "").endswith(f"/dead-letters/{task_id}")
+        return self.back(request, message, "/dead-letters", stay=not own_page)
 
     async def requeue_matching(self, request: web.Request) -> web.Response:
         form_data = await request.post()
@@ -851,13 +853,13 @@ class Dashboard:
             raise
         self.forget_cache()
 
-    def back(self, request: web.Request, message: str, default: str) -> web.Response:
+    def back(self, request: web.Request, message: str, default: str, *, stay: bool = True) -> web.Response:
         session = visit(request).session
         if session is not None:
             session.flash = message
         referer = request.headers.get("Referer", "")
         target = default
         own = f"{request.scheme}://{request.host}/"
-        if referer.startswith(own):
+        if stay and referer.startswith(own):
             target = "/" + referer[len(own) :]
         raise web.HTTPSeeOther(target)
