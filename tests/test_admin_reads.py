@@ -55,8 +55,11 @@ async def test_task_record_holds_the_task_its_history_result_and_dead_letter(
     record = await queue.task_record(task_id)
     assert record is not None
     assert record.status == "queued"
-    assert record.task is not None and record.task.idempotency_key == "order-7"
-    assert record.result is None and record.dead_letter is None and record.history == []
+    assert record.task is not None
+    assert record.task.idempotency_key == "order-7"
+    assert record.result is None
+    assert record.dead_letter is None
+    assert record.history == []
     assert await queue.task_id_for("order-7") == task_id
     assert await queue.task_id_for("order-8") is None
 
@@ -65,8 +68,10 @@ async def test_task_record_holds_the_task_its_history_result_and_dead_letter(
     record = await queue.task_record(task_id)
     assert record is not None
     assert record.status == "done"
-    assert isinstance(record.result, Result) and record.result.status == "error"
-    assert record.dead_letter is not None and record.dead_letter.id == task_id
+    assert isinstance(record.result, Result)
+    assert record.result.status == "error"
+    assert record.dead_letter is not None
+    assert record.dead_letter.id == task_id
     assert [a.error_code for a in record.history] == ["ERROR_BAD_DUPLICATES"]
     assert await queue.task_record("no-such-task") is None
     with pytest.raises(InvalidArgument):
@@ -80,7 +85,8 @@ async def test_task_record_shows_an_unreadable_state_as_raw(queue: AsyncCaptchaQ
     record = await queue.task_record("hand-written")
     assert record is not None
     assert record.state == {"raw": "{not json"}
-    assert record.task is None and record.history == []
+    assert record.task is None
+    assert record.history == []
 
 
 async def test_slot_usage_counts_live_slots_and_ghosts(queue: AsyncCaptchaQueue) -> None:
@@ -108,7 +114,9 @@ async def test_audit_entries_are_kept_newest_first_and_cut(queue: AsyncCaptchaQu
     )
     entries = await queue.audit_log(10)
     assert [e.action for e in entries] == ["purge", "requeue"]
-    assert entries[1].id == first and entries[1].target == "t1" and entries[1].at_ms > 0
+    assert entries[1].id == first
+    assert entries[1].target == "t1"
+    assert entries[1].at_ms > 0
     assert len(entries[0].detail) == 500
     assert await queue.client.type(queue.keys.audit) in (b"stream", "stream")
     assert await queue.audit_log(0) == []

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -18,7 +19,7 @@ from captcha_queue.dashboard import CSP, READER_NAME, DashboardConfig, serve
 from captcha_queue.dashboard._analysis import error_series, latency_rows, percentile, throughput
 from captcha_queue.dashboard._html import NAV
 from captcha_queue.errors import ConfigError
-from captcha_queue.models import Result
+from captcha_queue.models import Result, Status
 from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.store.server import EmbeddedRedis
 
@@ -75,12 +76,15 @@ async def test_every_screen_has_a_strict_csp_and_no_inline_script_or_style(
             assert reply.headers["Content-Security-Policy"] == CSP
             assert reply.headers["X-Content-Type-Options"] == "nosniff"
             page = await reply.text()
-        assert "unsafe-inline" not in CSP and "'unsafe-eval'" not in CSP
+        assert "unsafe-inline" not in CSP
+        assert "'unsafe-eval'" not in CSP
         scripts = re.findall(r"<script([^>]*)>", page)
-        assert scripts and all('src="/static/' in attrs for attrs in scripts), path
+        assert scripts, path
+        assert all('src="/static/' in attrs for attrs in scripts), path
         assert not re.search(r"<style|\sstyle=|\son[a-z]+=", page), path
         links = re.findall(r'<link [^>]*href="([^"]*)"', page)
-        assert links and all(href.startswith("/static/") for href in links), path  # nothing from a CDN
+        assert links, path
+        assert all(href.startswith("/static/") for href in links), path  # nothing from a CDN
     for asset in ("htmx.min.js", "sse.min.js", "dashboard.css", "LICENSE.htmx.txt"):
         async with http.get(f"{base}/static/{asset}") as reply:
             assert reply.status == 200, asset
@@ -100,8 +104,10 @@ async def test_an_action_needs_the_csrf_token_and_this_origin_and_is_audited(
     assert (await queue.pause_state()).fleet is None  # nothing was done
     assert await post(http, base + "/pause", form, origin=base, csrf=csrf) == 303
     state = await queue.pause_state()
-    assert state.fleet is not None and state.fleet.reason == "maintenance"
-    assert state.fleet.worker is not None and state.fleet.worker.startswith("dashboard:local@")
+    assert state.fleet is not None
+    assert state.fleet.reason == "maintenance"
+    assert state.fleet.worker is not None
+    assert state.fleet.worker.startswith("dashboard:local@")
     assert await post(http, base + "/resume", {}, origin=base, csrf=csrf) == 303
     assert (await queue.pause_state()).fleet is None
     audit = await queue.audit_log(20)
@@ -143,7 +149,8 @@ async def test_logins_roles_and_bearer_reads(
     async with serve(config, redis_url, namespace) as base:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
             async with http.get(base + "/", allow_redirects=False) as reply:
-                assert reply.status == 303 and reply.headers["Location"] == "/login"
+                assert reply.status == 303
+                assert reply.headers["Location"] == "/login"
             async with http.get(base + "/events/stream", allow_redirects=False) as reply:
                 assert reply.status == 401
             assert await post(http, base + "/login", {"token": "wrong-token-0123456789"}, origin=base) == 401
@@ -190,17 +197,21 @@ def test_a_non_loopback_bind_without_a_login_or_tls_refuses_to_start(tmp_path: P
     assert done.returncode == 1
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "not loopback" in lines[0] and "token" in lines[0], done.stderr
+    assert len(lines) == 1, done.stderr
+    assert "not loopback" in lines[0]
+    assert "token" in lines[0]
     token = tmp_path / "operator"
     token.write_text(OPERATOR)
     done = start("--host", "192.0.2.10", "--operator-token-file", str(token))
     assert done.returncode == 1
-    assert "clear text" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert "clear text" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
     assert OPERATOR not in done.stderr
     short = tmp_path / "short"
     short.write_text("abc")
     done = start("--operator-token-file", str(short))
-    assert done.returncode == 1 and "at least 16" in done.stderr
+    assert done.returncode == 1
+    assert "at least 16" in done.stderr
 
 
 @pytest.mark.parametrize(
@@ -248,7 +259,8 @@ async def test_no_password_on_any_page_and_readyz_follows_redis(private_redis: E
         async with http.get(base + "/readyz") as reply:
             assert reply.status == 503
             body = await reply.text()
-            assert '"redis":{"ok":false' in body and private_redis.password not in body
+            assert '"redis":{"ok":false' in body
+            assert private_redis.password not in body
         async with http.get(base + "/healthz") as reply:
             assert reply.status == 200
         private_redis.start()
@@ -275,7 +287,7 @@ async def test_one_redis_reader_feeds_every_browser(
                     return line.decode()
         raise AssertionError("stream ended")
 
-    ready, counter = asyncio.Event(), []
+    ready, counter = asyncio.Event(), list[int]()
     sessions = [aiohttp.ClientSession() for _ in range(5)]
     try:
         readers = [asyncio.create_task(first_event(s, ready, counter)) for s in sessions]
@@ -293,18 +305,18 @@ async def test_one_redis_reader_feeds_every_browser(
             await s.close()
 
 
-def _result(i: int, status: str = "success", **kw: object) -> Result:
+def _result(i: int, status: Status = "success", **kw: Any) -> Result:
     return Result(
         id=f"t{i}",
         status=status,
         method="turnstile",
         priority="normal",
-        attempts=1,  # type: ignore[arg-type]
+        attempts=1,
         submitted_at=100.0,
         finished_at=100.0 + i,
         queue_wait_s=0.1 * i,
         solve_s=1.0 * i,
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 
@@ -321,10 +333,14 @@ def test_percentiles_throughput_errors_and_latency_from_results() -> None:
     events.append((f"{now_ms - 1_800_000}-0", _result(3, "error", error_code="E1")))
     minute, hour = throughput(events, now_ms, 60), throughput(events, now_ms, 3600)
     assert (minute.total, minute.succeeded, minute.per_min) == (2, 1, 2.0)
-    assert hour.total == 3 and hour.success_rate == pytest.approx(1 / 3)
+    assert hour.total == 3
+    assert hour.success_rate == pytest.approx(1 / 3)
     starts, series = error_series(events, now_ms)
-    assert len(starts) == 12 and list(series) == [("E1", "turnstile")]
-    assert sum(series[("E1", "turnstile")]) == 2 and series[("E1", "turnstile")][-1] == 1
+    assert len(starts) == 12
+    assert list(series) == [("E1", "turnstile")]
+    assert sum(series[("E1", "turnstile")]) == 2
+    assert series[("E1", "turnstile")][-1] == 1
     (row,) = latency_rows(events)
     assert (row.method, row.priority, row.count) == ("turnstile", "normal", 1)
-    assert row.solve == (1.0, 1.0, 1.0) and row.end_to_end == (1.0, 1.0, 1.0)
+    assert row.solve == (1.0, 1.0, 1.0)
+    assert row.end_to_end == (1.0, 1.0, 1.0)

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from captcha_queue import CaptchaQueue
-from captcha_queue.models import Result
+from captcha_queue.models import Claim, Result
 
 from .helpers import ProcessManager
 
@@ -109,7 +109,7 @@ def test_every_screen_live_in_a_browser(
         ]
         * 3
     )
-    claims = []
+    claims: list[Claim] = []
     while len(claims) < 3:
         claims += q.claim("test-worker", 3 - len(claims), lease_s=30.0, block_s=0.5)
     for claim in claims:
@@ -219,7 +219,9 @@ def test_every_screen_live_in_a_browser(
     ):
         expect(stat(name)).to_have_text(str(doc[name]))
     expect(stat("solver_slots")).to_have_text(f"{doc['solver_slots_used']} / {doc['solver_slots_limit']}")
-    assert doc["workers"] == 1 and doc["dead_letters"] == 3 and doc["paused"] == "maintenance window"
+    assert doc["workers"] == 1
+    assert doc["dead_letters"] == 3
+    assert doc["paused"] == "maintenance window"
     expect(page.locator("#fleet-paused")).to_contain_text("maintenance window")
     finished = doc["completed"] + doc["failed"] + doc["dead"]  # a dead letter's result is an error too
     assert finished == len(results)

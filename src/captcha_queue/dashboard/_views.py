@@ -37,6 +37,8 @@ DLQ_SCAN = 5000
 _SECRET_PARAMS = ("key", "clientkey", "proxy", "password", "token", "secret", "apikey")
 _PREVIEW = 160
 
+EMPTY = Html("")
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -146,7 +148,7 @@ class Dashboard:
         request: web.Request,
         title: str,
         render_live: Callable[[], Awaitable[Html]],
-        extra: Html = Html(""),
+        extra: Html = EMPTY,
     ) -> web.Response:
         inner = await render_live()
         if request.query.get("part") == "live":

@@ -378,7 +378,7 @@ class AdminAPI(QueueCore):
             if not isinstance(value, str):
                 raise InvalidArgument(f"{name} must be a string", field=name)
         _check_text("action", action, _AUDIT_FIELD_MAX)
-        clipped = {k: v[:_AUDIT_FIELD_MAX] for k, v in fields.items()}
+        clipped: dict[Any, Any] = {k: v[:_AUDIT_FIELD_MAX] for k, v in fields.items()}
         async with redis_errors_async(self.client):
             entry_id = await self.client.xadd(self.keys.audit, clipped, maxlen=AUDIT_MAXLEN, approximate=True)
         return as_str(entry_id)
