@@ -50,6 +50,15 @@ COLUMNS: Mapping[str, Sequence[tuple[str, str]]] = {
         ("best_s", "best round s"),
         ("worst_s", "worst round s"),
     ],
+    "DASH": [
+        ("clients", "SSE clients"),
+        ("redis_readers", "Redis readers"),
+        ("deliveries", "deliveries"),
+        ("lost", "lost"),
+        ("fanout_p50_ms", "fan-out p50 ms"),
+        ("fanout_p99_ms", "p99 ms"),
+        ("fanout_max_ms", "max ms"),
+    ],
     "W4": [
         ("throughput_per_s", "tasks/s"),
         ("ideal_per_s", "ideal/s"),
@@ -67,6 +76,7 @@ WORKLOAD_TITLES = {
     "W3": "W3 notification latency (result written -> waiting producer wakes)",
     "W4": "W4 scale (captcha-queue, W2 with more processes and more in flight)",
     "W1 stall": "W1 stall regression (results must never stand still for 5 s with work left)",
+    "DASH": "Dashboard event feed (one Redis reader fanned out over SSE: result written -> browser)",
 }
 
 
