@@ -344,3 +344,15 @@ def test_percentiles_throughput_errors_and_latency_from_results() -> None:
     assert (row.method, row.priority, row.count) == ("turnstile", "normal", 1)
     assert row.solve == (1.0, 1.0, 1.0)
     assert row.end_to_end == (1.0, 1.0, 1.0)
+
+
+def test_the_vendored_scripts_are_the_published_files() -> None:
+    import hashlib
+
+    static = Path(__file__).resolve().parent.parent / "src" / "captcha_queue" / "dashboard" / "static"
+    listed = (static / "VENDORED.txt").read_text()
+    for name in ("htmx.min.js", "sse.min.js"):
+        digest = hashlib.sha256((static / name).read_bytes()).hexdigest()
+        assert f"sha256 {digest}" in listed, name
+    assert "Zero-Clause BSD" in (static / "LICENSE.htmx.txt").read_text()
+    assert "BSD Zero Clause" in (static / "LICENSE.htmx-ext-sse.txt").read_text()
