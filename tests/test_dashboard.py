@@ -356,3 +356,42 @@ def test_the_vendored_scripts_are_the_published_files() -> None:
         assert f"sha256 {digest}" in listed, name
     assert "Zero-Clause BSD" in (static / "LICENSE.htmx.txt").read_text()
     assert "BSD Zero Clause" in (static / "LICENSE.htmx-ext-sse.txt").read_text()
+
+
+async def test_dead_letters_filter_and_requeue_all_matching(
+    base: str, http: aiohttp.ClientSession, queue: AsyncCaptchaQueue
+) -> None:
+    ids = await queue.submit_many([{"method": "userrecaptcha", "params": RC, "max_attempts": 1}] * 3)
+    codes = {}
+    for claim, code in zip(await claim_all(queue, 3), ["ERROR_A", "ERROR_A", "ERROR_B"], strict=True):
+        await queue.fail(claim, code, "gave up", retry_in_s=0.01)
+        codes[claim.task.id] = code
+    async with http.get(base + "/dead-letters", params={"code": "ERROR_A"}) as reply:
+        page = await reply.text()
+    assert '<b id="dlq-matching">2</b>' in page
+    assert '<b data-stat="dead_letters">3</b>' in page
+    csrf = await csrf_of(http, base + "/dead-letters")
+    form = {"code": "ERROR_A", "q": "", "method": ""}
+    assert await post(http, base + "/dead-letters/requeue", form, origin=base, csrf=csrf) == 303
+    left = await queue.dead_letters()
+    assert [d.id for d in left] == [t for t in ids if codes[t] == "ERROR_B"]
+    (entry, *_) = await queue.audit_log(1)
+    assert (entry.action, entry.target, entry.outcome) == (
+        "requeue-matching",
+        "code=ERROR_A",
+        "2 of 2 requeued",
+    )
+    async with http.get(base + "/dead-letters") as reply:
+        assert "requeued 2 of 2 matching dead letters" in await reply.text()  # the notice, once
+
+
+async def test_a_bad_pause_is_refused_with_a_notice_and_nothing_written(
+    base: str, http: aiohttp.ClientSession, queue: AsyncCaptchaQueue
+) -> None:
+    csrf = await csrf_of(http, base + "/pauses")
+    for form in ({"reason": "x", "for_s": "nan"}, {"reason": "x", "for_s": "soon"}, {"reason": " "}):
+        assert await post(http, base + "/pause", form, origin=base, csrf=csrf) == 303
+        async with http.get(base + "/pauses") as reply:
+            assert "not paused:" in await reply.text()
+    assert not (await queue.pause_state()).paused
+    assert [e.outcome.split(":")[0] for e in await queue.audit_log()] == ["refused"] * 3

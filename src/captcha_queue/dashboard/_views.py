@@ -9,6 +9,7 @@ redirect back to the screen and a one-line notice; each is written to the audit 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -501,7 +502,7 @@ class Dashboard:
                     "/dead-letters/purge",
                     Html(
                         '<label>type PURGE to delete every dead letter <input name="confirm" autocomplete="off"></label>'
-                        '<button type="submit" class="danger" id="purge" hx-confirm="Delete every dead letter?">purge</button>'
+                        '<button type="submit" class="danger" id="purge">purge</button>'
                     ),
                     csrf,
                 )
@@ -724,8 +725,8 @@ class Dashboard:
         )
         await response.prepare(request)
         await response.write(b": connected\n\nretry: 2000\n\n")
-        with self.feed.subscribe() as sub:
-            async for event in iterate(sub, 15.0):
+        with self.feed.subscribe() as sub, contextlib.suppress(ConnectionResetError):
+            async for event in iterate(sub, 15.0):  # until the browser goes away
                 if event is None:
                     await response.write(b": keep-alive\n\n")
                     continue
