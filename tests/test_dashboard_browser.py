@@ -323,3 +323,45 @@ def test_every_screen_live_in_a_browser(
     violations = [m for m in console if "Content Security Policy" in m or "Refused" in m]
     assert violations == []
     page.close()
+
+
+@pytest.mark.timeout(120)
+def test_logins_and_roles_in_a_browser(
+    browser: Any, processes: ProcessManager, subprocess_env: dict[str, str], tmp_path: Path
+) -> None:
+    expect = playwright_sync.expect
+    operator, viewer = "operator-" + "o" * 24, "viewer-" + "v" * 24
+    env = {
+        **subprocess_env,
+        "CAPTCHA_QUEUE_DASHBOARD_OPERATOR_TOKEN": operator,
+        "CAPTCHA_QUEUE_DASHBOARD_VIEWER_TOKEN": viewer,
+    }
+    dash = spawn(processes, ["dashboard", "--port", "0"], env, tmp_path / "dashboard.log")
+    base = first_line(tmp_path / "dashboard.log", dash)
+    page = browser.new_page(viewport={"width": 1280, "height": 500})
+    page.goto(base + "/dead-letters")
+    expect(page).to_have_url(base + "/login")
+    page.fill("#token", "not-the-token-at-all")
+    page.click("#login")
+    expect(page.locator(".flash")).to_have_text("wrong token")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "login.png"))
+
+    page.fill("#token", viewer)
+    page.click("#login")
+    expect(page.locator("#role")).to_have_text("viewer")
+    page.goto(base + "/pauses")
+    expect(page.locator("#pauses")).to_be_visible()
+    expect(page.locator("#pause")).to_have_count(0)  # a viewer gets no action forms
+    page.click('button:has-text("log out")')
+    expect(page).to_have_url(base + "/login")
+
+    page.fill("#token", operator)
+    page.click("#login")
+    expect(page.locator("#role")).to_have_text("operator")
+    page.goto(base + "/pauses")
+    expect(page.locator("#pause")).to_have_count(1)
+    for token in (operator, viewer):
+        assert token not in page.content()
+    assert operator not in (tmp_path / "dashboard.log").read_text()
+    page.close()
