@@ -263,6 +263,12 @@ async def test_no_password_on_any_page_and_readyz_follows_redis(private_redis: E
             assert private_redis.password not in body
         async with http.get(base + "/healthz") as reply:
             assert reply.status == 200
+        async with http.get(base + "/workers") as reply:  # a screen says so in one line
+            assert reply.status == 503
+            text = await reply.text()
+            assert text.startswith("unavailable: ")
+            assert private_redis.password not in text
+            assert reply.headers["Content-Security-Policy"] == CSP
         private_redis.start()
         for _ in range(100):
             async with http.get(base + "/readyz") as reply:

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..errors import CaptchaQueueError
 from ..queue._producer import AsyncCaptchaQueue
 from ..store.connection import make_client
 from ..worker.health import READY_TIMEOUT_S, Check, ping_check, readiness_body, scripts_check
@@ -54,6 +55,10 @@ async def security(request: web.Request, handler: Any) -> web.StreamResponse:
     except web.HTTPException as exc:
         _secure_headers(exc)
         raise
+    except CaptchaQueueError as exc:  # Redis down, a refusal: one line, never a traceback page
+        log.warning("dashboard: %s %s: %s", request.method, request.path, exc)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        response = web.Response(status=503, text=f"unavailable: {first}\n")
     _secure_headers(response)
     return response
 
