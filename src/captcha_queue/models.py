@@ -16,6 +16,7 @@ __all__ = [
     "AccountSpec",
     "AccountStats",
     "Attempt",
+    "AuditEntry",
     "Claim",
     "DataLoss",
     "DeadLetter",
@@ -25,10 +26,12 @@ __all__ = [
     "RenewOutcome",
     "ReportRequest",
     "Result",
+    "SlotUsage",
     "Solution",
     "Stats",
     "Status",
     "Task",
+    "TaskRecord",
     "TaskSpec",
     "WorkerEntry",
 ]
@@ -338,3 +341,47 @@ class WorkerEntry(msgspec.Struct, frozen=True, omit_defaults=True):
     heartbeat_deadline_ms: int
     heartbeat_in_s: float  # negative once the deadline has passed
     info: dict[str, Any] = {}
+
+
+class SlotUsage(msgspec.Struct, frozen=True):
+    """One solver account's slots as stored: the limits (``configured`` by the workers, ``effective``
+    after the adaptive back-off on busy answers, ``changed_ms`` its last change, Redis time) and the
+    members of its slots set: ``live`` solves held by a worker, ``ghosts`` solves left running at the
+    service by a holder that gave them up (counted until they must be over)."""
+
+    account: str
+    configured: int | None
+    effective: int | None
+    changed_ms: int | None
+    live: int
+    ghosts: int
+
+    @property
+    def used(self) -> int:
+        return self.live + self.ghosts
+
+
+class TaskRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Everything stored about one task: its immutable part, its state (status, attempts, history),
+    its final result and its dead letter, each None when Redis holds none (expired, never written)."""
+
+    id: str
+    status: str | None = None
+    task: Task | None = None
+    state: dict[str, Any] | None = None
+    result: Result | None = None
+    dead_letter: DeadLetter | None = None
+    history: list[Attempt] = []
+
+
+class AuditEntry(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One operator action as the audit stream holds it (``id``: its stream id, ms-seq)."""
+
+    id: str
+    at_ms: int
+    actor: str
+    role: str
+    action: str
+    target: str = ""
+    outcome: str = ""
+    detail: str = ""
