@@ -52,6 +52,10 @@ def run_worker(settings: WorkerSettings) -> int:
         raise ConfigError("CAPTCHAAI_KEY is not set")
     secrets = [settings.api_key] if settings.api_key else []
     configure_logging(settings.log_format, getattr(logging, settings.log_level.upper()), secrets=secrets)
+    if settings.namespaces is not None:
+        from .namespaces import serve_namespaces
+
+        return run_loop(serve_namespaces(settings))
     return run_loop(_serve(settings))
 
 
