@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -17,9 +18,11 @@ from captcha_queue.cli import cli
 from captcha_queue.errors import InvalidArgument
 from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.simulator import RunningSimulator, SimulatorConfig, run_simulator
+from captcha_queue.store.keys import Keys
 from captcha_queue.worker.config import WorkerSettings, parse_namespaces
 from captcha_queue.worker.namespaces import weighted_shares
 
+from .cluster_fixtures import RedisClusterDeployment, needs_cluster_tools
 from .helpers import CliEnv, ProcessManager, free_port
 from .test_multi_account import readyz, scrape, turnstile
 from .test_worker_processes import eventually
@@ -134,7 +137,42 @@ async def test_one_worker_serves_two_namespaces_by_weight_within_the_account_lim
     processes: ProcessManager,
     simulator: RunningSimulator,
 ) -> None:
-    heavy, light = two_namespaces
+    await two_namespaces_by_weight(redis_url, *two_namespaces, subprocess_env, cli_env, processes, simulator)
+
+
+@needs_cluster_tools
+@pytest.mark.timeout(150)
+async def test_on_a_cluster_the_namespaces_of_one_worker_live_on_two_primaries(
+    subprocess_env: dict[str, str],
+    cli_env: CliEnv,
+    processes: ProcessManager,
+    simulator: RunningSimulator,
+) -> None:
+    with RedisClusterDeployment() as cluster:
+        await asyncio.to_thread(cluster.start)
+        names: dict[int, str] = {}
+        base = uuid.uuid4().hex[:8]
+        for i in range(60):
+            names.setdefault(cluster.port_of_slot_owner(Keys(f"c{base}-{i}").prefix), f"c{base}-{i}")
+            if len(names) == 2:
+                break
+        heavy, light = names.values()  # one slot on each of two primaries: one fleet uses both shards
+        env = {**subprocess_env, "REDIS_URL": cluster.url}
+        await two_namespaces_by_weight(
+            cluster.url, heavy, light, env, {**cli_env, "REDIS_URL": cluster.url}, processes, simulator
+        )
+
+
+async def two_namespaces_by_weight(
+    redis_url: str,
+    heavy: str,
+    light: str,
+    subprocess_env: dict[str, str],
+    cli_env: CliEnv,
+    processes: ProcessManager,
+    simulator: RunningSimulator,
+) -> None:
+    """40 tasks in each namespace, one worker with ``heavy:3,light:1`` on an account of 4 threads."""
     async with (
         AsyncCaptchaQueue.from_url(redis_url, namespace=heavy) as qa,
         AsyncCaptchaQueue.from_url(redis_url, namespace=light) as qb,
