@@ -1,4 +1,5 @@
-"""One worker process serving several namespaces with weights (``captcha-queue worker --namespaces a:3,b:1``).
+"""One worker process serving several namespaces with weights (``captcha-queue worker --namespaces a:3,b:1``):
+the parts; ``process.py`` assembles them.
 
 Each namespace gets a ``Worker`` of its own (its queue, claim loop, leases, breaker, reports), all on
 the process's one solver account and one Redis client. On a Redis Cluster each namespace is one hash
@@ -24,24 +25,27 @@ import dataclasses
 import logging
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..errors import CaptchaQueueError
 from ..models import Claim, Result
-from .config import parse_namespaces
 from .health import Check, Readiness
 from .metrics import STATUSES
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
-
     from ..queue._producer import AsyncCaptchaQueue
-    from .config import WorkerSettings
     from .metrics import WorkerMetrics
 
-__all__ = ["NamespaceEvents", "NamespaceSeries", "NamespacesReadiness", "serve_namespaces", "weighted_shares"]
+__all__ = [
+    "NamespaceEvents",
+    "NamespaceSeries",
+    "NamespacesReadiness",
+    "NamespacesState",
+    "refresh_queued",
+    "weighted_shares",
+]
 
 log = logging.getLogger("captcha_queue.worker")
 
@@ -118,7 +122,7 @@ class NamespaceEvents:
     sets a value of its own) plus the ``namespace``-labelled ones."""
 
     def __init__(
-        self, metrics: WorkerMetrics, series: NamespaceSeries, namespace: str, state: _State
+        self, metrics: WorkerMetrics, series: NamespaceSeries, namespace: str, state: NamespacesState
     ) -> None:
         self._m = metrics
         self._series = series
@@ -178,7 +182,7 @@ class NamespaceEvents:
 
 
 @dataclasses.dataclass
-class _State:
+class NamespacesState:
     in_flight: dict[str, int] = dataclasses.field(default_factory=dict)
     slots: dict[str, tuple[int, int | None]] = dataclasses.field(default_factory=dict)
     unknown: dict[str, bool] = dataclasses.field(default_factory=dict)
@@ -221,7 +225,7 @@ def _known(events: NamespaceEvents) -> Callable[[], bool]:
     return lambda: events.limit_known
 
 
-async def _refresh_queued(
+async def refresh_queued(
     series: NamespaceSeries, queues: dict[str, AsyncCaptchaQueue], interval_s: float
 ) -> None:
     """The per-namespace queue depth, every ``interval_s`` (a Redis outage only skips a round)."""
@@ -234,117 +238,3 @@ async def _refresh_queued(
                 continue
             series.queued.labels(ns).set(stats.queued_total)
         await asyncio.sleep(interval_s)
-
-
-async def serve_namespaces(settings: WorkerSettings) -> int:
-    """Run one Worker per namespace of ``settings.namespaces`` until SIGTERM/SIGINT (see the module
-    docstring); 0 after a graceful stop."""
-    from ..queue._producer import AsyncCaptchaQueue
-    from ..solvers import create_solver
-    from ..solvers.base import account_ref
-    from ..store.connection import make_client
-    from .health import READY_TIMEOUT_S
-    from .metrics import WorkerMetrics
-    from .process import reach_redis
-    from .runtime import Worker
-    from .supervisor import install_worker_signals
-
-    pairs = parse_namespaces(settings.namespaces or "")
-    names = [ns for ns, _ in pairs]
-    weights = [w for _, w in pairs]
-    concurrency = weighted_shares(settings.concurrency, weights)
-    limits = weighted_shares(settings.solver_limit, weights) if settings.solver_limit is not None else None
-    client = make_client(settings.redis_url, max_connections=max(16, min(128, settings.concurrency // 8)))
-    solver_options: dict[str, Any] = {}
-    if settings.solver != "instant":
-        solver_options["api_key"] = settings.api_key
-        solver_options["base_url"] = settings.provider_url
-        solver_options["request_timeout_s"] = settings.request_timeout_s
-        solver_options["thread_limit"] = settings.solver_limit
-    solver = create_solver(
-        settings.solver, account=settings.account, time_scale=settings.time_scale, **solver_options
-    )
-    metrics_server = None
-    loops: list[asyncio.Task[None]] = []
-    health_client: aioredis.Redis | None = None
-    queues: dict[str, AsyncCaptchaQueue] = {}
-    try:
-        await reach_redis(settings.redis_url, settings.startup_timeout_s, client)
-        queues = {ns: AsyncCaptchaQueue(client, namespace=ns) for ns in names}
-        metrics = WorkerMetrics() if settings.metrics_port is not None else None
-        series = NamespaceSeries(metrics.registry) if metrics is not None else None
-        state = _State()
-        events: dict[str, NamespaceEvents] = {}
-        workers: list[Worker] = []
-        for i, ns in enumerate(names):
-            config = dataclasses.replace(
-                settings,
-                namespaces=None,
-                namespace=ns,
-                concurrency=concurrency[i],
-                solver_limit=limits[i] if limits is not None else None,
-            )
-            if metrics is not None and series is not None:
-                events[ns] = NamespaceEvents(metrics, series, ns, state)
-
-            def share(threads: int, i: int = i) -> int | None:
-                return weighted_shares(threads, weights)[i] if threads >= len(weights) else None
-
-            workers.append(Worker(queues[ns], solver, config, events=events.get(ns), limit_share=share))
-        if metrics is not None and series is not None:
-            # The readiness checks get a client of their own: they never wait behind the workers' pool.
-            health_client = make_client(
-                settings.redis_url,
-                max_connections=2,
-                socket_timeout_s=READY_TIMEOUT_S,
-                pool_timeout_s=READY_TIMEOUT_S,
-            )
-            readiness = NamespacesReadiness(
-                {ns: AsyncCaptchaQueue(health_client, namespace=ns) for ns in names},
-                events,
-                account_ref=account_ref(solver.account, solver.key_fingerprint),
-            )
-            metrics_server = metrics.serve(
-                settings.metrics_port or 0, settings.metrics_host, readiness=readiness.from_thread
-            )
-            log.info("metrics at %s (and /healthz, /readyz)", metrics_server.url)
-            loops.append(asyncio.create_task(_refresh_queued(series, queues, 5.0), name="metrics"))
-        log.info(
-            "serving namespaces %s (concurrency %s, fleet limit %s)",
-            ", ".join(f"{ns} (weight {w})" for ns, w in pairs),
-            "/".join(map(str, concurrency)),
-            "/".join(map(str, limits)) if limits is not None else "shares of the account's threads",
-        )
-        stopping = asyncio.Event()
-
-        def stop() -> None:
-            stopping.set()
-            for worker in workers:
-                worker.stop()
-
-        install_worker_signals(asyncio.get_running_loop(), stop)
-        runs = [
-            asyncio.create_task(w.run(), name=f"namespace:{ns}") for ns, w in zip(names, workers, strict=True)
-        ]
-        try:
-            # One namespace's worker failing (a bug, a start-up error) stops the others: one process.
-            await asyncio.wait(runs, return_when=asyncio.FIRST_EXCEPTION)
-        finally:
-            stop()
-            outcomes = await asyncio.gather(*runs, return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-    finally:
-        for loop in loops:
-            loop.cancel()
-        await asyncio.gather(*loops, return_exceptions=True)
-        if metrics_server is not None:
-            metrics_server.close()
-        for queue in queues.values():
-            await queue.aclose()
-        if health_client is not None:
-            await health_client.aclose()
-        await solver.aclose()
-        await client.aclose()
-    return 0
