@@ -260,3 +260,43 @@ def test_stats_namespaces_refuses_bad_input_in_one_line(cli_env: CliEnv) -> None
     result = CliRunner().invoke(cli, ["stats", "--namespaces", "a,b", "--watch"], env=cli_env)
     assert result.exit_code == 2
     assert "--namespaces does not combine with --watch" in result.output
+
+
+async def test_two_processes_hold_the_given_limit_across_namespaces(
+    redis_url: str,
+    two_namespaces: tuple[str, str],
+    subprocess_env: dict[str, str],
+    processes: ProcessManager,
+    simulator: RunningSimulator,
+) -> None:
+    """``--solver-limit 3`` split 2 + 1 (equal weights, the first takes the remainder), held by two
+    supervised processes together; the namespaces from the environment, passed on to the children."""
+    first, second = two_namespaces
+    count = 15
+    async with (
+        AsyncCaptchaQueue.from_url(redis_url, namespace=first) as qa,
+        AsyncCaptchaQueue.from_url(redis_url, namespace=second) as qb,
+    ):
+        ids_a = await qa.submit_many([turnstile(i) for i in range(count)])
+        ids_b = await qb.submit_many([turnstile(i) for i in range(count)])
+        env = {
+            **subprocess_env,
+            "CAPTCHAAI_KEY": KEY,
+            "CAPTCHAAI_URL": simulator.base_url,
+            "CAPTCHA_QUEUE_NAMESPACES": f"{first}:1,{second}:1",
+        }
+        argv = [
+            *("-m", "captcha_queue", "worker", "--processes", "2", "--solver-limit", "3"),
+            *("--concurrency", "10", "--lease-s", "2", "--time-scale", str(SCALE), "--grace-s", "2"),
+            *("--log-level", "warning"),
+        ]
+        processes.spawn_python(argv, env, capture=False)
+        results = [r async for r in qa.as_completed(ids_a, timeout_s=60.0)]
+        results += [r async for r in qb.as_completed(ids_b, timeout_s=60.0)]
+
+        assert len(results) == 2 * count
+        assert all(r.ok for r in results), [r.error_code for r in results]
+        sa, sb = await qa.stats(), await qb.stats()
+        assert (sa.solver_slots_limit, sb.solver_slots_limit) == (2, 1)
+        assert (sa.workers, sb.workers) == (2, 2)  # each process serves both namespaces
+        assert 2 <= simulator.account(KEY)["max_in_flight"] <= 3
