@@ -20,7 +20,14 @@ from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.simulator import RunningSimulator, SimulatorConfig, run_simulator
 from captcha_queue.store.keys import Keys
 from captcha_queue.worker.config import WorkerSettings, parse_namespaces
-from captcha_queue.worker.namespaces import weighted_shares
+from captcha_queue.worker.metrics import WorkerMetrics
+from captcha_queue.worker.namespaces import (
+    NamespaceEvents,
+    NamespaceSeries,
+    NamespacesReadiness,
+    NamespacesState,
+    weighted_shares,
+)
 
 from .cluster_fixtures import RedisClusterDeployment, needs_cluster_tools
 from .helpers import CliEnv, ProcessManager, free_port
@@ -300,3 +307,51 @@ async def test_two_processes_hold_the_given_limit_across_namespaces(
         assert (sa.solver_slots_limit, sb.solver_slots_limit) == (2, 1)
         assert (sa.workers, sb.workers) == (2, 2)  # each process serves both namespaces
         assert 2 <= simulator.account(KEY)["max_in_flight"] <= 3
+
+
+async def test_readyz_checks_the_limit_and_the_pause_of_each_namespace(
+    redis_url: str, two_namespaces: tuple[str, str]
+) -> None:
+    first, second = two_namespaces
+    metrics = WorkerMetrics()
+    series = NamespaceSeries(metrics.registry)
+    state = NamespacesState()
+    events = {ns: NamespaceEvents(metrics, series, ns, state) for ns in two_namespaces}
+    async with (
+        AsyncCaptchaQueue.from_url(redis_url, namespace=first) as qa,
+        AsyncCaptchaQueue.from_url(redis_url, namespace=second) as qb,
+    ):
+        ready = NamespacesReadiness({first: qa, second: qb}, events, account_ref="acct")
+        checks = await ready.check()
+        assert [name for name, check in checks.items() if not check.ok] == [
+            f"limit:{first}",
+            f"limit:{second}",
+        ]
+
+        events[first].set_limit_unknown(False)
+        assert not metrics.limit_known  # the process knows its limit when every namespace does
+        events[second].set_limit_unknown(False)
+        assert metrics.limit_known
+        assert all(check.ok for check in (await ready.check()).values())
+
+        # The account paused in one namespace: unready, and the check names where.
+        await qb.pause("zero balance", account="acct", code="ERROR_ZERO_BALANCE")
+        checks = await ready.check()
+        assert [name for name, check in checks.items() if not check.ok] == [f"account:{second}"]
+        assert "ERROR_ZERO_BALANCE" in checks[f"account:{second}"].detail
+
+        # The process's series are the sums over its namespaces; the labelled ones per namespace.
+        events[first].set_slots(2, 3)
+        events[second].set_slots(1, 1)
+        events[first].set_in_flight(5)
+        events[second].set_in_flight(2)
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in metrics.registry.collect()
+            for s in family.samples
+        }
+        assert samples[("captcha_queue_solver_slots_used", ())] == 3
+        assert samples[("captcha_queue_solver_slots_limit", ())] == 4
+        assert samples[("captcha_queue_worker_in_flight", ())] == 7
+        assert samples[("captcha_queue_namespace_solver_slots_limit", (("namespace", first),))] == 3
+        assert samples[("captcha_queue_namespace_worker_in_flight", (("namespace", second),))] == 2
