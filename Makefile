@@ -100,6 +100,7 @@ bench: $(UV)
 	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --no-deps 'arq==0.28.0'
 	@touch $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.scaling $(SCALING_ARGS)
 
 chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)

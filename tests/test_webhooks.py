@@ -180,6 +180,34 @@ async def test_get_and_json_formats_and_an_error_result(
     assert verify(SECRET, posted.headers, posted.body)
 
 
+async def test_the_jsonapi_format_posts_get_task_results_document(
+    hq: AsyncCaptchaQueue, receiver: Receiver, redis_client: aioredis.Redis
+) -> None:
+    """Anti-Captcha's callbackUrl: getTaskResult's document and the task's id (a number when the id is
+    one, as a gateway mints them; the queue's own ids stay strings), an error result as its error body."""
+    ok = await hq.submit(
+        "userrecaptcha", RC, pingback=receiver.url("/ok"), pingback_format="jsonapi", task_id="42"
+    )
+    bad = await hq.submit("userrecaptcha", RC, pingback=receiver.url("/bad"), pingback_format="jsonapi")
+    claims = {c.task_id: c for c in await hq.claim("w", 2, block_s=2)}
+    await hq.complete(claims[ok], "tok-42")
+    await hq.fail(claims[bad], "ERROR_CAPTCHA_UNSOLVABLE", "no luck")
+    async with WebhookDeliverer(redis_client, namespace=hq.namespace, settings=fast()):
+        requests = {r.path: r for r in await receiver.wait_for(2)}
+    solved = json.loads(requests["/ok"].body)
+    assert solved["taskId"] == 42
+    assert (solved["errorId"], solved["status"], solved["solution"]) == (0, "ready", {"token": "tok-42"})
+    assert solved["solveCount"] == 1
+    failed = json.loads(requests["/bad"].body)
+    assert failed == {
+        "taskId": bad,
+        "errorId": 12,
+        "errorCode": "ERROR_CAPTCHA_UNSOLVABLE",
+        "errorDescription": "ERROR_CAPTCHA_UNSOLVABLE",
+    }
+    assert verify(SECRET, requests["/ok"].headers, requests["/ok"].body)
+
+
 # -- the outbox is written by every final transition, and only for a pingback -----------------------
 
 

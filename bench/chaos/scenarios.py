@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 
 from .checker import Expect, KillRecovery, slot_recovery_s
+from .ha_faults import cluster_primary_killed, sentinel_failover, slot_migration
 from .harness import ACCOUNT, CANARY_KEY, Rig, RigConfig, stop_task
 from .input_faults import account_errors, fuzz, solver_faults
 from .outcome import (
@@ -605,6 +606,15 @@ SCENARIOS: dict[str, tuple[Any, dict[str, Any], dict[str, Any]]] = {
     "near_maxmemory": (near_maxmemory, {}, {"maxmemory_mb": 24}),
     "account_call_fails_at_start": (account_call_fails_at_start, {}, {"tasks": 500}),
     "redis_cut_during_submit": (redis_cut_during_submit, {}, {"rounds": 4}),
+    "sentinel_failover": (sentinel_failover, {}, {"tasks": 1000}),
+    "sentinel_primary_killed": (sentinel_failover, {"kill": True}, {"kill": True, "tasks": 1000}),
+    "sentinel_killed_no_wait": (
+        sentinel_failover,
+        {"kill": True, "durable": False},
+        {"kill": True, "durable": False, "tasks": 1000},
+    ),
+    "cluster_primary_killed": (cluster_primary_killed, {}, {"tasks": 1000}),
+    "slot_migration": (slot_migration, {}, {"tasks": 1000}),
 }
 
 _ = CANARY_KEY  # the canary every rig uses by default (re-exported for the tests)

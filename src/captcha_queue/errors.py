@@ -3,6 +3,7 @@
     CaptchaQueueError
     ├── ConfigError                 bad or missing configuration (CAPTCHAAI_KEY unset, bad URL, ...)
     ├── RedisUnavailable            Redis cannot be reached, or the connection was lost mid-call
+    │   └── WriteNotReplicated      durability=replica: the primary took a write no replica acknowledged
     ├── ServerVersionError          the Redis server is too old (Redis >= 7.0 or Valkey >= 7.2 needed)
     ├── InvalidArgument             a bad argument (NaN/inf, a bad name or event id); nothing done (.field)
     ├── InvalidTask                 a submission failed validation; nothing was written (.field)
@@ -53,6 +54,7 @@ __all__ = [
     "TaskRejected",
     "TransientError",
     "Unsolvable",
+    "WriteNotReplicated",
 ]
 
 
@@ -66,6 +68,12 @@ class ConfigError(CaptchaQueueError):
 
 class RedisUnavailable(CaptchaQueueError):
     """Redis could not be reached, or the connection broke during a call."""
+
+
+class WriteNotReplicated(RedisUnavailable):
+    """``durability=replica``: the primary applied the write but no replica acknowledged it in time
+    (``WAIT``), so a failover now could lose it. Repeating the call is safe: a finish answers the stored
+    result, a submission with an idempotency key the task already written."""
 
 
 class ServerVersionError(CaptchaQueueError):

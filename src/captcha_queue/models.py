@@ -16,6 +16,7 @@ __all__ = [
     "AccountSpec",
     "AccountStats",
     "Attempt",
+    "AuditEntry",
     "Claim",
     "DataLoss",
     "DeadLetter",
@@ -26,10 +27,12 @@ __all__ = [
     "ReportBacklog",
     "ReportRequest",
     "Result",
+    "SlotUsage",
     "Solution",
     "Stats",
     "Status",
     "Task",
+    "TaskRecord",
     "TaskSpec",
     "WorkerEntry",
 ]
@@ -142,7 +145,7 @@ class TaskSpec(msgspec.Struct, frozen=True, omit_defaults=True):
     expires_in_s: float | None = None
     metadata: dict[str, Any] | None = None
     pingback: str | None = None
-    pingback_format: Literal["form", "get", "json"] = "form"
+    pingback_format: Literal["form", "get", "json", "jsonapi"] = "form"
 
 
 class Attempt(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -272,18 +275,37 @@ class Stats(msgspec.Struct, frozen=True):
 
 class DataLoss(msgspec.Struct, frozen=True):
     """Redis came back without the data set this process had seen (restarted empty, flushed, failed
-    over to an empty replica). ``lost`` counts the tasks that were queued or in flight then."""
+    over to an empty replica). ``lost`` counts the tasks that were queued or in flight then.
+
+    A failover to a replica that had not received the last writes keeps the epoch but rolls the
+    counters back: ``submitted_after`` / ``finished_after`` are set then (``rolled_back``), and
+    ``lost`` counts the acknowledged submissions that are gone (finishes rolled back are solved again)."""
 
     epoch_before: str
     epoch_after: str | None
     submitted_before: int
     finished_before: int
+    submitted_after: int | None = None
+    finished_after: int | None = None
+
+    @property
+    def rolled_back(self) -> bool:
+        return self.epoch_after == self.epoch_before
 
     @property
     def lost(self) -> int:
+        if self.rolled_back:
+            return max(0, self.submitted_before - (self.submitted_after or 0))
         return max(0, self.submitted_before - self.finished_before)
 
     def describe(self) -> str:
+        if self.rolled_back:
+            return (
+                f"Redis lost its latest writes (a failover to a replica that lacked them; epoch "
+                f"{self.epoch_before} kept): {self.lost} tasks that were queued or in flight are gone "
+                f"(submitted watermark {self.submitted_before} -> {self.submitted_after}, finished "
+                f"{self.finished_before} -> {self.finished_after})"
+            )
         return (
             f"Redis lost its data: epoch {self.epoch_before} -> {self.epoch_after or 'none'}; "
             f"{self.lost} tasks that were queued or in flight are gone "
@@ -334,3 +356,47 @@ class WorkerEntry(msgspec.Struct, frozen=True, omit_defaults=True):
     heartbeat_deadline_ms: int
     heartbeat_in_s: float  # negative once the deadline has passed
     info: dict[str, Any] = {}
+
+
+class SlotUsage(msgspec.Struct, frozen=True):
+    """One solver account's slots as stored: the limits (``configured`` by the workers, ``effective``
+    after the adaptive back-off on busy answers, ``changed_ms`` its last change, Redis time) and the
+    members of its slots set: ``live`` solves held by a worker, ``ghosts`` solves left running at the
+    service by a holder that gave them up (counted until they must be over)."""
+
+    account: str
+    configured: int | None
+    effective: int | None
+    changed_ms: int | None
+    live: int
+    ghosts: int
+
+    @property
+    def used(self) -> int:
+        return self.live + self.ghosts
+
+
+class TaskRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Everything stored about one task: its immutable part, its state (status, attempts, history),
+    its final result and its dead letter, each None when Redis holds none (expired, never written)."""
+
+    id: str
+    status: str | None = None
+    task: Task | None = None
+    state: dict[str, Any] | None = None
+    result: Result | None = None
+    dead_letter: DeadLetter | None = None
+    history: list[Attempt] = []
+
+
+class AuditEntry(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One operator action as the audit stream holds it (``id``: its stream id, ms-seq)."""
+
+    id: str
+    at_ms: int
+    actor: str
+    role: str
+    action: str
+    target: str = ""
+    outcome: str = ""
+    detail: str = ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import (  # noqa: F401  (registers their commands)
     accounts_cmds,
     admin_cmds,
+    dashboard_cmd,
     demo_cmd,
     doctor_cmd,
     gateway_cmd,

@@ -22,6 +22,7 @@ from ..queue._waiting import check_event_id
 from ..store.keys import validate_account
 from . import doctor_cmd
 from .app import FiniteFloat, checked, cli, connection_options, echo_json, get_settings, open_queue, run
+from .namespaces_stats import namespace_list, namespaces_stats
 
 if TYPE_CHECKING:
     from ..queue._producer import AsyncCaptchaQueue
@@ -140,10 +141,27 @@ def _stats_doc(stats: Stats, pauses: PauseState) -> dict[str, Any]:
     help="Whose solver slots to count.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON document (one per refresh with --watch).")
-def stats_cmd(watch: bool, interval_s: float, count: int | None, account: str, as_json: bool) -> None:
+@click.option(
+    "--namespaces",
+    "namespaces",
+    default=None,
+    callback=checked(namespace_list),
+    help="Several namespaces (a,b): one row each and the totals (not with --watch).",
+)
+def stats_cmd(
+    watch: bool,
+    interval_s: float,
+    count: int | None,
+    account: str,
+    as_json: bool,
+    namespaces: list[str] | None,
+) -> None:
     """Queued per priority, delayed, in flight, finished counts, workers, pause, solver slots; and per
     registered account: its slots, pause, workers and tasks in flight."""
     settings = get_settings()
+    if namespaces is not None:
+        namespaces_stats(settings, namespaces, account, as_json=as_json, watch=watch)
+        return
 
     async def snapshot(q: AsyncCaptchaQueue) -> tuple[Stats, PauseState, list[AccountStats]]:
         return await q.stats(account), await q.pause_state(), await q.account_stats()

@@ -1,7 +1,8 @@
 """Command-line configuration: the environment, overridden by flags, checked once and loudly.
 
     REDIS_URL                 redis://127.0.0.1:6379/0 when unset (``captcha-queue redis`` prints one;
-                              its password is read from its 0600 file, see ``with_local_password``)
+                              its password is read from its 0600 file, see ``with_local_password``);
+                              redis+sentinel:// and redis+cluster:// too (docs/redis.md)
     CAPTCHA_QUEUE_NAMESPACE   captcha
     CAPTCHAAI_URL             https://ocr.captchaai.com (or a compatible service, or the simulator)
     CAPTCHAAI_KEY             no default; only the commands that talk to the solver need it
@@ -19,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError, InvalidArgument
+from ..store.connection import REDIS_SCHEMES, parse_redis_url
 from ..store.keys import validate_namespace
 from ..store.server import redact_url, with_local_password
 
@@ -42,7 +44,6 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_NAMESPACE = "captcha"
 DEFAULT_CAPTCHAAI_URL = "https://ocr.captchaai.com"
 
-_REDIS_SCHEMES = ("redis", "rediss", "unix")
 _HTTP_SCHEMES = ("http", "https")
 
 
@@ -108,10 +109,13 @@ class Settings:
 
 def _check_redis_url(url: str) -> str:
     scheme = _scheme(url, ENV_REDIS_URL)
-    if scheme not in _REDIS_SCHEMES:
-        raise ConfigError(
-            f"{ENV_REDIS_URL} must start with redis://, rediss:// or unix://, not {redact_url(url)!r}"
-        )
+    if scheme not in REDIS_SCHEMES:
+        schemes = ", ".join(f"{s}://" for s in REDIS_SCHEMES)
+        raise ConfigError(f"{ENV_REDIS_URL} must start with {schemes}, not {redact_url(url)!r}")
+    try:
+        parse_redis_url(url)  # Sentinel and Cluster URLs: hosts, service name, durability=
+    except ConfigError as exc:
+        raise ConfigError(f"{ENV_REDIS_URL}: {exc}") from None
     return url
 
 

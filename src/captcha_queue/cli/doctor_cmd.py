@@ -20,7 +20,7 @@ import click
 import msgspec
 
 from ..errors import CaptchaQueueError, RedisCommandError, RedisUnavailable, ServerVersionError
-from ..store.connection import redis_errors_async
+from ..store.connection import client_username, redis_errors_async
 from ..store.server import check_version, redact_url
 from .app import EXIT_NOT_OK, _unreachable, cli, connection_options, echo_json, get_settings, run
 
@@ -57,7 +57,7 @@ async def diagnose(client: aioredis.Redis, *, read_config: bool = True) -> list[
 
 async def warnings(client: aioredis.Redis) -> list[str]:
     """One line per problem found (for ``stats``); nothing when the checks cannot be run."""
-    user = client.connection_pool.connection_kwargs.get("username")
+    user = client_username(client)
     try:
         checks = await diagnose(client, read_config=user in (None, "", "default"))
     except RedisCommandError:

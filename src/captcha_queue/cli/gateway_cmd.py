@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -27,6 +28,9 @@ from .options import settings_options
 
 __all__ = ["gateway_cmd"]
 
+#: The pingback signing secret: the same variable as `captcha-queue webhooks run` reads.
+_SECRET_ENV = "CAPTCHA_QUEUE_WEBHOOK_SECRET"
+
 
 @cli.group("gateway", cls=CliGroup, invoke_without_command=True)
 @settings_options(GatewaySettings, elsewhere=("redis_url",))
@@ -35,11 +39,15 @@ def gateway_cmd(ctx: click.Context, /, **values: Any) -> None:
     """Serve in.php/res.php and the JSON API in front of the queue; print the base URL.
 
     Clients send a gateway client key (``captcha-queue gateway keys create``), never the provider's.
+    Pingbacks are delivered by this process, signed with $CAPTCHA_QUEUE_WEBHOOK_SECRET when it is set.
     """
     if ctx.invoked_subcommand is not None:
         return
     base = get_settings()
-    settings = build(GatewaySettings, values, redis_url=values.pop("redis_url") or base.redis_url)
+    secret = os.environ.get(_SECRET_ENV, "").strip() or None  # a secret is never a flag
+    settings = build(
+        GatewaySettings, values, redis_url=values.pop("redis_url") or base.redis_url, webhook_secret=secret
+    )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     warning = insecure_binding(settings)
     if warning:

@@ -145,7 +145,7 @@ _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON 
 )
 @click.option(
     "--pingback-format",
-    type=click.Choice(["form", "get", "json"]),
+    type=click.Choice(["form", "get", "json", "jsonapi"]),
     default="form",
     show_default=True,
     help="form: POST id, code, status; get: the same as query parameters; json: POST the whole result.",
@@ -198,7 +198,7 @@ def submit_cmd(
                 max_attempts=max_attempts,
                 expires_in_s=expires_in_s,
                 pingback=pingback,
-                pingback_format=cast(Literal["form", "get", "json"], pingback_format),
+                pingback_format=cast(Literal["form", "get", "json", "jsonapi"], pingback_format),
             )
             if not wait:
                 if as_json:

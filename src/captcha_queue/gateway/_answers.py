@@ -1,5 +1,6 @@
-"""A stored Result as each protocol answers it: res.php (``OK|...``, JSON ``status``/``request``) and the
-JSON API (``errorId``/``status``/``solution``), plus the JSON API's error ids.
+"""A stored Result as each protocol answers it: res.php (``OK|...``, JSON ``status``/``request``) here, the
+JSON API (``errorId``/``status``/``solution``, its error ids) in ``protocol.jsonapi`` (re-exported: the
+webhook deliverer renders a callbackUrl's document with it too).
 
 What the gateway stores with a task (``metadata["gateway"]``: the client key's id and the method's
 variant) is what tells, at poll time, whose task it is and how its answer is shaped, without reading
@@ -14,6 +15,14 @@ import msgspec
 
 from ..models import Result
 from ..protocol.answers import Answer, error
+from ..protocol.jsonapi import (
+    JSON_ERROR_IDS,
+    gateway_part,
+    json_error,
+    json_solution,
+    result_code,
+    variant_of,
+)
 from ..protocol.methods import VARIANTS
 
 __all__ = [
@@ -28,26 +37,6 @@ __all__ = [
     "variant_of",
 ]
 
-#: errorId of each errorCode, from the anti-captcha.com and 2captcha.com error tables (both publish
-#: the same ids). A code neither table lists is answered with ``_OTHER_ERROR_ID``.
-JSON_ERROR_IDS: dict[str, int] = {
-    "ERROR_KEY_DOES_NOT_EXIST": 1,
-    "ERROR_NO_SLOT_AVAILABLE": 2,
-    "ERROR_ZERO_CAPTCHA_FILESIZE": 3,
-    "ERROR_TOO_BIG_CAPTCHA_FILESIZE": 4,
-    "ERROR_ZERO_BALANCE": 10,
-    "ERROR_IP_NOT_ALLOWED": 11,
-    "ERROR_CAPTCHA_UNSOLVABLE": 12,
-    "ERROR_BAD_DUPLICATES": 13,
-    "ERROR_NO_SUCH_METHOD": 14,
-    "ERROR_IMAGE_TYPE_NOT_SUPPORTED": 15,
-    "ERROR_NO_SUCH_CAPCHA_ID": 16,
-    "ERROR_IP_BLOCKED": 21,
-    "ERROR_TASK_ABSENT": 22,
-    "ERROR_TASK_NOT_SUPPORTED": 23,
-}
-_OTHER_ERROR_ID = 110  # a parameter error the tables do not name (ERROR_PAGEURL, ERROR_GOOGLEKEY, ...)
-
 _decoder = msgspec.json.Decoder(Result)
 
 
@@ -59,31 +48,17 @@ def decode_result(raw: Any) -> Result | None:
         return None
 
 
-def gateway_metadata(key_id: str, variant: str) -> dict[str, Any]:
-    return {"gateway": {"key": key_id, "variant": variant}}
-
-
-def _gateway_part(result: Result) -> dict[str, Any]:
-    meta = result.metadata or {}
-    part = meta.get("gateway")
-    return part if isinstance(part, dict) else {}
+def gateway_metadata(key_id: str, variant: str, dialect: str | None = None) -> dict[str, Any]:
+    part = {"key": key_id, "variant": variant}
+    if dialect is not None:
+        part["dialect"] = dialect  # whose task type createTask named (protocol.jsonapi.json_solution)
+    return {"gateway": part}
 
 
 def owner_of(result: Result) -> str | None:
     """The id of the client key that submitted the task (None: not submitted through a gateway)."""
-    owner = _gateway_part(result).get("key")
+    owner = gateway_part(result).get("key")
     return owner if isinstance(owner, str) else None
-
-
-def variant_of(result: Result) -> str:
-    variant = _gateway_part(result).get("variant")
-    return variant if isinstance(variant, str) else ""
-
-
-def result_code(result: Result) -> str:
-    """The service code a failed result is answered with (the service's own, else UNSOLVABLE)."""
-    code = result.error_code or ""
-    return code if code.startswith("ERROR_") else "ERROR_CAPTCHA_UNSOLVABLE"
 
 
 def legacy_answer(result: Result) -> Answer:
@@ -99,34 +74,3 @@ def legacy_answer(result: Result) -> Answer:
     if solution.user_agent:
         extra["user_agent"] = solution.user_agent
     return Answer(ok=True, request=value, extra=extra)
-
-
-def json_error(code: str, description: str = "") -> dict[str, Any]:
-    """A JSON API error body."""
-    return {
-        "errorId": JSON_ERROR_IDS.get(code, _OTHER_ERROR_ID),
-        "errorCode": code,
-        "errorDescription": description or code,
-    }
-
-
-def json_solution(result: Result) -> dict[str, Any]:
-    """The JSON API ``solution`` object of a successful result, shaped for its task type."""
-    assert result.solution is not None
-    solution = result.solution
-    variant = variant_of(result)
-    text = solution.text
-    out: dict[str, Any]
-    if variant in ("image", "image_file"):
-        out = {"text": text}
-    elif variant.startswith("grid") or variant == "bls":
-        out = {"click": solution.data if solution.data is not None else text}
-    elif variant.startswith("recaptcha"):
-        out = {"gRecaptchaResponse": text, "token": text}
-    elif isinstance(solution.data, dict):
-        out = dict(solution.data)  # GeeTest, Lemin: the service's fields as they are
-    else:
-        out = {"token": text}
-    if solution.user_agent:
-        out["userAgent"] = solution.user_agent
-    return out

@@ -65,8 +65,13 @@ def make_app(settings: GatewaySettings, client: aioredis.Redis | None = None) ->
         app.router.add_post(f"/{name}", handler)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
+    app.on_startup.append(_startup)
     app.on_cleanup.append(_cleanup)
     return app
+
+
+async def _startup(app: web.Application) -> None:
+    await app[GATEWAY_KEY].start_webhooks()
 
 
 async def _cleanup(app: web.Application) -> None:

@@ -116,6 +116,35 @@ class GatewaySettings:
         help="Queue methods the method table does not know (as the queue's allow_unknown_methods).",
         env="CAPTCHA_QUEUE_GATEWAY_ACCEPT_UNKNOWN_METHODS",
     )
+    webhooks: bool = setting(
+        True,
+        help="Deliver the pingbacks (in.php pingback, JSON API callbackUrl) of every namespace this gateway "
+        "serves: a webhook deliverer per namespace runs in this process (off: `captcha-queue webhooks run` "
+        "delivers them; any number of deliverers may run at once).",
+        env="CAPTCHA_QUEUE_GATEWAY_WEBHOOKS",
+    )
+    webhook_secret: str | None = setting(
+        None,
+        help="Key of the HMAC-SHA256 signature (X-Captcha-Queue-Signature) of the pingbacks this gateway "
+        "delivers; the same variable as `captcha-queue webhooks run` reads. Unset: sent unsigned.",
+        env="CAPTCHA_QUEUE_WEBHOOK_SECRET",
+        secret=True,
+        default_text="unsigned",
+    )
+    pingback_format: str = setting(
+        "form",
+        help="How an in.php pingback is sent: form (2captcha's: POST id and code as a form) or get "
+        "(CaptchaAI's: GET with id and code in the query). A JSON API callbackUrl always gets a POST of "
+        "the getTaskResult document plus taskId (Anti-Captcha's).",
+        choices=("form", "get"),
+        env="CAPTCHA_QUEUE_GATEWAY_PINGBACK_FORMAT",
+    )
+    allow_private_targets: bool = setting(
+        False,
+        help="Accept and deliver pingbacks to private, loopback and link-local addresses (refused by "
+        "default: SSRF). For receivers on the gateway's own network, and tests.",
+        env="CAPTCHA_QUEUE_GATEWAY_ALLOW_PRIVATE_TARGETS",
+    )
     redis_max_connections: int = setting(
         64,
         help="Connections to Redis this process may open.",

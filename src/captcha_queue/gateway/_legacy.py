@@ -1,8 +1,9 @@
 """``/in.php`` and ``/res.php``: the legacy protocol, answered as the service does.
 
-Every request is GET query, POST form or POST multipart (query and body merged, the body winning);
-``json=1`` gets JSON, anything else plain text. Every refusal is the service's own code and writes
-nothing: a bad key, a rate or quota exceeded, a bad param, a body too big.
+Every request is GET query, POST form, POST multipart or POST JSON object (2captcha's Node client sends
+its image methods so); query and body merged, the body winning. ``json=1`` gets JSON, anything else plain
+text. Every refusal is the service's own code and writes nothing: a bad key, a rate or quota exceeded, a
+bad param, a body too big.
 
 A poll (``action=get``) is one HGET of the results hash (two reads only while the task is not final:
 the second tells "not ready" from "no such task").
@@ -13,14 +14,15 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, Literal, cast
 
 from aiohttp import web
 from multidict import MultiDictProxy
 
 from ..errors import InvalidTask, QueueFull, RedisUnavailable, SubmitRefused, TaskNotFound
 from ..models import Result
-from ..protocol.answers import Answer, error, plain_value, render
+from ..protocol.answers import JSON_TYPE, Answer, error, plain_value, render
+from ..protocol.bodies import json_params
 from ..protocol.methods import MISSING_PARAM_CODES, canonical_params
 from ..protocol.validation import Upload, check_submit
 from ..queue._producer import AsyncCaptchaQueue
@@ -38,6 +40,7 @@ log = logging.getLogger("captcha_queue.gateway")
 #: Params of the protocol itself, never part of a task (``key`` above all: it never reaches Redis).
 _PROTOCOL_PARAMS = ("key", "json", "method", "soft_id", "header_acao")
 _NOT_READY = "CAPCHA_NOT_READY"
+PingbackFormat = Literal["form", "get", "json", "jsonapi"]
 
 
 class Refused(Exception):
@@ -78,7 +81,12 @@ async def read_params(request: web.Request) -> tuple[dict[str, str], dict[str, U
     settings = request.app[GATEWAY_KEY].settings
     params: dict[str, str] = dict(request.query)
     uploads: dict[str, Upload] = {}
-    if request.method == "POST" and request.body_exists:
+    if request.method == "POST" and request.body_exists and request.content_type == JSON_TYPE:
+        body = await _json_body(request)
+        if len(body) + len(params) > settings.max_params:
+            raise Refused("ERROR_BAD_PARAMETERS")
+        params.update(body)
+    elif request.method == "POST" and request.body_exists:
         try:
             form: MultiDictProxy[Any] = await request.post()
         except web.HTTPRequestEntityTooLarge as exc:
@@ -95,6 +103,17 @@ async def read_params(request: web.Request) -> tuple[dict[str, str], dict[str, U
     elif len(params) > settings.max_params:
         raise Refused("ERROR_BAD_PARAMETERS")
     return params, uploads
+
+
+async def _json_body(request: web.Request) -> dict[str, str]:
+    """A JSON object body as params (``protocol.bodies``); Refused for one that is not a JSON object or is
+    too big."""
+    try:
+        return json_params(await request.read())
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise Refused("ERROR_TOO_BIG_CAPTCHA_FILESIZE") from exc
+    except ValueError as exc:
+        raise Refused("ERROR_BAD_PARAMETERS") from exc
 
 
 async def authenticate(gateway: Gateway, given: str | None) -> ClientKey:
@@ -149,8 +168,7 @@ async def _submit(
 ) -> Answer:
     method = params.get("method", "").strip()
     task = _task_params(params)
-    pingback = _pingback_arg(task)
-    del pingback  # delivered by the webhook outbox once submit takes it (see the lead's merge note)
+    pingback = _pingback_arg(task)  # delivered by the webhook outbox in the format of --pingback-format
     task = canonical_params(method, task)
     spec, rejection = check_submit(gateway.settings, method, task, uploads)
     if rejection is not None:
@@ -159,13 +177,36 @@ async def _submit(
     if spec.file_params:  # a multipart upload is queued as the base64 method: params are text
         method = "base64"
         task["body"] = base64.b64encode(uploads["file"].content).decode("ascii")
-    task_id = await submit(gateway, key, method, task, spec.name)
+    task_id = await submit(
+        gateway,
+        key,
+        method,
+        task,
+        spec.name,
+        pingback=pingback,
+        pingback_format=gateway.settings.pingback_format,
+    )
     return Answer(ok=True, request=task_id)
 
 
-async def submit(gateway: Gateway, key: ClientKey, method: str, params: dict[str, Any], variant: str) -> str:
-    """Queue one validated task for ``key`` under a freshly minted id; Refused with the service's code."""
+async def submit(
+    gateway: Gateway,
+    key: ClientKey,
+    method: str,
+    params: dict[str, Any],
+    variant: str,
+    *,
+    pingback: str | None = None,
+    pingback_format: str = "form",
+    dialect: str | None = None,
+) -> str:
+    """Queue one validated task for ``key`` under a freshly minted id; Refused with the service's code.
+    With a ``pingback``, the result goes there when final (this process delivers the namespace's
+    webhooks unless the ``webhooks`` setting is off). ``dialect``: whose task type a createTask named
+    (it shapes the ``solution`` getTaskResult answers)."""
     queue = gateway.queue(key.namespace)
+    if pingback is not None:
+        await gateway.deliver_webhooks(key.namespace)
     task_id = await gateway.minter(key.namespace).next_id()
     if not await admit_task(gateway.client, queue.keys, key, task_id):
         raise Refused("ERROR_NO_SLOT_AVAILABLE")
@@ -174,8 +215,10 @@ async def submit(gateway: Gateway, key: ClientKey, method: str, params: dict[str
             method,
             params,
             priority=key.priority,
-            metadata=gateway_metadata(key.id, variant),
+            metadata=gateway_metadata(key.id, variant, dialect),
             task_id=task_id,
+            pingback=pingback,
+            pingback_format=cast(PingbackFormat, pingback_format),
         )
     except InvalidTask as exc:
         await release_task(gateway.client, queue.keys, key, task_id)

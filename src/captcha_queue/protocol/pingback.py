@@ -29,8 +29,9 @@ __all__ = [
 #: The longest target accepted (browsers and servers commonly accept 2,048 characters of URL).
 MAX_PINGBACK_CHARS: Final = 2048
 #: How a result is sent: "form" POSTs form fields (2captcha's pingback: id, code), "get" sends them as
-#: query parameters (CaptchaAI's pingback), "json" POSTs a JSON document with the whole Result.
-PINGBACK_FORMATS: Final = ("form", "get", "json")
+#: query parameters (CaptchaAI's pingback), "json" POSTs a JSON document with the whole Result,
+#: "jsonapi" POSTs the JSON API's getTaskResult document plus ``taskId`` (Anti-Captcha's callbackUrl).
+PINGBACK_FORMATS: Final = ("form", "get", "json", "jsonapi")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

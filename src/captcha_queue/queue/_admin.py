@@ -19,13 +19,27 @@ import msgspec
 from redis.exceptions import ResponseError
 
 from ..errors import InvalidArgument
-from ..models import PRIORITIES, DataLoss, DeadLetter, Pause, PauseState, Stats, Task, WorkerEntry
+from ..models import (
+    PRIORITIES,
+    Attempt,
+    AuditEntry,
+    DataLoss,
+    DeadLetter,
+    Pause,
+    PauseState,
+    Result,
+    SlotUsage,
+    Stats,
+    Task,
+    TaskRecord,
+    WorkerEntry,
+)
 from ..store.connection import redis_errors_async
 from ..store.scripts import Code
-from ._core import QueueCore, as_str, check_seconds, check_task_id, log
+from ._core import QueueCore, as_str, check_seconds, check_task_id, decode_lenient, decode_result, log
 from ._submission import MAX_ATTEMPTS_LIMIT, state_open
 
-__all__ = ["FORGET_WORKER_AFTER_S", "OPERATOR_CODE", "AdminAPI", "parse_pause"]
+__all__ = ["AUDIT_MAXLEN", "FORGET_WORKER_AFTER_S", "OPERATOR_CODE", "RECENT_MAX", "AdminAPI", "parse_pause"]
 
 #: The ``code`` of an operator's pause: only ``resume`` lifts it (an account probe never does).
 OPERATOR_CODE = "OPERATOR"
@@ -37,6 +51,14 @@ _REF_RE = re.compile(r"[A-Za-z0-9_.:/-]{1,160}")
 _CODE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _REASON_MAX = 500
 _WORKER_ID_MAX = 200
+
+#: The most results one ``recent_results`` call reads (one XREVRANGE).
+RECENT_MAX = 10_000
+#: Approximate cap of the audit stream (oldest actions are trimmed first).
+AUDIT_MAXLEN = 10_000
+_AUDIT_FIELD_MAX = 500
+_IDEM_KEY_MAX = 256
+_TASK_ID_MAX = 200
 
 _COUNTERS = ("completed", "failed", "dead", "cancelled", "expired", "submitted")
 _encoder = msgspec.json.Encoder()
@@ -157,15 +179,28 @@ class AdminAPI(QueueCore):
         """Compare the data set with the one this object saw at its previous call (one round trip).
 
         Returns a DataLoss when the epoch changed or vanished since: Redis restarted empty, was
-        flushed or failed over to an empty replica. The first call only records what it sees.
-        Workers call this every renew period and log the loss at CRITICAL; producers may too.
+        flushed or failed over to an empty replica; or when, under the same epoch, the submitted or
+        finished watermark went back (a failover to a replica that lacked the latest writes). The
+        first call only records what it sees. Workers call this every renew period and log the loss
+        at CRITICAL; producers may too.
         """
         stats = await self.stats()
         finished = stats.completed + stats.failed + stats.cancelled + stats.expired
         previous = self._data_seen
         self._data_seen = (stats.epoch, stats.submitted, finished)
-        if previous is None or previous[0] is None or previous[0] == stats.epoch:
+        if previous is None or previous[0] is None:
             return None
+        if previous[0] == stats.epoch:
+            if stats.submitted >= previous[1] and finished >= previous[2]:
+                return None
+            return DataLoss(
+                epoch_before=previous[0],
+                epoch_after=stats.epoch,
+                submitted_before=previous[1],
+                finished_before=previous[2],
+                submitted_after=stats.submitted,
+                finished_after=finished,
+            )
         return DataLoss(
             epoch_before=previous[0],
             epoch_after=stats.epoch,
@@ -256,6 +291,135 @@ class AdminAPI(QueueCore):
         reply = await self._script("purgeDead")
         self._check(reply, "-")
         return int(reply[1])
+
+    # -- reads for dashboards: recent results, one task, slots, the audit trail -----------------
+
+    async def recent_results(self, since_s: float = 3600.0, limit: int = 1000) -> list[tuple[str, Result]]:
+        """The final results written in the last ``since_s`` seconds (Redis time), newest first, at
+        most ``limit`` (1-RECENT_MAX), each with its events stream id (ms-seq: when it was written).
+        The stream is capped (``QueueConfig.events_maxlen``): older results may be gone already."""
+        seconds = check_seconds("since_s", since_s)
+        if seconds <= 0:
+            raise InvalidArgument(f"since_s must be above 0, got {since_s!r}", field="since_s")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= RECENT_MAX:
+            raise InvalidArgument(f"limit must be 1-{RECENT_MAX}, got {limit!r}", field="limit")
+        now_ms = await self.server_time_ms()
+        start = max(0, now_ms - int(seconds * 1000))
+        async with redis_errors_async(self.client):
+            entries: Any = await self.client.xrevrange(self.keys.events, "+", str(start), count=limit)
+        results = []
+        for raw_id, fields in entries:
+            event_id = as_str(raw_id)
+            raw = fields.get(b"result", fields.get("result"))
+            result = decode_result(raw, as_str(fields.get(b"id", fields.get("id", b"?"))))
+            if result is not None:
+                results.append((event_id, result))
+        return results
+
+    async def task_record(self, task_id: str) -> TaskRecord | None:
+        """Everything Redis holds about one task (one round trip), or None when it holds nothing."""
+        _check_text("task_id", task_id, _TASK_ID_MAX)
+        keys = self.keys
+        async with redis_errors_async(self.client), self.client.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.tasks, task_id)
+            pipe.hget(keys.state, task_id)
+            pipe.hget(keys.results, task_id)
+            pipe.hget(keys.dead, task_id)
+            raw_task, raw_state, raw_result, raw_dead = await pipe.execute()
+        if raw_task is None and raw_state is None and raw_result is None and raw_dead is None:
+            return None
+        task = None
+        if raw_task is not None:
+            try:
+                task = decode_lenient(_task_decoder, raw_task)
+            except (ValueError, RecursionError):
+                task = None
+        state: dict[str, Any] | None = None
+        if raw_state is not None:
+            try:
+                decoded = decode_lenient(_any_decoder, raw_state)
+                state = decoded if isinstance(decoded, dict) else {"raw": as_str(raw_state)[:2000]}
+            except (ValueError, RecursionError):
+                state = {"raw": as_str(raw_state)[:2000]}
+        dead = self._decode_dead(raw_dead, task_id)
+        history = _history(state) or (dead.history if dead is not None else [])
+        result = decode_result(raw_result, task_id)
+        status = (state or {}).get("status")
+        return TaskRecord(
+            id=task_id,
+            status=str(status) if status is not None else ("done" if result is not None else None),
+            task=task if task is not None else (dead.task if dead is not None else None),
+            state=state,
+            result=result,
+            dead_letter=dead,
+            history=history,
+        )
+
+    async def task_id_for(self, idempotency_key: str) -> str | None:
+        """The id of the task an idempotency key names, or None."""
+        _check_text("idempotency_key", idempotency_key, _IDEM_KEY_MAX)
+        async with redis_errors_async(self.client):
+            raw = await self.client.hget(self.keys.idempotency, idempotency_key)
+        return as_str(raw) if raw is not None else None
+
+    async def slot_usage(self, account: str = "default") -> SlotUsage:
+        """One solver account's slot limits and its live and ghost slots, as stored (one round trip).
+        Members past their deadline still count until a fleet script reaps them (as they do for
+        acquiring)."""
+        async with redis_errors_async(self.client), self.client.pipeline(transaction=False) as pipe:
+            pipe.hmget(self.keys.slot_limit(account), "configured", "effective", "changed_ms")
+            pipe.zrange(self.keys.slots(account), 0, -1)
+            limits, members = await pipe.execute()
+        configured, effective, changed = (_limit(v) for v in limits)
+        ghosts = sum(1 for m in members if as_str(m).startswith("#"))
+        return SlotUsage(
+            account=account,
+            configured=configured,
+            effective=effective,
+            changed_ms=changed,
+            live=len(members) - ghosts,
+            ghosts=ghosts,
+        )
+
+    async def record_audit(
+        self, *, actor: str, role: str, action: str, target: str = "", outcome: str = "", detail: str = ""
+    ) -> str:
+        """Append one operator action to the audit stream (capped at about AUDIT_MAXLEN); its id.
+        Each field is cut to 500 characters; never pass a secret."""
+        fields = {"actor": actor, "role": role, "action": action, "target": target, "outcome": outcome}
+        fields["detail"] = detail
+        for name, value in fields.items():
+            if not isinstance(value, str):
+                raise InvalidArgument(f"{name} must be a string", field=name)
+        _check_text("action", action, _AUDIT_FIELD_MAX)
+        clipped: dict[Any, Any] = {k: v[:_AUDIT_FIELD_MAX] for k, v in fields.items()}
+        async with redis_errors_async(self.client):
+            entry_id = await self.client.xadd(self.keys.audit, clipped, maxlen=AUDIT_MAXLEN, approximate=True)
+        return as_str(entry_id)
+
+    async def audit_log(self, limit: int = 100) -> list[AuditEntry]:
+        """The newest operator actions first, up to ``limit``."""
+        if limit < 1:
+            return []
+        async with redis_errors_async(self.client):
+            entries: Any = await self.client.xrevrange(self.keys.audit, "+", "-", count=limit)
+        out = []
+        for raw_id, raw_fields in entries:
+            entry_id = as_str(raw_id)
+            fields = {as_str(k): as_str(v) for k, v in raw_fields.items()}
+            out.append(
+                AuditEntry(
+                    id=entry_id,
+                    at_ms=int(entry_id.partition("-")[0]),
+                    actor=fields.get("actor", ""),
+                    role=fields.get("role", ""),
+                    action=fields.get("action", ""),
+                    target=fields.get("target", ""),
+                    outcome=fields.get("outcome", ""),
+                    detail=fields.get("detail", ""),
+                )
+            )
+        return out
 
     # -- the fleet: pauses, workers, Redis time (docs/design.md, "Fleet keys") ------------------
 
@@ -479,3 +643,18 @@ def _decode_info(raw: bytes | str | None) -> dict[str, Any]:
     except msgspec.DecodeError:
         return {"raw": as_str(raw)[:200]}
     return decoded if isinstance(decoded, dict) else {"raw": decoded}
+
+
+_task_decoder = msgspec.json.Decoder(Task)
+_any_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
+
+
+def _history(state: dict[str, Any] | None) -> list[Attempt]:
+    """The attempts a task state holds (an unreadable history reads as none)."""
+    raw = (state or {}).get("history")
+    if not isinstance(raw, list):
+        return []
+    try:
+        return msgspec.convert(raw, list[Attempt])
+    except msgspec.ValidationError:
+        return []

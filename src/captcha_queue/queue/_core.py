@@ -22,12 +22,11 @@ from redis.exceptions import OutOfMemoryError, ResponseError
 from ..errors import CaptchaQueueError, InvalidArgument, RedisOutOfMemory, ScriptError
 from ..models import Attempt, DeadLetter, Result, Task
 from ..options import check_settings, setting
-from ..store.connection import redis_errors_async
+from ..store.connection import client_profile, redis_errors_async
 from ..store.keys import Keys
 from ..store.scripts import Code, Scripts, load_scripts, raise_for_code
 
 __all__ = [
-    "MAX_TASK_ID_CHARS",
     "QueueConfig",
     "QueueCore",
     "as_str",
@@ -128,18 +127,14 @@ def check_seconds(name: str, value: object) -> float:
     return float(value)
 
 
-#: Ids minted here are 32 hex digits; ids given by callers (the gateway's, a requeued task's) stay short.
-MAX_TASK_ID_CHARS = 256
-
-
 def check_task_id(task_id: object) -> str:
     """``task_id`` if it can name a task; InvalidArgument (field ``task_id``) before anything reaches
-    Redis for an empty or over-long id, a non-string, or text that is not valid UTF-8 (a lone
-    surrogate, as ``surrogateescape`` makes from undecodable bytes)."""
-    if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_TASK_ID_CHARS:
+    Redis for an empty id, a non-string, or text that is not valid UTF-8 (a lone surrogate, as
+    ``surrogateescape`` makes from undecodable bytes). No length limit: an id read back from Redis
+    (a hostile entry that was dead-lettered under its own id) must stay usable."""
+    if not isinstance(task_id, str) or not task_id:
         raise InvalidArgument(
-            f"task_id must be a string of 1-{MAX_TASK_ID_CHARS} characters, got {reprlib.repr(task_id)}",
-            field="task_id",
+            f"task_id must be a non-empty string, got {reprlib.repr(task_id)}", field="task_id"
         )
     try:
         task_id.encode()
@@ -205,6 +200,7 @@ class QueueCore:
             int(self.config.dead_ttl_s * 1000),
             self.config.events_maxlen,
             self.keys.channel,
+            client_profile(client).publish_command,
         )
 
     @property

@@ -29,7 +29,7 @@ from ..errors import (
     SubmitRefused,
 )
 from ..models import Result, TaskSpec
-from ..store.connection import make_client, redis_errors_async
+from ..store.connection import make_client, node_info, redis_errors_async
 from ..store.scripts import Code
 from ._accounts import AccountsAPI
 from ._admin import AdminAPI
@@ -140,16 +140,17 @@ class AsyncCaptchaQueue(WorkerAPI, AccountsAPI, AdminAPI, ReportAPI):
         expires_in_s: float | None = None,
         metadata: dict[str, Any] | None = None,
         pingback: str | None = None,
-        pingback_format: Literal["form", "get", "json"] = "form",
+        pingback_format: Literal["form", "get", "json", "jsonapi"] = "form",
         task_id: str | None = None,
     ) -> str:
         """Validate and enqueue one task; returns its id (the existing id for a known idempotency key).
 
         ``pingback``: an http(s) URL that gets the result when the task is final (delivered by a
         ``captcha_queue.webhooks.WebhookDeliverer``, signed, retried until delivered or expired);
-        ``pingback_format``: "form" (POST id, code, status), "get" (the same as query parameters) or
-        "json" (POST the whole result). A literal private or loopback address is refused unless the
-        queue's ``allow_private_targets`` is on.
+        ``pingback_format``: "form" (POST id, code, status), "get" (the same as query parameters),
+        "json" (POST the whole result) or "jsonapi" (POST getTaskResult's document and taskId). A
+        literal private or loopback address is refused unless the queue's ``allow_private_targets``
+        is on.
 
         ``task_id``: an id minted by the caller (default: a random one), 1-64 characters of letters,
         digits, ``_.:-``; the caller guarantees it names no other task of the namespace (the gateway
@@ -249,7 +250,7 @@ class AsyncCaptchaQueue(WorkerAPI, AccountsAPI, AdminAPI, ReportAPI):
             return
         try:
             async with redis_errors_async(self.client):
-                info = await self.client.info("memory")
+                info = await node_info(self.client, self.keys.tasks, "memory")
         except CaptchaQueueError as exc:
             if isinstance(exc.__cause__, ResponseError):
                 return  # INFO not allowed to this user: each chunk is still refused whole by Redis

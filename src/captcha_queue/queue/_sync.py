@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar
 from ..models import (
     AccountSpec,
     AccountStats,
+    AuditEntry,
     Claim,
     DataLoss,
     DeadLetter,
@@ -31,8 +32,10 @@ from ..models import (
     ReportBacklog,
     ReportRequest,
     Result,
+    SlotUsage,
     Solution,
     Stats,
+    TaskRecord,
     TaskSpec,
     WorkerEntry,
 )
@@ -174,7 +177,7 @@ class CaptchaQueue:
         expires_in_s: float | None = None,
         metadata: dict[str, Any] | None = None,
         pingback: str | None = None,
-        pingback_format: Literal["form", "get", "json"] = "form",
+        pingback_format: Literal["form", "get", "json", "jsonapi"] = "form",
         task_id: str | None = None,
     ) -> str:
         return self._loop.run(
@@ -243,6 +246,31 @@ class CaptchaQueue:
 
     def purge_dead(self) -> int:
         return self._loop.run(self._queue.purge_dead())
+
+    # -- reads for dashboards, the audit trail ---------------------------------------------------
+    def recent_results(self, since_s: float = 3600.0, limit: int = 1000) -> list[tuple[str, Result]]:
+        return self._loop.run(self._queue.recent_results(since_s, limit))
+
+    def task_record(self, task_id: str) -> TaskRecord | None:
+        return self._loop.run(self._queue.task_record(task_id))
+
+    def task_id_for(self, idempotency_key: str) -> str | None:
+        return self._loop.run(self._queue.task_id_for(idempotency_key))
+
+    def slot_usage(self, account: str = "default") -> SlotUsage:
+        return self._loop.run(self._queue.slot_usage(account))
+
+    def record_audit(
+        self, *, actor: str, role: str, action: str, target: str = "", outcome: str = "", detail: str = ""
+    ) -> str:
+        return self._loop.run(
+            self._queue.record_audit(
+                actor=actor, role=role, action=action, target=target, outcome=outcome, detail=detail
+            )
+        )
+
+    def audit_log(self, limit: int = 100) -> list[AuditEntry]:
+        return self._loop.run(self._queue.audit_log(limit))
 
     # -- the fleet: pauses, workers, Redis time --------------------------------------------------
     def server_time_ms(self) -> int:

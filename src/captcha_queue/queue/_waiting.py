@@ -29,7 +29,7 @@ from redis.exceptions import ResponseError
 
 from ..errors import InvalidArgument, RedisUnavailable
 from ..models import Result
-from ..store.connection import BLOCK_MAX_S, redis_errors_async
+from ..store.connection import BLOCK_MAX_S, client_profile, redis_errors_async, refresh_topology
 from ..store.keys import Keys
 from ._core import decode_result
 
@@ -87,15 +87,25 @@ class ResultWaiter:
     async def _run(self) -> None:
         backoff_s = 0.05
         connected_before = False
+        # On a Cluster the scripts SPUBLISH (sharded pub/sub): the channel's slot's shard delivers,
+        # and redis-py follows the slot to its new primary after a failover or a migration (each
+        # new subscription confirmed counts as a reconnect below: everyone checks again).
+        sharded = client_profile(self._client).publish_command == "SPUBLISH"
         while not self._closing:
             pubsub = self._client.pubsub()
             try:
-                await pubsub.subscribe(self._keys.channel)
+                if sharded:
+                    await pubsub.ssubscribe(self._keys.channel)
+                else:
+                    await pubsub.subscribe(self._keys.channel)
                 while not self._closing:
-                    message = await pubsub.get_message(timeout=BLOCK_MAX_S)
+                    if sharded:
+                        message = await pubsub.get_sharded_message(timeout=BLOCK_MAX_S)
+                    else:
+                        message = await pubsub.get_message(timeout=BLOCK_MAX_S)
                     if message is None:
                         continue
-                    if message["type"] == "subscribe":
+                    if message["type"] in ("subscribe", "ssubscribe"):
                         self._failed.clear()
                         self._subscribed.set()
                         backoff_s = 0.05
@@ -103,7 +113,7 @@ class ResultWaiter:
                             # Completions published while we were away: everyone checks again.
                             self._notify_all()
                         connected_before = True
-                    elif message["type"] == "message":
+                    elif message["type"] in ("message", "smessage"):
                         self._dispatch(message["data"])
             except _CONNECTION_ERRORS as exc:
                 self._subscribed.clear()
@@ -123,6 +133,8 @@ class ResultWaiter:
             if not self._closing:
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 2.0)
+                if sharded:  # the slot may have a new primary (failover, migration): look again
+                    await refresh_topology(self._client)
 
     def _dispatch(self, data: bytes | str) -> None:
         result: Result | None = None

@@ -2,8 +2,9 @@
 
 Routes:
 
-* ``/in.php``, ``/res.php``: GET query, POST form or POST multipart (query and body merged, the body
-  winning); JSON with ``json=1``, plain text otherwise (profiles captchaai, 2captcha, generic-inphp);
+* ``/in.php``, ``/res.php``: GET query, POST form, POST multipart or POST JSON object (query and body
+  merged, the body winning); JSON with ``json=1``, plain text otherwise (profiles captchaai, 2captcha,
+  generic-inphp);
 * ``POST /createTask``, ``/getTaskResult``, ``/getBalance``, the report methods and ``/feedbackTask``:
   the JSON API (profiles 2captcha, capsolver, anticaptcha; ``simulator/jsonapi.py``);
 * ``GET /stats`` (JSON), ``POST /stats/reset``;
@@ -37,7 +38,8 @@ from aiohttp import web
 from multidict import MultiDictProxy
 from yarl import URL
 
-from ..protocol.answers import Answer, render
+from ..protocol.answers import JSON_TYPE, Answer, render
+from ..protocol.bodies import json_params
 from .accounts import account_label
 from .config import SimulatorConfig
 from .control import apply_control, current_settings
@@ -222,7 +224,12 @@ def _reset(request: web.Request) -> web.StreamResponse:
 async def _read_params(request: web.Request) -> tuple[dict[str, str], dict[str, Upload]]:
     params: dict[str, str] = dict(request.query)
     uploads: dict[str, Upload] = {}
-    if request.method == "POST" and request.body_exists:
+    if request.method == "POST" and request.body_exists and request.content_type == JSON_TYPE:
+        try:  # 2captcha's Node client (protocol/bodies.py); a body that is not a JSON object: no params
+            params.update(json_params(await request.read()))
+        except ValueError:
+            pass
+    elif request.method == "POST" and request.body_exists:
         form: MultiDictProxy[Any] = await request.post()
         for name, value in form.items():
             if isinstance(value, web.FileField):

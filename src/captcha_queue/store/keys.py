@@ -199,6 +199,11 @@ class Keys:
             self.webhooks_due,
         )
 
+    @property
+    def audit(self) -> str:
+        """STREAM of operator actions (the dashboard's: who, role, action, target, outcome), capped."""
+        return self._k("audit")
+
     # -- the fleet -----------------------------------------------------------------------------
     @property
     def workers(self) -> str:

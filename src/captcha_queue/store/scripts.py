@@ -24,7 +24,15 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from ..errors import CaptchaQueueError, LeaseLost, ScriptError, TaskCancelled, TaskNotFound
+from ..errors import (
+    CaptchaQueueError,
+    LeaseLost,
+    ScriptError,
+    TaskCancelled,
+    TaskNotFound,
+    WriteNotReplicated,
+)
+from .connection import client_profile, is_cluster
 
 __all__ = ["CODES", "Code", "Script", "Scripts", "load_scripts", "raise_for_code"]
 
@@ -97,6 +105,9 @@ def raise_for_code(code: int, task_id: str, detail: str | None = None) -> None:
 _ADMIT_WORK = frozenset({"submitTasks", "requeueDead"})
 #: Read-only scripts run without flags (as they always did, on a replica too).
 _READ_ONLY = frozenset({"readStats"})
+#: The acknowledged writes that ``durability=replica`` waits on (``WAIT 1``): a submission and every
+#: finish. Claims, leases and fleet slots are not: a lost claim is handed out again, slots rebuilt.
+DURABLE_WRITES = frozenset({"submitTasks", "completeTask", "failTask", "expireTask", "cancelTask"})
 
 
 def _with_flags(name: str, source: str) -> str:
@@ -175,12 +186,55 @@ class Script:
             raise ScriptError(f"script {self.name} takes {self.num_keys} keys, given {len(keys)}")
 
     async def __call__(self, client: aioredis.Redis, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
+        """EVALSHA; on NOSCRIPT (a restarted or new node: the script did not run) SCRIPT LOAD, on a
+        Cluster into the node serving the keys' slot only, and EVALSHA again."""
         self._check_keys(keys)
+        profile = client_profile(client)
+        if profile.durability == "replica" and self.name in DURABLE_WRITES and keys:
+            return await self._call_durably(client, keys, args, profile.durability_timeout_ms)
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            await client.script_load(self.source)
+            await self._load(client, keys)
             return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+    async def _load(self, client: aioredis.Redis, keys: Sequence[str]) -> None:
+        if is_cluster(client) and keys:
+            cluster: Any = client
+            node = cluster.get_node_from_key(keys[0])
+            await cluster.execute_command("SCRIPT LOAD", self.source, target_nodes=node)
+        else:
+            await client.script_load(self.source)
+
+    async def _call_durably(
+        self, client: aioredis.Redis, keys: Sequence[str], args: Sequence[Any], timeout_ms: int
+    ) -> Any:
+        """The call and ``WAIT 1 timeout_ms`` in one pipeline on one connection (WAIT counts the
+        replicas that acknowledged that connection's writes); WriteNotReplicated when none did."""
+        wait_target: dict[str, Any] = {}
+        if is_cluster(client):
+            cluster: Any = client
+            await cluster.initialize()
+            wait_target["target_nodes"] = cluster.get_node_from_key(keys[0])
+        for reloaded in (False, True):
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.evalsha(self.sha, len(keys), *keys, *args)
+                pipe.execute_command("WAIT", 1, timeout_ms, **wait_target)
+                reply, acked = await pipe.execute(raise_on_error=False)
+            if isinstance(reply, NoScriptError) and not reloaded:
+                await self._load(client, keys)
+                continue
+            if isinstance(reply, BaseException):
+                raise reply
+            if isinstance(acked, BaseException):
+                raise acked
+            if int(acked) < 1:
+                raise WriteNotReplicated(
+                    f"script {self.name}: the primary applied the write but no replica acknowledged it "
+                    f"within {timeout_ms} ms (durability=replica); a failover now could lose it"
+                )
+            return reply
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def queue_in(self, pipe: Any, keys: Sequence[str], args: Sequence[Any] = ()) -> None:
         """Add an EVALSHA to a pipeline (call ``Scripts.ensure_loaded`` before executing it)."""

@@ -70,8 +70,12 @@ class WebhookDeliverer:
         deliverer_id: str | None = None,
         registry: CollectorRegistry | None = None,
         owns_client: bool = False,
+        warn_unsigned: bool = True,
     ) -> None:
+        """``warn_unsigned``: log a warning at start when there is no secret (a process running one
+        deliverer per namespace, as the gateway does, says it once itself)."""
         self.settings = settings or WebhookSettings()
+        self._warn_unsigned = warn_unsigned
         self.outbox = Outbox(client, namespace)
         self.deliverer_id = deliverer_id or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self._owns_client = owns_client
@@ -109,7 +113,7 @@ class WebhookDeliverer:
         """Start delivering in the background (returns at once)."""
         if self._loop_task is not None:
             raise RuntimeError("the deliverer is already started")
-        if self.settings.secret is None:
+        if self.settings.secret is None and self._warn_unsigned:
             log.warning("webhook deliveries are sent unsigned: no secret is configured")
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout_s)
         connector = aiohttp.TCPConnector(

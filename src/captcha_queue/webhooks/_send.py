@@ -28,6 +28,7 @@ from aiohttp.resolver import ThreadedResolver
 
 from .. import __version__
 from ..models import Result
+from ..protocol.jsonapi import task_result
 from ..protocol.pingback import refused_address
 from ._outbox import Delivery
 
@@ -115,6 +116,10 @@ def build_request(delivery: Delivery) -> Request:
         document["delivery"] = delivery.delivery
         document["result"] = msgspec.Raw(delivery.result.encode("utf-8"))
         body = msgspec.json.encode(document)
+        return Request("POST", _without_fragment(delivery.url), body, "application/json", body)
+    if delivery.format == "jsonapi":  # Anti-Captcha's callbackUrl: getTaskResult's document, and whose
+        task_id: int | str = int(delivery.task) if delivery.task.isdigit() else delivery.task
+        body = msgspec.json.encode({"taskId": task_id, **task_result(result)})
         return Request("POST", _without_fragment(delivery.url), body, "application/json", body)
     raise ValueError(f"unknown pingback format {delivery.format!r}")
 

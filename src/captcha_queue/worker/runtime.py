@@ -69,9 +69,14 @@ class Worker:
         events: WorkerEvents | None = None,
         worker_id: str | None = None,
         rng: random.Random | None = None,
+        limit_share: Callable[[int], int | None] | None = None,
     ) -> None:
-        """``Worker(q, solver, WorkerConfig(concurrency=2000))``; a ``WorkerSettings`` is a WorkerConfig."""
+        """``Worker(q, solver, WorkerConfig(concurrency=2000))``; a ``WorkerSettings`` is a WorkerConfig.
+
+        ``limit_share``: this worker's part of the account's threads when they come from the account
+        (``worker --namespaces``: a static share per namespace; None: too few threads for a share)."""
         self.queue = queue
+        self._limit_share = limit_share
         self.solver = solver
         self.config = cfg = config or WorkerConfig()
         self.events: WorkerEvents = events or NullEvents()
@@ -352,6 +357,15 @@ class Worker:
         if threads is not None and threads < 1:
             log.warning("the account reports %d threads: no fleet limit from it, no solve is sent", threads)
             return False
+        if threads is not None and self._limit_share is not None:
+            share = self._limit_share(threads)
+            if share is None:
+                log.warning(
+                    "the account reports %d threads: too few for a share per namespace, no solve is sent",
+                    threads,
+                )
+                return False
+            threads = share
         if not self._s.limit_known.is_set():
             log.info("fleet limit from the account's threads: %s", threads if threads is not None else "none")
             await self._use_limit(threads)

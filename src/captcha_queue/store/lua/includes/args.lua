@@ -3,7 +3,8 @@
 -- (queue_<priority> keys as K.queue[priority]); Keys.named in store/keys.py builds them.
 --
 -- ARGV[1] result_ttl_ms   ARGV[2] dead_ttl_ms   ARGV[3] events_maxlen   ARGV[4] done channel
--- Script-specific arguments start at ARGV[5] (A).
+-- ARGV[5] the command announcing on it: PUBLISH, or SPUBLISH on a Redis Cluster (sharded pub/sub)
+-- Script-specific arguments start at ARGV[6] (A).
 local PRIORITIES = { 'high', 'normal', 'low' }
 local PRIORITY = { high = true, normal = true, low = true }
 local C = {
@@ -11,5 +12,6 @@ local C = {
   dead_ttl_ms = tonumber(ARGV[2]),
   events_maxlen = tonumber(ARGV[3]),
   channel = ARGV[4],
+  publish = ARGV[5] == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH',
 }
-local A = 5
+local A = 6

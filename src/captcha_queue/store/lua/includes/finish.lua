@@ -128,7 +128,7 @@ local function finish(id, st, status, now, extra, counter)
     add_delivery(id, st, status, now, json)
   end
   -- The whole result travels with the announcement, so a waiter wakes without a second read.
-  redis.call('PUBLISH', C.channel,
+  redis.call(C.publish, C.channel,
     '{"id":' .. cjson.encode(id) .. ',"status":"' .. status .. '","result":' .. json .. '}')
   return json
 end
