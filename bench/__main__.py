@@ -24,8 +24,8 @@ from pathlib import Path
 from captcha_queue.store.server import EmbeddedRedis, check_redis, redact_url, redis_url_from_env
 
 from . import naive
-from .gateway import GatewaySizes, run_gateway_bench, run_gateway_w2
 from .dashboard import DASH_CLIENTS, DASH_EVENTS, run_dashboard
+from .gateway import GatewaySizes, run_gateway_bench, run_gateway_w2
 from .harness import (
     ProcessGroup,
     RunResult,

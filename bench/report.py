@@ -65,6 +65,7 @@ COLUMNS: Mapping[str, Sequence[tuple[str, str]]] = {
         ("e2e_p50_ms", "e2e p50 ms"),
         ("e2e_p99_ms", "e2e p99 ms"),
         ("errors", "errors"),
+    ],
     "DASH": [
         ("clients", "SSE clients"),
         ("redis_readers", "Redis readers"),

@@ -4,15 +4,17 @@ no browser download) against a real Redis, the simulator and a worker, each a su
 One scenario walks every screen: its numbers match ``captcha-queue stats --json``, the live parts
 update without a reload, the event feed receives results pushed over SSE, a dead letter is
 requeued from the browser and the action shows in the audit screen. Each screen's screenshot is
-saved to docs/img/dashboard/ for docs/operations.md.
+saved for docs/operations.md (into docs/img/dashboard/ with CAPTCHA_QUEUE_SCREENSHOTS=1).
 """
 
 from __future__ import annotations
 
 import collections
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +38,14 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SHOTS = Path(__file__).resolve().parent.parent / "docs" / "img" / "dashboard"
+# The docs' screenshots: written only when CAPTCHA_QUEUE_SCREENSHOTS=1 (a test run must not change the
+# source tree: every run would rewrite them, the namespace name being random); else into a temp dir.
+DOCS_SHOTS = Path(__file__).resolve().parent.parent / "docs" / "img" / "dashboard"
+SHOTS = (
+    DOCS_SHOTS
+    if os.environ.get("CAPTCHA_QUEUE_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / f"captcha-queue-shots-{os.getpid()}"
+)
 KEY = "0123456789abcdef0123456789abcdef"
 SCALE = "0.05"
 TURNSTILE = {"sitekey": "0x4AAAAAAAC3DHQFLr1GavRN", "pageurl": "https://example.test/checkout"}
