@@ -34,6 +34,7 @@ __all__ = [
     "Task",
     "TaskRecord",
     "TaskSpec",
+    "WorkerDrain",
     "WorkerEntry",
 ]
 
@@ -346,16 +347,26 @@ class PauseState(msgspec.Struct, frozen=True):
         return self.fleet is not None or bool(self.accounts)
 
 
+class WorkerDrain(msgspec.Struct, frozen=True):
+    """An operator's request that one worker process drain (``AdminAPI.drain_worker``): why, and
+    when it was made (Redis time, ms). The worker reads it with its next heartbeat."""
+
+    reason: str
+    since_ms: int
+
+
 class WorkerEntry(msgspec.Struct, frozen=True, omit_defaults=True):
     """One registered worker process: its heartbeat deadline (Redis time, ms) and what it registered
     about itself (``info``: host, pid, started_at, in_flight, version, concurrency, account, solver,
-    key fingerprint; ``{"raw": ...}`` when the registration is not readable JSON)."""
+    key fingerprint; ``{"raw": ...}`` when the registration is not readable JSON); ``drain``: the
+    drain request pending for it (it stops claiming at its next heartbeat), or None."""
 
     id: str
     alive: bool
     heartbeat_deadline_ms: int
     heartbeat_in_s: float  # negative once the deadline has passed
     info: dict[str, Any] = {}
+    drain: WorkerDrain | None = None
 
 
 class SlotUsage(msgspec.Struct, frozen=True):

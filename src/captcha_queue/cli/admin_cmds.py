@@ -16,7 +16,7 @@ from rich.live import Live
 from rich.markup import escape as esc
 from rich.table import Table
 
-from ..errors import TaskNotFound
+from ..errors import CaptchaQueueError, TaskNotFound
 from ..models import PRIORITIES, AccountStats, DeadLetter, Pause, PauseState, Result, Stats, WorkerEntry
 from ..queue._waiting import check_event_id
 from ..store.keys import validate_account
@@ -238,12 +238,16 @@ def _until_interrupted() -> Iterator[None]:
 # -- workers ------------------------------------------------------------------------------------------
 
 
-@cli.command("workers")
+@cli.group("workers", invoke_without_command=True)
 @connection_options
 @click.option("--all", "show_all", is_flag=True, help="Include workers whose heartbeat has lapsed.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON array.")
-def workers_cmd(show_all: bool, as_json: bool) -> None:
-    """Registered worker processes: id, host, pid, age, tasks in flight, version, heartbeat."""
+@click.pass_context
+def workers_cmd(ctx: click.Context, show_all: bool, as_json: bool) -> None:
+    """Registered worker processes: id, host, pid, age, tasks in flight, version, heartbeat, drain
+    requested (``workers drain ID``: ask one to drain)."""
+    if ctx.invoked_subcommand is not None:
+        return
     settings = get_settings()
 
     async def go() -> list[WorkerEntry]:
@@ -258,7 +262,7 @@ def workers_cmd(show_all: bool, as_json: bool) -> None:
         click.echo("no live workers" if not show_all else "no workers registered")
         return
     table = Table(title=f"workers · {settings.namespace}", title_justify="left")
-    for column in ("id", "host", "pid", "up", "in flight", "version", "heartbeat"):
+    for column in ("id", "host", "pid", "up", "in flight", "version", "heartbeat", "drain"):
         table.add_column(
             column, justify="right" if column in ("pid", "in flight") else "left", no_wrap=column == "id"
         )
@@ -279,8 +283,39 @@ def workers_cmd(show_all: bool, as_json: bool) -> None:
             esc(_in_flight(info)),
             esc(str(info.get("version", "-"))),
             beat,
+            esc(_clip(entry.drain.reason)) if entry.drain is not None else "-",
         )
     _console().print(table)
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@workers_cmd.command("drain")
+@connection_options
+@click.argument("worker_id", metavar="WORKER_ID")
+@click.option(
+    "--reason",
+    default="drained by operator",
+    show_default=True,
+    help="Logged by the worker, shown by `workers`.",
+)
+def workers_drain_cmd(worker_id: str, reason: str) -> None:
+    """Ask one live worker process to drain: at its next heartbeat it stops claiming, finishes its
+    tasks in flight (releasing those still running after --grace-s), unregisters and exits 0; a
+    child of `worker --processes P` is then not restarted."""
+    settings = get_settings()
+
+    async def go() -> bool:
+        async with open_queue(settings) as q:
+            return await q.drain_worker(worker_id, reason=reason)
+
+    if not run(go()):
+        raise CaptchaQueueError(
+            f"no live worker {worker_id!r} in namespace {settings.namespace} (see `captcha-queue workers`)"
+        )
+    click.echo(f"drain requested for worker {worker_id}: it stops claiming at its next heartbeat")
 
 
 def _in_flight(info: dict[str, Any]) -> str:

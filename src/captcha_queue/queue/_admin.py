@@ -1,7 +1,8 @@
 """Inspection and operations: stats, the dead-letter queue, the data-set epoch, and the fleet state.
 
 The fleet state (``docs/design.md``, "Fleet keys") is read and written here and nowhere else: the
-pauses (the namespace's and each solver account's), the worker registrations and Redis server time.
+pauses (the namespace's and each solver account's), the worker registrations and their drain
+requests, and Redis server time.
 The CLI, the worker's breaker and registry go through these methods; pauses are written and lifted
 only by the scripts in ``store/lua/fleet/``.
 """
@@ -32,6 +33,7 @@ from ..models import (
     Stats,
     Task,
     TaskRecord,
+    WorkerDrain,
     WorkerEntry,
 )
 from ..store.connection import redis_errors_async
@@ -572,14 +574,17 @@ class AdminAPI(QueueCore):
 
     async def workers(self, include_dead: bool = False) -> list[WorkerEntry]:
         """Registered worker processes, live ones first then by id (``include_dead``: also those
-        whose heartbeat lapsed and that are not forgotten yet), read at one Redis server time."""
+        whose heartbeat lapsed and that are not forgotten yet), read at one Redis server time; each
+        with the drain request pending for it (``WorkerEntry.drain``)."""
         async with redis_errors_async(self.client), self.client.pipeline(transaction=False) as pipe:
             pipe.time()
             pipe.zrange(self.keys.workers, 0, -1, withscores=True)
             pipe.hgetall(self.keys.worker_info)
-            time_reply, deadlines, raw_info = await pipe.execute()
+            pipe.hgetall(self.keys.worker_drains)
+            time_reply, deadlines, raw_info, raw_drains = await pipe.execute()
         now_ms = _time_ms(time_reply)
         info_by_id = {as_str(k): v for k, v in raw_info.items()}
+        drains = _decode_drains(raw_drains)
         entries = []
         for raw_id, score in deadlines:
             worker_id, deadline_ms = as_str(raw_id), int(score)
@@ -592,6 +597,7 @@ class AdminAPI(QueueCore):
                     heartbeat_deadline_ms=deadline_ms,
                     heartbeat_in_s=round((deadline_ms - now_ms) / 1000, 3),
                     info=_decode_info(info_by_id.get(worker_id)),
+                    drain=drains.get(worker_id),
                 )
             )
         entries.sort(key=lambda e: (not e.alive, e.id))
@@ -600,6 +606,16 @@ class AdminAPI(QueueCore):
     async def register_worker(self, worker_id: str, info: Mapping[str, Any], *, ttl_s: float = 30.0) -> int:
         """Register a worker process, or renew its registration: it counts as live for ``ttl_s``
         (``info``: what ``workers()`` shows of it). Returns the number of live workers."""
+        live, _ = await self.heartbeat_worker(worker_id, info, ttl_s=ttl_s)
+        return live
+
+    async def heartbeat_worker(
+        self, worker_id: str, info: Mapping[str, Any], *, ttl_s: float = 30.0
+    ) -> tuple[int, WorkerDrain | None]:
+        """``register_worker``, also answering the drain request pending for this worker (one
+        script call): the number of live workers, and the request or None. A worker that gets a
+        request drains: no new claims, its tasks finished (or released after its grace period),
+        unregistered (which deletes the request)."""
         seconds = check_seconds("ttl_s", ttl_s)
         if seconds <= 0:
             raise InvalidArgument(f"ttl_s must be above 0, got {ttl_s!r}", field="ttl_s")
@@ -608,17 +624,46 @@ class AdminAPI(QueueCore):
         return await self._heartbeat(worker_id, int(seconds * 1000), _encoder.encode(dict(info)).decode())
 
     async def unregister_worker(self, worker_id: str) -> int:
-        """Drop a worker's registration (it stops). Returns the number of live workers."""
-        return await self._heartbeat(worker_id, 1, "")
+        """Drop a worker's registration (it stops) and its drain request. Returns the number of live
+        workers."""
+        live, _ = await self._heartbeat(worker_id, 1, "")
+        return live
 
-    async def _heartbeat(self, worker_id: str, ttl_ms: int, payload: str) -> int:
+    async def _heartbeat(self, worker_id: str, ttl_ms: int, payload: str) -> tuple[int, WorkerDrain | None]:
         _check_text("worker_id", worker_id, _WORKER_ID_MAX)
         args = [worker_id, ttl_ms, payload, int(FORGET_WORKER_AFTER_S * 1000)]
+        keys = [self.keys.workers, self.keys.worker_info, self.keys.worker_drains]
         async with redis_errors_async(self.client):
-            reply = await self.scripts.heartbeatWorker(
-                self.client, [self.keys.workers, self.keys.worker_info], args
+            reply = await self.scripts.heartbeatWorker(self.client, keys, args)
+        # { OK, live workers, drain request JSON or '' }
+        return int(reply[1]), _decode_drain(reply[2]) if len(reply) > 2 and reply[2] else None
+
+    async def drain_worker(self, worker_id: str, *, reason: str = "drained by operator") -> bool:
+        """Ask one live worker process to drain: at its next heartbeat it stops claiming, finishes
+        the tasks it holds (releasing those still running after its grace period), unregisters and
+        exits 0; a child of ``worker --processes P`` that drained is not restarted. False when no
+        live worker has this id (nothing written). A request already pending is kept (its reason
+        stands). Bad arguments raise InvalidArgument and nothing is written."""
+        _check_text("worker_id", worker_id, _WORKER_ID_MAX)
+        if not worker_id.isprintable():
+            raise InvalidArgument(
+                f"worker_id {reprlib.repr(worker_id)} must be printable characters", field="worker_id"
             )
-        return int(reply[1])  # { OK, live workers }
+        _check_text("reason", reason, _REASON_MAX)
+        async with redis_errors_async(self.client):
+            reply = await self.scripts.requestDrain(
+                self.client, [self.keys.workers, self.keys.worker_drains], [worker_id, reason]
+            )
+        if int(reply[0]) == Code.NOT_FOUND:
+            return False
+        self._check(reply, worker_id)
+        return True
+
+    async def drain_requests(self) -> dict[str, WorkerDrain]:
+        """The drain requests pending, by worker id (a worker deletes its own when it unregisters)."""
+        async with redis_errors_async(self.client):
+            raw = await self.client.hgetall(self.keys.worker_drains)
+        return _decode_drains(raw)
 
 
 def _fleet_pause(time_reply: tuple[Any, Any], raw: Mapping[Any, Any]) -> tuple[int, Pause | None]:
@@ -645,6 +690,22 @@ def _decode_info(raw: bytes | str | None) -> dict[str, Any]:
     return decoded if isinstance(decoded, dict) else {"raw": decoded}
 
 
+def _decode_drain(raw: bytes | str | None) -> WorkerDrain | None:
+    """A stored drain request; an unreadable one still asks for a drain (its reason says so)."""
+    if raw is None:
+        return None
+    try:
+        return _drain_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return WorkerDrain(reason="(unreadable drain request)", since_ms=0)
+
+
+def _decode_drains(raw: Mapping[Any, Any]) -> dict[str, WorkerDrain]:
+    decoded = {as_str(k): _decode_drain(v) for k, v in raw.items()}
+    return {k: v for k, v in decoded.items() if v is not None}
+
+
+_drain_decoder = msgspec.json.Decoder(WorkerDrain)
 _task_decoder = msgspec.json.Decoder(Task)
 _any_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
 

@@ -37,6 +37,7 @@ from ..models import (
     Stats,
     TaskRecord,
     TaskSpec,
+    WorkerDrain,
     WorkerEntry,
 )
 from ..store.connection import BLOCK_MAX_S
@@ -302,8 +303,19 @@ class CaptchaQueue:
     def register_worker(self, worker_id: str, info: Mapping[str, Any], *, ttl_s: float = 30.0) -> int:
         return self._loop.run(self._queue.register_worker(worker_id, info, ttl_s=ttl_s))
 
+    def heartbeat_worker(
+        self, worker_id: str, info: Mapping[str, Any], *, ttl_s: float = 30.0
+    ) -> tuple[int, WorkerDrain | None]:
+        return self._loop.run(self._queue.heartbeat_worker(worker_id, info, ttl_s=ttl_s))
+
     def unregister_worker(self, worker_id: str) -> int:
         return self._loop.run(self._queue.unregister_worker(worker_id))
+
+    def drain_worker(self, worker_id: str, *, reason: str = "drained by operator") -> bool:
+        return self._loop.run(self._queue.drain_worker(worker_id, reason=reason))
+
+    def drain_requests(self) -> dict[str, WorkerDrain]:
+        return self._loop.run(self._queue.drain_requests())
 
     # -- worker side -----------------------------------------------------------------------------
     def claim(

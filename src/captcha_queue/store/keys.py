@@ -216,6 +216,12 @@ class Keys:
         return self._k("workers:info")
 
     @property
+    def worker_drains(self) -> str:
+        """HASH worker id -> drain request JSON (reason, since_ms): an operator asked that worker to
+        drain; it reads the request with its next heartbeat, and its unregistration deletes it."""
+        return self._k("workers:drains")
+
+    @property
     def paused(self) -> str:
         """HASH: reason, since, until (ms) while claiming is paused fleet-wide."""
         return self._k("paused")

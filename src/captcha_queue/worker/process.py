@@ -108,7 +108,7 @@ async def _serve(settings: WorkerSettings) -> int:
     from ..store.connection import make_client
     from .events import WorkerEvents
     from .runtime import Worker
-    from .supervisor import install_worker_signals
+    from .supervisor import install_worker_signals, report_drained
 
     # Blocking claims, renewals, the slot pump and many concurrent final writes share this pool.
     client = make_client(settings.redis_url, max_connections=max(16, min(128, settings.concurrency // 8)))
@@ -156,6 +156,8 @@ async def _serve(settings: WorkerSettings) -> int:
         install_worker_signals(asyncio.get_running_loop(), worker.stop)
         await worker.run()
         await queue.aclose()
+        if worker.drain is not None:
+            report_drained()
     finally:
         if refresher is not None:
             refresher.cancel()
@@ -178,7 +180,7 @@ async def _serve_accounts(settings: WorkerSettings) -> int:
     from .config import account_names
     from .logs import configure_logging
     from .multi import MultiWorker
-    from .supervisor import install_worker_signals
+    from .supervisor import install_worker_signals, report_drained
 
     client = make_client(settings.redis_url, max_connections=max(16, min(128, settings.concurrency // 8)))
     solvers: list[Solver] = []
@@ -242,9 +244,13 @@ async def _serve_accounts(settings: WorkerSettings) -> int:
             ", ".join(f"{s.name} ({s.provider}, limit {s.limit or 'threads'})" for s, _ in workers),
         )
         multi = MultiWorker(queue, workers, settings)
+        for _, account_worker in workers:
+            account_worker.on_drain = multi.stop  # a drain request for any of them drains the process
         install_worker_signals(asyncio.get_running_loop(), multi.stop)
         await multi.run()
         await queue.aclose()
+        if any(w.drain is not None for _, w in workers):
+            report_drained()
     finally:
         if refresher is not None:
             refresher.cancel()
@@ -277,7 +283,7 @@ async def _serve_namespaces(settings: WorkerSettings) -> int:
         weighted_shares,
     )
     from .runtime import Worker
-    from .supervisor import install_worker_signals
+    from .supervisor import install_worker_signals, report_drained
 
     pairs = parse_namespaces(settings.namespaces or "")
     names = [ns for ns, _ in pairs]
@@ -352,6 +358,9 @@ async def _serve_namespaces(settings: WorkerSettings) -> int:
             for worker in workers:
                 worker.stop()
 
+        for worker in workers:
+            worker.on_drain = stop  # a drain request for one namespace's worker drains the process
+
         install_worker_signals(asyncio.get_running_loop(), stop)
         runs = [
             asyncio.create_task(w.run(), name=f"namespace:{ns}") for ns, w in zip(names, workers, strict=True)
@@ -365,6 +374,8 @@ async def _serve_namespaces(settings: WorkerSettings) -> int:
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
+        if any(w.drain is not None for w in workers):
+            report_drained()
     finally:
         for loop in loops:
             loop.cancel()

@@ -6,7 +6,10 @@ flight, version, concurrency, solver account, and the account's last known balan
 the service told it, and ``balance_at``, when: ``record_balance``). A process that dies stops
 renewing and drops out of the live set after ``ttl_s``; registrations that lapsed long ago are
 deleted by later heartbeats. Registrations are written and read through the queue's admin API
-(``register_worker``, ``unregister_worker``, ``workers``).
+(``heartbeat_worker``, ``unregister_worker``, ``workers``).
+
+Each heartbeat also answers whether an operator asked this worker to drain (``drain_worker``):
+the first time it does, ``on_drain`` is called with the request (the worker stops as on SIGTERM).
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import msgspec
 
 if TYPE_CHECKING:
+    from ..models import WorkerDrain
     from ..queue import AsyncCaptchaQueue
 
 __all__ = ["WorkerInfo", "WorkerRegistry", "new_worker_id"]
@@ -60,11 +65,15 @@ class WorkerRegistry:
         account: str | None = None,
         solver: str | None = None,
         key: str | None = None,
+        on_drain: Callable[[WorkerDrain], None] | None = None,
     ) -> None:
         from .. import __version__
 
         self._queue = queue
         self.ttl_s = ttl_s
+        self.on_drain = on_drain
+        #: The drain request this worker got with a heartbeat (None: none yet).
+        self.drain: WorkerDrain | None = None
         self.info = WorkerInfo(
             id=worker_id,
             host=socket.gethostname(),
@@ -80,7 +89,14 @@ class WorkerRegistry:
     async def heartbeat(self, in_flight: int) -> int:
         """Register or renew, with the current in-flight count. Returns the number of live workers."""
         info = msgspec.structs.replace(self.info, in_flight=in_flight)
-        return await self._queue.register_worker(self.info.id, msgspec.to_builtins(info), ttl_s=self.ttl_s)
+        live, drain = await self._queue.heartbeat_worker(
+            self.info.id, msgspec.to_builtins(info), ttl_s=self.ttl_s
+        )
+        if drain is not None and self.drain is None:
+            self.drain = drain
+            if self.on_drain is not None:
+                self.on_drain(drain)
+        return live
 
     def record_balance(self, balance: float) -> None:
         """The account's balance as the service just told it: sent with the next heartbeat (the

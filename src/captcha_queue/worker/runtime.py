@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ..errors import AccountError, CaptchaQueueError, SolverError
-from ..models import AccountInfo, Claim
+from ..models import AccountInfo, Claim, WorkerDrain
 from ._attempt import Attempts
 from ._claiming import Claiming
 from ._leases import Leases
@@ -70,12 +70,17 @@ class Worker:
         worker_id: str | None = None,
         rng: random.Random | None = None,
         limit_share: Callable[[int], int | None] | None = None,
+        on_drain: Callable[[], None] | None = None,
     ) -> None:
         """``Worker(q, solver, WorkerConfig(concurrency=2000))``; a ``WorkerSettings`` is a WorkerConfig.
 
         ``limit_share``: this worker's part of the account's threads when they come from the account
-        (``worker --namespaces``: a static share per namespace; None: too few threads for a share)."""
+        (``worker --namespaces``: a static share per namespace; None: too few threads for a share).
+        ``on_drain``: what an operator's drain request (``drain_worker``) stops, when it is more than
+        this worker (the process's ``stop``); None: ``self.stop``."""
         self.queue = queue
+        #: What a drain request stops (None: this worker; ``--namespaces``/``--accounts``: the process).
+        self.on_drain = on_drain
         self._limit_share = limit_share
         self.solver = solver
         self.config = cfg = config or WorkerConfig()
@@ -107,6 +112,7 @@ class Worker:
             account=solver.account,
             solver=solver.kind,
             key=solver.key_fingerprint,
+            on_drain=self._drain_requested,
         )
         self._s = shared = Shared(
             queue,
@@ -142,6 +148,22 @@ class Worker:
     def stop(self) -> None:
         """Begin a graceful shutdown (safe to call from a signal handler on the loop)."""
         self._claiming.stop()
+
+    @property
+    def drain(self) -> WorkerDrain | None:
+        """The operator's drain request this worker got (it then stops as on SIGTERM), or None."""
+        return self.registry.drain
+
+    def _drain_requested(self, request: WorkerDrain) -> None:
+        """A heartbeat answered a drain request: the graceful shutdown of SIGTERM (no new claims,
+        in-flight solves finished within ``grace_s``, the rest released, unregistered)."""
+        log.warning(
+            "worker %s: drain requested (reason: %s); finishing %d tasks in flight, then exiting",
+            self.worker_id,
+            request.reason,
+            len(self._s.runs),
+        )
+        (self.on_drain or self.stop)()
 
     @property
     def paused(self) -> bool:
