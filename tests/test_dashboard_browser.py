@@ -260,7 +260,7 @@ def test_every_screen_live_in_a_browser(
     expect(stat("workers")).to_have_text("1")
     expect(page.locator("#workers")).to_contain_text(entry["id"])
     expect(page.locator("#workers")).to_contain_text(str(entry["info"]["pid"]))
-    expect(page.locator("#no-drain")).to_contain_text("SIGTERM")
+    expect(page.locator("#drain-note")).to_contain_text("SIGTERM")
     shot("workers")
 
     # -- solver errors -------------------------------------------------------------------------

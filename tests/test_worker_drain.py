@@ -100,6 +100,10 @@ async def test_drain_one_child_of_two_finishes_its_tasks_exits_0_and_is_not_rest
     assert stats["submits"] == 50
     assert stats["duplicate_submits"] == {}
     assert (await queue.stats()).completed == 50
+    # The drained child finished what it held (grace_s 20): no task was released to be claimed again.
+    records = [await queue.task_record(i) for i in ids]
+    assert all(r is not None and r.result is not None and r.result.attempts == 1 for r in records)
+    assert not [a for r in records if r is not None for a in r.history if a.outcome == "released"]
 
     # Not restarted: the survivor alone is registered and the supervisor said why.
     assert [w.id for w in await queue.workers(include_dead=True)] == [survivor]

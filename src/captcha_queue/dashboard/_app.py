@@ -258,6 +258,7 @@ def make_app(config: DashboardConfig, redis_url: str, namespace: str) -> web.App
     app.router.add_get("/", view("overview"))
     app.router.add_get("/capacity", view("capacity"))
     app.router.add_get("/workers", view("workers"))
+    app.router.add_post("/workers/drain", view("drain"))
     app.router.add_get("/errors", view("errors"))
     app.router.add_get("/latency", view("latency"))
     app.router.add_get("/dead-letters", view("dead_letters"))

@@ -19,7 +19,7 @@ import msgspec
 from aiohttp import web
 
 from ..errors import CaptchaQueueError, InvalidArgument
-from ..models import PRIORITIES, DeadLetter, Result, Stats, TaskRecord
+from ..models import PRIORITIES, DeadLetter, Result, Stats, TaskRecord, WorkerEntry
 from ..queue._admin import RECENT_MAX
 from ..queue._producer import AsyncCaptchaQueue
 from . import _analysis as an
@@ -322,6 +322,8 @@ class Dashboard:
 
     # -- workers -------------------------------------------------------------------------------
     async def workers(self, request: web.Request) -> web.Response:
+        csrf, act = self._csrf(request), self._can_act(request)
+
         async def render() -> Html:
             entries = await self.q.workers(include_dead=True)
             rows = []
@@ -344,27 +346,58 @@ class Dashboard:
                         else (f"{in_flight} / {concurrency}" if concurrency else in_flight),
                         beat,
                         clock(started_s) if isinstance(started_s, int | float) else "-",
+                        self._drain_cell(e, csrf, act),
                     ]
                 )
             alive = sum(1 for e in entries if e.alive)
             return Html(
                 f'<p>Alive: <b data-stat="workers">{alive}</b> of {len(entries)} registered.</p>'
                 + table(
-                    ["id", "host", "pid", "version", "account", "in flight", "heartbeat", "started"],
+                    ["id", "host", "pid", "version", "account", "in flight", "heartbeat", "started", "drain"],
                     rows,
                     ident="workers",
                 )
             )
 
         why = Html(
-            '<p class="note" id="no-drain">No stop/drain button: workers take no commands through '
-            "Redis (the admin API has no per-worker channel), so a dashboard cannot reach one. Drain a "
-            "worker by sending SIGTERM to its pid on its host (<code>kill -TERM PID</code>, "
-            "<code>systemctl stop</code>, <code>docker stop</code>): it stops claiming, finishes or "
-            "hands back what it holds within <code>--grace-s</code>, and unregisters. To stop every "
-            "worker from claiming at once, pause the fleet.</p>"
+            '<p class="note" id="drain-note">Drain (operators): at its next heartbeat the worker stops '
+            "claiming, finishes what it holds (hands back what is still running after "
+            "<code>--grace-s</code>), unregisters and exits 0; a child of <code>worker --processes P</code> "
+            "is not restarted. The same as <code>captcha-queue workers drain ID</code>, or SIGTERM to its "
+            "pid on its host. To stop every worker from claiming at once, pause the fleet.</p>"
         )
         return await self.screen(request, "Workers", render, why)
+
+    @staticmethod
+    def _drain_cell(e: WorkerEntry, csrf: str | None, act: bool) -> Html:
+        if e.drain is not None:
+            return Html(f'<td class="draining">draining: {esc(e.drain.reason[:80])}</td>')
+        if not e.alive or not act:
+            return Html("<td>-</td>")
+        inner = Html(
+            f'<input type="hidden" name="worker_id" value="{esc(e.id)}">'
+            '<button type="submit" class="drain">drain</button>'
+        )
+        return Html(f"<td>{form('/workers/drain', inner, csrf)}</td>")
+
+    async def drain(self, request: web.Request) -> web.Response:
+        data = await request.post()
+        worker_id = str(data.get("worker_id", ""))
+        reason = str(data.get("reason", "")).strip() or f"from the dashboard by {visit(request).actor}"
+        try:
+            ok = await self.q.drain_worker(worker_id, reason=reason)
+        except InvalidArgument as exc:
+            await self.audit(request, "drain", worker_id[:200], f"refused: {exc}", reason[:500])
+            return self.back(request, f"not drained: {exc}", "/workers")
+        await self.audit(
+            request, "drain", worker_id, "requested" if ok else "refused: no live worker", reason
+        )
+        message = (
+            f"drain requested for {worker_id}: it stops claiming at its next heartbeat"
+            if ok
+            else f"not drained: no live worker {worker_id}"
+        )
+        return self.back(request, message, "/workers")
 
     # -- solver errors -------------------------------------------------------------------------
     async def errors(self, request: web.Request) -> web.Response:
