@@ -15,8 +15,9 @@ Redis retry):
 
 This module keeps the lifecycle and the fleet limit. Background loops (renew, slot pump, poll timer,
 breaker probe, limit refresh) are named tasks under a supervisor that logs a loop's death and
-restarts it. Shutdown: stop claiming, let in-flight solves finish within ``grace_s``, release the
-rest (remote ids stay recorded for resume), give slots back, unregister.
+restarts it. Shutdown (``stop()``: SIGTERM, or an operator's drain request answered by a heartbeat,
+``drain``): stop claiming, let in-flight solves finish within ``grace_s``, release the rest (remote
+ids stay recorded for resume), give slots back, unregister.
 """
 
 from __future__ import annotations
