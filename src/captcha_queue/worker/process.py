@@ -6,8 +6,9 @@
 It is what ``captcha-queue worker --processes 1`` does: configure logging (the API key masked), reach
 Redis (for up to ``startup_timeout_s``), build the queue, the solver and the metrics server, run a
 ``Worker`` until SIGTERM/SIGINT or an operator's drain request (``drain_worker``), shut down
-gracefully (a supervised child that drained tells its supervisor, which does not restart it). ``processes`` is the command's business
-(``--processes P`` supervises P children, each of them this call).
+gracefully (a supervised child that drained tells its supervisor, which does not restart it).
+``processes`` is the command's business (``--processes P`` supervises P children, each of them this
+call).
 """
 
 from __future__ import annotations
