@@ -6,6 +6,7 @@ Real parts: a private redis-server, the simulator as an HTTP server on 127.0.0.1
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import msgspec
@@ -212,7 +213,7 @@ async def test_a_real_worker_process_drains_and_exits_0(
     queue: AsyncCaptchaQueue, subprocess_env: dict[str, str], processes: ProcessManager
 ) -> None:
     """One unsupervised ``worker --processes 1``: the request stops it as SIGTERM would, exit 0."""
-    argv = ["-m", "captcha_queue", "worker", "--processes", "1", "--solver", "instant", "--lease-s", "1"]
+    argv = ["-m", "captcha_queue", "worker", "--processes", "1", "--solver", "instant", "--lease-s", "3"]
     proc = processes.spawn_python(argv, subprocess_env, capture=False)
 
     async def registered() -> bool:
@@ -220,5 +221,32 @@ async def test_a_real_worker_process_drains_and_exits_0(
 
     await eventually(registered, what="worker registered")
     assert await queue.drain_worker((await queue.workers())[0].id, reason="bye")
+    asked = time.monotonic()
     assert await wait_exit(proc, timeout_s=20) == 0
+    # Seen at the next renewal (a third of the lease), then an idle worker stops at once: the report
+    # loop, woken with that renewal, used to lose its cancellation in a Redis call and hold the exit 5 s.
+    assert time.monotonic() - asked < 4.5
     assert await queue.workers(include_dead=True) == []
+
+
+async def test_a_drain_request_for_one_namespace_drains_a_namespaces_process(
+    redis_url: str, namespace: str, subprocess_env: dict[str, str], processes: ProcessManager
+) -> None:
+    """``worker --namespaces a,b``: one process, a worker per namespace; draining either drains it."""
+    other = namespace + "-b"
+    argv = ["-m", "captcha_queue", "worker", "--processes", "1", "--solver", "instant", "--lease-s", "1"]
+    proc = processes.spawn_python([*argv, "--namespaces", f"{namespace}:1,{other}:1"], subprocess_env)
+    async with (
+        AsyncCaptchaQueue.from_url(redis_url, namespace=namespace) as first,
+        AsyncCaptchaQueue.from_url(redis_url, namespace=other) as second,
+    ):
+
+        async def both_registered() -> bool:
+            return len(await first.workers()) == 1 and len(await second.workers()) == 1
+
+        await eventually(both_registered, what="a worker in each namespace")
+        assert await second.drain_worker((await second.workers())[0].id, reason="move host")
+        assert await wait_exit(proc, timeout_s=20) == 0
+        assert await first.workers(include_dead=True) == []
+        assert await second.workers(include_dead=True) == []
+        assert await second.drain_requests() == {}
