@@ -130,9 +130,9 @@ async def _guarded(request: web.Request, handler: Any) -> web.StreamResponse:
         )
         if why is not None:
             if session is not None:  # in the audit stream of the namespace it addressed
-                await _dashboard(request).audit(
-                    request, request.path.strip("/") or "post", request.path, f"refused: {why}"
-                )
+                dash = _dashboard(request)
+                path = request.path.removeprefix(dash.prefix)
+                await dash.audit(request, path.strip("/") or "post", path, f"refused: {why}")
             log.warning("dashboard: refused %s %s from %s: %s", request.method, request.path, peer, why)
             raise web.HTTPForbidden(text=f"refused: {why}")
     elif session is None:
