@@ -115,6 +115,9 @@ async def test_the_overview_across_namespaces_matches_stats_namespaces(
         assert shown["total|paused"] == other_namespace
         assert shown[f"{other_namespace}|results_hour"] == "2"  # the dead letter's error and the solve
         assert shown["total|results_hour"] == "2"
+        body = page.split('<table id="namespaces">')[1].split("</table>")[0]
+        widths = {len(re.findall(r"<t[dh][ >]", row)) for row in body.split("</tr>")[:-1]}
+        assert widths == {9}, widths  # the totals row is as wide as the others
         # Each row leads to that namespace's screens, whose links stay in it.
         assert f'href="/ns/{namespace}/"' in page
         ns_page = await page_of(http, f"{base}/ns/{other_namespace}/")

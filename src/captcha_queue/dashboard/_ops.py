@@ -294,7 +294,7 @@ class NamespacesOverview:
         hour = sum(r[1].total for r in rates.values())
         rows.append(
             [
-                Html("<th>total</th>"),
+                Html('<td class="total"><b>total</b></td>'),
                 *(
                     self._cell("total", k, t[k])
                     for k in ("queued_total", "delayed", "in_flight", "workers", "dead_letters")
@@ -327,7 +327,8 @@ class NamespacesOverview:
 
     @staticmethod
     def _cell(ns: str, field: str, value: object) -> Html:
-        return Html(f'<td class="num" data-ns="{esc(ns)}|{esc(field)}">{esc(value)}</td>')
+        cls = "" if field == "paused" else ' class="num"'
+        return Html(f'<td{cls} data-ns="{esc(ns)}|{esc(field)}">{esc(value)}</td>')
 
     def _row(self, ns: str, s: Stats, rates: Sequence[Any]) -> list[object]:
         link = Html(f'<td><a href="{esc(ns_prefix(ns))}/" class="ns">{esc(ns)}</a></td>')
