@@ -267,7 +267,8 @@ async def test_the_webhooks_screen_lists_pending_and_failed_and_retries_one_audi
     await outbox.settle(
         by_task[ids[0]], "retry", delay_ms=60_000, error="connection refused", max_age_ms=age, keep_ms=keep
     )
-    await outbox.settle(by_task[ids[1]], "failed", status=410, error="HTTP 410", max_age_ms=age, keep_ms=keep)
+    quoted = "HTTP 410: gone from http://127.0.0.1:9/b?token=hook-secret-2"  # an error may quote its URL
+    await outbox.settle(by_task[ids[1]], "failed", status=410, error=quoted, max_age_ms=age, keep_ms=keep)
     await outbox.settle(by_task[ids[2]], "delivered", status=200, max_age_ms=age, keep_ms=keep)
     async with serve(DashboardConfig(port=0), redis_url, namespace) as base:
         page = await page_of(http, base + "/webhooks")
@@ -275,7 +276,7 @@ async def test_the_webhooks_screen_lists_pending_and_failed_and_retries_one_audi
         assert cells(page, "data-attempts") == {ids[0]: "1", ids[1]: "1"}
         assert "connection refused" in page
         assert "HTTP 410" in page
-        assert "hook-secret" not in page  # the URL's query is not shown
+        assert "hook-secret" not in page  # the URL's query is not shown, not even quoted in an error
         assert "http://127.0.0.1:9/a?…" in page
         assert ids[2] not in page  # delivered: not listed
         csrf = await csrf_of(http, base + "/webhooks")
@@ -291,9 +292,21 @@ async def test_the_webhooks_screen_lists_pending_and_failed_and_retries_one_audi
         assert await post(http, f"{base}/webhooks/no-such-task/retry", {}, origin=base, csrf=csrf) == 303
         page = await page_of(http, base + "/webhooks")
         assert cells(page, "data-webhooks") == {"pending": "2", "failed": "0"}
+    async with (
+        serve(DashboardConfig(port=0, read_only=True), redis_url, namespace) as base,
+        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as viewer,
+    ):
+        page = await page_of(viewer, base + "/webhooks")
+        assert 'class="retry"' not in page  # a viewer gets no retry button
+        found = re.search(r"X-CSRF-Token&quot;: &quot;([0-9a-f]+)", page)  # htmx's headers
+        assert found
+        retry = f"{base}/webhooks/{ids[0]}/retry"
+        assert await post(viewer, retry, {}, origin=base, csrf=found.group(1)) == 403  # the role
     entries = [(e.action, e.target, e.outcome.split(":")[0]) for e in reversed(await q.audit_log())]
     assert entries == [
         (f"webhooks/{ids[1]}/retry", f"/webhooks/{ids[1]}/retry", "refused"),
         ("webhook-retry", ids[1], "retried"),
         ("webhook-retry", "no-such-task", "no such delivery"),
+        (f"webhooks/{ids[0]}/retry", f"/webhooks/{ids[0]}/retry", "refused"),
     ]
+    assert "viewer role" in (await q.audit_log(1))[0].outcome

@@ -53,6 +53,18 @@ def shown_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}{cut}"
 
 
+def scrubbed(text: str, url: str) -> str:
+    """``text`` (a delivery's last error, which may quote its target) without the URL's query."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return text
+    for secret in (parts.query, parts.fragment):
+        if secret:
+            text = text.replace(secret, "…")
+    return text
+
+
 class Dashboard(Screens):
     """Every screen of one namespace: ``Screens`` plus Accounts and Webhooks."""
 
@@ -231,8 +243,8 @@ class Dashboard(Screens):
             ms_clock(d.created_ms),
             ms_clock(d.last_try_ms),
             "-" if d.last_status is None else d.last_status,
-            (d.last_error or "-")[:200],
-            ms_clock(d.next_ms) if d.state == "pending" else (d.reason or "-"),
+            scrubbed(d.last_error or "-", d.url)[:200],
+            ms_clock(d.next_ms) if d.state == "pending" else scrubbed(d.reason or "-", d.url),
             Html(f"<td>{button}</td>"),
         ]
 
