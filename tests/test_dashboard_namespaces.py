@@ -135,6 +135,9 @@ async def test_the_overview_across_namespaces_matches_stats_namespaces(
             assert reply.status == 404
         async with http.get(f"{base}/readyz") as reply:
             assert reply.status == 200
+        login = await page_of(http, f"{base}/login")
+        assert 'href="/capacity"' not in login  # no links to screens that are under /ns/<name>/
+        assert 'href="/">All namespaces' in login
         clients = await queue.client.client_list()
         assert sum(1 for c in clients if c.get("name") == "captcha-queue-dashboard-events") == 2
 

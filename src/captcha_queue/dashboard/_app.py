@@ -173,7 +173,7 @@ async def readyz(request: web.Request) -> web.Response:
 _FEED_TASK_STATE: web.AppKey[bool] = web.AppKey("feed_started", bool)
 
 
-def _login_page(message: str = "") -> web.Response:
+def _login_page(request: web.Request, message: str = "") -> web.Response:
     body = Html(
         (f'<p class="flash" role="alert">{esc(message)}</p>' if message else "")
         + form(
@@ -186,12 +186,15 @@ def _login_page(message: str = "") -> web.Response:
             cls="stacked",
         )
     )
-    html = layout(title="Log in", path="/login", body=body, namespace="", role=None, csrf=None)
+    overview = bool(_home(request).config.namespaces)  # several: no one namespace's links
+    html = layout(
+        title="Log in", path="/login", body=body, namespace="", role=None, csrf=None, overview=overview
+    )
     return web.Response(text=html, content_type="text/html", status=401 if message else 200)
 
 
 async def login_form(request: web.Request) -> web.Response:
-    return _login_page()
+    return _login_page(request)
 
 
 async def login(request: web.Request) -> web.Response:
@@ -207,7 +210,7 @@ async def login(request: web.Request) -> web.Response:
     if session is None:
         log.warning("dashboard: failed login from %s", request.remote)
         await asyncio.sleep(0.5)  # slows guessing down
-        return _login_page("wrong token")
+        return _login_page(request, "wrong token")
     who = visit(request)
     who.session, who.role = session, session.role
     who.actor = f"{session.actor}@{request.remote or '?'}"
