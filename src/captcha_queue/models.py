@@ -24,6 +24,7 @@ __all__ = [
     "PauseState",
     "Priority",
     "RenewOutcome",
+    "ReportBacklog",
     "ReportRequest",
     "Result",
     "SlotUsage",
@@ -102,7 +103,7 @@ class AccountSpec(msgspec.Struct, frozen=True, omit_defaults=True):
 
 class AccountStats(msgspec.Struct, frozen=True, omit_defaults=True):
     """One registered account now: its fleet slots, its pause, the live workers serving it and the
-    tasks they hold, the tasks finished on it (results of this namespace still kept)."""
+    tasks they hold, its balance as they last read it."""
 
     name: str
     provider: str
@@ -112,6 +113,8 @@ class AccountStats(msgspec.Struct, frozen=True, omit_defaults=True):
     pause_code: str | None = None
     workers: int = 0
     in_flight: int = 0
+    balance: float | None = None  # as its live workers last read it (the service's units)
+    balance_at: float | None = None  # when (unix time, s)
 
 
 class Task(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -196,6 +199,18 @@ class ReportRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     account: str
     provider: str | None = None
     requested_at: float = 0.0
+
+
+class ReportBacklog(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The report requests waiting for one account ref (``AsyncCaptchaQueue.report_backlog``): how
+    many wait and how many a worker took and has not acked, when the oldest was made, and how many
+    live workers serve that ref (0: nobody will send them; ``purge_reports`` drops them)."""
+
+    account: str  # the account ref: <name>/<key fingerprint>
+    waiting: int = 0
+    taken: int = 0
+    oldest_at: float | None = None  # unix time, s
+    workers: int = 0
 
 
 class Claim(msgspec.Struct, frozen=True):

@@ -9,6 +9,7 @@ from . import (  # noqa: F401  (registers their commands)
     demo_cmd,
     doctor_cmd,
     gateway_cmd,
+    reports_cmds,
     server_cmds,
     simulator_cmd,
     task_cmds,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 import msgspec
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.markup import escape as esc
 from rich.table import Table
@@ -163,29 +163,32 @@ def stats_cmd(
         namespaces_stats(settings, namespaces, account, as_json=as_json, watch=watch)
         return
 
-    async def snapshot(q: AsyncCaptchaQueue) -> tuple[Stats, PauseState]:
-        return await q.stats(account), await q.pause_state()
+    async def snapshot(q: AsyncCaptchaQueue) -> tuple[Stats, PauseState, list[AccountStats]]:
+        return await q.stats(account), await q.pause_state(), await q.account_stats()
+
+    def document(stats: Stats, pauses: PauseState, per_account: list[AccountStats]) -> dict[str, Any]:
+        doc = _stats_doc(stats, pauses)
+        doc["accounts"] = msgspec.to_builtins(per_account)
+        return doc
+
+    def tables(stats: Stats, pauses: PauseState, per_account: list[AccountStats]) -> RenderableType:
+        table = stats_table(stats, settings.namespace, pauses)
+        return Group(table, account_stats_table(per_account)) if per_account else table
 
     async def go() -> None:
         async with open_queue(settings) as q:
             for warning in await doctor_cmd.warnings(q.client):
                 click.echo(f"warning: Redis {warning} (see `captcha-queue doctor`)", err=True)
             if not watch:
-                stats, pauses = await snapshot(q)
-                per_account = await q.account_stats()
                 if as_json:
-                    doc = _stats_doc(stats, pauses)
-                    doc["accounts"] = msgspec.to_builtins(per_account)
-                    echo_json(doc)
+                    echo_json(document(*await snapshot(q)))
                 else:
-                    _console().print(stats_table(stats, settings.namespace, pauses))
-                    if per_account:
-                        _console().print(account_stats_table(per_account))
+                    _console().print(tables(*await snapshot(q)))
                 return
             rounds = 0
             if as_json:
                 while count is None or rounds < count:
-                    echo_json(_stats_doc(*await snapshot(q)))
+                    echo_json(document(*await snapshot(q)))
                     rounds += 1
                     if count is None or rounds < count:
                         await asyncio.sleep(interval_s)
@@ -193,8 +196,7 @@ def stats_cmd(
             console = _console()
             with Live(console=console, auto_refresh=False, transient=False) as live:
                 while count is None or rounds < count:
-                    stats, pauses = await snapshot(q)
-                    live.update(stats_table(stats, settings.namespace, pauses), refresh=True)
+                    live.update(tables(*await snapshot(q)), refresh=True)
                     rounds += 1
                     if count is None or rounds < count:
                         await asyncio.sleep(interval_s)
@@ -204,10 +206,11 @@ def stats_cmd(
 
 
 def account_stats_table(accounts: list[AccountStats]) -> Table:
-    """The registered accounts now (routing order): slots, pause, workers, tasks held."""
+    """The registered accounts now (routing order): slots, pause, workers, tasks held, and the balance
+    their workers last read ("?" while none has)."""
     table = Table(title="accounts (routing order)")
-    for column in ("account", "provider", "slots", "workers", "in flight", "paused"):
-        table.add_column(column)
+    for column in ("account", "provider", "slots", "workers", "in flight", "balance", "paused"):
+        table.add_column(column, justify="right" if column == "balance" else "left")
     for a in accounts:
         limit = str(a.slots_limit) if a.slots_limit is not None else "-"
         paused = (a.pause_code or "yes") if a.paused else "no"  # the reason is in the table above
@@ -217,6 +220,7 @@ def account_stats_table(accounts: list[AccountStats]) -> Table:
             f"{a.slots_used}/{limit}",
             str(a.workers),
             str(a.in_flight),
+            f"{a.balance:g}" if a.balance is not None else "?",
             esc(paused),
         )
     return table

@@ -134,7 +134,7 @@ async def _get_task_result(gateway: Gateway, key: ClientKey, document: dict[str,
 
 
 async def _get_balance(gateway: Gateway, key: ClientKey, document: dict[str, Any]) -> dict[str, Any]:
-    return {"errorId": 0, "balance": gateway.settings.balance}
+    return {"errorId": 0, "balance": await gateway.balance(key.namespace, key.account)}
 
 
 def _report(correct: bool) -> Handler:

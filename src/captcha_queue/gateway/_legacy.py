@@ -248,7 +248,8 @@ async def _res(
             return await _poll_many(gateway, key, params["ids"])
         return await _poll_one(gateway, key, params.get("id", ""))
     if action == "getbalance":
-        return Answer(ok=True, request=f"{gateway.settings.balance:.3f}", bare=True)
+        balance = await gateway.balance(key.namespace, key.account)
+        return Answer(ok=True, request=f"{balance:.3f}", bare=True)
     if action == "threadsinfo":
         threads, working = await gateway.threads(key.namespace, key.account)
         return Answer(

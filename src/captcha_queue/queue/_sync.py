@@ -29,6 +29,7 @@ from ..models import (
     Pause,
     PauseState,
     RenewOutcome,
+    ReportBacklog,
     ReportRequest,
     Result,
     SlotUsage,
@@ -359,6 +360,18 @@ class CaptchaQueue:
 
     def account(self, name: str) -> AccountSpec | None:
         return self._loop.run(self._queue.account(name))
+
+    def account_balances(self) -> dict[str, tuple[float, float]]:
+        return self._loop.run(self._queue.account_balances())
+
+    def report_backlog(self) -> list[ReportBacklog]:
+        return self._loop.run(self._queue.report_backlog())
+
+    def purge_reports(self, account: str, *, older_than_s: float = 0.0) -> list[ReportRequest]:
+        return self._loop.run(self._queue.purge_reports(account, older_than_s=older_than_s))
+
+    def expire_reports(self, max_age_s: float) -> list[ReportRequest]:
+        return self._loop.run(self._queue.expire_reports(max_age_s))
 
     def take_reports(self, account: str, count: int = 100, lease_s: float = 30.0) -> list[ReportRequest]:
         return self._loop.run(self._queue.take_reports(account, count, lease_s))

@@ -270,6 +270,12 @@ class Keys:
         """ZSET report request JSON -> lease deadline (ms): requests a worker took and has not acked."""
         return self._k(f"reports:{validate_account_ref(ref)}:taken")
 
+    @property
+    def report_refs(self) -> str:
+        """SET of the account refs report requests were queued for (reportTask adds, purgeReports
+        removes a ref whose lists are empty): how ``report_backlog`` finds them without SCAN."""
+        return self._k("report_refs")
+
 
 @dataclass(frozen=True)
 class GatewayKeys:

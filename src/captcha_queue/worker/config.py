@@ -142,6 +142,24 @@ class WorkerConfig:
     )
     probe_every_s: float = 60.0
     limit_refresh_s: float = 60.0
+    report_expire_s: float = setting(
+        86400.0,
+        help="Report requests (refund claims) older than this are dropped unsent by the workers' sweep, "
+        'counted as captcha_queue_reports_total{outcome="expired"}: those of an account no worker '
+        "serves any more would wait forever (time-scaled; 0: never).",
+        unit="s",
+        min=0.0,
+        max=1e9,
+    )
+    balance_refresh_s: float = setting(
+        300.0,
+        help="How often a worker asks its account's balance (account_info) when nothing else did "
+        "meanwhile (start, limit refresh, breaker probe); registered with the worker, it is what the "
+        "gateway's getbalance sums (time-scaled; 0: only at start and in probes).",
+        unit="s",
+        min=0.0,
+        max=1e9,
+    )
     #: Busy answers in a row (any task of this process) after which the account is paused for
     #: ``busy_pause_s``: busy that does not clear is no capacity at all (2captcha's zero balance).
     busy_pause_after: int = setting(

@@ -2,10 +2,11 @@
 
 ``keys.workers`` (ZSET worker id -> heartbeat deadline, server-time ms) says who is alive;
 ``keys.worker_info`` (HASH worker id -> JSON) says what each one is: host, pid, start time, tasks in
-flight, version, concurrency, solver account. A process that dies stops renewing and drops out of
-the live set after ``ttl_s``; registrations that lapsed long ago are deleted by later heartbeats.
-Registrations are written and read through the queue's admin API (``register_worker``,
-``unregister_worker``, ``workers``).
+flight, version, concurrency, solver account, and the account's last known balance (``balance``, as
+the service told it, and ``balance_at``, when: ``record_balance``). A process that dies stops
+renewing and drops out of the live set after ``ttl_s``; registrations that lapsed long ago are
+deleted by later heartbeats. Registrations are written and read through the queue's admin API
+(``register_worker``, ``unregister_worker``, ``workers``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class WorkerInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     account: str | None = None
     solver: str | None = None
     key: str | None = None  # the fingerprint of the solver's API key (never the key)
+    balance: float | None = None  # the account's balance when it last asked (the service's units)
+    balance_at: float | None = None  # when (unix time, s)
 
 
 class WorkerRegistry:
@@ -78,6 +81,11 @@ class WorkerRegistry:
         """Register or renew, with the current in-flight count. Returns the number of live workers."""
         info = msgspec.structs.replace(self.info, in_flight=in_flight)
         return await self._queue.register_worker(self.info.id, msgspec.to_builtins(info), ttl_s=self.ttl_s)
+
+    def record_balance(self, balance: float) -> None:
+        """The account's balance as the service just told it: sent with the next heartbeat (the
+        gateway's ``getbalance`` answers the fleet's view from these, ``AccountsAPI.account_balances``)."""
+        self.info = msgspec.structs.replace(self.info, balance=balance, balance_at=round(time.time(), 3))
 
     async def unregister(self) -> None:
         await self._queue.unregister_worker(self.info.id)

@@ -26,11 +26,12 @@ import contextlib
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ..errors import AccountError, CaptchaQueueError, SolverError
-from ..models import Claim
+from ..models import AccountInfo, Claim
 from ._attempt import Attempts
 from ._claiming import Claiming
 from ._leases import Leases
@@ -51,6 +52,9 @@ if TYPE_CHECKING:
 __all__ = ["Worker", "WorkerConfig"]
 
 log = logging.getLogger("captcha_queue.worker")
+
+#: The code of an account_info that found no money (the balance it records is then 0).
+_NO_FUNDS = "ERROR_ZERO_BALANCE"
 
 
 class Worker:
@@ -86,7 +90,7 @@ class Worker:
         )
         self.breaker = AccountBreaker(
             queue,
-            solver.account_info,
+            self.account_info,
             account=solver.account,
             key_fingerprint=solver.key_fingerprint,
             worker_id=self.worker_id,
@@ -118,6 +122,7 @@ class Worker:
         self._claiming = Claiming(shared, drive=self._attempts.drive, drop=self._leases.drop)
         self.reports = ReportSender(shared)
         self._loops: list[asyncio.Task[None]] = []
+        self._balance_asked = float("-inf")  # monotonic time of the last account_info call
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
@@ -200,6 +205,7 @@ class Worker:
         await self._s.redis(self.queue.check_data_loss)  # records the data set this worker starts on
         if self.config.solver_limit is not None:
             await self._use_limit(self.config.solver_limit)
+            await self._ask_balance()  # the limit loop asks it otherwise
         else:
             self.events.set_limit_unknown(True)
             await self._limit_from_account()  # retried by the limit loop until it answers
@@ -208,6 +214,8 @@ class Worker:
         self._supervise("renew", self._leases.renew_loop)
         self._supervise("breaker-probe", self.breaker.run)
         self._supervise("reports", self.reports.run)
+        if self.config.balance_refresh_s > 0:
+            self._supervise("balance", self._balance_loop)
         if not self._s.limit_known.is_set():
             limit = "unknown yet (no solve is sent until the account answers)"
         else:
@@ -292,10 +300,51 @@ class Worker:
         self.events.set_limit_unknown(False)
         self._s.room.set()
 
+    # -- the account's balance -------------------------------------------------------------------
+    async def account_info(self) -> AccountInfo:
+        """``solver.account_info()``, recording the balance it tells (or 0 for a "no funds" answer)
+        with this worker's registration: ``AccountsAPI.account_balances`` reads it back for the
+        gateway's ``getbalance``. Every caller goes through here: start, limit refresh, breaker probe."""
+        self._balance_asked = time.monotonic()
+        try:
+            info = await self.solver.account_info()
+        except AccountError as exc:
+            if exc.code == _NO_FUNDS:
+                await self._record_balance(0.0)
+            raise
+        if info.balance is not None:
+            await self._record_balance(info.balance)
+        return info
+
+    async def _record_balance(self, balance: float) -> None:
+        self.registry.record_balance(balance)
+        with contextlib.suppress(CaptchaQueueError):  # the next renewal sends it anyway
+            await self.registry.heartbeat(self.in_flight)
+
+    async def _ask_balance(self) -> None:
+        """One best-effort account_info for the balance alone (its errors pause nothing here: the
+        solves and the breaker's probe deal with them)."""
+        try:
+            await self.account_info()
+        except SolverError as exc:
+            log.debug("account %s: balance not known (%s)", self.breaker.ref, exc.code)
+
+    async def _balance_loop(self) -> None:
+        """Ask the balance when nothing else did for ``balance_refresh_s`` (time-scaled)."""
+        every_s = self.config.balance_refresh_s * self.config.time_scale
+        while True:
+            wait_s = every_s - (time.monotonic() - self._balance_asked)
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)
+            elif self.breaker.account_state is None:
+                await self._ask_balance()
+            else:
+                await asyncio.sleep(every_s)  # paused: the breaker's probe asks
+
     async def _limit_from_account(self) -> bool:
         """Ask the account for its threads and use them; False if that gave no usable limit."""
         try:
-            info = await self.solver.account_info()
+            info = await self.account_info()
         except AccountError as exc:
             error = exc
             await self._s.redis(lambda: self._s.pause_account(error), persist=True)
