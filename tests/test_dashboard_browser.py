@@ -131,6 +131,8 @@ def accounts_screen(page: Any, q: CaptchaQueue, base: str, results: list[Result]
         limit = "?" if entry.slots_limit is None else entry.slots_limit
         expect(cell).to_have_text(f"{entry.slots_used} / {limit}")
         expect(page.locator(f'[data-acct="{entry.name}|workers"]')).to_have_text(str(entry.workers))
+        balance = "-" if entry.balance is None else f"{entry.balance:g}"
+        expect(page.locator(f'[data-acct="{entry.name}|balance"]')).to_have_text(balance)
     # Everything finished (the requeued dead letter and the late task too): the counts stand still.
     wait_until(lambda: (s := q.stats()).queued_total + s.in_flight + s.delayed == 0, what="all finished")
     recent = [r for _eid, r in q.recent_results(3600.0, 1000)]

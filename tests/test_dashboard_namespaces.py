@@ -237,6 +237,7 @@ async def test_the_accounts_screen_shows_the_registry_and_account_stats_never_a_
         assert shown[f"{name}|slots"] == f"{s.slots_used} / {limit}"
         assert shown[f"{name}|workers"] == str(s.workers)
         assert shown[f"{name}|in_flight"] == str(s.in_flight)
+        assert shown[f"{name}|balance"] == ("-" if s.balance is None else f"{s.balance:g}")
     assert shown["main|paused"] == "no"
     assert shown["backup|paused"] == "no balance (ERROR_ZERO_BALANCE)"
     assert (shown["main|finished"], shown["main|solved"]) == ("2", "2")

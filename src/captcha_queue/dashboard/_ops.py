@@ -112,6 +112,7 @@ class Dashboard(Screens):
                         "workers",
                         "in flight",
                         "paused",
+                        "balance",
                         "finished (last hour)",
                         "solved",
                     ],
@@ -122,7 +123,8 @@ class Dashboard(Screens):
                 + '<p class="note">The key column says where workers read each key (an environment '
                 "variable, or a secrets file and entry): the registry holds no key. Finished: the final "
                 "results of the last hour naming the account (solved ones name theirs; a final error "
-                "names none). Pause and resume accounts on the Pause / resume screen.</p>"
+                "names none). Balance: as the account's live workers last read it (the service's units). "
+                "Pause and resume accounts on the Pause / resume screen.</p>"
                 + "<h2>Results of accounts not registered (last hour)</h2>"
                 + table(
                     ["account", "finished", "solved", "other"],
@@ -144,12 +146,15 @@ class Dashboard(Screens):
         def cell(field: str, value: object) -> Html:
             return Html(f'<td class="num" data-acct="{esc(name)}|{field}">{esc(value)}</td>')
 
+        balance = "-"
         if stats is None:  # registered between the two reads
             slots, workers, in_flight, paused = "?", "?", "?", "?"
         else:
             limit = "?" if stats.slots_limit is None else str(stats.slots_limit)
             slots = f"{stats.slots_used} / {limit}"
             workers, in_flight = str(stats.workers), str(stats.in_flight)
+            if stats.balance is not None:
+                balance = f"{stats.balance:g}"
             paused = (
                 "no"
                 if stats.paused is None
@@ -167,6 +172,7 @@ class Dashboard(Screens):
             cell("workers", workers),
             cell("in_flight", in_flight),
             Html(f'<td data-acct="{esc(name)}|paused">{esc(paused)}</td>'),
+            cell("balance", balance),
             cell("finished", sum(counts.values())),
             cell("solved", counts["success"]),
         ]
