@@ -343,9 +343,9 @@ def test_percentiles_throughput_errors_and_latency_from_results() -> None:
     assert hour.success_rate == pytest.approx(1 / 3)
     starts, series = error_series(events, now_ms)
     assert len(starts) == 12
-    assert list(series) == [("E1", "turnstile")]
-    assert sum(series[("E1", "turnstile")]) == 2
-    assert series[("E1", "turnstile")][-1] == 1
+    assert list(series) == [("E1", "turnstile", "-")]
+    assert sum(series[("E1", "turnstile", "-")]) == 2
+    assert series[("E1", "turnstile", "-")][-1] == 1
     (row,) = latency_rows(events)
     assert (row.method, row.priority, row.count) == ("turnstile", "normal", 1)
     assert row.solve == (1.0, 1.0, 1.0)

@@ -9,21 +9,26 @@ saved for docs/operations.md (into docs/img/dashboard/ with CAPTCHA_QUEUE_SCREEN
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import concurrent.futures
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+import redis
 
 from captcha_queue import CaptchaQueue
-from captcha_queue.models import Claim, Result
+from captcha_queue.models import AccountSpec, Claim, Result
+from captcha_queue.store.connection import make_client
+from captcha_queue.webhooks import Outbox
 
 from .helpers import ProcessManager
 
@@ -50,6 +55,7 @@ KEY = "0123456789abcdef0123456789abcdef"
 SCALE = "0.05"
 TURNSTILE = {"sitekey": "0x4AAAAAAAC3DHQFLr1GavRN", "pageurl": "https://example.test/checkout"}
 PRIORITY_CYCLE = ("high", "normal", "low")
+T = TypeVar("T")
 
 
 def first_line(path: Path, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> str:
@@ -95,6 +101,109 @@ def wait_until(check: Any, timeout_s: float = 60.0, what: str = "") -> None:
     while not check():
         assert time.monotonic() < deadline, f"not reached in time: {what}"
         time.sleep(0.05)
+
+
+def in_thread(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to its end on a loop of its own (Playwright's sync API holds this thread's)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(make())).result(timeout=30)
+
+
+def accounts_screen(page: Any, q: CaptchaQueue, base: str, results: list[Result], shot: Any) -> None:
+    """The Accounts screen: the registry's accounts with account_stats' numbers, key references only."""
+    expect = playwright_sync.expect
+    q.add_account(AccountSpec(name="default", provider="captchaai", key_env="CAPTCHAAI_KEY", limit=5))
+    q.add_account(
+        AccountSpec(
+            name="backup",
+            provider="2captcha",
+            limit=2,
+            priority=-1,
+            cost=1.5,
+            key_file="/run/secrets/solver-keys",
+            key_entry="backup",
+        )
+    )
+    q.pause("balance top-up", account="backup", code="ERROR_ZERO_BALANCE")
+    page.goto(base + "/accounts")
+    for entry in q.account_stats():
+        cell = page.locator(f'[data-acct="{entry.name}|slots"]')
+        limit = "?" if entry.slots_limit is None else entry.slots_limit
+        expect(cell).to_have_text(f"{entry.slots_used} / {limit}")
+        expect(page.locator(f'[data-acct="{entry.name}|workers"]')).to_have_text(str(entry.workers))
+        balance = "-" if entry.balance is None else f"{entry.balance:g}"
+        expect(page.locator(f'[data-acct="{entry.name}|balance"]')).to_have_text(balance)
+    # Everything finished (the requeued dead letter and the late task too): the counts stand still.
+    wait_until(lambda: (s := q.stats()).queued_total + s.in_flight + s.delayed == 0, what="all finished")
+    recent = [r for _eid, r in q.recent_results(3600.0, 1000)]
+    assert {r.id for r in results} <= {r.id for r in recent}
+    solved = sum(1 for r in recent if r.ok and (r.account or "").startswith("default/"))
+    assert solved == sum(1 for r in recent if r.ok) > 0  # the worker solves on the default account
+    expect(page.locator('[data-acct="default|solved"]')).to_have_text(str(solved))
+    expect(page.locator('[data-acct="backup|paused"]')).to_have_text("balance top-up (ERROR_ZERO_BALANCE)")
+    expect(page.locator("#accounts")).to_contain_text("env:CAPTCHAAI_KEY")
+    expect(page.locator("#accounts")).not_to_contain_text(KEY)
+    shot("accounts")
+    q.resume("backup")
+
+
+def webhooks_screen(page: Any, q: CaptchaQueue, base: str, env: dict[str, str], shot: Any) -> None:
+    """Two results on their way to pingback URLs (nothing listens: one retried later, one given up by
+    the deliverer's rules), shown with attempts and errors; the failed one retried from the browser."""
+    expect = playwright_sync.expect
+    with CaptchaQueue(env["REDIS_URL"], namespace=q.namespace, allow_private_targets=True) as hq:
+        hooks = [
+            hq.submit("turnstile", {**TURNSTILE, "pageurl": f"https://example.test/h{i}"}, pingback=url)
+            for i, url in enumerate(["http://127.0.0.1:9/hook?token=s3cr3t", "http://127.0.0.1:9/gone"])
+        ]
+        for task_id in hooks:
+            assert hq.wait_result(task_id, timeout_s=60) is not None
+
+    async def send_once() -> None:  # what a deliverer records after trying each once
+        client = make_client(env["REDIS_URL"])
+        try:
+            outbox = Outbox(client, q.namespace)
+            _n, leased = await outbox.claim(
+                2, lease_ms=30_000, max_age_ms=3_600_000, keep_ms=3_600_000, deliverer="browser-test"
+            )
+            by_task = {d.task: d for d in leased}
+            age = keep = 3_600_000
+            await outbox.settle(
+                by_task[hooks[0]],
+                "retry",
+                delay_ms=600_000,
+                error="connection refused",
+                max_age_ms=age,
+                keep_ms=keep,
+            )
+            await outbox.settle(
+                by_task[hooks[1]], "failed", status=410, error="HTTP 410 Gone", max_age_ms=age, keep_ms=keep
+            )
+        finally:
+            await client.aclose()
+
+    in_thread(send_once)
+    page.goto(base + "/webhooks")
+    expect(page.locator('[data-webhooks="pending"]')).to_have_text("1")
+    expect(page.locator('[data-webhooks="failed"]')).to_have_text("1")
+    expect(page.locator("#webhooks-pending")).to_contain_text("connection refused")
+    expect(page.locator("#webhooks-failed")).to_contain_text("HTTP 410 Gone")
+    expect(page.locator(f'[data-attempts="{hooks[1]}"]')).to_have_text("1")
+    expect(page.locator("main")).not_to_contain_text("s3cr3t")
+    shot("webhooks")
+    page.locator("#webhooks-failed tr", has_text=hooks[1]).locator("button.retry").click()
+    expect(page.locator(".flash")).to_contain_text(f"delivery of {hooks[1]} retried")
+    expect(page.locator('[data-webhooks="pending"]')).to_have_text("2")
+
+    async def state() -> str:
+        client = make_client(env["REDIS_URL"])
+        try:
+            delivery = await Outbox(client, q.namespace).get(hooks[1])
+            return delivery.state if delivery is not None else "gone"
+        finally:
+            await client.aclose()
+
+    assert in_thread(state) == "pending"
 
 
 @pytest.mark.timeout(240)
@@ -265,10 +374,12 @@ def test_every_screen_live_in_a_browser(
 
     # -- solver errors -------------------------------------------------------------------------
     page.goto(base + "/errors")
-    errors = collections.Counter((r.error_code, r.method) for r in results if r.status == "error")
-    assert errors[("ERROR_PROXY_CONNECTION_FAILED", "userrecaptcha")] == 3
-    for (code, method), count in errors.items():
-        expect(page.locator(f'[data-errors="{code}|{method}"]')).to_have_text(str(count))
+    errors = collections.Counter(
+        (r.error_code, r.method, (r.account or "-").partition("/")[0]) for r in results if r.status == "error"
+    )
+    assert errors[("ERROR_PROXY_CONNECTION_FAILED", "userrecaptcha", "-")] == 3
+    for (code, method, account), count in errors.items():
+        expect(page.locator(f'[data-errors="{code}|{method}|{account}"]')).to_have_text(str(count))
     shot("errors")
 
     # -- latency -------------------------------------------------------------------------------
@@ -319,6 +430,13 @@ def test_every_screen_live_in_a_browser(
         expect(page.locator(f'#event-rows tr:has-text("{task_id}")')).to_be_visible(timeout=30_000)
     assert navigations == []
     shot("events", full_page=False)
+    for task_id in waiting:
+        finished_result = q.wait_result(task_id, timeout_s=60)
+        assert finished_result is not None
+        results.append(finished_result)
+
+    accounts_screen(page, q, base, results, shot)
+    webhooks_screen(page, q, base, subprocess_env, shot)
 
     # -- the audit screen shows what was done -----------------------------------------------------
     page.goto(base + "/audit")
@@ -327,7 +445,7 @@ def test_every_screen_live_in_a_browser(
     expect(audit.locator("tr", has_text="requeue").filter(has_text=dead_ids[0])).to_contain_text("ok")
     expect(audit.locator("tr", has_text="pause").filter(has_text="acct-b")).to_contain_text("paused")
     shot("audit")
-    assert [e.action for e in q.audit_log()] == ["pause", "requeue"]  # newest first
+    assert [e.action for e in q.audit_log()] == ["webhook-retry", "pause", "requeue"]  # newest first
 
     violations = [m for m in console if "Content Security Policy" in m or "Refused" in m]
     assert violations == []
@@ -374,3 +492,69 @@ def test_logins_and_roles_in_a_browser(
         assert token not in page.content()
     assert operator not in (tmp_path / "dashboard.log").read_text()
     page.close()
+
+
+@pytest.mark.timeout(120)
+def test_the_overview_across_namespaces_in_a_browser(
+    browser: Any,
+    sync_queue: CaptchaQueue,
+    processes: ProcessManager,
+    subprocess_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """``dashboard --namespaces a,b``: one row per namespace and the totals, as ``stats --namespaces
+    --json`` has them; a row leads to that namespace's screens."""
+    expect = playwright_sync.expect
+    q = sync_queue
+    other_ns = f"{q.namespace}-b"
+    with CaptchaQueue(subprocess_env["REDIS_URL"], namespace=other_ns) as other:
+        try:
+            q.submit_many([{"method": "turnstile", "params": TURNSTILE, "priority": "high"}] * 3)
+            other.submit_many([{"method": "turnstile", "params": TURNSTILE, "max_attempts": 1}] * 3)
+            claims: list[Claim] = []
+            while len(claims) < 2:
+                claims += other.claim("test-worker", 2 - len(claims), lease_s=30.0, block_s=0.5)
+            other.fail(claims[0], "ERROR_PROXY_CONNECTION_FAILED", "refused", retry_in_s=0.01)
+            other.complete(claims[1], "token")
+            other.pause("shard maintenance")
+            names = f"{q.namespace},{other_ns}"
+            dash = spawn(
+                processes,
+                ["dashboard", "--port", "0", "--refresh", "0.5", "--namespaces", names],
+                subprocess_env,
+                tmp_path / "dashboard.log",
+            )
+            base = first_line(tmp_path / "dashboard.log", dash)
+            page = browser.new_page(viewport={"width": 1280, "height": 560})
+            page.goto(base + "/")
+            doc = cli_json(subprocess_env, "stats", "--namespaces", names, "--json")
+            for ns in (q.namespace, other_ns):
+                for field in ("queued_total", "delayed", "in_flight", "workers", "dead_letters"):
+                    expect(page.locator(f'[data-ns="{ns}|{field}"]')).to_have_text(
+                        str(doc["namespaces"][ns][field])
+                    )
+            for field in ("queued_total", "in_flight", "workers", "dead_letters"):
+                expect(page.locator(f'[data-ns="total|{field}"]')).to_have_text(str(doc["totals"][field]))
+            expect(page.locator(f'[data-ns="{other_ns}|paused"]')).to_have_text("shard maintenance")
+            expect(page.locator('[data-ns="total|queued_total"]')).to_have_text("4")
+            # Live: a submission to one namespace shows in its row and the totals without a reload.
+            q.submit("turnstile", TURNSTILE)
+            expect(page.locator('[data-ns="total|queued_total"]')).to_have_text("5")
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SHOTS / "namespaces.png"), full_page=True)
+            page.click(f'a.ns:has-text("{other_ns}")')
+            expect(page).to_have_url(f"{base}/ns/{other_ns}/")
+            expect(page.locator('[data-stat="queued_total"]').first).to_have_text("1")
+            expect(page.locator("#fleet-paused")).to_contain_text("shard maintenance")
+            page.click('nav a:has-text("Dead letters")')
+            expect(page).to_have_url(f"{base}/ns/{other_ns}/dead-letters")
+            expect(page.locator('[data-stat="dead_letters"]')).to_have_text("1")
+            page.close()
+        finally:
+            cleanup = redis.Redis.from_url(subprocess_env["REDIS_URL"])
+            try:
+                keys = list(cleanup.scan_iter(match="{" + other_ns + "}*", count=1000))
+                if keys:
+                    cleanup.delete(*keys)
+            finally:
+                cleanup.close()

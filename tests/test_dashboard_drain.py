@@ -109,3 +109,22 @@ async def test_a_viewer_gets_no_drain_button_and_its_post_is_refused(
     assert actions[1][:2] == ("viewer-token", "workers/drain")
     assert actions[1][2].startswith("refused")
     assert actions[-1] == ("operator-token", "drain", "requested")
+
+
+async def test_with_namespaces_the_drain_goes_to_the_namespace_of_the_screen(
+    redis_url: str, namespace: str, http: aiohttp.ClientSession, queue: AsyncCaptchaQueue
+) -> None:
+    other = namespace + "-b"
+    config = DashboardConfig(port=0, refresh_s=0.5, namespaces=(other, namespace))
+    async with serve(config, redis_url, "unused") as base:
+        await queue.register_worker("w:1:abc", INFO, ttl_s=30)
+        async with http.get(f"{base}/ns/{namespace}/workers") as reply:
+            page = await reply.text()
+        assert f'action="/ns/{namespace}/workers/drain"' in page
+        csrf = await csrf_of(http, f"{base}/ns/{namespace}/workers")
+        form = {"worker_id": "w:1:abc"}
+        assert await post(http, f"{base}/ns/{namespace}/workers/drain", form, origin=base, csrf=csrf) == 303
+    assert set(await queue.drain_requests()) == {"w:1:abc"}
+    assert [(e.action, e.target, e.outcome) for e in await queue.audit_log(5)] == [
+        ("drain", "w:1:abc", "requested")
+    ]

@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
+from ..queue._namespaces import namespace_list
 from ..store.keys import validate_account
 from ..store.server import redact_url
 from .app import FiniteFloat, checked, cli, connection_options, get_settings
@@ -89,6 +90,13 @@ def _accounts(values: tuple[str, ...]) -> tuple[str, ...]:
     multiple=True,
     help="Another Origin accepted for actions (scheme://host[:port], as the browser sees a proxy).",
 )
+@click.option(
+    "--namespaces",
+    "namespaces",
+    default=None,
+    callback=checked(namespace_list),
+    help="Several namespaces (a,b): an overview across them at /, each one's screens under /ns/<name>/.",
+)
 def dashboard_cmd(
     host: str,
     port: int,
@@ -101,9 +109,10 @@ def dashboard_cmd(
     tls_key: Path | None,
     insecure_http: bool,
     allowed_origins: tuple[str, ...],
+    namespaces: list[str] | None,
 ) -> None:
-    """Serve the web dashboard (overview, capacity, workers, errors, latency, dead letters, task
-    lookup, live events, pause/resume, audit) and print its base URL."""
+    """Serve the web dashboard (overview, capacity, workers, errors, latency, accounts, dead letters,
+    task lookup, live events, pause/resume, webhooks, audit) and print its base URL."""
     from ..dashboard import DashboardConfig
 
     config = DashboardConfig(
@@ -118,6 +127,7 @@ def dashboard_cmd(
         tls_key=tls_key,
         insecure_http=insecure_http,
         allowed_origins=allowed_origins,
+        namespaces=tuple(namespaces or ()),
     ).check()  # before anything connects or listens
     settings = get_settings()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
@@ -137,9 +147,12 @@ async def _serve(config: object, redis_url: str, namespace: str) -> None:
             click.echo(url)
             sys.stdout.flush()
             login = "login token required" if config.auth_required else "no login (loopback)"
-            click.echo(
-                f"dashboard on {url} for namespace {namespace} at {redact_url(redis_url)} ({login})", err=True
+            which = (
+                f"namespaces {', '.join(config.namespaces)}"
+                if config.namespaces
+                else f"namespace {namespace}"
             )
+            click.echo(f"dashboard on {url} for {which} at {redact_url(redis_url)} ({login})", err=True)
             await stop.wait()
     except OSError as exc:
         raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from exc

@@ -1,78 +1,26 @@
 """``captcha-queue stats --namespaces a,b``: one row per namespace and their totals (or ``--json``).
 
-The namespaces are named, not discovered: a fleet serving several (``worker --namespaces a:3,b:1``)
-knows them, and a SCAN of a Cluster for them would visit every key of every shard. Each row is that
-namespace's ``stats`` (one round trip each, routed to its slot's shard); the totals add them up
-(the oldest queued task is the oldest of all; the slot limit is the sum of the namespaces' shares).
+The reading and the totals are the queue's (``queue/_namespaces.py``), shared with the dashboard's
+overview across namespaces; this module prints them.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
-import msgspec
 from rich.console import Console
 from rich.markup import escape as esc
 from rich.table import Table
 
-from ..errors import InvalidArgument
-from ..models import PRIORITIES, Stats
-from ..store.keys import validate_namespace
+from ..models import Stats
+from ..queue._namespaces import namespace_list, namespace_totals, namespaces_doc, read_namespaces
 from .app import echo_json, open_queue, run
 
 if TYPE_CHECKING:
     from .config import Settings
 
-__all__ = ["namespace_list", "namespaces_doc", "namespaces_stats", "namespaces_table", "totals"]
-
-_SUMMED = (
-    "delayed",
-    "in_flight",
-    "submitted",
-    "completed",
-    "failed",
-    "dead",
-    "cancelled",
-    "expired",
-    "dead_letters",
-    "workers",
-    "solver_slots_used",
-)
-
-
-def namespace_list(value: str) -> list[str]:
-    """``"a,b"`` -> ``["a", "b"]``: namespace names separated by commas, each once (InvalidArgument)."""
-    names = [n.strip() for n in value.split(",")]
-    if not all(names):
-        raise InvalidArgument("namespaces must be namespace names separated by commas", field="namespaces")
-    for name in names:
-        validate_namespace(name)
-    return list(dict.fromkeys(names))
-
-
-def totals(per_namespace: dict[str, Stats]) -> dict[str, Any]:
-    """The sums over namespaces (see the module docstring)."""
-    rows = list(per_namespace.values())
-    doc: dict[str, Any] = {field: sum(getattr(s, field) for s in rows) for field in _SUMMED}
-    doc["queued"] = {p: sum(s.queued.get(p, 0) for s in rows) for p in PRIORITIES}
-    doc["queued_total"] = sum(s.queued_total for s in rows)
-    limits = [s.solver_slots_limit for s in rows]
-    doc["solver_slots_limit"] = None if any(x is None for x in limits) else sum(x or 0 for x in limits)
-    ages = [s.oldest_queued_age_s for s in rows if s.oldest_queued_age_s is not None]
-    doc["oldest_queued_age_s"] = max(ages) if ages else None
-    doc["paused"] = sorted(ns for ns, s in per_namespace.items() if s.paused)
-    return doc
-
-
-def namespaces_doc(per_namespace: dict[str, Stats]) -> dict[str, Any]:
-    """The ``--json`` document: ``{"namespaces": {name: stats...}, "totals": {...}}``."""
-    namespaces: dict[str, Any] = {}
-    for ns, stats in per_namespace.items():
-        doc: dict[str, Any] = msgspec.to_builtins(stats)
-        doc["queued_total"] = stats.queued_total
-        namespaces[ns] = doc
-    return {"namespaces": namespaces, "totals": totals(per_namespace)}
+__all__ = ["namespace_list", "namespaces_doc", "namespaces_stats", "namespaces_table"]
 
 
 def namespaces_table(per_namespace: dict[str, Stats], account: str) -> Table:
@@ -95,7 +43,7 @@ def namespaces_table(per_namespace: dict[str, Stats], account: str) -> Table:
             slots(s.solver_slots_used, s.solver_slots_limit),
             esc(s.paused) if s.paused else "no",
         )
-    t = totals(per_namespace)
+    t = namespace_totals(per_namespace)
     table.add_section()
     table.add_row(
         "total",
@@ -123,11 +71,10 @@ def namespaces_stats(
     """Print the table (or the JSON document) of ``names``, read on one connection."""
     if watch:
         raise click.UsageError("--namespaces does not combine with --watch")
-    from ..queue._producer import AsyncCaptchaQueue
 
     async def go() -> None:
         async with open_queue(settings) as q:
-            found = {ns: await AsyncCaptchaQueue(q.client, namespace=ns).stats(account) for ns in names}
+            found = await read_namespaces(q.client, names, account)
         if as_json:
             echo_json(namespaces_doc(found))
             return

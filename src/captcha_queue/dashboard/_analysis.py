@@ -11,16 +11,37 @@ from dataclasses import dataclass
 from ..models import Result
 
 __all__ = [
+    "NO_ACCOUNT",
     "LatencyRow",
     "Throughput",
+    "account_name",
     "error_series",
     "event_ms",
+    "finished_per_account",
     "latency_rows",
     "percentile",
     "throughput",
 ]
 
 Event = tuple[str, Result]
+
+
+#: The account column of a result that names none (final errors, results of older workers).
+NO_ACCOUNT = "-"
+
+
+def account_name(result: Result) -> str:
+    """The registry name of the account that solved ``result`` (its ``account`` is
+    ``<name>/<key fingerprint>``), or NO_ACCOUNT when the result names none."""
+    return result.account.partition("/")[0] if result.account else NO_ACCOUNT
+
+
+def finished_per_account(events: Sequence[Event]) -> dict[str, Counter[str]]:
+    """Final results per account name (NO_ACCOUNT for those naming none), counted per status."""
+    found: dict[str, Counter[str]] = defaultdict(Counter)
+    for _eid, result in events:
+        found[account_name(result)][result.status] += 1
+    return dict(sorted(found.items()))
 
 
 def event_ms(event_id: str) -> int:
@@ -62,13 +83,13 @@ def throughput(events: Sequence[Event], now_ms: int, window_s: float) -> Through
 
 def error_series(
     events: Sequence[Event], now_ms: int, *, window_s: float = 3600.0, bucket_s: float = 300.0
-) -> tuple[list[int], dict[tuple[str, str], list[int]]]:
-    """Final errors per (code, method) in buckets of ``bucket_s`` over ``window_s``, oldest first:
+) -> tuple[list[int], dict[tuple[str, str, str], list[int]]]:
+    """Final errors per (code, method, account name: ``account_name``) in buckets of ``bucket_s`` over ``window_s``, oldest first:
     (bucket start times in ms, counts per key)."""
     buckets = max(1, int(window_s // bucket_s))
     start = now_ms - buckets * bucket_s * 1000
     starts = [int(start + i * bucket_s * 1000) for i in range(buckets)]
-    series: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * buckets)
+    series: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0] * buckets)
     for eid, result in events:
         if result.status != "error":
             continue
@@ -76,7 +97,7 @@ def error_series(
         if at < start:
             continue
         index = min(buckets - 1, int((at - start) // (bucket_s * 1000)))
-        series[(result.error_code or "UNKNOWN", result.method)][index] += 1
+        series[(result.error_code or "UNKNOWN", result.method, account_name(result))][index] += 1
     return starts, dict(sorted(series.items()))
 
 

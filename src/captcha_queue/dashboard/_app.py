@@ -27,7 +27,7 @@ from ._auth import Session, SessionStore, check_action, check_origin, visit
 from ._config import DashboardConfig
 from ._feed import READER_NAME, EventFeed
 from ._html import Html, esc, form, layout
-from ._views import Dashboard
+from ._ops import Dashboard, NamespacesOverview, ns_prefix
 
 __all__ = ["CSP", "PAGE_CLIENT_NAME", "make_app", "serve"]
 
@@ -41,11 +41,49 @@ CSP = (
 PAGE_CLIENT_NAME = "captcha-queue-dashboard"
 STATIC = resources.files("captcha_queue.dashboard") / "static"
 _PUBLIC = ("/healthz", "/readyz", "/login", "/static/", "/favicon.ico")
-_DASHBOARD: web.AppKey[Dashboard] = web.AppKey("dashboard", Dashboard)
+_DASHBOARDS: web.AppKey[dict[str, Dashboard]] = web.AppKey("dashboards", dict)
+#: The screens of paths that name no namespace (login, the overview across namespaces): the one
+#: namespace served, or the first of ``--namespaces``.
+_HOME: web.AppKey[Dashboard] = web.AppKey("home", Dashboard)
+_OVERVIEW: web.AppKey[NamespacesOverview] = web.AppKey("overview", NamespacesOverview)
+#: The screens of one namespace (and the actions on it), in the order of NAV.
+_SCREENS: tuple[tuple[str, str, str], ...] = (
+    ("GET", "/capacity", "capacity"),
+    ("GET", "/workers", "workers"),
+    ("POST", "/workers/drain", "drain"),
+    ("GET", "/errors", "errors"),
+    ("GET", "/latency", "latency"),
+    ("GET", "/accounts", "accounts_screen"),
+    ("GET", "/dead-letters", "dead_letters"),
+    ("GET", "/dead-letters/{task_id}", "dead_letter"),
+    ("POST", "/dead-letters/requeue", "requeue_matching"),
+    ("POST", "/dead-letters/purge", "purge"),
+    ("POST", "/dead-letters/{task_id}/requeue", "requeue_one"),
+    ("GET", "/tasks", "tasks"),
+    ("GET", "/events", "events"),
+    ("GET", "/events/stream", "stream"),
+    ("GET", "/pauses", "pauses"),
+    ("POST", "/pause", "pause"),
+    ("POST", "/resume", "resume"),
+    ("GET", "/webhooks", "webhooks_screen"),
+    ("POST", "/webhooks/{task_id}/retry", "webhook_retry"),
+    ("GET", "/audit", "audit_screen"),
+)
+
+
+def _home(request: web.Request) -> Dashboard:
+    return request.app[_HOME]
 
 
 def _dashboard(request: web.Request) -> Dashboard:
-    return request.app[_DASHBOARD]
+    """The screens the request addresses: its namespace's (``/ns/<name>/...``), else the home ones."""
+    namespace = request.match_info.get("ns")
+    if namespace is None:
+        return _home(request)
+    found = request.app[_DASHBOARDS].get(namespace)
+    if found is None:
+        raise web.HTTPNotFound(text=f"this dashboard does not serve the namespace {namespace}")
+    return found
 
 
 @web.middleware
@@ -73,9 +111,9 @@ def _secure_headers(response: web.StreamResponse) -> None:
 
 
 async def _guarded(request: web.Request, handler: Any) -> web.StreamResponse:
-    dash = _dashboard(request)
-    config = dash.config
-    sessions = dash.sessions
+    home = _home(request)
+    config = home.config
+    sessions = home.sessions
     if request.path.startswith(_PUBLIC):
         return await handler(request)  # type: ignore[no-any-return]
     session = sessions.get(request)
@@ -92,8 +130,10 @@ async def _guarded(request: web.Request, handler: Any) -> web.StreamResponse:
             request, session, config, "viewer" if request.path == "/logout" else "operator"
         )
         if why is not None:
-            if session is not None:
-                await dash.audit(request, request.path.strip("/") or "post", request.path, f"refused: {why}")
+            if session is not None:  # in the audit stream of the namespace it addressed
+                dash = _dashboard(request)
+                path = request.path.removeprefix(dash.prefix)
+                await dash.audit(request, path.strip("/") or "post", path, f"refused: {why}")
             log.warning("dashboard: refused %s %s from %s: %s", request.method, request.path, peer, why)
             raise web.HTTPForbidden(text=f"refused: {why}")
     elif session is None:
@@ -118,16 +158,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    dash = _dashboard(request)
+    dash = _home(request)
     checks: dict[str, Check] = {"redis": await ping_check(dash.q, READY_TIMEOUT_S)}
     if checks["redis"].ok:
         checks["scripts"] = await scripts_check(dash.q, READY_TIMEOUT_S)
     else:
         checks["scripts"] = Check(False, "not checked: Redis does not answer")
     task = request.app.get(_FEED_TASK_STATE)
-    checks["feed"] = (
-        Check(True, f"{dash.feed.clients} browsers") if task is not None else Check(False, "not started")
-    )
+    clients = sum(d.feed.clients for d in request.app[_DASHBOARDS].values())
+    checks["feed"] = Check(True, f"{clients} browsers") if task is not None else Check(False, "not started")
     ready, body = readiness_body(checks)
     return web.Response(body=body, status=200 if ready else 503, content_type="application/json")
 
@@ -135,7 +174,7 @@ async def readyz(request: web.Request) -> web.Response:
 _FEED_TASK_STATE: web.AppKey[bool] = web.AppKey("feed_started", bool)
 
 
-def _login_page(message: str = "") -> web.Response:
+def _login_page(request: web.Request, message: str = "") -> web.Response:
     body = Html(
         (f'<p class="flash" role="alert">{esc(message)}</p>' if message else "")
         + form(
@@ -148,16 +187,19 @@ def _login_page(message: str = "") -> web.Response:
             cls="stacked",
         )
     )
-    html = layout(title="Log in", path="/login", body=body, namespace="", role=None, csrf=None)
+    overview = bool(_home(request).config.namespaces)  # several: no one namespace's links
+    html = layout(
+        title="Log in", path="/login", body=body, namespace="", role=None, csrf=None, overview=overview
+    )
     return web.Response(text=html, content_type="text/html", status=401 if message else 200)
 
 
 async def login_form(request: web.Request) -> web.Response:
-    return _login_page()
+    return _login_page(request)
 
 
 async def login(request: web.Request) -> web.Response:
-    dash = _dashboard(request)
+    dash = _home(request)
     why = check_origin(request, dash.config)
     if why is not None:
         raise web.HTTPForbidden(text=f"refused: {why}")
@@ -169,7 +211,7 @@ async def login(request: web.Request) -> web.Response:
     if session is None:
         log.warning("dashboard: failed login from %s", request.remote)
         await asyncio.sleep(0.5)  # slows guessing down
-        return _login_page("wrong token")
+        return _login_page(request, "wrong token")
     who = visit(request)
     who.session, who.role = session, session.role
     who.actor = f"{session.actor}@{request.remote or '?'}"
@@ -180,7 +222,7 @@ async def login(request: web.Request) -> web.Response:
 
 
 async def logout(request: web.Request) -> web.Response:
-    dash = _dashboard(request)
+    dash = _home(request)
     session = visit(request).session
     if session is not None:
         dash.sessions.drop(session)
@@ -212,30 +254,42 @@ async def static(request: web.Request) -> web.Response:
 
 
 def make_app(config: DashboardConfig, redis_url: str, namespace: str) -> web.Application:
-    """The dashboard for one namespace; its Redis clients are opened at startup and closed at
-    cleanup (one for pages and actions, one for the event feed's single reader)."""
+    """The dashboard of ``namespace``, or of each of ``config.namespaces`` (then each namespace's
+    screens are under ``/ns/<name>/`` and ``/`` is the overview across them). Its Redis clients are
+    opened at startup and closed at cleanup: one for pages and actions, one for the event feeds (one
+    reader per namespace, fanned out to every browser)."""
     config.check()
+    names = list(config.namespaces) or [namespace]
+    multi = bool(config.namespaces)
     app = web.Application(middlewares=[security], client_max_size=64 * 1024)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        pages = AsyncCaptchaQueue(
-            make_client(redis_url, max_connections=16, client_name=PAGE_CLIENT_NAME),
-            namespace=namespace,
-            owns_client=True,
-        )
-        events = AsyncCaptchaQueue(
-            make_client(redis_url, max_connections=2, client_name=READER_NAME),
-            namespace=namespace,
-            owns_client=True,
-        )
-        feed = EventFeed(events)
-        app[_DASHBOARD] = Dashboard(pages, feed, SessionStore(config), config)
-        feed.start()
-        app[_FEED_TASK_STATE] = True
+        pages = make_client(redis_url, max_connections=16, client_name=PAGE_CLIENT_NAME)
+        events = make_client(redis_url, max_connections=len(names) + 1, client_name=READER_NAME)
+        sessions = SessionStore(config)
+        dashboards: dict[str, Dashboard] = {}
         try:
+            for ns in names:
+                feed = EventFeed(AsyncCaptchaQueue(events, namespace=ns))
+                dashboards[ns] = Dashboard(
+                    AsyncCaptchaQueue(pages, namespace=ns),
+                    feed,
+                    sessions,
+                    config,
+                    prefix=ns_prefix(ns) if multi else "",
+                )
+            app[_DASHBOARDS] = dashboards
+            app[_HOME] = dashboards[names[0]]
+            app[_OVERVIEW] = NamespacesOverview(dashboards, config)
+            for dash in dashboards.values():
+                dash.feed.start()
+            app[_FEED_TASK_STATE] = True
             yield
         finally:
-            await feed.aclose()
+            for dash in dashboards.values():
+                await dash.feed.aclose()
+                await dash.feed.queue.aclose()
+                await dash.q.aclose()
             await events.aclose()
             await pages.aclose()
 
@@ -248,6 +302,9 @@ def make_app(config: DashboardConfig, redis_url: str, namespace: str) -> web.App
 
         return handler
 
+    async def overview(request: web.Request) -> web.StreamResponse:
+        return await request.app[_OVERVIEW].overview(request)
+
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/login", login_form)
@@ -255,24 +312,15 @@ def make_app(config: DashboardConfig, redis_url: str, namespace: str) -> web.App
     app.router.add_post("/logout", logout)
     app.router.add_get("/static/{name}", static)
     app.router.add_get("/favicon.ico", favicon)
-    app.router.add_get("/", view("overview"))
-    app.router.add_get("/capacity", view("capacity"))
-    app.router.add_get("/workers", view("workers"))
-    app.router.add_post("/workers/drain", view("drain"))
-    app.router.add_get("/errors", view("errors"))
-    app.router.add_get("/latency", view("latency"))
-    app.router.add_get("/dead-letters", view("dead_letters"))
-    app.router.add_get("/dead-letters/{task_id}", view("dead_letter"))
-    app.router.add_post("/dead-letters/requeue", view("requeue_matching"))
-    app.router.add_post("/dead-letters/purge", view("purge"))
-    app.router.add_post("/dead-letters/{task_id}/requeue", view("requeue_one"))
-    app.router.add_get("/tasks", view("tasks"))
-    app.router.add_get("/events", view("events"))
-    app.router.add_get("/events/stream", view("stream"))
-    app.router.add_get("/pauses", view("pauses"))
-    app.router.add_post("/pause", view("pause"))
-    app.router.add_post("/resume", view("resume"))
-    app.router.add_get("/audit", view("audit_screen"))
+    if multi:
+        app.router.add_get("/", overview)
+        prefix = "/ns/{ns}"
+        app.router.add_get(prefix + "/", view("overview"))
+    else:
+        prefix = ""
+        app.router.add_get("/", view("overview"))
+    for method, path, name in _SCREENS:
+        app.router.add_route(method, prefix + path, view(name))
     return app
 
 

@@ -12,7 +12,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InvalidArgument
+from ..queue._namespaces import namespace_list
 from ..store.keys import validate_account
 from ..worker.metrics import is_loopback
 
@@ -46,6 +47,9 @@ class DashboardConfig:
     allowed_origins: tuple[str, ...] = ()
     #: A session lasts this long after login.
     session_ttl_s: float = 12 * 3600.0
+    #: Serve several namespaces (each one's screens under ``/ns/<name>/``, ``/`` the overview across
+    #: them); empty: the one namespace given to ``make_app``.
+    namespaces: tuple[str, ...] = ()
 
     @property
     def auth_required(self) -> bool:
@@ -79,6 +83,15 @@ class DashboardConfig:
                 validate_account(account)
             except ValueError as exc:
                 raise ConfigError(f"dashboard account: {exc}") from None
+        if self.namespaces:
+            try:
+                names = namespace_list(self.namespaces)
+            except InvalidArgument as exc:
+                raise ConfigError(f"dashboard namespaces: {exc}") from None
+            if len(names) != len(self.namespaces):
+                raise ConfigError("dashboard namespaces: each namespace once")
+            if any(name in (".", "..") for name in names):
+                raise ConfigError("dashboard namespaces: '.' and '..' cannot name a namespace in a URL")
         for origin in self.allowed_origins:
             if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
                 raise ConfigError(f"an allowed origin is scheme://host[:port], got {origin!r}")

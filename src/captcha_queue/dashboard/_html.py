@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 
 __all__ = [
+    "ALL_NAMESPACES",
     "NAV",
     "Html",
     "ago",
@@ -55,12 +56,16 @@ NAV: tuple[tuple[str, str], ...] = (
     ("/workers", "Workers"),
     ("/errors", "Solver errors"),
     ("/latency", "Latency"),
+    ("/accounts", "Accounts"),
     ("/dead-letters", "Dead letters"),
     ("/tasks", "Task lookup"),
     ("/events", "Live events"),
     ("/pauses", "Pause / resume"),
+    ("/webhooks", "Webhooks"),
     ("/audit", "Audit"),
 )
+#: The overview across namespaces (``dashboard --namespaces``), above every namespace's screens.
+ALL_NAMESPACES = "/"
 
 _HTMX_CONFIG = json.dumps(
     {
@@ -83,10 +88,18 @@ def layout(
     csrf: str | None,
     flash: str = "",
     auth: bool = False,
+    prefix: str = "",
+    overview: bool = False,
 ) -> Html:
+    """A whole page. ``prefix``: where the namespace's screens are (``/ns/<name>`` when the dashboard
+    serves several, with ``overview`` adding the link to the overview across them)."""
     headers = esc(json.dumps({"X-CSRF-Token": csrf})) if csrf else ""
+    links = [(prefix + p, label) for p, label in NAV] if prefix or not overview else []
+    if overview:
+        links.insert(0, (ALL_NAMESPACES, "All namespaces"))
     nav = join(
-        Html(f'<a href="{p}"{" aria-current=page" if p == path else ""}>{esc(label)}</a>') for p, label in NAV
+        Html(f'<a href="{esc(p)}"{" aria-current=page" if p == path else ""}>{esc(label)}</a>')
+        for p, label in links
     )
     who = ""
     if role is not None:

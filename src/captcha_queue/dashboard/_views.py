@@ -28,7 +28,7 @@ from ._config import DashboardConfig
 from ._feed import EventFeed, iterate
 from ._html import Html, ago, clock, esc, form, join, layout, live, ms_clock, num, secs, table
 
-__all__ = ["Dashboard"]
+__all__ = ["Screens"]
 
 #: How long one shared read (the recent results, every worker...) is reused by every browser.
 CACHE_S = 1.0
@@ -78,16 +78,26 @@ def _raw_doc(raw: str) -> Html:
     return _pretty(decoded)
 
 
-class Dashboard:
-    """The handlers of one dashboard process, on one queue object (``queue``) and the event feed."""
+class Screens:
+    """The handlers of one namespace's screens, on one queue object (``queue``) and its event feed.
+
+    ``prefix`` is where they are served: "" alone, ``/ns/<namespace>`` when the dashboard serves
+    several namespaces (``DashboardConfig.namespaces``); every link and action goes through ``url``."""
 
     def __init__(
-        self, queue: AsyncCaptchaQueue, feed: EventFeed, sessions: SessionStore, config: DashboardConfig
+        self,
+        queue: AsyncCaptchaQueue,
+        feed: EventFeed,
+        sessions: SessionStore,
+        config: DashboardConfig,
+        *,
+        prefix: str = "",
     ) -> None:
         self.q = queue
         self.feed = feed
         self.sessions = sessions
         self.config = config
+        self.prefix = prefix
         self._cache: dict[str, tuple[float, Any]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -122,6 +132,10 @@ class Dashboard:
                 names.add(account.partition("/")[0])
         return sorted(names)
 
+    def url(self, path: str) -> str:
+        """``path`` of this namespace's screens, as the browser asks for it."""
+        return self.prefix + path
+
     # -- rendering -----------------------------------------------------------------------------
     def page(self, request: web.Request, title: str, body: Html) -> web.Response:
         session = visit(request).session
@@ -137,6 +151,8 @@ class Dashboard:
             csrf=session.csrf if session is not None else None,
             flash=flash,
             auth=self.config.auth_required,
+            prefix=self.prefix,
+            overview=bool(self.config.namespaces),
         )
         return web.Response(text=html, content_type="text/html")
 
@@ -368,8 +384,7 @@ class Dashboard:
         )
         return await self.screen(request, "Workers", render, why)
 
-    @staticmethod
-    def _drain_cell(e: WorkerEntry, csrf: str | None, act: bool) -> Html:
+    def _drain_cell(self, e: WorkerEntry, csrf: str | None, act: bool) -> Html:
         if e.drain is not None:
             return Html(f'<td class="draining">draining: {esc(e.drain.reason[:80])}</td>')
         if not e.alive or not act:
@@ -378,7 +393,7 @@ class Dashboard:
             f'<input type="hidden" name="worker_id" value="{esc(e.id)}">'
             '<button type="submit" class="drain">drain</button>'
         )
-        return Html(f"<td>{form('/workers/drain', inner, csrf)}</td>")
+        return Html(f"<td>{form(self.url('/workers/drain'), inner, csrf)}</td>")
 
     async def drain(self, request: web.Request) -> web.Response:
         data = await request.post()
@@ -408,6 +423,7 @@ class Dashboard:
             head: list[object] = [
                 "code",
                 "method",
+                "account",
                 "last hour",
                 *(time.strftime("%H:%M", time.gmtime(s / 1000)) for s in starts),
             ]
@@ -415,16 +431,21 @@ class Dashboard:
                 [
                     Html(f'<td class="code">{esc(code)}</td>'),
                     method,
-                    Html(f'<td class="num" data-errors="{esc(code)}|{esc(method)}">{sum(counts)}</td>'),
+                    account,
+                    Html(
+                        f'<td class="num" data-errors="{esc(code)}|{esc(method)}|{esc(account)}">'
+                        f"{sum(counts)}</td>"
+                    ),
                     *counts,
                 ]
-                for (code, method), counts in series.items()
+                for (code, method, account), counts in series.items()
             ]
             return Html(
                 table(head, rows, ident="errors", empty="no final errors in the last hour")
                 + '<p class="note">Final errors per 5 minutes (UTC), from the events stream; retried '
-                "errors are in each task's history (task lookup) and in the workers' metrics. Results "
-                "carry no solver account.</p>"
+                "errors are in each task's history (task lookup) and in the workers' metrics. The account "
+                "is the one a result names: solved results name theirs; a final error names none (-), "
+                "the Accounts screen counts each account's results.</p>"
             )
 
         return await self.screen(request, "Solver errors", render)
@@ -480,14 +501,18 @@ class Dashboard:
                 last = d.history[-1] if d.history else None
                 button = (
                     form(
-                        f"/dead-letters/{d.id}/requeue", Html('<button type="submit">requeue</button>'), csrf
+                        self.url(f"/dead-letters/{d.id}/requeue"),
+                        Html('<button type="submit">requeue</button>'),
+                        csrf,
                     )
                     if act
                     else ""
                 )
                 rows.append(
                     [
-                        Html(f'<td><a href="/dead-letters/{esc(d.id)}">{esc(d.id)}</a></td>'),
+                        Html(
+                            f'<td><a href="{esc(self.prefix)}/dead-letters/{esc(d.id)}">{esc(d.id)}</a></td>'
+                        ),
                         clock(d.dead_at),
                         d.task.method if d.task else "?",
                         d.task.priority if d.task else "?",
@@ -508,7 +533,7 @@ class Dashboard:
             )
 
         filter_form = form(
-            "/dead-letters",
+            self.url("/dead-letters"),
             Html(
                 f'<label>text <input name="q" value="{esc(flt["q"])}"></label>'
                 f'<label>method <input name="method" value="{esc(flt["method"])}"></label>'
@@ -525,14 +550,14 @@ class Dashboard:
             actions = Html(
                 '<div class="actions">'
                 + form(
-                    "/dead-letters/requeue",
+                    self.url("/dead-letters/requeue"),
                     Html(
                         hidden + '<button type="submit" id="requeue-matching">requeue all matching</button>'
                     ),
                     csrf,
                 )
                 + form(
-                    "/dead-letters/purge",
+                    self.url("/dead-letters/purge"),
                     Html(
                         '<label>type PURGE to delete every dead letter <input name="confirm" autocomplete="off"></label>'
                         '<button type="submit" class="danger" id="purge">purge</button>'
@@ -562,7 +587,7 @@ class Dashboard:
         if self._can_act(request):
             parts.append(
                 form(
-                    f"/dead-letters/{letter.id}/requeue",
+                    self.url(f"/dead-letters/{letter.id}/requeue"),
                     Html('<button type="submit" id="requeue-one">requeue</button>'),
                     csrf,
                 )
@@ -633,7 +658,7 @@ class Dashboard:
         query = request.query.get("q", "").strip()[:300]
         body = [
             form(
-                "/tasks",
+                self.url("/tasks"),
                 Html(
                     f'<label>task id or idempotency key <input name="q" value="{esc(query)}" size="40"></label><button type="submit">look up</button>'
                 ),
@@ -704,7 +729,7 @@ class Dashboard:
         if record.dead_letter is not None:
             parts.append(
                 Html(
-                    f'<p>Dead-lettered: {esc(record.dead_letter.reason)} (<a href="/dead-letters/{esc(record.id)}">dead letter</a>).</p>'
+                    f'<p>Dead-lettered: {esc(record.dead_letter.reason)} (<a href="{esc(self.prefix)}/dead-letters/{esc(record.id)}">dead letter</a>).</p>'
                 )
             )
         if record.task is not None:
@@ -743,7 +768,7 @@ class Dashboard:
             '<p class="note">Every final result as it is written, pushed to this page (Server-Sent Events; '
             "one reader of the events stream serves every open browser).</p>"
             f'<table id="events"><thead><tr>{head}</tr></thead>'
-            '<tbody id="event-rows" hx-ext="sse" sse-connect="/events/stream" sse-swap="result" hx-swap="afterbegin">'
+            f'<tbody id="event-rows" hx-ext="sse" sse-connect="{esc(self.prefix)}/events/stream" sse-swap="result" hx-swap="afterbegin">'
             f"{rows}</tbody></table>"
         )
         return self.page(request, "Live events", body)
@@ -792,7 +817,7 @@ class Dashboard:
             extra = Html(
                 "<h2>Pause</h2>"
                 + form(
-                    "/pause",
+                    self.url("/pause"),
                     Html(
                         '<label>account (empty: the whole namespace) <input name="account" list="accounts" id="pause-account"></label>'
                         f'<datalist id="accounts">{accounts}</datalist>'
@@ -808,10 +833,13 @@ class Dashboard:
             )
         return await self.screen(request, "Pause / resume", render, extra)
 
-    @staticmethod
-    def _pause_row(scope: str, p: Any, account: str, csrf: str | None, act: bool) -> list[object]:
+    def _pause_row(self, scope: str, p: Any, account: str, csrf: str | None, act: bool) -> list[object]:
         hidden = Html(f'<input type="hidden" name="account" value="{esc(account)}">') if account else Html("")
-        button = form("/resume", Html(hidden + '<button type="submit">resume</button>'), csrf) if act else ""
+        button = (
+            form(self.url("/resume"), Html(hidden + '<button type="submit">resume</button>'), csrf)
+            if act
+            else ""
+        )
         return [
             scope,
             p.reason,
@@ -894,7 +922,7 @@ class Dashboard:
         if session is not None:
             session.flash = message
         referer = request.headers.get("Referer", "")
-        target = default
+        target = self.url(default)
         own = f"{request.scheme}://{request.host}/"
         if stay and referer.startswith(own):
             target = "/" + referer[len(own) :]
