@@ -6,6 +6,9 @@ Real parts: a private redis-server, the simulator as an HTTP server on 127.0.0.1
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +21,8 @@ from captcha_queue.errors import InvalidArgument
 from captcha_queue.processes import alive
 from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.simulator import RunningSimulator
+from captcha_queue.worker.retry import Backoff
+from captcha_queue.worker.supervisor import Supervisor
 
 from .helpers import ProcessManager
 from .test_worker_processes import LEASE_S, SCALE, eventually, simulator, specs, wait_exit, worker_env
@@ -250,3 +255,33 @@ async def test_a_drain_request_for_one_namespace_drains_a_namespaces_process(
         assert await first.workers(include_dead=True) == []
         assert await second.workers(include_dead=True) == []
         assert await second.drain_requests() == {}
+
+
+async def test_the_supervisor_restarts_a_clean_exit_unless_the_child_reported_its_drain(
+    tmp_path: Path,
+) -> None:
+    """The supervisor's side alone: only a child that wrote its drain on its pipe stays stopped."""
+    starts = tmp_path / "starts"
+    report = "from captcha_queue.worker.supervisor import report_drained; report_drained()"
+    drains = [sys.executable, "-c", f"open({str(starts)!r}, 'a').write('d'); {report}"]
+    exits = [sys.executable, "-c", f"open({str(starts)!r}, 'a').write('e')"]  # exit 0, no report
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    supervisor = Supervisor([drains, exits], env=env, restart_backoff=Backoff(base_s=0.01, cap_s=0.05))
+    running = asyncio.create_task(supervisor.run(install_signals=False))
+
+    async def restarted() -> bool:
+        text = await asyncio.to_thread(lambda: starts.read_text() if starts.exists() else "")
+        return text.count("e") >= 3
+
+    await eventually(restarted, timeout_s=20, what="the child without a report restarted")
+    supervisor.request_stop()
+    await asyncio.wait_for(running, 20)  # 1: the restarted child may die of the SIGTERM, no handler
+    assert starts.read_text().count("d") == 1  # drained once, never started again
+
+
+async def test_a_supervisor_whose_children_all_drain_exits_0_by_itself() -> None:
+    report = "from captcha_queue.worker.supervisor import report_drained; report_drained()"
+    child = [sys.executable, "-c", report]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    supervisor = Supervisor([child, child], env=env, restart_backoff=Backoff(base_s=0.01, cap_s=0.05))
+    assert await asyncio.wait_for(supervisor.run(install_signals=False), 20) == 0
