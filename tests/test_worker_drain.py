@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from captcha_queue.cli import cli
 from captcha_queue.errors import InvalidArgument
+from captcha_queue.models import AccountSpec
 from captcha_queue.processes import alive
 from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.simulator import RunningSimulator
@@ -25,7 +26,7 @@ from captcha_queue.worker.retry import Backoff
 from captcha_queue.worker.supervisor import Supervisor
 
 from .helpers import ProcessManager
-from .test_worker_processes import LEASE_S, SCALE, eventually, simulator, specs, wait_exit, worker_env
+from .test_worker_processes import KEY, LEASE_S, SCALE, eventually, simulator, specs, wait_exit, worker_env
 
 __all__ = ["simulator"]  # the fixture, imported
 
@@ -285,3 +286,35 @@ async def test_a_supervisor_whose_children_all_drain_exits_0_by_itself() -> None
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     supervisor = Supervisor([child, child], env=env, restart_backoff=Backoff(base_s=0.01, cap_s=0.05))
     assert await asyncio.wait_for(supervisor.run(install_signals=False), 20) == 0
+
+
+async def test_a_drain_request_for_one_account_drains_an_accounts_process(
+    queue: AsyncCaptchaQueue,
+    simulator: RunningSimulator,
+    subprocess_env: dict[str, str],
+    processes: ProcessManager,
+) -> None:
+    """``worker --accounts a,b``: one process, a worker per account; draining either drains it."""
+    for name in ("a", "b"):
+        await queue.add_account(
+            AccountSpec(name=name, base_url=simulator.base_url, limit=2, key_env="DRAIN_KEY")
+        )
+    argv = ["-m", "captcha_queue", "worker", "--accounts", "a,b", "--processes", "1", "--lease-s", "3"]
+    env = {**subprocess_env, "DRAIN_KEY": KEY}
+    proc = processes.spawn_python([*argv, "--time-scale", str(SCALE)], env, capture=False)
+
+    async def both_registered() -> bool:
+        return len(await queue.workers()) == 2
+
+    await eventually(both_registered, what="a worker per account")
+    ids = await queue.submit_many(specs(4))
+    assert await queue.drain_worker((await queue.workers())[1].id, reason="rotate keys")
+    assert await wait_exit(proc, timeout_s=30) == 0
+    assert await queue.workers(include_dead=True) == []
+    # What it held it finished (or handed back): nothing is left in flight, every task is done or queued.
+    results = [await queue.get_result(i) for i in ids]
+    assert all(r.ok for r in results if r is not None)
+    stats = await queue.stats()
+    assert stats.in_flight == 0
+    assert stats.completed + stats.queued_total + stats.delayed == 4
+    assert simulator.stats()["duplicate_submits"] == {}
