@@ -346,8 +346,12 @@ class CaptchaQueue:
         message: str = "",
         *,
         retry_in_s: float | None = None,
+        provider: str | None = None,
+        account: str | None = None,
     ) -> Result | None:
-        return self._loop.run(self._queue.fail(claim, error, message, retry_in_s=retry_in_s))
+        return self._loop.run(
+            self._queue.fail(claim, error, message, retry_in_s=retry_in_s, provider=provider, account=account)
+        )
 
     def release(self, claim: Claim) -> None:
         self._loop.run(self._queue.release(claim))
