@@ -95,11 +95,12 @@ async def test_slot_usage_counts_live_slots_and_ghosts(queue: AsyncCaptchaQueue)
     keys = queue.keys
     far = 2**50
     await queue.client.hset(
-        keys.slot_limit("acct"), mapping={"configured": 10, "effective": 7, "changed_ms": 5}
+        keys.slot_limit("acct"),
+        mapping={"configured": 10, "effective": 7, "changed_ms": 5, "busy_answers": 12},
     )
     await queue.client.zadd(keys.slots("acct"), {"task-1": far, "task-2": far, "#task-3#tok": far})
     usage = await queue.slot_usage("acct")
-    assert (usage.configured, usage.effective, usage.changed_ms) == (10, 7, 5)
+    assert (usage.configured, usage.effective, usage.changed_ms, usage.busy_answers) == (10, 7, 5, 12)
     assert (usage.live, usage.ghosts, usage.used) == (2, 1, 3)
     stats = await queue.stats("acct")
     assert stats.solver_slots_used == usage.used

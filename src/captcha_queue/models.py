@@ -373,7 +373,8 @@ class SlotUsage(msgspec.Struct, frozen=True):
     """One solver account's slots as stored: the limits (``configured`` by the workers, ``effective``
     after the adaptive back-off on busy answers, ``changed_ms`` its last change, Redis time) and the
     members of its slots set: ``live`` solves held by a worker, ``ghosts`` solves left running at the
-    service by a holder that gave them up (counted until they must be over)."""
+    service by a holder that gave them up (counted until they must be over); ``busy_answers``: every
+    "no free thread" answer the fleet's workers got from the service for this account."""
 
     account: str
     configured: int | None
@@ -381,6 +382,7 @@ class SlotUsage(msgspec.Struct, frozen=True):
     changed_ms: int | None
     live: int
     ghosts: int
+    busy_answers: int = 0
 
     @property
     def used(self) -> int:

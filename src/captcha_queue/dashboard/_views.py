@@ -293,9 +293,9 @@ class Screens:
                     and usage.configured is not None
                     and usage.effective < usage.configured
                 ):
-                    busy = f"yes: lowered to {usage.effective} of {usage.configured} (changed {ms_clock(usage.changed_ms)})"
+                    lowered = f"lowered to {usage.effective} of {usage.configured} (changed {ms_clock(usage.changed_ms)})"
                 else:
-                    busy = "no"
+                    lowered = "no"
                 rows.append(
                     [
                         usage.account,
@@ -307,7 +307,8 @@ class Screens:
                         usage.ghosts,
                         "-" if usage.configured is None else usage.configured,
                         "-" if usage.effective is None else usage.effective,
-                        busy,
+                        lowered,
+                        Html(f'<td class="num" data-busy="{esc(usage.account)}">{usage.busy_answers}</td>'),
                     ]
                 )
             head = [
@@ -318,6 +319,7 @@ class Screens:
                 "ghosts",
                 "configured",
                 "adaptive limit",
+                "lowered",
                 "busy answers",
             ]
             paused = [
@@ -328,8 +330,8 @@ class Screens:
                 table(head, rows, ident="capacity")
                 + '<p class="note">Ghosts: solves left running at the service by a worker that gave them up; '
                 "they count until they must be over. The adaptive limit drops when the service answers busy "
-                "and climbs back step by step; the workers do not store how many busy answers they saw "
-                "(see their metric captcha_queue_solver_busy_total).</p>"
+                'and climbs back step by step. Busy answers: every "no free thread" answer the fleet got '
+                "for the account (the workers' metric captcha_queue_solver_busy_total, per process).</p>"
                 + "<h2>Paused accounts</h2>"
                 + table(["account", "reason", "code", "worker", "since"], paused, ident="account-pauses")
             )

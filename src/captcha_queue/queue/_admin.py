@@ -369,10 +369,10 @@ class AdminAPI(QueueCore):
         Members past their deadline still count until a fleet script reaps them (as they do for
         acquiring)."""
         async with redis_errors_async(self.client), self.client.pipeline(transaction=False) as pipe:
-            pipe.hmget(self.keys.slot_limit(account), "configured", "effective", "changed_ms")
+            pipe.hmget(self.keys.slot_limit(account), "configured", "effective", "changed_ms", "busy_answers")
             pipe.zrange(self.keys.slots(account), 0, -1)
             limits, members = await pipe.execute()
-        configured, effective, changed = (_limit(v) for v in limits)
+        configured, effective, changed, busy = (_limit(v) for v in limits)
         ghosts = sum(1 for m in members if as_str(m).startswith("#"))
         return SlotUsage(
             account=account,
@@ -381,6 +381,7 @@ class AdminAPI(QueueCore):
             changed_ms=changed,
             live=len(members) - ghosts,
             ghosts=ghosts,
+            busy_answers=busy or 0,
         )
 
     async def record_audit(
