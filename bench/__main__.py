@@ -24,6 +24,7 @@ from pathlib import Path
 from captcha_queue.store.server import EmbeddedRedis, check_redis, redact_url, redis_url_from_env
 
 from . import naive
+from .dashboard import DASH_CLIENTS, DASH_EVENTS, run_dashboard
 from .gateway import GatewaySizes, run_gateway_bench, run_gateway_w2
 from .harness import (
     ProcessGroup,
@@ -43,7 +44,7 @@ from .report import Meta, check_targets, draw_chart, format_table, write_markdow
 from .workloads import FIRST_POLL_S, POLL_INTERVAL_S, SOLVE_METHOD, Bench, Sizes
 
 SYSTEMS = ("captcha-queue", "naive", "arq", "saq")
-WORKLOADS = ("W1", "W2", "W3", "W4", "STALL", "GW")
+WORKLOADS = ("W1", "W2", "W3", "W4", "STALL", "GW", "DASH")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PACKAGES = (
     "captcha-queue",
@@ -196,6 +197,10 @@ async def run_all(
     if "STALL" in workloads and "captcha-queue" in systems:
         say("W1 stall: the pattern that once held the fleet for a slot lease")
         await bench.guarded("W1 stall", "captcha-queue", "", bench.cq_stall())
+    if "DASH" in workloads and "captcha-queue" in systems:
+        say(f"DASH: the dashboard's event feed, {DASH_CLIENTS} SSE clients")
+        coro = run_dashboard(bench.redis_url, DASH_CLIENTS, DASH_EVENTS, s.run_timeout_s)
+        await bench.guarded("DASH", "captcha-queue", f"{DASH_CLIENTS} clients", coro)
     if "W4" in workloads and "captcha-queue" in systems:
         say("W4: scale")
         for in_flight in s.w4_in_flight:

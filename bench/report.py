@@ -66,6 +66,15 @@ COLUMNS: Mapping[str, Sequence[tuple[str, str]]] = {
         ("e2e_p99_ms", "e2e p99 ms"),
         ("errors", "errors"),
     ],
+    "DASH": [
+        ("clients", "SSE clients"),
+        ("redis_readers", "Redis readers"),
+        ("deliveries", "deliveries"),
+        ("lost", "lost"),
+        ("fanout_p50_ms", "fan-out p50 ms"),
+        ("fanout_p99_ms", "p99 ms"),
+        ("fanout_max_ms", "max ms"),
+    ],
     "W4": [
         ("throughput_per_s", "tasks/s"),
         ("ideal_per_s", "ideal/s"),
@@ -85,6 +94,7 @@ WORKLOAD_TITLES = {
     "W1 stall": "W1 stall regression (results must never stand still for 5 s with work left)",
     "GW": "GW gateway, one process (load from separate processes)",
     "GW W2": "GW W2 solver workload, the producers HTTP clients polling through one gateway",
+    "DASH": "Dashboard event feed (one Redis reader fanned out over SSE: result written -> browser)",
 }
 
 

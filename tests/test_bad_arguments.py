@@ -120,7 +120,7 @@ def test_an_account_cannot_name_another_accounts_keys() -> None:
 
 # -- task ids -------------------------------------------------------------------------------------
 
-BAD_TASK_IDS: list[Any] = ["", "x\udcff", "\udcff", 7, None, b"abc", "a" * 257]
+BAD_TASK_IDS: list[Any] = ["", "x\udcff", "\udcff", 7, None, b"abc"]
 
 
 @pytest.mark.timeout(10)
@@ -129,7 +129,7 @@ async def test_a_bad_task_id_is_refused_before_redis(
     queue: AsyncCaptchaQueue, redis_client: aioredis.Redis, namespace: str, bad: Any
 ) -> None:
     """A task id that is not a non-empty string Redis can store (a lone surrogate from a byte
-    string decoded with surrogateescape, a number, too long) is an InvalidArgument, never a
+    string decoded with surrogateescape, a number, bytes) is an InvalidArgument, never a
     UnicodeEncodeError from deep inside redis-py, on every call that takes one."""
     calls: dict[str, Callable[[], Awaitable[Any]]] = {
         "get_result": lambda: queue.get_result(bad),

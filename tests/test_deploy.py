@@ -25,7 +25,10 @@ import pytest
 import yaml
 
 from captcha_queue.cli import cli
+from captcha_queue.cli.dashboard_cmd import dashboard_cmd
 from captcha_queue.cli.worker_cmd import worker_cmd
+from captcha_queue.dashboard import DashboardConfig
+from captcha_queue.errors import ConfigError
 from captcha_queue.models import PRIORITIES
 from captcha_queue.store.keys import Keys
 from captcha_queue.worker.metrics import WorkerMetrics
@@ -108,7 +111,7 @@ def test_no_file_of_the_kit_writes_a_secret_out() -> None:
 def test_compose_stack_structure() -> None:
     compose = load(DEPLOY / "compose.yaml")
     services = compose["services"]
-    assert set(services) == {"redis", "worker", "prometheus", "grafana"}
+    assert set(services) == {"redis", "worker", "dashboard", "prometheus", "grafana"}
     for name, service in services.items():
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
 
@@ -141,6 +144,8 @@ def test_compose_stack_structure() -> None:
         for port in service.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), port  # published to the host's loopback only
 
+    check_dashboard_service(services["dashboard"], compose["secrets"])
+
     prometheus = load(DEPLOY / "prometheus" / "prometheus.yml")
     (job,) = prometheus["scrape_configs"]
     (sd,) = job["dns_sd_configs"]
@@ -156,6 +161,37 @@ def test_compose_stack_structure() -> None:
     assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
     datasource = load(DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yaml")
     assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+
+
+def check_dashboard_service(dashboard: dict[str, Any], secrets: dict[str, Any]) -> None:
+    """The compose dashboard: its command line parses with the real CLI into a configuration the
+    dashboard accepts (a non-loopback bind with both tokens from secret files), published to the
+    host's loopback only, its healthcheck on /readyz, the Redis password read from its file."""
+    argv = list(dashboard["command"])
+    assert argv[0] == "dashboard"
+    with dashboard_cmd.make_context("dashboard", argv[1:]) as ctx:
+        params = ctx.params
+    assert params["host"] == "0.0.0.0"
+    for role in ("operator", "viewer"):
+        path = params[f"{role}_token_file"]
+        assert str(path).startswith("/run/secrets/"), path
+        assert path.name in dashboard["secrets"]
+        assert secrets[path.name]["file"] == f"./secrets/{path.name}"
+    config = DashboardConfig(
+        host=params["host"],
+        port=params["port"],
+        operator_token="o" * 32,
+        viewer_token="v" * 32,
+        insecure_http=params["insecure_http"],
+    )
+    config.check()  # it would start
+    with pytest.raises(ConfigError):
+        config.replace(operator_token=None, viewer_token=None).check()  # and not without its tokens
+    assert dashboard["ports"] == [f"127.0.0.1:{params['port']}:{params['port']}"]
+    assert "/readyz" in " ".join(dashboard["healthcheck"]["test"])
+    assert f":{params['port']}/" in " ".join(dashboard["healthcheck"]["test"])
+    assert "/run/secrets/redis_password" in " ".join(dashboard["entrypoint"])
+    assert dashboard["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
 # -- metrics used by the dashboard and the alerts ------------------------------------------------

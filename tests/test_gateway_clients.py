@@ -122,6 +122,7 @@ async def test_2captcha_python_over_tls_solves_through_the_gateway(
     redis_client: aioredis.Redis,
     namespace: str,
     worker: subprocess.Popen[bytes],
+    simulator: RunningSimulator,
     ca: trustme.CA,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -146,7 +147,9 @@ async def test_2captcha_python_over_tls_solves_through_the_gateway(
     for answer in (by_file, by_base64, token):
         assert answer["captchaId"].isdigit()
         assert answer["code"]
-    assert balance == 100.0
+    # The balance the worker read from its account (the simulator's default), not the gateway's fallback.
+    assert balance == 10.0
+    assert [a["balance"] for a in simulator.stats()["accounts"].values()] == [10.0]
 
     def errors() -> list[str]:
         found = []

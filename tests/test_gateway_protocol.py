@@ -304,8 +304,11 @@ async def test_json_api_create_poll_balance_and_errors(
     assert bad_key["errorId"] == 1
     assert bad_key["errorCode"] == "ERROR_KEY_DOES_NOT_EXIST"
     assert (await call("createTask", {"clientKey": key}))["errorCode"] == "ERROR_TASK_ABSENT"
-    unsupported = await call("createTask", {"clientKey": key, "task": {"type": "HCaptchaTask"}})
+    unsupported = await call("createTask", {"clientKey": key, "task": {"type": "NoSuchCaptchaTask"}})
     assert unsupported["errorId"] == 23
+    # a type the workers solve is supported: without its fields it is a param error, not error 23
+    empty = await call("createTask", {"clientKey": key, "task": {"type": "HCaptchaTask"}})
+    assert empty["errorCode"] == "ERROR_BAD_PARAMETERS"  # no sitekey (checked first)
     missing = await call(
         "createTask",
         {"clientKey": key, "task": {"type": "TurnstileTaskProxyless", "websiteURL": "https://e.com"}},

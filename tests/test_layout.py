@@ -110,6 +110,16 @@ EXPORTS: dict[str, list[str]] = {
         "run_simulator",
     ],
     "captcha_queue.cli": ["cli", "main"],
+    "captcha_queue.dashboard": [
+        "CSP",
+        "DEFAULT_PORT",
+        "PAGE_CLIENT_NAME",
+        "READER_NAME",
+        "DashboardConfig",
+        "make_app",
+        "read_token_file",
+        "serve",
+    ],
     "captcha_queue.gateway": [
         "DEFAULT_PORT",
         "TASK_TYPES",

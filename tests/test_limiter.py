@@ -318,6 +318,8 @@ async def test_busy_lowers_the_fleet_limit_once_and_success_raises_it_back(pumps
     await asyncio.sleep(0.05)
     state = await read_slot_state(pumps.client, pumps.keys, "acct")
     assert state.effective == 4  # halved once, not twice
+    # ... but both answers are counted (the dashboard's capacity screen reads them: slot_usage).
+    assert await pumps.client.hget(pumps.keys.slot_limit("acct"), "busy_answers") == b"2"
     # Additive recovery: +2 (a quarter of 8) per interval with successful solves, up to 8.
     rounds = 0
     while await effective_limit(pumps) < 8:

@@ -104,6 +104,38 @@ async def test_what_cannot_be_reported_is_refused_and_writes_nothing(queue: Asyn
     assert await queue.report(ok_id, correct=False) is True  # none of the refusals marked it
 
 
+async def test_an_error_result_says_which_account_failed_it_and_cannot_be_reported(
+    queue: AsyncCaptchaQueue,
+) -> None:
+    """A final error names the provider and account of its last attempt (the dashboard's errors per
+    account), never a remote id: a verdict is only for answers that were paid for."""
+    task_id = await queue.submit("userrecaptcha", RC)
+    (claim,) = await claim_all(queue, 1)
+    await queue.record_remote(claim, "r9")
+    result = await queue.fail(claim, "ERROR_CAPTCHA_UNSOLVABLE", "no", provider="2captcha", account=REF)
+    assert result is not None
+    assert (result.status, result.provider, result.account, result.remote_id) == (
+        "error",
+        "2captcha",
+        REF,
+        None,
+    )
+    assert await queue.get_result(task_id) == result
+    with pytest.raises(TaskNotFound):
+        await queue.report(task_id, correct=False)
+    retried = await queue.submit("userrecaptcha", RC, max_attempts=1)
+    (claim,) = await claim_all(queue, 1)
+    dead = await queue.fail(claim, "ERROR_X", "x", retry_in_s=1.0, provider="captchaai", account=REF)
+    assert dead is not None
+    assert (dead.status, dead.account) == ("error", REF)
+    assert (await queue.get_result(retried)) == dead
+    await queue.submit("userrecaptcha", RC)
+    (claim,) = await claim_all(queue, 1)
+    with pytest.raises(InvalidArgument):
+        await queue.fail(claim, "ERROR_X", account="a:b")
+    assert await queue.status(claim.task_id) == "active"
+
+
 async def test_a_bad_account_ref_is_refused_at_completion(queue: AsyncCaptchaQueue) -> None:
     await queue.submit("userrecaptcha", RC)
     (claim,) = await claim_all(queue, 1)

@@ -130,9 +130,11 @@ async def test_worker_processes_command_restarts_a_killed_child_and_stops_on_sig
         assert await q.workers() == []
 
 
-def test_every_worker_option_reaches_the_child_processes() -> None:
+@pytest.mark.parametrize("exclusive", ["accounts", "namespaces"])
+def test_every_worker_option_reaches_the_child_processes(exclusive: str) -> None:
     """Each setting marked for the children arrives with a value other than its default; the others
-    (the process count, the Redis and solver URLs, the API key) do not appear on the command line."""
+    (the process count, the Redis and solver URLs, the API key) do not appear on the command line.
+    ``accounts`` and ``namespaces`` exclude each other: each is checked in its own run."""
     from captcha_queue.cli.worker_cmd import _child_args, worker_cmd
     from captcha_queue.options import build, settings_of
     from captcha_queue.worker import WorkerSettings
@@ -146,6 +148,8 @@ def test_every_worker_option_reaches_the_child_processes() -> None:
         "time_scale": 0.5,
         "busy_pause_after": 7,
         "busy_pause_s": 42.5,
+        "report_expire_s": 600.0,
+        "balance_refresh_s": 30.0,
         "orphan_hold_s": 90.0,
         "solver": "instant",
         "account": "acct",
@@ -157,9 +161,13 @@ def test_every_worker_option_reaches_the_child_processes() -> None:
         "log_format": "json",
         "log_level": "debug",
         "namespace": "ns",
+        "namespaces": "a:2,b:1",
     }
     passed = [s for s in settings_of(WorkerSettings) if s.option.child]
     assert {s.name for s in passed} == set(changed)  # a new setting must be added here, and so tested
+    other = "namespaces" if exclusive == "accounts" else "accounts"
+    del changed[other]
+    passed = [s for s in passed if s.name != other]
     fixed = {"processes": 3, "redis_url": "redis://:pw@127.0.0.1:1/0", "api_key": "k" * 32}
     settings = build(WorkerSettings, changed, **fixed)
     args = _child_args(settings, 2)

@@ -210,6 +210,8 @@ async def test_unsolvable_is_solved_afresh_and_transient_errors_retry(
     solver = CaptchaAISolver(KEY, simulator.base_url, time_scale=SCALE)
     worker = Worker(queue, solver, fast_config(solver_limit=10))
     async with running(worker):
+        # The worker reads its balance at start (res.php getbalance): the forced error is for the poll.
+        await wait_until(lambda: worker.registry.info.balance is not None)
         simulator.control({"next_errors": {"res": ["ERROR_CAPTCHA_UNSOLVABLE"]}})
         unsolvable = await queue.submit("turnstile", turnstile(1), max_attempts=3)
         first = await queue.wait_result(unsolvable, timeout_s=20)

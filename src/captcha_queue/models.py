@@ -16,6 +16,7 @@ __all__ = [
     "AccountSpec",
     "AccountStats",
     "Attempt",
+    "AuditEntry",
     "Claim",
     "DataLoss",
     "DeadLetter",
@@ -23,13 +24,17 @@ __all__ = [
     "PauseState",
     "Priority",
     "RenewOutcome",
+    "ReportBacklog",
     "ReportRequest",
     "Result",
+    "SlotUsage",
     "Solution",
     "Stats",
     "Status",
     "Task",
+    "TaskRecord",
     "TaskSpec",
+    "WorkerDrain",
     "WorkerEntry",
 ]
 
@@ -99,7 +104,7 @@ class AccountSpec(msgspec.Struct, frozen=True, omit_defaults=True):
 
 class AccountStats(msgspec.Struct, frozen=True, omit_defaults=True):
     """One registered account now: its fleet slots, its pause, the live workers serving it and the
-    tasks they hold, the tasks finished on it (results of this namespace still kept)."""
+    tasks they hold, its balance as they last read it."""
 
     name: str
     provider: str
@@ -109,6 +114,8 @@ class AccountStats(msgspec.Struct, frozen=True, omit_defaults=True):
     pause_code: str | None = None
     workers: int = 0
     in_flight: int = 0
+    balance: float | None = None  # as its live workers last read it (the service's units)
+    balance_at: float | None = None  # when (unix time, s)
 
 
 class Task(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -193,6 +200,18 @@ class ReportRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     account: str
     provider: str | None = None
     requested_at: float = 0.0
+
+
+class ReportBacklog(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The report requests waiting for one account ref (``AsyncCaptchaQueue.report_backlog``): how
+    many wait and how many a worker took and has not acked, when the oldest was made, and how many
+    live workers serve that ref (0: nobody will send them; ``purge_reports`` drops them)."""
+
+    account: str  # the account ref: <name>/<key fingerprint>
+    waiting: int = 0
+    taken: int = 0
+    oldest_at: float | None = None  # unix time, s
+    workers: int = 0
 
 
 class Claim(msgspec.Struct, frozen=True):
@@ -328,13 +347,69 @@ class PauseState(msgspec.Struct, frozen=True):
         return self.fleet is not None or bool(self.accounts)
 
 
+class WorkerDrain(msgspec.Struct, frozen=True):
+    """An operator's request that one worker process drain (``AdminAPI.drain_worker``): why, and
+    when it was made (Redis time, ms). The worker reads it with its next heartbeat."""
+
+    reason: str
+    since_ms: int
+
+
 class WorkerEntry(msgspec.Struct, frozen=True, omit_defaults=True):
     """One registered worker process: its heartbeat deadline (Redis time, ms) and what it registered
     about itself (``info``: host, pid, started_at, in_flight, version, concurrency, account, solver,
-    key fingerprint; ``{"raw": ...}`` when the registration is not readable JSON)."""
+    key fingerprint; ``{"raw": ...}`` when the registration is not readable JSON); ``drain``: the
+    drain request pending for it (it stops claiming at its next heartbeat), or None."""
 
     id: str
     alive: bool
     heartbeat_deadline_ms: int
     heartbeat_in_s: float  # negative once the deadline has passed
     info: dict[str, Any] = {}
+    drain: WorkerDrain | None = None
+
+
+class SlotUsage(msgspec.Struct, frozen=True):
+    """One solver account's slots as stored: the limits (``configured`` by the workers, ``effective``
+    after the adaptive back-off on busy answers, ``changed_ms`` its last change, Redis time) and the
+    members of its slots set: ``live`` solves held by a worker, ``ghosts`` solves left running at the
+    service by a holder that gave them up (counted until they must be over); ``busy_answers``: every
+    "no free thread" answer the fleet's workers got from the service for this account."""
+
+    account: str
+    configured: int | None
+    effective: int | None
+    changed_ms: int | None
+    live: int
+    ghosts: int
+    busy_answers: int = 0
+
+    @property
+    def used(self) -> int:
+        return self.live + self.ghosts
+
+
+class TaskRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Everything stored about one task: its immutable part, its state (status, attempts, history),
+    its final result and its dead letter, each None when Redis holds none (expired, never written)."""
+
+    id: str
+    status: str | None = None
+    task: Task | None = None
+    state: dict[str, Any] | None = None
+    result: Result | None = None
+    dead_letter: DeadLetter | None = None
+    history: list[Attempt] = []
+
+
+class AuditEntry(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One operator action as the audit stream holds it (``id``: its stream id, ms-seq)."""
+
+    id: str
+    at_ms: int
+    actor: str
+    role: str
+    action: str
+    target: str = ""
+    outcome: str = ""
+    detail: str = ""

@@ -5,9 +5,11 @@ from __future__ import annotations
 from . import (  # noqa: F401  (registers their commands)
     accounts_cmds,
     admin_cmds,
+    dashboard_cmd,
     demo_cmd,
     doctor_cmd,
     gateway_cmd,
+    reports_cmds,
     server_cmds,
     simulator_cmd,
     task_cmds,

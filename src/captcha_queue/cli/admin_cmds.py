@@ -11,17 +11,18 @@ from typing import TYPE_CHECKING, Any
 
 import click
 import msgspec
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.markup import escape as esc
 from rich.table import Table
 
-from ..errors import TaskNotFound
+from ..errors import CaptchaQueueError, TaskNotFound
 from ..models import PRIORITIES, AccountStats, DeadLetter, Pause, PauseState, Result, Stats, WorkerEntry
 from ..queue._waiting import check_event_id
 from ..store.keys import validate_account
 from . import doctor_cmd
 from .app import FiniteFloat, checked, cli, connection_options, echo_json, get_settings, open_queue, run
+from .namespaces_stats import namespace_list, namespaces_stats
 
 if TYPE_CHECKING:
     from ..queue._producer import AsyncCaptchaQueue
@@ -140,34 +141,54 @@ def _stats_doc(stats: Stats, pauses: PauseState) -> dict[str, Any]:
     help="Whose solver slots to count.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON document (one per refresh with --watch).")
-def stats_cmd(watch: bool, interval_s: float, count: int | None, account: str, as_json: bool) -> None:
+@click.option(
+    "--namespaces",
+    "namespaces",
+    default=None,
+    callback=checked(namespace_list),
+    help="Several namespaces (a,b): one row each and the totals (not with --watch).",
+)
+def stats_cmd(
+    watch: bool,
+    interval_s: float,
+    count: int | None,
+    account: str,
+    as_json: bool,
+    namespaces: list[str] | None,
+) -> None:
     """Queued per priority, delayed, in flight, finished counts, workers, pause, solver slots; and per
     registered account: its slots, pause, workers and tasks in flight."""
     settings = get_settings()
+    if namespaces is not None:
+        namespaces_stats(settings, namespaces, account, as_json=as_json, watch=watch)
+        return
 
-    async def snapshot(q: AsyncCaptchaQueue) -> tuple[Stats, PauseState]:
-        return await q.stats(account), await q.pause_state()
+    async def snapshot(q: AsyncCaptchaQueue) -> tuple[Stats, PauseState, list[AccountStats]]:
+        return await q.stats(account), await q.pause_state(), await q.account_stats()
+
+    def document(stats: Stats, pauses: PauseState, per_account: list[AccountStats]) -> dict[str, Any]:
+        doc = _stats_doc(stats, pauses)
+        doc["accounts"] = msgspec.to_builtins(per_account)
+        return doc
+
+    def tables(stats: Stats, pauses: PauseState, per_account: list[AccountStats]) -> RenderableType:
+        table = stats_table(stats, settings.namespace, pauses)
+        return Group(table, account_stats_table(per_account)) if per_account else table
 
     async def go() -> None:
         async with open_queue(settings) as q:
             for warning in await doctor_cmd.warnings(q.client):
                 click.echo(f"warning: Redis {warning} (see `captcha-queue doctor`)", err=True)
             if not watch:
-                stats, pauses = await snapshot(q)
-                per_account = await q.account_stats()
                 if as_json:
-                    doc = _stats_doc(stats, pauses)
-                    doc["accounts"] = msgspec.to_builtins(per_account)
-                    echo_json(doc)
+                    echo_json(document(*await snapshot(q)))
                 else:
-                    _console().print(stats_table(stats, settings.namespace, pauses))
-                    if per_account:
-                        _console().print(account_stats_table(per_account))
+                    _console().print(tables(*await snapshot(q)))
                 return
             rounds = 0
             if as_json:
                 while count is None or rounds < count:
-                    echo_json(_stats_doc(*await snapshot(q)))
+                    echo_json(document(*await snapshot(q)))
                     rounds += 1
                     if count is None or rounds < count:
                         await asyncio.sleep(interval_s)
@@ -175,8 +196,7 @@ def stats_cmd(watch: bool, interval_s: float, count: int | None, account: str, a
             console = _console()
             with Live(console=console, auto_refresh=False, transient=False) as live:
                 while count is None or rounds < count:
-                    stats, pauses = await snapshot(q)
-                    live.update(stats_table(stats, settings.namespace, pauses), refresh=True)
+                    live.update(tables(*await snapshot(q)), refresh=True)
                     rounds += 1
                     if count is None or rounds < count:
                         await asyncio.sleep(interval_s)
@@ -186,10 +206,11 @@ def stats_cmd(watch: bool, interval_s: float, count: int | None, account: str, a
 
 
 def account_stats_table(accounts: list[AccountStats]) -> Table:
-    """The registered accounts now (routing order): slots, pause, workers, tasks held."""
+    """The registered accounts now (routing order): slots, pause, workers, tasks held, and the balance
+    their workers last read ("?" while none has)."""
     table = Table(title="accounts (routing order)")
-    for column in ("account", "provider", "slots", "workers", "in flight", "paused"):
-        table.add_column(column)
+    for column in ("account", "provider", "slots", "workers", "in flight", "balance", "paused"):
+        table.add_column(column, justify="right" if column == "balance" else "left")
     for a in accounts:
         limit = str(a.slots_limit) if a.slots_limit is not None else "-"
         paused = (a.pause_code or "yes") if a.paused else "no"  # the reason is in the table above
@@ -199,6 +220,7 @@ def account_stats_table(accounts: list[AccountStats]) -> Table:
             f"{a.slots_used}/{limit}",
             str(a.workers),
             str(a.in_flight),
+            f"{a.balance:g}" if a.balance is not None else "?",
             esc(paused),
         )
     return table
@@ -216,12 +238,16 @@ def _until_interrupted() -> Iterator[None]:
 # -- workers ------------------------------------------------------------------------------------------
 
 
-@cli.command("workers")
+@cli.group("workers", invoke_without_command=True)
 @connection_options
 @click.option("--all", "show_all", is_flag=True, help="Include workers whose heartbeat has lapsed.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON array.")
-def workers_cmd(show_all: bool, as_json: bool) -> None:
-    """Registered worker processes: id, host, pid, age, tasks in flight, version, heartbeat."""
+@click.pass_context
+def workers_cmd(ctx: click.Context, show_all: bool, as_json: bool) -> None:
+    """Registered worker processes: id, host, pid, age, tasks in flight, version, heartbeat, drain
+    requested (``workers drain ID``: ask one to drain)."""
+    if ctx.invoked_subcommand is not None:
+        return
     settings = get_settings()
 
     async def go() -> list[WorkerEntry]:
@@ -236,7 +262,7 @@ def workers_cmd(show_all: bool, as_json: bool) -> None:
         click.echo("no live workers" if not show_all else "no workers registered")
         return
     table = Table(title=f"workers · {settings.namespace}", title_justify="left")
-    for column in ("id", "host", "pid", "up", "in flight", "version", "heartbeat"):
+    for column in ("id", "host", "pid", "up", "in flight", "version", "heartbeat", "drain"):
         table.add_column(
             column, justify="right" if column in ("pid", "in flight") else "left", no_wrap=column == "id"
         )
@@ -257,8 +283,39 @@ def workers_cmd(show_all: bool, as_json: bool) -> None:
             esc(_in_flight(info)),
             esc(str(info.get("version", "-"))),
             beat,
+            esc(_clip(entry.drain.reason)) if entry.drain is not None else "-",
         )
     _console().print(table)
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@workers_cmd.command("drain")
+@connection_options
+@click.argument("worker_id", metavar="WORKER_ID")
+@click.option(
+    "--reason",
+    default="drained by operator",
+    show_default=True,
+    help="Logged by the worker, shown by `workers`.",
+)
+def workers_drain_cmd(worker_id: str, reason: str) -> None:
+    """Ask one live worker process to drain: at its next heartbeat it stops claiming, finishes its
+    tasks in flight (releasing those still running after --grace-s), unregisters and exits 0; a
+    child of `worker --processes P` is then not restarted."""
+    settings = get_settings()
+
+    async def go() -> bool:
+        async with open_queue(settings) as q:
+            return await q.drain_worker(worker_id, reason=reason)
+
+    if not run(go()):
+        raise CaptchaQueueError(
+            f"no live worker {worker_id!r} in namespace {settings.namespace} (see `captcha-queue workers`)"
+        )
+    click.echo(f"drain requested for worker {worker_id}: it stops claiming at its next heartbeat")
 
 
 def _in_flight(info: dict[str, Any]) -> str:

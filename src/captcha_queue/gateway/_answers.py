@@ -48,8 +48,11 @@ def decode_result(raw: Any) -> Result | None:
         return None
 
 
-def gateway_metadata(key_id: str, variant: str) -> dict[str, Any]:
-    return {"gateway": {"key": key_id, "variant": variant}}
+def gateway_metadata(key_id: str, variant: str, dialect: str | None = None) -> dict[str, Any]:
+    part = {"key": key_id, "variant": variant}
+    if dialect is not None:
+        part["dialect"] = dialect  # whose task type createTask named (protocol.jsonapi.json_solution)
+    return {"gateway": part}
 
 
 def owner_of(result: Result) -> str | None:

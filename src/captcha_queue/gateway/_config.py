@@ -84,8 +84,8 @@ class GatewaySettings:
     )
     balance: float = setting(
         100.0,
-        help="What getbalance answers: the provider's balance stays with the workers, which alone hold "
-        "its key.",
+        help="What getbalance answers while no live worker has read its account's balance (they "
+        "report it with their registration; the gateway answers the key's account's, or the sum).",
         unit="units",
         min=0.0,
         env="CAPTCHA_QUEUE_GATEWAY_BALANCE",

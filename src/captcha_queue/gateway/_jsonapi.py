@@ -1,8 +1,9 @@
 """The JSON API (``createTask``, ``getTaskResult``, ``getBalance``, ``report*``), as 2captcha's v2 API and
 anti-captcha.com answer it: ``{"errorId": 0, ...}`` or ``{"errorId": N, "errorCode": ..., ...}``, HTTP 200.
 
-Task types are mapped to methods of the method table (``TASK_TYPES``), then checked and queued exactly as
-an in.php submission is (same checks, same ids, same limits). ``taskId`` is a JSON integer.
+Task types are read by the task type table (``protocol/tasktypes.py``, every provider's names), then
+checked and queued exactly as an in.php submission is (same checks, same ids, same limits); the row
+that read a task also shapes its ``solution`` (as that provider returns it). ``taskId`` is a JSON integer.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +19,7 @@ from aiohttp import web
 from ..errors import RedisUnavailable
 from ..protocol.jsonapi import task_result
 from ..protocol.methods import canonical_params
+from ..protocol.tasktypes import DialectName, TaskType, accepted_types, parse_task
 from ..protocol.validation import check_submit
 from ._answers import json_error
 from ._keys import KEY_CHARS, ClientKey
@@ -28,141 +31,13 @@ __all__ = ["ROUTES", "TASK_TYPES"]
 
 log = logging.getLogger("captcha_queue.gateway")
 
-Params = dict[str, str]
-
 
 def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, dict | list):
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
-def _copy(task: Mapping[str, Any], names: Mapping[str, str]) -> Params:
-    """The task's fields renamed to wire params (fields absent or null left out)."""
-    return {wire: _text(task[name]) for name, wire in names.items() if task.get(name) is not None}
-
-
-def _browser(task: Mapping[str, Any]) -> Params:
-    params = _copy(task, {"userAgent": "userAgent", "cookies": "cookies"})
-    address = task.get("proxyAddress")
-    if address:
-        login, password = task.get("proxyLogin") or "", task.get("proxyPassword") or ""
-        auth = f"{login}:{password}@" if login else ""
-        params["proxy"] = f"{auth}{address}:{task.get('proxyPort', '')}"
-        params["proxytype"] = _text(task.get("proxyType", "HTTP")).upper()
-    return params
-
-
-def _image(task: Mapping[str, Any]) -> tuple[str, Params]:
-    names = {
-        "body": "body",
-        "phrase": "phrase",
-        "case": "regsense",
-        "numeric": "numeric",
-        "math": "calc",
-        "minLength": "min_len",
-        "maxLength": "max_len",
-        "comment": "textinstructions",
-    }
-    return "base64", _copy(task, names)
-
-
-def _recaptcha_v2(enterprise: bool) -> Callable[[Mapping[str, Any]], tuple[str, Params]]:
-    def build(task: Mapping[str, Any]) -> tuple[str, Params]:
-        params = _copy(
-            task,
-            {
-                "websiteURL": "pageurl",
-                "websiteKey": "googlekey",
-                "isInvisible": "invisible",
-                "recaptchaDataSValue": "data-s",
-            },
-        )
-        payload = task.get("enterprisePayload")
-        if isinstance(payload, dict) and payload.get("s"):
-            params["data-s"] = _text(payload["s"])
-        if enterprise:
-            params["enterprise"] = "1"
-        return "userrecaptcha", {**params, **_browser(task)}
-
-    return build
-
-
-def _recaptcha_v3(task: Mapping[str, Any]) -> tuple[str, Params]:
-    params = _copy(
-        task,
-        {"websiteURL": "pageurl", "websiteKey": "googlekey", "minScore": "min_score", "pageAction": "action"},
-    )
-    if task.get("isEnterprise"):
-        params["enterprise"] = "1"
-    return "userrecaptcha", {**params, "version": "v3"}
-
-
-def _turnstile(task: Mapping[str, Any]) -> tuple[str, Params]:
-    params = _copy(
-        task, {"websiteURL": "pageurl", "websiteKey": "sitekey", "action": "action", "data": "data"}
-    )
-    return "turnstile", {**params, **_browser(task)}
-
-
-def _geetest(task: Mapping[str, Any]) -> tuple[str, Params]:
-    params = _copy(
-        task,
-        {
-            "websiteURL": "pageurl",
-            "gt": "gt",
-            "challenge": "challenge",
-            "geetestApiServerSubdomain": "api_server",
-        },
-    )
-    if str(task.get("version", "3")) == "4":
-        params["version"] = "4"
-        init = task.get("initParameters")
-        if isinstance(init, dict) and init.get("captcha_id") and "gt" not in params:
-            params["gt"] = _text(init["captcha_id"])
-    return "geetest", {**params, **_browser(task)}
-
-
-def _sitekey(method: str) -> Callable[[Mapping[str, Any]], tuple[str, Params]]:
-    def build(task: Mapping[str, Any]) -> tuple[str, Params]:
-        return method, {**_copy(task, {"websiteURL": "pageurl", "websiteKey": "sitekey"}), **_browser(task)}
-
-    return build
-
-
-def _lemin(task: Mapping[str, Any]) -> tuple[str, Params]:
-    names = {
-        "websiteURL": "pageurl",
-        "captchaId": "captcha_id",
-        "divId": "div_id",
-        "leminApiServerSubdomain": "apiServer",
-    }
-    return "lemin", {**_copy(task, names), **_browser(task)}
-
-
-#: JSON API task type -> (wire method, params). The ``...Proxyless`` twins take the same fields.
-TASK_TYPES: dict[str, Callable[[Mapping[str, Any]], tuple[str, Params]]] = {
-    "ImageToTextTask": _image,
-    "RecaptchaV2Task": _recaptcha_v2(False),
-    "RecaptchaV2TaskProxyless": _recaptcha_v2(False),
-    "NoCaptchaTask": _recaptcha_v2(False),
-    "NoCaptchaTaskProxyless": _recaptcha_v2(False),
-    "RecaptchaV2EnterpriseTask": _recaptcha_v2(True),
-    "RecaptchaV2EnterpriseTaskProxyless": _recaptcha_v2(True),
-    "RecaptchaV3TaskProxyless": _recaptcha_v3,
-    "RecaptchaV3Task": _recaptcha_v3,
-    "TurnstileTask": _turnstile,
-    "TurnstileTaskProxyless": _turnstile,
-    "GeeTestTask": _geetest,
-    "GeeTestTaskProxyless": _geetest,
-    "FriendlyCaptchaTask": _sitekey("friendly_captcha"),
-    "FriendlyCaptchaTaskProxyless": _sitekey("friendly_captcha"),
-    "CaptchaFoxTask": _sitekey("captchafox"),
-    "LeminTask": _lemin,
-    "LeminTaskProxyless": _lemin,
-}
+#: Every task type name createTask takes -> the rows of the task type table that may read it.
+TASK_TYPES: Mapping[str, list[tuple[DialectName, TaskType]]] = MappingProxyType(accepted_types())
 
 #: Legacy codes that the JSON API names otherwise.
 _JSON_CODES = {
@@ -212,26 +87,34 @@ async def _create_task(gateway: Gateway, key: ClientKey, document: dict[str, Any
     task = document.get("task")
     if not isinstance(task, dict):
         raise Refused("ERROR_TASK_ABSENT")
-    build = TASK_TYPES.get(str(task.get("type", "")))
-    if build is None:
-        raise Refused("ERROR_TASK_NOT_SUPPORTED")
     if len(task) > gateway.settings.max_params:
         raise Refused("ERROR_BAD_PARAMETERS")
-    method, params = build(task)
+    parsed = parse_task(task)
+    if parsed is None:
+        raise Refused("ERROR_TASK_NOT_SUPPORTED")
+    method = parsed.method
     hooks: dict[str, str] = {}
     for source in (document, task):
         if source.get("callbackUrl"):
             hooks.setdefault("pingback", _text(source["callbackUrl"]))
     pingback = _pingback_arg(hooks)  # delivered by the webhook outbox as Anti-Captcha sends it
-    params = canonical_params(method, params)
+    params = canonical_params(method, parsed.params)
     spec, rejection = check_submit(gateway.settings, method, params, {})
     if rejection is not None:
         raise Refused(rejection.code)
     assert spec is not None
     task_id = await submit(
-        gateway, key, method, params, spec.name, pingback=pingback, pingback_format="jsonapi"
+        gateway,
+        key,
+        method,
+        params,
+        spec.name,
+        pingback=pingback,
+        pingback_format="jsonapi",
+        dialect=parsed.dialect,
     )
-    return {"errorId": 0, "taskId": int(task_id)}
+    # ``status``: CapSolver answers it (its SDK reads it); other clients ignore it
+    return {"errorId": 0, "taskId": int(task_id), "status": "idle"}
 
 
 def _task_id(document: Mapping[str, Any]) -> str:
@@ -251,7 +134,7 @@ async def _get_task_result(gateway: Gateway, key: ClientKey, document: dict[str,
 
 
 async def _get_balance(gateway: Gateway, key: ClientKey, document: dict[str, Any]) -> dict[str, Any]:
-    return {"errorId": 0, "balance": gateway.settings.balance}
+    return {"errorId": 0, "balance": await gateway.balance(key.namespace, key.account)}
 
 
 def _report(correct: bool) -> Handler:

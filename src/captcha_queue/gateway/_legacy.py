@@ -198,10 +198,12 @@ async def submit(
     *,
     pingback: str | None = None,
     pingback_format: str = "form",
+    dialect: str | None = None,
 ) -> str:
     """Queue one validated task for ``key`` under a freshly minted id; Refused with the service's code.
     With a ``pingback``, the result goes there when final (this process delivers the namespace's
-    webhooks unless the ``webhooks`` setting is off)."""
+    webhooks unless the ``webhooks`` setting is off). ``dialect``: whose task type a createTask named
+    (it shapes the ``solution`` getTaskResult answers)."""
     queue = gateway.queue(key.namespace)
     if pingback is not None:
         await gateway.deliver_webhooks(key.namespace)
@@ -213,7 +215,7 @@ async def submit(
             method,
             params,
             priority=key.priority,
-            metadata=gateway_metadata(key.id, variant),
+            metadata=gateway_metadata(key.id, variant, dialect),
             task_id=task_id,
             pingback=pingback,
             pingback_format=cast(PingbackFormat, pingback_format),
@@ -246,7 +248,8 @@ async def _res(
             return await _poll_many(gateway, key, params["ids"])
         return await _poll_one(gateway, key, params.get("id", ""))
     if action == "getbalance":
-        return Answer(ok=True, request=f"{gateway.settings.balance:.3f}", bare=True)
+        balance = await gateway.balance(key.namespace, key.account)
+        return Answer(ok=True, request=f"{balance:.3f}", bare=True)
     if action == "threadsinfo":
         threads, working = await gateway.threads(key.namespace, key.account)
         return Answer(

@@ -15,10 +15,14 @@ from ._config import GatewaySettings
 from ._ids import IdMinter
 from ._keys import KeyCache, list_keys
 
-__all__ = ["GATEWAY_KEY", "THREADS_CACHE_S", "WEBHOOK_GRACE_S", "Gateway"]
+__all__ = ["BALANCE_CACHE_S", "GATEWAY_KEY", "THREADS_CACHE_S", "WEBHOOK_GRACE_S", "Gateway"]
 
 #: How long threadsinfo's fleet view is reused in a process (it runs the stats script).
 THREADS_CACHE_S = 1.0
+#: How long getbalance's fleet view is reused in a process (it reads every worker's registration).
+BALANCE_CACHE_S = 1.0
+#: A client key that names no account (its tasks go to whichever account routing picks).
+_NO_ACCOUNT = "default"
 #: How long sends in flight may finish when the gateway stops (the rest are sent again by a deliverer).
 WEBHOOK_GRACE_S = 2.0
 
@@ -36,6 +40,7 @@ class Gateway:
         self._queues: dict[str, AsyncCaptchaQueue] = {}
         self._minters: dict[str, IdMinter] = {}
         self._threads: dict[tuple[str, str], tuple[float, int, int]] = {}
+        self._balances: dict[str, tuple[float, dict[str, tuple[float, float]]]] = {}
         self._deliverers: dict[str, WebhookDeliverer] = {}
         self._webhook_settings = WebhookSettings(
             secret=settings.webhook_secret, allow_private_targets=settings.allow_private_targets
@@ -68,6 +73,23 @@ class Gateway:
         limit, used = stats.solver_slots_limit or 0, stats.solver_slots_used
         self._threads[(namespace, account)] = (now + THREADS_CACHE_S, limit, used)
         return limit, used
+
+    async def balance(self, namespace: str, account: str) -> float:
+        """What ``getbalance`` answers: the balance live workers last read for ``account`` when they
+        know it; for a key that names no account (``default``, unknown to the workers), the sum over
+        every account they know; else (no worker has read a balance) the configured ``balance``."""
+        now = time.monotonic()
+        cached = self._balances.get(namespace)
+        if cached is not None and cached[0] > now:
+            known = cached[1]
+        else:
+            known = await self.queue(namespace).account_balances()
+            self._balances[namespace] = (now + BALANCE_CACHE_S, known)
+        if account in known:
+            return known[account][0]
+        if account == _NO_ACCOUNT and known:
+            return round(sum(balance for balance, _ in known.values()), 6)
+        return self.settings.balance
 
     async def deliver_webhooks(self, namespace: str) -> None:
         """Make sure this process delivers ``namespace``'s webhooks (one deliverer per namespace, while

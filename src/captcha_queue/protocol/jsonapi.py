@@ -2,8 +2,8 @@
 answers it, shared by the gateway (getTaskResult) and the webhook deliverer (a ``callbackUrl`` gets the
 same document, as Anti-Captcha sends it). Pure: no I/O.
 
-What a gateway stores with a task (``metadata["gateway"]["variant"]``: the method's variant) is what
-shapes the ``solution`` object, without reading anything but the result.
+What a gateway stores with a task (``metadata["gateway"]``: the method's variant and whose task type
+the client named) is what shapes the ``solution`` object, without reading anything but the result.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..models import Result
+from .tasktypes import DIALECTS, GATEWAY_DIALECTS, task_type_for, write_solution
 
 __all__ = [
     "JSON_ERROR_IDS",
@@ -71,25 +72,15 @@ def json_error(code: str, description: str = "") -> dict[str, Any]:
 
 
 def json_solution(result: Result) -> dict[str, Any]:
-    """The JSON API ``solution`` object of a successful result, shaped for its task type."""
+    """The JSON API ``solution`` object of a successful result: as the provider whose task type the
+    client named returns it (``protocol/tasktypes.py``; a task queued through in.php: as the first
+    gateway dialect that has its variant)."""
     assert result.solution is not None
-    solution = result.solution
     variant = variant_of(result)
-    text = solution.text
-    out: dict[str, Any]
-    if variant in ("image", "image_file"):
-        out = {"text": text}
-    elif variant.startswith("grid") or variant == "bls":
-        out = {"click": solution.data if solution.data is not None else text}
-    elif variant.startswith("recaptcha"):
-        out = {"gRecaptchaResponse": text, "token": text}
-    elif isinstance(solution.data, dict):
-        out = dict(solution.data)  # GeeTest, Lemin: the service's fields as they are
-    else:
-        out = {"token": text}
-    if solution.user_agent:
-        out["userAgent"] = solution.user_agent
-    return out
+    stored = gateway_part(result).get("dialect")
+    dialects = [d for d in DIALECTS if d == stored] + list(GATEWAY_DIALECTS)
+    task_type = next(filter(None, (task_type_for(d, variant) for d in dialects)), None)
+    return write_solution(task_type, result.solution)
 
 
 def task_result(result: Result) -> dict[str, Any]:

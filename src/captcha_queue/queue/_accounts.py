@@ -9,24 +9,27 @@ Every field is validated before anything is written (``check_account``); workers
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import math
 import re
 import reprlib
+import time
 from urllib.parse import urlsplit
 
 import msgspec
 
 from ..errors import InvalidArgument
-from ..models import AccountSpec, AccountStats
+from ..models import AccountSpec, AccountStats, ReportBacklog, ReportRequest, WorkerEntry
 from ..protocol.methods import KNOWN_METHODS
+from ..solvers.base import account_ref
 from ..solvers.profiles import PROFILES, PROVIDER_NAMES
 from ..store.connection import redis_errors_async
-from ..store.keys import validate_account
+from ..store.keys import validate_account, validate_account_ref
 from ._admin import AdminAPI
-from ._core import log
+from ._core import as_str, log
 
-__all__ = ["ACCOUNT_PROVIDERS", "THREADS_PROVIDERS", "AccountsAPI", "check_account"]
+__all__ = ["ACCOUNT_PROVIDERS", "THREADS_PROVIDERS", "AccountsAPI", "balances_of", "check_account"]
 
 #: Providers an account may name: the provider profiles (solvers/profiles.py builds a client for each).
 ACCOUNT_PROVIDERS: tuple[str, ...] = tuple(sorted(PROVIDER_NAMES))
@@ -44,6 +47,9 @@ _MAX_COST = 1e9
 
 _decoder = msgspec.json.Decoder(AccountSpec)
 _encoder = msgspec.json.Encoder()
+_request_decoder = msgspec.json.Decoder(ReportRequest)
+#: Requests of one list looked at per purgeReports call.
+_PURGE_BATCH = 1000
 
 
 def _bad(field: str, message: str) -> InvalidArgument:
@@ -175,10 +181,12 @@ class AccountsAPI(AdminAPI):
         pauses = await self.pause_state()
         workers = await self.workers()
         found: list[AccountStats] = []
+        balances = balances_of(workers)
         for spec in specs:
             stats = await self.stats(spec.name)
             pause = next((p for p in pauses.accounts if p.account == spec.name), None)
             serving = [w for w in workers if w.info.get("account") == spec.name]
+            balance = balances.get(spec.name)
             found.append(
                 AccountStats(
                     name=spec.name,
@@ -189,9 +197,106 @@ class AccountsAPI(AdminAPI):
                     pause_code=pause.code if pause is not None else None,
                     workers=len(serving),
                     in_flight=sum(int(w.info.get("in_flight") or 0) for w in serving),
+                    balance=balance[0] if balance is not None else None,
+                    balance_at=balance[1] if balance is not None else None,
                 )
             )
         return found
+
+    async def account_balances(self) -> dict[str, tuple[float, float]]:
+        """Account name -> (balance, unix time it was read) as live workers last reported it (each
+        worker asks its account at start, in breaker probes and every ``balance_refresh_s``; the most
+        recent report of an account wins). Accounts no live worker serves, or whose workers have not
+        learnt a balance, are absent. What the gateway's ``getbalance`` answers."""
+        return balances_of(await self.workers())
+
+    # -- report requests nobody sends -------------------------------------------------------------
+    async def report_backlog(self) -> list[ReportBacklog]:
+        """Every account ref with report requests waiting or taken (not acked), oldest first, with the
+        live workers serving that ref. A ref no worker serves (its account removed, its key rotated:
+        the ref names the key) keeps its requests until ``purge_reports`` or a worker's expiry sweep
+        (``report_expire_s``) drops them. The refs come from ``keys.report_refs`` (no SCAN: the
+        workers' ACL denies it)."""
+        refs = await self._report_refs()
+        if not refs:
+            return []
+        serving: dict[str, int] = {}
+        for worker in await self.workers():
+            name, key = worker.info.get("account"), worker.info.get("key")
+            if isinstance(name, str):
+                ref = account_ref(name, key if isinstance(key, str) else None)
+                serving[ref] = serving.get(ref, 0) + 1
+        found = []
+        for ref in sorted(refs):
+            async with redis_errors_async(self.client), self.client.pipeline(transaction=False) as pipe:
+                pipe.llen(self.keys.reports(ref))
+                pipe.lindex(self.keys.reports(ref), 0)
+                pipe.zrange(self.keys.reports_taken(ref), 0, -1)
+                waiting, head, taken = await pipe.execute()
+            times = [_requested_at(raw) for raw in [head, *taken] if raw is not None]
+            known = [t for t in times if t is not None]
+            if not waiting and not taken:
+                continue
+            found.append(
+                ReportBacklog(
+                    account=ref,
+                    waiting=int(waiting),
+                    taken=len(taken),
+                    oldest_at=min(known) if known else None,
+                    workers=serving.get(ref, 0),
+                )
+            )
+        return sorted(found, key=lambda b: (b.oldest_at is None, b.oldest_at or 0.0, b.account))
+
+    async def _report_refs(self) -> set[str]:
+        async with redis_errors_async(self.client):
+            members = await self.client.smembers(self.keys.report_refs)
+        refs: set[str] = set()
+        for raw in members:
+            with contextlib.suppress(InvalidArgument):
+                refs.add(validate_account_ref(as_str(raw)))
+        return refs
+
+    async def purge_reports(self, account: str, *, older_than_s: float = 0.0) -> list[ReportRequest]:
+        """Drop the report requests of the account ref ``account`` made more than ``older_than_s``
+        ago (0: all of them), waiting and taken alike; returns those dropped (unreadable ones are
+        dropped and not returned). They are never sent: the task keeps its "reported" mark."""
+        validate_account_ref(account)
+        if (
+            isinstance(older_than_s, bool)
+            or not isinstance(older_than_s, int | float)
+            or not math.isfinite(older_than_s)
+            or older_than_s < 0
+        ):
+            raise InvalidArgument(
+                f"older_than_s must be a finite number >= 0, got {older_than_s!r}", field="older_than_s"
+            )
+        cutoff = time.time() - older_than_s
+        keys = (self.keys.reports(account), self.keys.reports_taken(account), self.keys.report_refs)
+        dropped: list[ReportRequest] = []
+        while True:
+            reply = await self._script("purgeReports", repr(cutoff), _PURGE_BATCH, account, keys=keys)
+            self._check(reply, "-")
+            for raw in reply[1:]:
+                try:
+                    dropped.append(_request_decoder.decode(raw))
+                except (ValueError, RecursionError):
+                    log.warning("unreadable report request of %s dropped", account)
+            if len(reply) - 1 < _PURGE_BATCH:
+                return dropped
+
+    async def expire_reports(self, max_age_s: float) -> list[ReportRequest]:
+        """``purge_reports(ref, older_than_s=max_age_s)`` for every ref whose oldest request is older,
+        and every ref with none left (it leaves the index): the workers' sweep (``report_expire_s``)."""
+        cutoff = time.time() - max_age_s
+        oldest = {b.account: b.oldest_at for b in await self.report_backlog()}
+        dropped: list[ReportRequest] = []
+        for ref in await self._report_refs():
+            # A ref with nothing left is purged too: that takes it out of the index.
+            at = oldest.get(ref, 0.0)
+            if at is None or at < cutoff:
+                dropped += await self.purge_reports(ref, older_than_s=max_age_s)
+        return dropped
 
     async def account(self, name: str) -> AccountSpec | None:
         """One registered account, or None."""
@@ -199,6 +304,34 @@ class AccountsAPI(AdminAPI):
         async with redis_errors_async(self.client):
             blob = await self.client.hget(self.keys.accounts, name)
         return None if blob is None else check_account(_decoder.decode(blob))
+
+
+def _requested_at(raw: bytes | str) -> float | None:
+    try:
+        return _request_decoder.decode(raw).requested_at
+    except (ValueError, RecursionError):
+        return None
+
+
+def balances_of(workers: list[WorkerEntry]) -> dict[str, tuple[float, float]]:
+    """The most recent (balance, at) per account among ``workers``' registrations (entries that are
+    not numbers, written by hand or by another version, are left out)."""
+    found: dict[str, tuple[float, float]] = {}
+    for worker in workers:
+        info = worker.info
+        account = info.get("account")
+        balance, at = _number(info.get("balance")), _number(info.get("balance_at"))
+        if not isinstance(account, str) or balance is None or at is None:
+            continue
+        if account not in found or at > found[account][1]:
+            found[account] = (balance, at)
+    return found
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def routing_order(spec: AccountSpec) -> tuple[int, float, str]:

@@ -1,7 +1,8 @@
 """Inspection and operations: stats, the dead-letter queue, the data-set epoch, and the fleet state.
 
 The fleet state (``docs/design.md``, "Fleet keys") is read and written here and nowhere else: the
-pauses (the namespace's and each solver account's), the worker registrations and Redis server time.
+pauses (the namespace's and each solver account's), the worker registrations and their drain
+requests, and Redis server time.
 The CLI, the worker's breaker and registry go through these methods; pauses are written and lifted
 only by the scripts in ``store/lua/fleet/``.
 """
@@ -19,13 +20,28 @@ import msgspec
 from redis.exceptions import ResponseError
 
 from ..errors import InvalidArgument
-from ..models import PRIORITIES, DataLoss, DeadLetter, Pause, PauseState, Stats, Task, WorkerEntry
+from ..models import (
+    PRIORITIES,
+    Attempt,
+    AuditEntry,
+    DataLoss,
+    DeadLetter,
+    Pause,
+    PauseState,
+    Result,
+    SlotUsage,
+    Stats,
+    Task,
+    TaskRecord,
+    WorkerDrain,
+    WorkerEntry,
+)
 from ..store.connection import redis_errors_async
 from ..store.scripts import Code
-from ._core import QueueCore, as_str, check_seconds, check_task_id, log
+from ._core import QueueCore, as_str, check_seconds, check_task_id, decode_lenient, decode_result, log
 from ._submission import MAX_ATTEMPTS_LIMIT, state_open
 
-__all__ = ["FORGET_WORKER_AFTER_S", "OPERATOR_CODE", "AdminAPI", "parse_pause"]
+__all__ = ["AUDIT_MAXLEN", "FORGET_WORKER_AFTER_S", "OPERATOR_CODE", "RECENT_MAX", "AdminAPI", "parse_pause"]
 
 #: The ``code`` of an operator's pause: only ``resume`` lifts it (an account probe never does).
 OPERATOR_CODE = "OPERATOR"
@@ -37,6 +53,14 @@ _REF_RE = re.compile(r"[A-Za-z0-9_.:/-]{1,160}")
 _CODE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _REASON_MAX = 500
 _WORKER_ID_MAX = 200
+
+#: The most results one ``recent_results`` call reads (one XREVRANGE).
+RECENT_MAX = 10_000
+#: Approximate cap of the audit stream (oldest actions are trimmed first).
+AUDIT_MAXLEN = 10_000
+_AUDIT_FIELD_MAX = 500
+_IDEM_KEY_MAX = 256
+_TASK_ID_MAX = 200
 
 _COUNTERS = ("completed", "failed", "dead", "cancelled", "expired", "submitted")
 _encoder = msgspec.json.Encoder()
@@ -270,6 +294,136 @@ class AdminAPI(QueueCore):
         self._check(reply, "-")
         return int(reply[1])
 
+    # -- reads for dashboards: recent results, one task, slots, the audit trail -----------------
+
+    async def recent_results(self, since_s: float = 3600.0, limit: int = 1000) -> list[tuple[str, Result]]:
+        """The final results written in the last ``since_s`` seconds (Redis time), newest first, at
+        most ``limit`` (1-RECENT_MAX), each with its events stream id (ms-seq: when it was written).
+        The stream is capped (``QueueConfig.events_maxlen``): older results may be gone already."""
+        seconds = check_seconds("since_s", since_s)
+        if seconds <= 0:
+            raise InvalidArgument(f"since_s must be above 0, got {since_s!r}", field="since_s")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= RECENT_MAX:
+            raise InvalidArgument(f"limit must be 1-{RECENT_MAX}, got {limit!r}", field="limit")
+        now_ms = await self.server_time_ms()
+        start = max(0, now_ms - int(seconds * 1000))
+        async with redis_errors_async(self.client):
+            entries: Any = await self.client.xrevrange(self.keys.events, "+", str(start), count=limit)
+        results = []
+        for raw_id, fields in entries:
+            event_id = as_str(raw_id)
+            raw = fields.get(b"result", fields.get("result"))
+            result = decode_result(raw, as_str(fields.get(b"id", fields.get("id", b"?"))))
+            if result is not None:
+                results.append((event_id, result))
+        return results
+
+    async def task_record(self, task_id: str) -> TaskRecord | None:
+        """Everything Redis holds about one task (one round trip), or None when it holds nothing."""
+        _check_text("task_id", task_id, _TASK_ID_MAX)
+        keys = self.keys
+        async with redis_errors_async(self.client), self.client.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.tasks, task_id)
+            pipe.hget(keys.state, task_id)
+            pipe.hget(keys.results, task_id)
+            pipe.hget(keys.dead, task_id)
+            raw_task, raw_state, raw_result, raw_dead = await pipe.execute()
+        if raw_task is None and raw_state is None and raw_result is None and raw_dead is None:
+            return None
+        task = None
+        if raw_task is not None:
+            try:
+                task = decode_lenient(_task_decoder, raw_task)
+            except (ValueError, RecursionError):
+                task = None
+        state: dict[str, Any] | None = None
+        if raw_state is not None:
+            try:
+                decoded = decode_lenient(_any_decoder, raw_state)
+                state = decoded if isinstance(decoded, dict) else {"raw": as_str(raw_state)[:2000]}
+            except (ValueError, RecursionError):
+                state = {"raw": as_str(raw_state)[:2000]}
+        dead = self._decode_dead(raw_dead, task_id)
+        history = _history(state) or (dead.history if dead is not None else [])
+        result = decode_result(raw_result, task_id)
+        status = (state or {}).get("status")
+        return TaskRecord(
+            id=task_id,
+            status=str(status) if status is not None else ("done" if result is not None else None),
+            task=task if task is not None else (dead.task if dead is not None else None),
+            state=state,
+            result=result,
+            dead_letter=dead,
+            history=history,
+        )
+
+    async def task_id_for(self, idempotency_key: str) -> str | None:
+        """The id of the task an idempotency key names, or None."""
+        _check_text("idempotency_key", idempotency_key, _IDEM_KEY_MAX)
+        async with redis_errors_async(self.client):
+            raw = await self.client.hget(self.keys.idempotency, idempotency_key)
+        return as_str(raw) if raw is not None else None
+
+    async def slot_usage(self, account: str = "default") -> SlotUsage:
+        """One solver account's slot limits and its live and ghost slots, as stored (one round trip).
+        Members past their deadline still count until a fleet script reaps them (as they do for
+        acquiring)."""
+        async with redis_errors_async(self.client), self.client.pipeline(transaction=False) as pipe:
+            pipe.hmget(self.keys.slot_limit(account), "configured", "effective", "changed_ms", "busy_answers")
+            pipe.zrange(self.keys.slots(account), 0, -1)
+            limits, members = await pipe.execute()
+        configured, effective, changed, busy = (_limit(v) for v in limits)
+        ghosts = sum(1 for m in members if as_str(m).startswith("#"))
+        return SlotUsage(
+            account=account,
+            configured=configured,
+            effective=effective,
+            changed_ms=changed,
+            live=len(members) - ghosts,
+            ghosts=ghosts,
+            busy_answers=busy or 0,
+        )
+
+    async def record_audit(
+        self, *, actor: str, role: str, action: str, target: str = "", outcome: str = "", detail: str = ""
+    ) -> str:
+        """Append one operator action to the audit stream (capped at about AUDIT_MAXLEN); its id.
+        Each field is cut to 500 characters; never pass a secret."""
+        fields = {"actor": actor, "role": role, "action": action, "target": target, "outcome": outcome}
+        fields["detail"] = detail
+        for name, value in fields.items():
+            if not isinstance(value, str):
+                raise InvalidArgument(f"{name} must be a string", field=name)
+        _check_text("action", action, _AUDIT_FIELD_MAX)
+        clipped: dict[Any, Any] = {k: v[:_AUDIT_FIELD_MAX] for k, v in fields.items()}
+        async with redis_errors_async(self.client):
+            entry_id = await self.client.xadd(self.keys.audit, clipped, maxlen=AUDIT_MAXLEN, approximate=True)
+        return as_str(entry_id)
+
+    async def audit_log(self, limit: int = 100) -> list[AuditEntry]:
+        """The newest operator actions first, up to ``limit``."""
+        if limit < 1:
+            return []
+        async with redis_errors_async(self.client):
+            entries: Any = await self.client.xrevrange(self.keys.audit, "+", "-", count=limit)
+        out = []
+        for raw_id, raw_fields in entries:
+            entry_id = as_str(raw_id)
+            fields = {as_str(k): as_str(v) for k, v in raw_fields.items()}
+            out.append(
+                AuditEntry(
+                    id=entry_id,
+                    at_ms=int(entry_id.partition("-")[0]),
+                    actor=fields.get("actor", ""),
+                    role=fields.get("role", ""),
+                    action=fields.get("action", ""),
+                    target=fields.get("target", ""),
+                    outcome=fields.get("outcome", ""),
+                    detail=fields.get("detail", ""),
+                )
+            )
+        return out
+
     # -- the fleet: pauses, workers, Redis time (docs/design.md, "Fleet keys") ------------------
 
     async def server_time_ms(self) -> int:
@@ -421,14 +575,17 @@ class AdminAPI(QueueCore):
 
     async def workers(self, include_dead: bool = False) -> list[WorkerEntry]:
         """Registered worker processes, live ones first then by id (``include_dead``: also those
-        whose heartbeat lapsed and that are not forgotten yet), read at one Redis server time."""
+        whose heartbeat lapsed and that are not forgotten yet), read at one Redis server time; each
+        with the drain request pending for it (``WorkerEntry.drain``)."""
         async with redis_errors_async(self.client), self.client.pipeline(transaction=False) as pipe:
             pipe.time()
             pipe.zrange(self.keys.workers, 0, -1, withscores=True)
             pipe.hgetall(self.keys.worker_info)
-            time_reply, deadlines, raw_info = await pipe.execute()
+            pipe.hgetall(self.keys.worker_drains)
+            time_reply, deadlines, raw_info, raw_drains = await pipe.execute()
         now_ms = _time_ms(time_reply)
         info_by_id = {as_str(k): v for k, v in raw_info.items()}
+        drains = _decode_drains(raw_drains)
         entries = []
         for raw_id, score in deadlines:
             worker_id, deadline_ms = as_str(raw_id), int(score)
@@ -441,6 +598,7 @@ class AdminAPI(QueueCore):
                     heartbeat_deadline_ms=deadline_ms,
                     heartbeat_in_s=round((deadline_ms - now_ms) / 1000, 3),
                     info=_decode_info(info_by_id.get(worker_id)),
+                    drain=drains.get(worker_id),
                 )
             )
         entries.sort(key=lambda e: (not e.alive, e.id))
@@ -449,6 +607,16 @@ class AdminAPI(QueueCore):
     async def register_worker(self, worker_id: str, info: Mapping[str, Any], *, ttl_s: float = 30.0) -> int:
         """Register a worker process, or renew its registration: it counts as live for ``ttl_s``
         (``info``: what ``workers()`` shows of it). Returns the number of live workers."""
+        live, _ = await self.heartbeat_worker(worker_id, info, ttl_s=ttl_s)
+        return live
+
+    async def heartbeat_worker(
+        self, worker_id: str, info: Mapping[str, Any], *, ttl_s: float = 30.0
+    ) -> tuple[int, WorkerDrain | None]:
+        """``register_worker``, also answering the drain request pending for this worker (one
+        script call): the number of live workers, and the request or None. A worker that gets a
+        request drains: no new claims, its tasks finished (or released after its grace period),
+        unregistered (which deletes the request)."""
         seconds = check_seconds("ttl_s", ttl_s)
         if seconds <= 0:
             raise InvalidArgument(f"ttl_s must be above 0, got {ttl_s!r}", field="ttl_s")
@@ -457,17 +625,46 @@ class AdminAPI(QueueCore):
         return await self._heartbeat(worker_id, int(seconds * 1000), _encoder.encode(dict(info)).decode())
 
     async def unregister_worker(self, worker_id: str) -> int:
-        """Drop a worker's registration (it stops). Returns the number of live workers."""
-        return await self._heartbeat(worker_id, 1, "")
+        """Drop a worker's registration (it stops) and its drain request. Returns the number of live
+        workers."""
+        live, _ = await self._heartbeat(worker_id, 1, "")
+        return live
 
-    async def _heartbeat(self, worker_id: str, ttl_ms: int, payload: str) -> int:
+    async def _heartbeat(self, worker_id: str, ttl_ms: int, payload: str) -> tuple[int, WorkerDrain | None]:
         _check_text("worker_id", worker_id, _WORKER_ID_MAX)
         args = [worker_id, ttl_ms, payload, int(FORGET_WORKER_AFTER_S * 1000)]
+        keys = [self.keys.workers, self.keys.worker_info, self.keys.worker_drains]
         async with redis_errors_async(self.client):
-            reply = await self.scripts.heartbeatWorker(
-                self.client, [self.keys.workers, self.keys.worker_info], args
+            reply = await self.scripts.heartbeatWorker(self.client, keys, args)
+        # { OK, live workers, drain request JSON or '' }
+        return int(reply[1]), _decode_drain(reply[2]) if len(reply) > 2 and reply[2] else None
+
+    async def drain_worker(self, worker_id: str, *, reason: str = "drained by operator") -> bool:
+        """Ask one live worker process to drain: at its next heartbeat it stops claiming, finishes
+        the tasks it holds (releasing those still running after its grace period), unregisters and
+        exits 0; a child of ``worker --processes P`` that drained is not restarted. False when no
+        live worker has this id (nothing written). A request already pending is kept (its reason
+        stands). Bad arguments raise InvalidArgument and nothing is written."""
+        _check_text("worker_id", worker_id, _WORKER_ID_MAX)
+        if not worker_id.isprintable():
+            raise InvalidArgument(
+                f"worker_id {reprlib.repr(worker_id)} must be printable characters", field="worker_id"
             )
-        return int(reply[1])  # { OK, live workers }
+        _check_text("reason", reason, _REASON_MAX)
+        async with redis_errors_async(self.client):
+            reply = await self.scripts.requestDrain(
+                self.client, [self.keys.workers, self.keys.worker_drains], [worker_id, reason]
+            )
+        if int(reply[0]) == Code.NOT_FOUND:
+            return False
+        self._check(reply, worker_id)
+        return True
+
+    async def drain_requests(self) -> dict[str, WorkerDrain]:
+        """The drain requests pending, by worker id (a worker deletes its own when it unregisters)."""
+        async with redis_errors_async(self.client):
+            raw = await self.client.hgetall(self.keys.worker_drains)
+        return _decode_drains(raw)
 
 
 def _fleet_pause(time_reply: tuple[Any, Any], raw: Mapping[Any, Any]) -> tuple[int, Pause | None]:
@@ -492,3 +689,34 @@ def _decode_info(raw: bytes | str | None) -> dict[str, Any]:
     except msgspec.DecodeError:
         return {"raw": as_str(raw)[:200]}
     return decoded if isinstance(decoded, dict) else {"raw": decoded}
+
+
+def _decode_drain(raw: bytes | str | None) -> WorkerDrain | None:
+    """A stored drain request; an unreadable one still asks for a drain (its reason says so)."""
+    if raw is None:
+        return None
+    try:
+        return _drain_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return WorkerDrain(reason="(unreadable drain request)", since_ms=0)
+
+
+def _decode_drains(raw: Mapping[Any, Any]) -> dict[str, WorkerDrain]:
+    decoded = {as_str(k): _decode_drain(v) for k, v in raw.items()}
+    return {k: v for k, v in decoded.items() if v is not None}
+
+
+_drain_decoder = msgspec.json.Decoder(WorkerDrain)
+_task_decoder = msgspec.json.Decoder(Task)
+_any_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
+
+
+def _history(state: dict[str, Any] | None) -> list[Attempt]:
+    """The attempts a task state holds (an unreadable history reads as none)."""
+    raw = (state or {}).get("history")
+    if not isinstance(raw, list):
+        return []
+    try:
+        return msgspec.convert(raw, list[Attempt])
+    except msgspec.ValidationError:
+        return []

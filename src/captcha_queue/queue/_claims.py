@@ -210,18 +210,26 @@ class WorkerAPI(QueueCore):
         message: str = "",
         *,
         retry_in_s: float | None = None,
+        provider: str | None = None,
+        account: str | None = None,
     ) -> Result | None:
         """Record a failed attempt.
 
         With ``retry_in_s`` and attempts left: a retry is scheduled (None is returned; the remote id is
         cleared, a retry is a fresh solve). With ``retry_in_s`` and no attempts left: dead-lettered
         ("max_attempts") and finished "error". Without ``retry_in_s``: finished "error" at once.
+        ``provider`` and ``account`` (the ref of the account that tried) go into a final error result
+        (errors per account), never its remote id: an error cannot be reported for a refund.
         """
         code, text = _error_fields(error, message)
         retry = (
             "" if retry_in_s is None else str(max(0, round(check_seconds("retry_in_s", retry_in_s) * 1000)))
         )
-        reply = await self._script("failTask", claim.task.id, claim.lease_token, code, text, retry)
+        if account is not None:
+            validate_account_ref(account)
+        reply = await self._script(
+            "failTask", claim.task.id, claim.lease_token, code, text, retry, provider or "", account or ""
+        )
         if int(reply[0]) == Code.RETRY_SCHEDULED:
             return None
         return self._final(reply, claim)

@@ -27,7 +27,6 @@ from ..store.keys import Keys
 from ..store.scripts import Code, Scripts, load_scripts, raise_for_code
 
 __all__ = [
-    "MAX_TASK_ID_CHARS",
     "QueueConfig",
     "QueueCore",
     "as_str",
@@ -128,18 +127,14 @@ def check_seconds(name: str, value: object) -> float:
     return float(value)
 
 
-#: Ids minted here are 32 hex digits; ids given by callers (the gateway's, a requeued task's) stay short.
-MAX_TASK_ID_CHARS = 256
-
-
 def check_task_id(task_id: object) -> str:
     """``task_id`` if it can name a task; InvalidArgument (field ``task_id``) before anything reaches
-    Redis for an empty or over-long id, a non-string, or text that is not valid UTF-8 (a lone
-    surrogate, as ``surrogateescape`` makes from undecodable bytes)."""
-    if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_TASK_ID_CHARS:
+    Redis for an empty id, a non-string, or text that is not valid UTF-8 (a lone surrogate, as
+    ``surrogateescape`` makes from undecodable bytes). No length limit: an id read back from Redis
+    (a hostile entry that was dead-lettered under its own id) must stay usable."""
+    if not isinstance(task_id, str) or not task_id:
         raise InvalidArgument(
-            f"task_id must be a string of 1-{MAX_TASK_ID_CHARS} characters, got {reprlib.repr(task_id)}",
-            field="task_id",
+            f"task_id must be a non-empty string, got {reprlib.repr(task_id)}", field="task_id"
         )
     try:
         task_id.encode()

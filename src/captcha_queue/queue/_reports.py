@@ -74,7 +74,7 @@ class ReportAPI(QueueCore):
             provider=result.provider,
             requested_at=round(time.time(), 3),
         )
-        keys = (self.keys.state, self.keys.results, self.keys.reports(account))
+        keys = (self.keys.state, self.keys.results, self.keys.reports(account), self.keys.report_refs)
         reply = await self._script(
             "reportTask", task_id, account, "good" if correct else "bad", _encoder.encode(request), keys=keys
         )

@@ -22,17 +22,22 @@ from typing import Any, Literal, TypeVar
 from ..models import (
     AccountSpec,
     AccountStats,
+    AuditEntry,
     Claim,
     DataLoss,
     DeadLetter,
     Pause,
     PauseState,
     RenewOutcome,
+    ReportBacklog,
     ReportRequest,
     Result,
+    SlotUsage,
     Solution,
     Stats,
+    TaskRecord,
     TaskSpec,
+    WorkerDrain,
     WorkerEntry,
 )
 from ..store.connection import BLOCK_MAX_S
@@ -243,6 +248,31 @@ class CaptchaQueue:
     def purge_dead(self) -> int:
         return self._loop.run(self._queue.purge_dead())
 
+    # -- reads for dashboards, the audit trail ---------------------------------------------------
+    def recent_results(self, since_s: float = 3600.0, limit: int = 1000) -> list[tuple[str, Result]]:
+        return self._loop.run(self._queue.recent_results(since_s, limit))
+
+    def task_record(self, task_id: str) -> TaskRecord | None:
+        return self._loop.run(self._queue.task_record(task_id))
+
+    def task_id_for(self, idempotency_key: str) -> str | None:
+        return self._loop.run(self._queue.task_id_for(idempotency_key))
+
+    def slot_usage(self, account: str = "default") -> SlotUsage:
+        return self._loop.run(self._queue.slot_usage(account))
+
+    def record_audit(
+        self, *, actor: str, role: str, action: str, target: str = "", outcome: str = "", detail: str = ""
+    ) -> str:
+        return self._loop.run(
+            self._queue.record_audit(
+                actor=actor, role=role, action=action, target=target, outcome=outcome, detail=detail
+            )
+        )
+
+    def audit_log(self, limit: int = 100) -> list[AuditEntry]:
+        return self._loop.run(self._queue.audit_log(limit))
+
     # -- the fleet: pauses, workers, Redis time --------------------------------------------------
     def server_time_ms(self) -> int:
         return self._loop.run(self._queue.server_time_ms())
@@ -273,8 +303,19 @@ class CaptchaQueue:
     def register_worker(self, worker_id: str, info: Mapping[str, Any], *, ttl_s: float = 30.0) -> int:
         return self._loop.run(self._queue.register_worker(worker_id, info, ttl_s=ttl_s))
 
+    def heartbeat_worker(
+        self, worker_id: str, info: Mapping[str, Any], *, ttl_s: float = 30.0
+    ) -> tuple[int, WorkerDrain | None]:
+        return self._loop.run(self._queue.heartbeat_worker(worker_id, info, ttl_s=ttl_s))
+
     def unregister_worker(self, worker_id: str) -> int:
         return self._loop.run(self._queue.unregister_worker(worker_id))
+
+    def drain_worker(self, worker_id: str, *, reason: str = "drained by operator") -> bool:
+        return self._loop.run(self._queue.drain_worker(worker_id, reason=reason))
+
+    def drain_requests(self) -> dict[str, WorkerDrain]:
+        return self._loop.run(self._queue.drain_requests())
 
     # -- worker side -----------------------------------------------------------------------------
     def claim(
@@ -305,8 +346,12 @@ class CaptchaQueue:
         message: str = "",
         *,
         retry_in_s: float | None = None,
+        provider: str | None = None,
+        account: str | None = None,
     ) -> Result | None:
-        return self._loop.run(self._queue.fail(claim, error, message, retry_in_s=retry_in_s))
+        return self._loop.run(
+            self._queue.fail(claim, error, message, retry_in_s=retry_in_s, provider=provider, account=account)
+        )
 
     def release(self, claim: Claim) -> None:
         self._loop.run(self._queue.release(claim))
@@ -331,6 +376,18 @@ class CaptchaQueue:
 
     def account(self, name: str) -> AccountSpec | None:
         return self._loop.run(self._queue.account(name))
+
+    def account_balances(self) -> dict[str, tuple[float, float]]:
+        return self._loop.run(self._queue.account_balances())
+
+    def report_backlog(self) -> list[ReportBacklog]:
+        return self._loop.run(self._queue.report_backlog())
+
+    def purge_reports(self, account: str, *, older_than_s: float = 0.0) -> list[ReportRequest]:
+        return self._loop.run(self._queue.purge_reports(account, older_than_s=older_than_s))
+
+    def expire_reports(self, max_age_s: float) -> list[ReportRequest]:
+        return self._loop.run(self._queue.expire_reports(max_age_s))
 
     def take_reports(self, account: str, count: int = 100, lease_s: float = 30.0) -> list[ReportRequest]:
         return self._loop.run(self._queue.take_reports(account, count, lease_s))

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ..protocol.tasktypes import DialectName
 from ..solvers.profiles import PROFILES
 
 __all__ = ["SIM_PROFILES", "SimProfile", "sim_profile"]
@@ -30,8 +31,8 @@ __all__ = ["SIM_PROFILES", "SimProfile", "sim_profile"]
 class SimProfile:
     name: str
     inphp: bool
-    #: The JSON API's dialect (``solvers.jsontasks``), or None when the profile serves no JSON API.
-    json_dialect: str | None
+    #: The JSON API's dialect (``protocol.tasktypes``), or None when the profile serves no JSON API.
+    json_dialect: DialectName | None
     threadsinfo: bool
     bills_per_solve: bool
     price: float

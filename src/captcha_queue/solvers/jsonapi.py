@@ -28,13 +28,13 @@ from typing import Any, NoReturn
 import aiohttp
 from yarl import URL
 
-from ..errors import AccountError, ConfigError, SolverError
+from ..errors import AccountError, ConfigError, InvalidTask
 from ..models import AccountInfo, Solution
 from ..protocol.methods import MethodSpec, ParamValue
+from ..protocol.tasktypes import build_task, read_solution, task_type_for
 from .base import Solver, key_fingerprint
 from .codes import error_for
 from .http import Redactor
-from .jsontasks import build_task, solution_of
 from .profiles import ProviderProfile, profile_for
 
 __all__ = ["JsonApiSolver"]
@@ -126,10 +126,12 @@ class JsonApiSolver(Solver):
     # -- the backend methods ---------------------------------------------------------------------
 
     async def _submit(self, spec: MethodSpec, params: dict[str, ParamValue]) -> str:
+        if task_type_for(self.dialect, spec.name) is None:
+            raise error_for("ERROR_TASK_NOT_SUPPORTED", f"no {self.dialect} task type for {spec.name} tasks")
         try:
-            task = build_task(self.dialect, spec, params)
-        except SolverError:
-            raise
+            task = build_task(self.dialect, spec.name, params)
+        except InvalidTask as exc:
+            raise error_for("INVALID_TASK", str(exc)) from exc
         body: dict[str, Any] = {"task": task}
         if self._soft_id is not None:
             body["appId" if self.dialect == "capsolver" else "softId"] = self._soft_id
@@ -146,14 +148,14 @@ class JsonApiSolver(Solver):
     async def _poll(self, remote_id: str, spec: MethodSpec) -> Solution | None:
         ready = self._ready.pop(remote_id, None)
         if ready is not None:
-            return solution_of(self.dialect, spec, ready)
+            return self._solution(spec, ready)
         doc = await self._call("getTaskResult", {"taskId": self._wire_id(remote_id)})
         status = str(doc.get("status", "")).lower()
         if status in ("processing", "idle", "queued", ""):
             return None
         if status != "ready":
             raise error_for("BAD_RESPONSE", f"getTaskResult answered status {status[:40]!r}")
-        return solution_of(self.dialect, spec, doc.get("solution"))
+        return self._solution(spec, doc.get("solution"))
 
     async def _report(self, remote_id: str, correct: bool) -> None:
         await self._report_spec(remote_id, correct, None)
@@ -203,6 +205,18 @@ class JsonApiSolver(Solver):
         return spec.first_poll_s, spec.poll_interval_s if interval is None else interval
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _solution(self, spec: MethodSpec, solution: Any) -> Solution:
+        """The Solution in a ``solution`` object, in the shape the task type promises (the table of
+        ``protocol/tasktypes.py``)."""
+        if not isinstance(solution, dict) or not solution:
+            raise error_for("BAD_RESPONSE", "the task is ready but its solution is empty")
+        task_type = task_type_for(self.dialect, spec.name)
+        found = read_solution(task_type, solution)
+        if found is None:
+            wanted = ", ".join(task_type.answer) if task_type is not None else "an answer"
+            raise error_for("BAD_RESPONSE", f"the solution has none of {wanted}")
+        return found
 
     def _wire_id(self, remote_id: str) -> int | str:
         """Anti-Captcha and 2captcha number their tasks (JSON integers); CapSolver's ids are UUIDs."""

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..errors import ConfigError
+from ..protocol.methods import VARIANTS
+from ..protocol.tasktypes import task_type_for
 from .codes import CODES, CodeInfo
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "TaskDialect",
     "ThreadLimit",
     "profile_for",
+    "render_task_types",
 ]
 
 Protocol = Literal["inphp", "json"]
@@ -182,7 +185,7 @@ TWOCAPTCHA_VARIANTS = frozenset(
         "lemin",
     }
 )
-#: The task types the JSON client maps (solvers/jsontasks.py), per dialect and service.
+#: The task types the JSON client maps (protocol/tasktypes.py), per dialect and service.
 TWOCAPTCHA_V2_VARIANTS = frozenset(
     {
         "image",
@@ -198,6 +201,9 @@ TWOCAPTCHA_V2_VARIANTS = frozenset(
         "geetest_v4",
         "amazon_waf",
         "datadome",
+        "captchafox",
+        "friendly_captcha",
+        "lemin",
     }
 )
 ANTICAPTCHA_VARIANTS = frozenset(
@@ -338,3 +344,27 @@ def profile_for(name: str | ProviderProfile) -> ProviderProfile:
     if profile is None:
         raise ConfigError(f"unknown solver provider {name!r}; known: {', '.join(PROVIDER_NAMES)}")
     return profile
+
+
+def render_task_types() -> str:
+    """docs/providers.md's table (``<!-- provider-task-types -->``): each variant, and per profile
+    whether it solves it (in.php) or the task type it sends (JSON: ``protocol/tasktypes.py``)."""
+    variants = [
+        v for v in VARIANTS if not v.endswith("_file") and any(p.supports(v) for p in PROFILES.values())
+    ]
+    lines = [
+        "| our method (variant) | " + " | ".join(f"`{name}`" for name in PROFILES) + " |",
+        "| --- |" + " --- |" * len(PROFILES),
+    ]
+    for variant in variants:
+        cells = []
+        for profile in PROFILES.values():
+            task_type = task_type_for(profile.task_dialect, variant) if profile.task_dialect else None
+            if not profile.supports(variant):
+                cells.append("")
+            elif task_type is None:
+                cells.append("yes")
+            else:
+                cells.append(" / ".join(f"`{n}`" for n in (task_type.proxyless, task_type.proxied) if n))
+        lines.append(f"| `{variant}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

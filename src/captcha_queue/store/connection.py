@@ -293,11 +293,13 @@ def make_client(
     max_connections: int = 32,
     socket_timeout_s: float = SOCKET_TIMEOUT_S,
     pool_timeout_s: float = 30.0,
+    client_name: str | None = None,
 ) -> aioredis.Redis:
     """An asyncio client with a bounded blocking pool and explicit timeouts, for any URL scheme.
 
     A Cluster client is a ``RedisCluster`` typed as ``Redis``: it has the commands this package uses
-    (``client_profile`` and ``is_cluster`` tell the code that must route differently)."""
+    (``client_profile`` and ``is_cluster`` tell the code that must route differently). ``client_name``:
+    what each of its connections is called in CLIENT LIST."""
     try:
         target = parse_redis_url(url)
     except ConfigError as exc:
@@ -309,6 +311,8 @@ def make_client(
         "health_check_interval": 30,
         "retry_on_timeout": False,
     }
+    if client_name is not None:
+        connection["client_name"] = client_name
     # No client-side retries: a retried EVALSHA could apply a transition twice.
     no_retry = Retry(NoBackoff(), 0)
     client: Any

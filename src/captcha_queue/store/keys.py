@@ -199,6 +199,11 @@ class Keys:
             self.webhooks_due,
         )
 
+    @property
+    def audit(self) -> str:
+        """STREAM of operator actions (the dashboard's: who, role, action, target, outcome), capped."""
+        return self._k("audit")
+
     # -- the fleet -----------------------------------------------------------------------------
     @property
     def workers(self) -> str:
@@ -209,6 +214,12 @@ class Keys:
     def worker_info(self) -> str:
         """HASH worker id -> registration JSON (host, pid, started, in flight, version)."""
         return self._k("workers:info")
+
+    @property
+    def worker_drains(self) -> str:
+        """HASH worker id -> drain request JSON (reason, since_ms): an operator asked that worker to
+        drain; it reads the request with its next heartbeat, and its unregistration deletes it."""
+        return self._k("workers:drains")
 
     @property
     def paused(self) -> str:
@@ -264,6 +275,12 @@ class Keys:
     def reports_taken(self, ref: str) -> str:
         """ZSET report request JSON -> lease deadline (ms): requests a worker took and has not acked."""
         return self._k(f"reports:{validate_account_ref(ref)}:taken")
+
+    @property
+    def report_refs(self) -> str:
+        """SET of the account refs report requests were queued for (reportTask adds, purgeReports
+        removes a ref whose lists are empty): how ``report_backlog`` finds them without SCAN."""
+        return self._k("report_refs")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ Rooms: ``runtime`` (``Worker``, composing ``_claiming``, ``_attempt`` and ``_lea
 ``_shared``), ``polling`` (one poll timer per process), ``limiter`` (fleet-wide solver slots),
 ``breaker`` (account pause shared by the fleet), ``retry`` (the error policy), ``registry`` (live
 workers), ``supervisor`` (P processes), ``multi`` (several accounts in one process: routing, failover),
-``accounts`` (registered accounts: keys by reference, solvers, per-account metrics), ``events``
+``accounts`` (registered accounts: keys by reference, solvers, per-account metrics), ``namespaces``
+(several namespaces in one process: weighted static shares of the limit, per-namespace metrics), ``events``
 (observer hooks), ``config`` (every setting, declared once), ``process`` (``run_worker``: one process).
 """
 

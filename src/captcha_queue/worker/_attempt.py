@@ -289,7 +289,14 @@ class Attempts:
             return
         if decision.action in (Action.RETRY, Action.FRESH_SOLVE):
             retried = await s.redis(
-                lambda: s.queue.fail(claim, error, retry_in_s=max(decision.delay_s, 0.001)), persist=True
+                lambda: s.queue.fail(
+                    claim,
+                    error,
+                    retry_in_s=max(decision.delay_s, 0.001),
+                    provider=solver_provider(s.solver),
+                    account=s.solver.account_ref,
+                ),
+                persist=True,
             )
             if retried is None:
                 s.events.retry(error)
@@ -299,7 +306,12 @@ class Attempts:
             return
         if not isinstance(error, SolverError):
             log.error("task %s failed on an unexpected error", claim.task_id, exc_info=error)
-        final = await s.redis(lambda: s.queue.fail(claim, error), persist=True)
+        final = await s.redis(
+            lambda: s.queue.fail(
+                claim, error, provider=solver_provider(s.solver), account=s.solver.account_ref
+            ),
+            persist=True,
+        )
         if final is not None:
             self._finished(run, final)
 

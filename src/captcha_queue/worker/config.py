@@ -20,7 +20,7 @@ from .limiter import LimiterConfig
 from .polling import PollConfig
 from .retry import RetryPolicy
 
-__all__ = ["WorkerConfig", "WorkerSettings"]
+__all__ = ["WorkerConfig", "WorkerSettings", "parse_namespaces"]
 
 _HOST_RE = re.compile(r"[A-Za-z0-9.:_-]{1,253}")
 
@@ -44,6 +44,53 @@ def _check_accounts(value: str) -> str:
             )
         for name in names:
             validate_account(name)
+    return value
+
+
+#: Bounds of ``--namespaces``: a weight is a small positive integer, a process serves a few namespaces.
+MAX_NAMESPACES = 64
+MAX_NAMESPACE_WEIGHT = 1000
+
+
+def parse_namespaces(value: str) -> list[tuple[str, int]]:
+    """``"a:3,b:1"`` -> ``[("a", 3), ("b", 1)]``: NAME:WEIGHT pairs, the weight after the last ``:``
+    (a namespace name may itself contain ``:``), an integer 1-1000; each name once. InvalidArgument
+    (field ``namespaces``) with one message naming what is wrong."""
+    from ..store.keys import validate_namespace
+
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidArgument("namespaces must be NAME:WEIGHT pairs separated by commas", field="namespaces")
+    pairs: list[tuple[str, int]] = []
+    for item in (part.strip() for part in value.split(",")):
+        name, sep, weight_text = item.rpartition(":")
+        if not sep or not name or not weight_text.isascii() or not weight_text.isdigit():
+            raise InvalidArgument(
+                f"namespaces: {reprlib.repr(item)} is not NAME:WEIGHT (e.g. a:3,b:1; the weight a "
+                "positive integer)",
+                field="namespaces",
+            )
+        try:
+            validate_namespace(name)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"namespaces: {exc}", field="namespaces") from None
+        weight = int(weight_text)
+        if not 1 <= weight <= MAX_NAMESPACE_WEIGHT:
+            raise InvalidArgument(
+                f"namespaces: the weight of {name} must be 1-{MAX_NAMESPACE_WEIGHT}, not {weight}",
+                field="namespaces",
+            )
+        if any(name == seen for seen, _ in pairs):
+            raise InvalidArgument(f"namespaces: {name} is given twice", field="namespaces")
+        pairs.append((name, weight))
+    if len(pairs) > MAX_NAMESPACES:
+        raise InvalidArgument(
+            f"namespaces: at most {MAX_NAMESPACES} namespaces per process", field="namespaces"
+        )
+    return pairs
+
+
+def _check_namespaces(value: str) -> str:
+    parse_namespaces(value)
     return value
 
 
@@ -95,6 +142,24 @@ class WorkerConfig:
     )
     probe_every_s: float = 60.0
     limit_refresh_s: float = 60.0
+    report_expire_s: float = setting(
+        86400.0,
+        help="Report requests (refund claims) older than this are dropped unsent by the workers' sweep, "
+        'counted as captcha_queue_reports_total{outcome="expired"}: those of an account no worker '
+        "serves any more would wait forever (time-scaled; 0: never).",
+        unit="s",
+        min=0.0,
+        max=1e9,
+    )
+    balance_refresh_s: float = setting(
+        300.0,
+        help="How often a worker asks its account's balance (account_info) when nothing else did "
+        "meanwhile (start, limit refresh, breaker probe); registered with the worker, it is what the "
+        "gateway's getbalance sums (time-scaled; 0: only at start and in probes).",
+        unit="s",
+        min=0.0,
+        max=1e9,
+    )
     #: Busy answers in a row (any task of this process) after which the account is paused for
     #: ``busy_pause_s``: busy that does not clear is no capacity at all (2captcha's zero balance).
     busy_pause_after: int = setting(
@@ -164,6 +229,15 @@ class WorkerSettings(WorkerConfig):
         check=_check_accounts,
         default_text="one account: --account with CAPTCHAAI_KEY",
     )
+    namespaces: str | None = setting(
+        None,
+        help="Serve these namespaces with weights, NAME:WEIGHT,... (e.g. a:3,b:1): one Worker per "
+        "namespace on the same account; each gets a static share of the account's fleet limit N and "
+        "of --concurrency proportional to its weight (at least 1 each, the shares sum to N). Replaces "
+        "--namespace; not with --accounts.",
+        check=_check_namespaces,
+        default_text="one namespace: --namespace",
+    )
     request_timeout_s: float = setting(
         30.0,
         help="Give up one in.php / res.php request after this long (real seconds, not time-scaled).",
@@ -221,6 +295,8 @@ class WorkerSettings(WorkerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.namespaces is not None:
+            self._check_namespace_shares()
         profile = PROFILES.get(self.solver)
         if profile is not None and profile.requires_limit and self.solver_limit is None:
             raise InvalidArgument(
@@ -231,6 +307,24 @@ class WorkerSettings(WorkerConfig):
         if profile is not None and profile.base_url is None and self.solver_url == DEFAULT_BASE_URL:
             raise InvalidArgument(
                 f"--solver {self.solver} has no default base URL: give --solver-url", field="solver_url"
+            )
+
+    def _check_namespace_shares(self) -> None:
+        """Each namespace needs at least one task in flight and, with a given N, one fleet slot."""
+        count = len(parse_namespaces(self.namespaces or ""))
+        if self.accounts is not None:
+            raise InvalidArgument("--namespaces does not combine with --accounts", field="namespaces")
+        if self.concurrency < count:
+            raise InvalidArgument(
+                f"--namespaces: {count} namespaces need --concurrency {count} at least (one task each), "
+                f"not {self.concurrency}",
+                field="namespaces",
+            )
+        if self.solver_limit is not None and self.solver_limit < count:
+            raise InvalidArgument(
+                f"--namespaces: {count} namespaces need --solver-limit {count} at least (one slot each), "
+                f"not {self.solver_limit}",
+                field="namespaces",
             )
 
     @property

@@ -26,7 +26,7 @@ import msgspec
 if TYPE_CHECKING:
     from ..queue._producer import AsyncCaptchaQueue
 
-__all__ = ["READY_TIMEOUT_S", "Check", "Readiness", "readiness_body"]
+__all__ = ["READY_TIMEOUT_S", "Check", "Readiness", "ping_check", "readiness_body", "scripts_check"]
 
 #: How long one readiness check may take (PING; then scripts and pauses together).
 READY_TIMEOUT_S = 1.0
@@ -103,23 +103,10 @@ class Readiness:
         return readiness_body(checks)
 
     async def _ping(self) -> Check:
-        try:
-            await asyncio.wait_for(self.queue.client.ping(), self.timeout_s)
-        except TimeoutError:
-            return Check(False, f"no answer to PING within {self.timeout_s:g} s")
-        except Exception as exc:  # connection refused, reset, auth: the class name says which
-            return Check(False, f"PING failed: {type(exc).__name__}")
-        return Check(True, "PONG")
+        return await ping_check(self.queue, self.timeout_s)
 
     async def _scripts(self) -> Check:
-        scripts = self.queue.scripts
-        try:
-            await asyncio.wait_for(scripts.ensure_loaded(self.queue.client), self.timeout_s)
-        except TimeoutError:
-            return Check(False, f"SCRIPT EXISTS/LOAD took more than {self.timeout_s:g} s")
-        except Exception as exc:
-            return Check(False, f"could not load the scripts: {type(exc).__name__}")
-        return Check(True, f"{len(scripts)} loaded")
+        return await scripts_check(self.queue, self.timeout_s)
 
     async def _account(self) -> Check:
         paused: list[str] = []
@@ -136,3 +123,26 @@ class Readiness:
         if len(paused) == 1:
             return Check(False, f"account {paused[0]}")
         return Check(False, f"every account paused: {', '.join(paused)}")
+
+
+async def ping_check(queue: AsyncCaptchaQueue, timeout_s: float = READY_TIMEOUT_S) -> Check:
+    """Redis answers a PING within ``timeout_s`` (the workers' and the dashboard's ``redis`` check)."""
+    try:
+        await asyncio.wait_for(queue.client.ping(), timeout_s)
+    except TimeoutError:
+        return Check(False, f"no answer to PING within {timeout_s:g} s")
+    except Exception as exc:  # connection refused, reset, auth: the class name says which
+        return Check(False, f"PING failed: {type(exc).__name__}")
+    return Check(True, "PONG")
+
+
+async def scripts_check(queue: AsyncCaptchaQueue, timeout_s: float = READY_TIMEOUT_S) -> Check:
+    """The Lua scripts are loaded (any the server lost are loaded again): the ``scripts`` check."""
+    scripts = queue.scripts
+    try:
+        await asyncio.wait_for(scripts.ensure_loaded(queue.client), timeout_s)
+    except TimeoutError:
+        return Check(False, f"SCRIPT EXISTS/LOAD took more than {timeout_s:g} s")
+    except Exception as exc:
+        return Check(False, f"could not load the scripts: {type(exc).__name__}")
+    return Check(True, f"{len(scripts)} loaded")

@@ -151,7 +151,7 @@ class SlotLimiter:
         self._waiters: OrderedDict[str, _Waiter] = OrderedDict()
         self._releases: dict[str, tuple[str, str]] = {}  # holder -> (token, how: see _HOW)
         self._registered = False
-        self._busy = False
+        self._busy = 0  # busy answers since the last flush (counted in the limit hash)
         self._successes = 0
         self._wake = asyncio.Event()
         # A renewal names the slots held when it starts: a release of one of them must not reach
@@ -220,7 +220,7 @@ class SlotLimiter:
             if not waiter.future.done():
                 waiter.future.cancel()
         if outcome == "busy":
-            self._busy = True
+            self._busy += 1
         elif outcome == "ok":
             self._successes += 1
         if self._held.get(holder) == token:
@@ -325,11 +325,11 @@ class SlotLimiter:
 
     async def _flush_releases(self) -> None:
         releases, busy, successes = self._releases, self._busy, self._successes
-        self._releases, self._busy, self._successes = {}, False, 0
+        self._releases, self._busy, self._successes = {}, 0, 0
         cfg = self.config
         step = max(1, math.ceil(self._limit * cfg.recover_fraction))
         args: list[object] = [
-            1 if busy else 0,
+            busy,
             successes,
             cfg.decrease_factor,
             int(cfg.busy_cooldown_s * 1000),
@@ -346,7 +346,7 @@ class SlotLimiter:
             # Keep what was not written, for the next try.
             for holder, pending in releases.items():
                 self._releases.setdefault(holder, pending)
-            self._busy = self._busy or busy
+            self._busy += busy
             self._successes += successes
             raise
         before = self.effective

@@ -221,7 +221,8 @@ class WorkerMetrics:
         )
         self._reports_family = Counter(
             f"{PREFIX}_reports",
-            "Verdicts on answers (refund claims) this process sent, by account, verdict and outcome.",
+            "Verdicts on answers (refund claims) this process sent (outcome sent or error), or dropped "
+            "unsent as too old (expired), by account, verdict and outcome.",
             ["account", "verdict", "outcome"],
             registry=reg,
         )
@@ -333,11 +334,12 @@ class WorkerMetrics:
         self._limit_unknown.set(1 if unknown else 0)
 
     def report(self, account: str, verdict: str, outcome: str) -> None:
-        """A verdict was sent to ``account`` (its ref: name and key fingerprint, never the key)."""
+        """A verdict was sent to ``account`` (its ref: name and key fingerprint, never the key), or
+        dropped unsent (``expired``)."""
         self._reports_family.labels(
             account if _ACCOUNT_LABEL_RE.match(account) else OTHER,
             verdict if verdict in ("good", "bad") else OTHER,
-            outcome if outcome in ("sent", "error") else OTHER,
+            outcome if outcome in ("sent", "error", "expired") else OTHER,
         ).inc()
 
     # -- per account ------------------------------------------------------------------------------

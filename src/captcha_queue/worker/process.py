@@ -5,13 +5,16 @@
 
 It is what ``captcha-queue worker --processes 1`` does: configure logging (the API key masked), reach
 Redis (for up to ``startup_timeout_s``), build the queue, the solver and the metrics server, run a
-``Worker`` until SIGTERM/SIGINT, shut down gracefully. ``processes`` is the command's business
-(``--processes P`` supervises P children, each of them this call).
+``Worker`` until SIGTERM/SIGINT or an operator's drain request (``drain_worker``), shut down
+gracefully (a supervised child that drained tells its supervisor, which does not restart it).
+``processes`` is the command's business (``--processes P`` supervises P children, each of them this
+call).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -52,6 +55,8 @@ def run_worker(settings: WorkerSettings) -> int:
         raise ConfigError("CAPTCHAAI_KEY is not set")
     secrets = [settings.api_key] if settings.api_key else []
     configure_logging(settings.log_format, getattr(logging, settings.log_level.upper()), secrets=secrets)
+    if settings.namespaces is not None:
+        return run_loop(_serve_namespaces(settings))
     return run_loop(_serve(settings))
 
 
@@ -105,7 +110,7 @@ async def _serve(settings: WorkerSettings) -> int:
     from ..store.connection import make_client
     from .events import WorkerEvents
     from .runtime import Worker
-    from .supervisor import install_worker_signals
+    from .supervisor import install_worker_signals, report_drained
 
     # Blocking claims, renewals, the slot pump and many concurrent final writes share this pool.
     client = make_client(settings.redis_url, max_connections=max(16, min(128, settings.concurrency // 8)))
@@ -153,6 +158,8 @@ async def _serve(settings: WorkerSettings) -> int:
         install_worker_signals(asyncio.get_running_loop(), worker.stop)
         await worker.run()
         await queue.aclose()
+        if worker.drain is not None:
+            report_drained()
     finally:
         if refresher is not None:
             refresher.cancel()
@@ -175,7 +182,7 @@ async def _serve_accounts(settings: WorkerSettings) -> int:
     from .config import account_names
     from .logs import configure_logging
     from .multi import MultiWorker
-    from .supervisor import install_worker_signals
+    from .supervisor import install_worker_signals, report_drained
 
     client = make_client(settings.redis_url, max_connections=max(16, min(128, settings.concurrency // 8)))
     solvers: list[Solver] = []
@@ -239,9 +246,13 @@ async def _serve_accounts(settings: WorkerSettings) -> int:
             ", ".join(f"{s.name} ({s.provider}, limit {s.limit or 'threads'})" for s, _ in workers),
         )
         multi = MultiWorker(queue, workers, settings)
+        for _, account_worker in workers:
+            account_worker.on_drain = multi.stop  # a drain request for any of them drains the process
         install_worker_signals(asyncio.get_running_loop(), multi.stop)
         await multi.run()
         await queue.aclose()
+        if any(w.drain is not None for _, w in workers):
+            report_drained()
     finally:
         if refresher is not None:
             refresher.cancel()
@@ -251,5 +262,132 @@ async def _serve_accounts(settings: WorkerSettings) -> int:
             await health_client.aclose()
         for solver in solvers:
             await solver.aclose()
+        await client.aclose()
+    return 0
+
+
+async def _serve_namespaces(settings: WorkerSettings) -> int:
+    """``--namespaces``: one Worker per namespace, each with its weighted share of the account's limit
+    and of the concurrency (namespaces.py), until SIGTERM/SIGINT; 0 after a graceful stop."""
+    from ..queue._producer import AsyncCaptchaQueue
+    from ..solvers import create_solver
+    from ..solvers.base import account_ref
+    from ..store.connection import make_client
+    from .config import parse_namespaces
+    from .health import READY_TIMEOUT_S
+    from .metrics import WorkerMetrics
+    from .namespaces import (
+        NamespaceEvents,
+        NamespaceSeries,
+        NamespacesReadiness,
+        NamespacesState,
+        refresh_queued,
+        weighted_shares,
+    )
+    from .runtime import Worker
+    from .supervisor import install_worker_signals, report_drained
+
+    pairs = parse_namespaces(settings.namespaces or "")
+    names = [ns for ns, _ in pairs]
+    weights = [w for _, w in pairs]
+    concurrency = weighted_shares(settings.concurrency, weights)
+    limits = weighted_shares(settings.solver_limit, weights) if settings.solver_limit is not None else None
+    client = make_client(settings.redis_url, max_connections=max(16, min(128, settings.concurrency // 8)))
+    solver_options: dict[str, Any] = {}
+    if settings.solver != "instant":
+        solver_options["api_key"] = settings.api_key
+        solver_options["base_url"] = settings.provider_url
+        solver_options["request_timeout_s"] = settings.request_timeout_s
+        solver_options["thread_limit"] = settings.solver_limit
+    solver = create_solver(
+        settings.solver, account=settings.account, time_scale=settings.time_scale, **solver_options
+    )
+    metrics_server = None
+    loops: list[asyncio.Task[None]] = []
+    health_client: aioredis.Redis | None = None
+    queues: dict[str, AsyncCaptchaQueue] = {}
+    try:
+        await reach_redis(settings.redis_url, settings.startup_timeout_s, client)
+        queues = {ns: AsyncCaptchaQueue(client, namespace=ns) for ns in names}
+        metrics = WorkerMetrics() if settings.metrics_port is not None else None
+        series = NamespaceSeries(metrics.registry) if metrics is not None else None
+        state = NamespacesState()
+        events: dict[str, NamespaceEvents] = {}
+        workers: list[Worker] = []
+        for i, ns in enumerate(names):
+            config = dataclasses.replace(
+                settings,
+                namespaces=None,
+                namespace=ns,
+                concurrency=concurrency[i],
+                solver_limit=limits[i] if limits is not None else None,
+            )
+            if metrics is not None and series is not None:
+                events[ns] = NamespaceEvents(metrics, series, ns, state)
+
+            def share(threads: int, i: int = i) -> int | None:
+                return weighted_shares(threads, weights)[i] if threads >= len(weights) else None
+
+            workers.append(Worker(queues[ns], solver, config, events=events.get(ns), limit_share=share))
+        if metrics is not None and series is not None:
+            # The readiness checks get a client of their own: they never wait behind the workers' pool.
+            health_client = make_client(
+                settings.redis_url,
+                max_connections=2,
+                socket_timeout_s=READY_TIMEOUT_S,
+                pool_timeout_s=READY_TIMEOUT_S,
+            )
+            readiness = NamespacesReadiness(
+                {ns: AsyncCaptchaQueue(health_client, namespace=ns) for ns in names},
+                events,
+                account_ref=account_ref(solver.account, solver.key_fingerprint),
+            )
+            metrics_server = metrics.serve(
+                settings.metrics_port or 0, settings.metrics_host, readiness=readiness.from_thread
+            )
+            log.info("metrics at %s (and /healthz, /readyz)", metrics_server.url)
+            loops.append(asyncio.create_task(refresh_queued(series, queues, 5.0), name="metrics"))
+        log.info(
+            "serving namespaces %s (concurrency %s, fleet limit %s)",
+            ", ".join(f"{ns} (weight {w})" for ns, w in pairs),
+            "/".join(map(str, concurrency)),
+            "/".join(map(str, limits)) if limits is not None else "shares of the account's threads",
+        )
+        stopping = asyncio.Event()
+
+        def stop() -> None:
+            stopping.set()
+            for worker in workers:
+                worker.stop()
+
+        for worker in workers:
+            worker.on_drain = stop  # a drain request for one namespace's worker drains the process
+
+        install_worker_signals(asyncio.get_running_loop(), stop)
+        runs = [
+            asyncio.create_task(w.run(), name=f"namespace:{ns}") for ns, w in zip(names, workers, strict=True)
+        ]
+        try:
+            # One namespace's worker failing (a bug, a start-up error) stops the others: one process.
+            await asyncio.wait(runs, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            stop()
+            outcomes = await asyncio.gather(*runs, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        if any(w.drain is not None for w in workers):
+            report_drained()
+    finally:
+        for loop in loops:
+            loop.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        if metrics_server is not None:
+            metrics_server.close()
+        for queue in queues.values():
+            await queue.aclose()
+        if health_client is not None:
+            await health_client.aclose()
+        await solver.aclose()
         await client.aclose()
     return 0

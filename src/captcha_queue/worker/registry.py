@@ -2,10 +2,14 @@
 
 ``keys.workers`` (ZSET worker id -> heartbeat deadline, server-time ms) says who is alive;
 ``keys.worker_info`` (HASH worker id -> JSON) says what each one is: host, pid, start time, tasks in
-flight, version, concurrency, solver account. A process that dies stops renewing and drops out of
-the live set after ``ttl_s``; registrations that lapsed long ago are deleted by later heartbeats.
-Registrations are written and read through the queue's admin API (``register_worker``,
-``unregister_worker``, ``workers``).
+flight, version, concurrency, solver account, and the account's last known balance (``balance``, as
+the service told it, and ``balance_at``, when: ``record_balance``). A process that dies stops
+renewing and drops out of the live set after ``ttl_s``; registrations that lapsed long ago are
+deleted by later heartbeats. Registrations are written and read through the queue's admin API
+(``heartbeat_worker``, ``unregister_worker``, ``workers``).
+
+Each heartbeat also answers whether an operator asked this worker to drain (``drain_worker``):
+the first time it does, ``on_drain`` is called with the request (the worker stops as on SIGTERM).
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import msgspec
 
 if TYPE_CHECKING:
+    from ..models import WorkerDrain
     from ..queue import AsyncCaptchaQueue
 
 __all__ = ["WorkerInfo", "WorkerRegistry", "new_worker_id"]
@@ -42,6 +48,8 @@ class WorkerInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     account: str | None = None
     solver: str | None = None
     key: str | None = None  # the fingerprint of the solver's API key (never the key)
+    balance: float | None = None  # the account's balance when it last asked (the service's units)
+    balance_at: float | None = None  # when (unix time, s)
 
 
 class WorkerRegistry:
@@ -57,11 +65,15 @@ class WorkerRegistry:
         account: str | None = None,
         solver: str | None = None,
         key: str | None = None,
+        on_drain: Callable[[WorkerDrain], None] | None = None,
     ) -> None:
         from .. import __version__
 
         self._queue = queue
         self.ttl_s = ttl_s
+        self.on_drain = on_drain
+        #: The drain request this worker got with a heartbeat (None: none yet).
+        self.drain: WorkerDrain | None = None
         self.info = WorkerInfo(
             id=worker_id,
             host=socket.gethostname(),
@@ -77,7 +89,19 @@ class WorkerRegistry:
     async def heartbeat(self, in_flight: int) -> int:
         """Register or renew, with the current in-flight count. Returns the number of live workers."""
         info = msgspec.structs.replace(self.info, in_flight=in_flight)
-        return await self._queue.register_worker(self.info.id, msgspec.to_builtins(info), ttl_s=self.ttl_s)
+        live, drain = await self._queue.heartbeat_worker(
+            self.info.id, msgspec.to_builtins(info), ttl_s=self.ttl_s
+        )
+        if drain is not None and self.drain is None:
+            self.drain = drain
+            if self.on_drain is not None:
+                self.on_drain(drain)
+        return live
+
+    def record_balance(self, balance: float) -> None:
+        """The account's balance as the service just told it: sent with the next heartbeat (the
+        gateway's ``getbalance`` answers the fleet's view from these, ``AccountsAPI.account_balances``)."""
+        self.info = msgspec.structs.replace(self.info, balance=balance, balance_at=round(time.time(), 3))
 
     async def unregister(self) -> None:
         await self._queue.unregister_worker(self.info.id)

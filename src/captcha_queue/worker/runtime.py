@@ -15,8 +15,9 @@ Redis retry):
 
 This module keeps the lifecycle and the fleet limit. Background loops (renew, slot pump, poll timer,
 breaker probe, limit refresh) are named tasks under a supervisor that logs a loop's death and
-restarts it. Shutdown: stop claiming, let in-flight solves finish within ``grace_s``, release the
-rest (remote ids stay recorded for resume), give slots back, unregister.
+restarts it. Shutdown (``stop()``: SIGTERM, or an operator's drain request answered by a heartbeat,
+``drain``): stop claiming, let in-flight solves finish within ``grace_s``, release the rest (remote
+ids stay recorded for resume), give slots back, unregister.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ import contextlib
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ..errors import AccountError, CaptchaQueueError, SolverError
-from ..models import Claim
+from ..models import AccountInfo, Claim, WorkerDrain
 from ._attempt import Attempts
 from ._claiming import Claiming
 from ._leases import Leases
@@ -52,6 +54,27 @@ __all__ = ["Worker", "WorkerConfig"]
 
 log = logging.getLogger("captcha_queue.worker")
 
+#: The code of an account_info that found no money (the balance it records is then 0).
+_NO_FUNDS = "ERROR_ZERO_BALANCE"
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]], *, timeout_s: float) -> set[asyncio.Task[None]]:
+    """Cancel ``tasks`` and wait up to ``timeout_s``; returns those still running. A task still running
+    is cancelled again every 0.1 s: a cancellation that lands inside a Redis call can come back as a
+    connection error, which the loop's handler takes for an outage (it logs it and sleeps its period),
+    and the first cancel is lost. A drain, answered by the renewal that wakes with the report loop, hit
+    that every time (5 s more to exit)."""
+    pending = set(tasks)
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while pending:
+        for task in pending:
+            task.cancel()
+        left_s = deadline - asyncio.get_running_loop().time()
+        if left_s <= 0:
+            break
+        _, pending = await asyncio.wait(pending, timeout=min(0.1, left_s))
+    return pending
+
 
 class Worker:
     """Claims tasks from ``queue`` and solves them with ``solver``; see the module docstring."""
@@ -65,9 +88,19 @@ class Worker:
         events: WorkerEvents | None = None,
         worker_id: str | None = None,
         rng: random.Random | None = None,
+        limit_share: Callable[[int], int | None] | None = None,
+        on_drain: Callable[[], None] | None = None,
     ) -> None:
-        """``Worker(q, solver, WorkerConfig(concurrency=2000))``; a ``WorkerSettings`` is a WorkerConfig."""
+        """``Worker(q, solver, WorkerConfig(concurrency=2000))``; a ``WorkerSettings`` is a WorkerConfig.
+
+        ``limit_share``: this worker's part of the account's threads when they come from the account
+        (``worker --namespaces``: a static share per namespace; None: too few threads for a share).
+        ``on_drain``: what an operator's drain request (``drain_worker``) stops, when it is more than
+        this worker (the process's ``stop``); None: ``self.stop``."""
         self.queue = queue
+        #: What a drain request stops (None: this worker; ``--namespaces``/``--accounts``: the process).
+        self.on_drain = on_drain
+        self._limit_share = limit_share
         self.solver = solver
         self.config = cfg = config or WorkerConfig()
         self.events: WorkerEvents = events or NullEvents()
@@ -81,7 +114,7 @@ class Worker:
         )
         self.breaker = AccountBreaker(
             queue,
-            solver.account_info,
+            self.account_info,
             account=solver.account,
             key_fingerprint=solver.key_fingerprint,
             worker_id=self.worker_id,
@@ -98,6 +131,7 @@ class Worker:
             account=solver.account,
             solver=solver.kind,
             key=solver.key_fingerprint,
+            on_drain=self._drain_requested,
         )
         self._s = shared = Shared(
             queue,
@@ -113,6 +147,7 @@ class Worker:
         self._claiming = Claiming(shared, drive=self._attempts.drive, drop=self._leases.drop)
         self.reports = ReportSender(shared)
         self._loops: list[asyncio.Task[None]] = []
+        self._balance_asked = float("-inf")  # monotonic time of the last account_info call
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
@@ -132,6 +167,22 @@ class Worker:
     def stop(self) -> None:
         """Begin a graceful shutdown (safe to call from a signal handler on the loop)."""
         self._claiming.stop()
+
+    @property
+    def drain(self) -> WorkerDrain | None:
+        """The operator's drain request this worker got (it then stops as on SIGTERM), or None."""
+        return self.registry.drain
+
+    def _drain_requested(self, request: WorkerDrain) -> None:
+        """A heartbeat answered a drain request: the graceful shutdown of SIGTERM (no new claims,
+        in-flight solves finished within ``grace_s``, the rest released, unregistered)."""
+        log.warning(
+            "worker %s: drain requested (reason: %s); finishing %d tasks in flight, then exiting",
+            self.worker_id,
+            request.reason,
+            len(self._s.runs),
+        )
+        (self.on_drain or self.stop)()
 
     @property
     def paused(self) -> bool:
@@ -195,6 +246,7 @@ class Worker:
         await self._s.redis(self.queue.check_data_loss)  # records the data set this worker starts on
         if self.config.solver_limit is not None:
             await self._use_limit(self.config.solver_limit)
+            await self._ask_balance()  # the limit loop asks it otherwise
         else:
             self.events.set_limit_unknown(True)
             await self._limit_from_account()  # retried by the limit loop until it answers
@@ -203,6 +255,8 @@ class Worker:
         self._supervise("renew", self._leases.renew_loop)
         self._supervise("breaker-probe", self.breaker.run)
         self._supervise("reports", self.reports.run)
+        if self.config.balance_refresh_s > 0:
+            self._supervise("balance", self._balance_loop)
         if not self._s.limit_known.is_set():
             limit = "unknown yet (no solve is sent until the account answers)"
         else:
@@ -239,9 +293,7 @@ class Worker:
     async def _shutdown(self) -> None:
         await self._attempts.wind_down()
         log.debug("shutdown: stopping background loops")
-        for loop in self._loops:
-            loop.cancel()
-        _, stuck = await asyncio.wait(self._loops, timeout=5.0)
+        stuck = await _cancel_all(self._loops, timeout_s=5.0)
         if stuck:
             log.warning("shutdown: loops still running after cancel: %s", [t.get_name() for t in stuck])
         log.debug("shutdown: giving slots back")
@@ -287,10 +339,51 @@ class Worker:
         self.events.set_limit_unknown(False)
         self._s.room.set()
 
+    # -- the account's balance -------------------------------------------------------------------
+    async def account_info(self) -> AccountInfo:
+        """``solver.account_info()``, recording the balance it tells (or 0 for a "no funds" answer)
+        with this worker's registration: ``AccountsAPI.account_balances`` reads it back for the
+        gateway's ``getbalance``. Every caller goes through here: start, limit refresh, breaker probe."""
+        self._balance_asked = time.monotonic()
+        try:
+            info = await self.solver.account_info()
+        except AccountError as exc:
+            if exc.code == _NO_FUNDS:
+                await self._record_balance(0.0)
+            raise
+        if info.balance is not None:
+            await self._record_balance(info.balance)
+        return info
+
+    async def _record_balance(self, balance: float) -> None:
+        self.registry.record_balance(balance)
+        with contextlib.suppress(CaptchaQueueError):  # the next renewal sends it anyway
+            await self.registry.heartbeat(self.in_flight)
+
+    async def _ask_balance(self) -> None:
+        """One best-effort account_info for the balance alone (its errors pause nothing here: the
+        solves and the breaker's probe deal with them)."""
+        try:
+            await self.account_info()
+        except SolverError as exc:
+            log.debug("account %s: balance not known (%s)", self.breaker.ref, exc.code)
+
+    async def _balance_loop(self) -> None:
+        """Ask the balance when nothing else did for ``balance_refresh_s`` (time-scaled)."""
+        every_s = self.config.balance_refresh_s * self.config.time_scale
+        while True:
+            wait_s = every_s - (time.monotonic() - self._balance_asked)
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)
+            elif self.breaker.account_state is None:
+                await self._ask_balance()
+            else:
+                await asyncio.sleep(every_s)  # paused: the breaker's probe asks
+
     async def _limit_from_account(self) -> bool:
         """Ask the account for its threads and use them; False if that gave no usable limit."""
         try:
-            info = await self.solver.account_info()
+            info = await self.account_info()
         except AccountError as exc:
             error = exc
             await self._s.redis(lambda: self._s.pause_account(error), persist=True)
@@ -303,6 +396,15 @@ class Worker:
         if threads is not None and threads < 1:
             log.warning("the account reports %d threads: no fleet limit from it, no solve is sent", threads)
             return False
+        if threads is not None and self._limit_share is not None:
+            share = self._limit_share(threads)
+            if share is None:
+                log.warning(
+                    "the account reports %d threads: too few for a share per namespace, no solve is sent",
+                    threads,
+                )
+                return False
+            threads = share
         if not self._s.limit_known.is_set():
             log.info("fleet limit from the account's threads: %s", threads if threads is not None else "none")
             await self._use_limit(threads)

@@ -9,6 +9,11 @@ successive deaths (exponential with full jitter, reset once a child has lived a 
 SIGINT is forwarded to every child, which then shut down gracefully; a child still alive after the
 grace period (plus a margin) is killed. A second signal kills every child at once.
 
+A child that drained on an operator's request (``captcha-queue workers drain ID``: it finished its
+tasks, unregistered and exited 0) is not restarted: it tells the supervisor so through a pipe of its
+own (``DRAIN_FD_ENV`` names its end; ``report_drained``). The others keep running; once every child
+has drained, the supervisor exits 0.
+
 A child that exits with ``give_up_code`` (the worker's "could not reach Redis within
 --startup-timeout-s") is not restarted: the supervisor stops the others and exits non-zero, as one
 process would.
@@ -29,12 +34,26 @@ from dataclasses import dataclass, field
 from ..store.server import die_with_parent
 from .retry import Backoff
 
-__all__ = ["Supervisor", "child_argv"]
+__all__ = ["DRAIN_FD_ENV", "Supervisor", "child_argv", "report_drained"]
 
 log = logging.getLogger("captcha_queue.worker.supervisor")
 
 #: A child that lived this long before dying is restarted at once (its death was not a crash loop).
 _STABLE_S = 60.0
+#: The environment variable naming the file descriptor a supervised child reports its drain on.
+DRAIN_FD_ENV = "CAPTCHA_QUEUE_SUPERVISOR_FD"
+_DRAINED = b"drained\n"
+
+
+def report_drained() -> None:
+    """In a supervised child that drained on request, just before it exits 0: tell the supervisor
+    not to restart it. Outside a supervisor (no ``DRAIN_FD_ENV``) it does nothing."""
+    raw = os.environ.get(DRAIN_FD_ENV, "")
+    if not raw.isdigit():
+        return
+    with contextlib.suppress(OSError):
+        os.write(int(raw), _DRAINED)
+        os.close(int(raw))
 
 
 def child_argv(args: Sequence[str]) -> list[str]:
@@ -51,6 +70,8 @@ class _Child:
     quick_deaths: int = 0
     restarts: int = 0
     waiter: asyncio.Task[int] | None = field(default=None, repr=False)
+    report_fd: int | None = None  # the supervisor's end of the child's drain pipe
+    drained: bool = False  # exited 0 after an operator's drain request: not restarted
 
 
 class Supervisor:
@@ -111,12 +132,25 @@ class Supervisor:
                     loop.remove_signal_handler(sig)
 
     async def _spawn(self, child: _Child) -> None:
-        child.proc = await asyncio.create_subprocess_exec(
-            *child.argv,
-            env=self._env,
-            stdin=asyncio.subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
-        )
+        self._close_report(child)  # the pipe of the run that died
+        read_fd, write_fd = os.pipe()
+        env = dict(self._env if self._env is not None else os.environ)
+        env[DRAIN_FD_ENV] = str(write_fd)
+        try:
+            child.proc = await asyncio.create_subprocess_exec(
+                *child.argv,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                preexec_fn=die_with_parent,
+                pass_fds=(write_fd,),
+            )
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)  # the child holds the only write end: its exit closes the pipe
+        os.set_blocking(read_fd, False)
+        child.report_fd = read_fd
         child.started_at = time.monotonic()
         child.waiter = asyncio.create_task(child.proc.wait(), name=f"child-{child.index}")
         log.info("supervisor: worker %d started (pid %d)", child.index, child.proc.pid)
@@ -134,9 +168,42 @@ class Supervisor:
                     if self._give_up_code is not None and finished.result() == self._give_up_code:
                         self._give_up(child)
                         return
+                    if finished.result() == 0 and self._drained(child):
+                        if all(c.drained for c in self._children):
+                            log.info("supervisor: every worker process drained; exiting")
+                            return
+                        continue
                     await self._restart(child, finished.result())
         finally:
             stop.cancel()
+            for child in self._children:
+                self._close_report(child)
+
+    def _drained(self, child: _Child) -> bool:
+        """Whether the child that just exited reported a drain on its pipe (then it stays stopped)."""
+        report = b""
+        if child.report_fd is not None:
+            with contextlib.suppress(OSError):  # BlockingIOError: nothing written
+                report = os.read(child.report_fd, 64)
+        self._close_report(child)
+        if report != _DRAINED:
+            return False
+        assert child.proc is not None
+        child.drained = True
+        child.waiter = None
+        log.info(
+            "supervisor: worker %d (pid %d) drained on request; not restarted (%d still running)",
+            child.index,
+            child.proc.pid,
+            sum(1 for c in self._children if not c.drained),
+        )
+        return True
+
+    @staticmethod
+    def _close_report(child: _Child) -> None:
+        if child.report_fd is not None:
+            os.close(child.report_fd)
+            child.report_fd = None
 
     def _give_up(self, child: _Child) -> None:
         assert child.proc is not None

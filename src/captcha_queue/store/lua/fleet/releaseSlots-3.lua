@@ -2,7 +2,8 @@
 
 KEYS[1] slots ZSET, KEYS[2] slot limit HASH, KEYS[3] owners HASH (layout: includes/slots.lua)
 
-ARGV[1] busy: 1 if the service said it is full since the last release call, else 0
+ARGV[1] busy: how many times the service said it is full since the last release call (0: none);
+        added to the limit hash's busy_answers count (the dashboard's capacity screen)
 ARGV[2] successes: solves finished since the last release call
 ARGV[3] decrease factor (e.g. 0.7): effective = max(1, floor(effective * factor)) on busy
 ARGV[4] cooldown_ms: at most one decrease per cooldown, however many workers saw "busy" at once
@@ -43,7 +44,7 @@ local limit = redis.call('HMGET', LIMIT, 'configured', 'effective', 'changed_ms'
 local configured, effective = tonumber(limit[1]), tonumber(limit[2])
 if configured and effective then
   local changed_ms, decreased_ms = tonumber(limit[3]) or 0, tonumber(limit[4]) or 0
-  if ARGV[1] == '1' then
+  if tonumber(ARGV[1]) > 0 then
     if now - decreased_ms >= tonumber(ARGV[4]) then
       local lowered = math.max(1, math.floor(effective * tonumber(ARGV[3])))
       if lowered < effective then
@@ -55,6 +56,10 @@ if configured and effective then
     effective = math.min(configured, effective + tonumber(ARGV[6]))
     redis.call('HSET', LIMIT, 'effective', effective, 'changed_ms', now)
   end
+end
+
+if tonumber(ARGV[1]) > 0 then
+  redis.call('HINCRBY', LIMIT, 'busy_answers', tonumber(ARGV[1]))
 end
 
 return { effective or 0, redis.call('ZCARD', SLOTS) }

@@ -38,7 +38,8 @@ local function result_json(id, st, status, now, extra)
   if extra.error_message and extra.error_message ~= '' then
     parts[#parts + 1] = ',"error_message":' .. cjson.encode(extra.error_message)
   end
-  -- Who solved it (completeTask): where a verdict on the answer goes (reportTask).
+  -- Who solved it (completeTask: where a verdict on the answer goes, reportTask) or made the last
+  -- attempt of an error (failTask: no remote id).
   for _, name in ipairs({ 'provider', 'account', 'remote_id' }) do
     if extra[name] and extra[name] ~= '' then
       parts[#parts + 1] = ',"' .. name .. '":' .. cjson.encode(extra[name])
@@ -135,8 +136,9 @@ end
 
 -- Dead-letter a task with a reason and its attempt history, and finish it as "error".
 -- `raw` (optional) is an unreadable entry to keep for inspection (when it is the task body itself,
--- the body is kept only as raw text).
-local function dead_letter(id, st, reason, now, error_code, error_message, raw)
+-- the body is kept only as raw text). `who` (optional): {provider = str, account = str} of the last
+-- attempt, kept in the error result.
+local function dead_letter(id, st, reason, now, error_code, error_message, raw, who)
   local parts = { '{"id":', cjson.encode(id), ',"reason":', cjson.encode(reason), ',"dead_at":', fmt_s(now) }
   local task_raw = redis.call('HGET', K.tasks, id)
   if task_raw and task_raw ~= raw and json_clean(task_raw) then
@@ -154,5 +156,9 @@ local function dead_letter(id, st, reason, now, error_code, error_message, raw)
   redis.call('HSET', K.dead, id, table.concat(parts))
   redis.call('ZADD', K.dead_index, now, id)
   st.dead = reason
-  return finish(id, st, 'error', now, { error_code = error_code, error_message = error_message }, 'dead')
+  local extra = { error_code = error_code, error_message = error_message }
+  if who then
+    extra.provider, extra.account = who.provider, who.account
+  end
+  return finish(id, st, 'error', now, extra, 'dead')
 end

@@ -19,7 +19,9 @@
 --- KEYS[12] webhooks HASH  task id -> webhook delivery JSON (written only for a task with a pingback)
 --- KEYS[13] webhooks_due ZSET  task id -> ms of the delivery's next step
 --- ARGV: the standard prefix, then [A] task id, [A+1] lease token, [A+2] error code,
----       [A+3] error message, [A+4] retry_in_ms ("" = fatal).
+---       [A+3] error message, [A+4] retry_in_ms ("" = fatal), [A+5] provider, [A+6] account ref
+---       (both may be ''): who made the last attempt, kept in a final error result (no remote id:
+---       an error is never reported for a refund).
 --- Returns: {OK, result JSON} | {RETRY_SCHEDULED, due ms} | {ALREADY_FINAL, stored result JSON | nil}
 ---          | {LEASE_LOST} | {CANCELLED} | {WRONG_TYPE, message}.
 --- @include "args"
@@ -49,7 +51,9 @@ if bad then
   return { WRONG_TYPE, bad }
 end
 local now = now_ms()
-local extra = { error_code = error_code, error_message = error_message }
+local extra = {
+  error_code = error_code, error_message = error_message, provider = ARGV[A + 5], account = ARGV[A + 6],
+}
 
 if retry_in == '' then
   add_history(st, now, 'error', error_code, error_message)
@@ -60,7 +64,7 @@ end
 add_history(st, now, 'retry', error_code, error_message)
 st.attempts = st.attempts + 1
 if st.attempts >= st.max_attempts then
-  return { OK, dead_letter(id, st, 'max_attempts', now, error_code, error_message) }
+  return { OK, dead_letter(id, st, 'max_attempts', now, error_code, error_message, nil, extra) }
 end
 local due = now + tonumber(retry_in)
 st.status = 'delayed'

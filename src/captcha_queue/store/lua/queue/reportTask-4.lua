@@ -8,6 +8,7 @@
 --- KEYS[1] state HASH  id -> state JSON (includes/state.lua)
 --- KEYS[2] results HASH  id -> final Result JSON
 --- KEYS[3] reports LIST  report requests (ReportRequest JSON) waiting for a worker of the account
+--- KEYS[4] report_refs SET  account refs with report requests (report_backlog lists them)
 --- ARGV: the standard prefix, then [A] task id, [A+1] account ref (the result's), [A+2] "good" | "bad",
 ---       [A+3] the request (ReportRequest JSON, as the worker acks it: queue/_reports.py).
 --- Returns: {OK} | {ALREADY_REPORTED, the verdict queued before} | {NOT_FOUND, why} | {WRONG_TYPE, message}.
@@ -41,11 +42,12 @@ end
 if st.reported then
   return { ALREADY_REPORTED, st.reported }
 end
-local bad = wrong_type({ { K.reports, 'list' } })
+local bad = wrong_type({ { K.reports, 'list' }, { K.report_refs, 'set' } })
 if bad then
   return { WRONG_TYPE, bad }
 end
 st.reported = verdict
 save_state(id, st)
 redis.call('RPUSH', K.reports, ARGV[A + 3])
+redis.call('SADD', K.report_refs, account)
 return { OK }
