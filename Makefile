@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # The suite runs in PYTEST_WORKERS pytest-xdist processes: most tests wait on servers and subprocesses, so
-# two workers cut the wall time by two thirds; three were no faster on 2 cores (docs/development.md).
+# two workers cut the wall time by about half; three were no faster on 2 cores (docs/development.md).
 # PYTEST_WORKERS=0 runs it in one process (pdb, -x, prints); PYTEST_ARGS come last: PYTEST_ARGS='-n 0' too.
 PYTEST_WORKERS ?= 2
 # The coverage floor (worker, CLI and simulator subprocesses counted): today 94 %. Raise it, never lower it.
