@@ -304,9 +304,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     md_path, png_path = args.out / f"{stem}.md", args.out / f"{stem}.png"
     write_markdown(md_path, meta, bench.results, targets)
-    draw_chart(png_path, bench.results)
+    charted = draw_chart(png_path, bench.results)
     print(format_table(bench.results, targets))
-    print(f"\nwrote {md_path} and {png_path}")
+    print(f"\nwrote {md_path}" + (f" and {png_path}" if charted else " (no chart: none of W1-W3 ran)"))
     return 0
 
 

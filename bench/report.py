@@ -438,8 +438,14 @@ def write_markdown(path: Path, meta: Meta, results: Sequence[RunResult], targets
 SYSTEM_COLORS = {"captcha-queue": "#1f77b4", "naive": "#7f7f7f", "arq": "#ff7f0e", "saq": "#2ca02c"}
 
 
-def draw_chart(path: Path, results: Sequence[RunResult]) -> None:
-    """Throughput (W1, W2) and latency (W2 overhead, W3 wake-up) per system, log scales."""
+_CHARTED = ("W1", "W2", "W2 latency", "W3")
+
+
+def draw_chart(path: Path, results: Sequence[RunResult]) -> bool:
+    """Throughput (W1, W2) and latency (W2 overhead, W3 wake-up) per system, log scales. False (and no
+    file) when the run has none of those figures (``--only GW,DASH``: log scales need a value > 0)."""
+    if not any(r.workload in _CHARTED and r.error is None and r.metrics for r in results):
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
@@ -468,6 +474,7 @@ def draw_chart(path: Path, results: Sequence[RunResult]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def _group(workload: str, config: str, metric: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
@@ -391,3 +392,32 @@ async def test_a_renewal_is_never_overtaken_by_the_processs_own_release(
 
 async def members_of(client: aioredis.Redis, keys: Keys) -> set[str]:
     return {as_str(m) for m in await client.zrange(keys.slots("acct"), 0, -1)}
+
+
+@pytest.mark.timeout(30)
+async def test_after_a_redis_failure_held_slots_are_registered_again_before_any_grant(pumps: Pumps) -> None:
+    """A failover to a replica that had not received the latest slot writes: the data set's epoch is
+    the same, the slots and their owners are gone. Every worker saw its connections break
+    (note_redis_failure); the holder registers its slots again before the other worker is granted
+    one, so the fleet never holds more than N. Before, the other worker was granted a slot at once:
+    N + 1 solves (the HA chaos scenario saw 45 of 30 after a Sentinel primary was killed)."""
+    config = dataclasses.replace(FAST, lease_s=6.0)  # no lease runs out in the test: nobody renews here
+    holder = pumps.start(limit=3, config=config)
+    other = pumps.start(limit=3, config=config)
+    await holder.set_limit(3)
+    for i in range(3):
+        await holder.acquire(f"a{i}", "tok")
+    keys = pumps.keys
+    await pumps.client.delete(keys.slots("acct"), keys.slot_owners("acct"))  # the rollback
+    holder.note_redis_failure()
+    other.note_redis_failure()
+    waiting = spawn(other.acquire("b0", "tok"))
+    await wait_for_async(lambda: members(pumps), lambda found: found == {"a0", "a1", "a2"})
+    with pytest.raises(TimeoutError):  # the fleet is full again: nothing for the other worker
+        await asyncio.wait_for(asyncio.shield(waiting), 3.5)
+    assert await members(pumps) == {"a0", "a1", "a2"}
+    holder.release("a0", "tok")
+    await asyncio.wait_for(waiting, 10.0)
+    found = await members(pumps)
+    assert "b0" in found
+    assert len(found) == 3  # a1 and a2 (live, or ghosts once their unrenewed lease ran out) and b0

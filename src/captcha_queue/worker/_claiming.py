@@ -79,6 +79,8 @@ class Claiming:
                     stop=s.stopping,
                 )
             except RedisUnavailable as exc:
+                if s.limiter is not None:
+                    s.limiter.note_redis_failure()
                 failures += 1
                 delay = REDIS_BACKOFF.delay_s(failures, s.rng) + 0.05
                 log.warning("claim: %s; retrying in %.2fs", exc, delay)

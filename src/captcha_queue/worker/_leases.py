@@ -66,6 +66,8 @@ class Leases:
             await self._registry.heartbeat(len(s.runs))
             await s.breaker.refresh()
         except RedisUnavailable as exc:
+            if s.limiter is not None:
+                s.limiter.note_redis_failure()
             log.warning("renew: %s (leases are renewed again next period)", exc)
 
     def drop(self, run: Run, reason: str) -> None:

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal
@@ -51,6 +52,10 @@ log = logging.getLogger("captcha_queue.worker.limiter")
 #: ``error`` (the solve is over or never started), ``abandon`` (the solve may still run: a ghost),
 #: ``abandon_lost`` (as ``abandon``, Redis lost its data: a slot it no longer has is counted again).
 Outcome = Literal["ok", "busy", "error", "abandon", "abandon_lost"]
+#: After Redis failed under a worker, it grants nothing new for this long once Redis answers again:
+#: longer than the pump's longest retry delay (2 s), so every worker that saw the same failure (a
+#: failover: every connection breaks) re-registers its held slots before anyone is granted one.
+REBUILD_QUIET_S = 2.5
 _HOW = {"ok": "0", "busy": "0", "error": "0", "abandon": "1", "abandon_lost": "2"}
 
 
@@ -158,6 +163,13 @@ class SlotLimiter:
         # Redis before it, or the renewal takes the freed slot for one Redis lost (and holds every
         # new grant of the fleet for a lease). The pump's calls and a renewal never overlap.
         self._serial = asyncio.Lock()
+        # After Redis failed under us (a failover to a replica may have lost the latest slot writes,
+        # with the data set's epoch unchanged): the next call re-registers every held slot (a renewal:
+        # one Redis lost holds every grant of the fleet for a lease), and this process grants nothing
+        # new for REBUILD_QUIET_S after Redis answers again, long enough for the other workers, who
+        # saw the same failure, to re-register theirs first.
+        self._suspect = False
+        self._quiet_until = 0.0
         self.effective: int = limit
         self.used: int = 0
 
@@ -228,6 +240,12 @@ class SlotLimiter:
             self._releases[holder] = (token, _HOW[outcome])
         self._wake.set()
 
+    def note_redis_failure(self) -> None:
+        """Redis failed under one of this worker's calls: re-register the held slots at the next
+        call, and grant nothing new until REBUILD_QUIET_S after Redis answers again."""
+        self._suspect = True
+        self._wake.set()
+
     async def renew(self) -> list[str]:
         """Extend every held slot in one call. Returns holders whose slot another claim now owns.
 
@@ -235,14 +253,17 @@ class SlotLimiter:
         registered again (and the fleet grants nothing new for a lease, until every worker did so).
         """
         async with self._serial:
-            if not self._held:
-                return []
-            held = dict(self._held)
-            args: list[object] = [int(self.config.lease_s * 1000), self._hold_ms()]
-            for holder, token in held.items():
-                args += [holder, token]
-            async with redis_errors_async(self._client):
-                reply = await self._scripts.renewSlots(self._client, list(self._keys), args)
+            return await self._renew_locked()
+
+    async def _renew_locked(self) -> list[str]:
+        if not self._held:
+            return []
+        held = dict(self._held)
+        args: list[object] = [int(self.config.lease_s * 1000), self._hold_ms()]
+        for holder, token in held.items():
+            args += [holder, token]
+        async with redis_errors_async(self._client):
+            reply = await self._scripts.renewSlots(self._client, list(self._keys), args)
         self.effective, self.used = int(reply[0]), int(reply[1])
         lost = [_text(h) for h in reply[2:]]
         for holder in lost:
@@ -267,6 +288,7 @@ class SlotLimiter:
                 try:
                     await self.set_limit(self._limit)
                 except RedisUnavailable as exc:
+                    self._suspect = True
                     redis_failures += 1
                     delay = Backoff(0.05, 2.0).delay_s(redis_failures)
                     log.warning("solver slots: %s; retrying in %.2fs", exc, delay)
@@ -285,6 +307,7 @@ class SlotLimiter:
                 async with self._serial:
                     starved = await self._cycle()
             except RedisUnavailable as exc:
+                self._suspect = True
                 redis_failures += 1
                 delay = Backoff(0.05, 2.0).delay_s(redis_failures)
                 log.warning("solver slots: %s; retrying in %.2fs", exc, delay)
@@ -296,12 +319,18 @@ class SlotLimiter:
 
     async def _cycle(self) -> bool:
         """One release call and one acquire call. Returns True if waiters remain ungranted."""
+        if self._suspect:
+            await self._renew_locked()  # the held slots first: Redis may have lost them
+            self._suspect = False
+            self._quiet_until = time.monotonic() + REBUILD_QUIET_S
         if self._releases or self._busy or self._successes:
             await self._flush_releases()
         for holder in [h for h, w in self._waiters.items() if w.future.done()]:
             self._waiters.pop(holder, None)
         if not self._waiters:
             return False
+        if time.monotonic() < self._quiet_until:
+            return True  # waiters wait: the other workers re-register their slots first
         batch = list(self._waiters.items())[: self.config.batch_max]
         args: list[object] = [int(self.config.lease_s * 1000), self._limit, self._hold_ms()]
         for holder, queued in batch:
