@@ -26,6 +26,8 @@ from .config import WorkerSettings
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
+    from .metrics import MetricsServer, WorkerMetrics
+
 __all__ = ["EXIT_STARTUP_FAILED", "StartupFailed", "reach_redis", "run_loop", "run_worker"]
 
 log = logging.getLogger("captcha_queue.worker")
@@ -104,6 +106,26 @@ async def reach_redis(url: str, timeout_s: float, client: aioredis.Redis | None 
             await client.aclose()
 
 
+def _health_client(settings: WorkerSettings) -> aioredis.Redis:
+    """The readiness checks' own client: they never wait behind the workers' pool."""
+    from ..store.connection import make_client
+    from .health import READY_TIMEOUT_S
+
+    return make_client(
+        settings.redis_url,
+        max_connections=2,
+        socket_timeout_s=READY_TIMEOUT_S,
+        pool_timeout_s=READY_TIMEOUT_S,
+    )
+
+
+def _serve_metrics(metrics: WorkerMetrics, settings: WorkerSettings, readiness: Any) -> MetricsServer:
+    """/metrics, /healthz and /readyz (``readiness.from_thread``) on the configured host and port."""
+    server = metrics.serve(settings.metrics_port or 0, settings.metrics_host, readiness=readiness.from_thread)
+    log.info("metrics at %s (and /healthz, /readyz)", server.url)
+    return server
+
+
 async def _serve(settings: WorkerSettings) -> int:
     from ..queue._producer import AsyncCaptchaQueue
     from ..solvers import create_solver
@@ -132,26 +154,17 @@ async def _serve(settings: WorkerSettings) -> int:
         queue = AsyncCaptchaQueue(client, namespace=settings.namespace)
         if settings.metrics_port is not None:
             from ..solvers.base import account_ref
-            from .health import READY_TIMEOUT_S, Readiness
+            from .health import Readiness
             from .metrics import WorkerMetrics
 
             metrics = WorkerMetrics()
-            # The readiness checks get a client of their own: they never wait behind the worker's pool.
-            health_client = make_client(
-                settings.redis_url,
-                max_connections=2,
-                socket_timeout_s=READY_TIMEOUT_S,
-                pool_timeout_s=READY_TIMEOUT_S,
-            )
+            health_client = _health_client(settings)
             readiness = Readiness(
                 AsyncCaptchaQueue(health_client, namespace=settings.namespace),
                 account_ref=account_ref(solver.account, solver.key_fingerprint),
                 limit_known=lambda: metrics.limit_known,
             )
-            metrics_server = metrics.serve(
-                settings.metrics_port, settings.metrics_host, readiness=readiness.from_thread
-            )
-            log.info("metrics at %s (and /healthz, /readyz)", metrics_server.url)
+            metrics_server = _serve_metrics(metrics, settings, readiness)
             refresher = asyncio.create_task(metrics.run_refresher(queue, interval_s=5.0), name="metrics")
             events = metrics
         worker = Worker(queue, solver, settings, events=events)
@@ -222,24 +235,15 @@ async def _serve_accounts(settings: WorkerSettings) -> int:
         )
         solvers.extend(worker.solver for _, worker in workers)
         if metrics is not None:
-            from .health import READY_TIMEOUT_S, Readiness
+            from .health import Readiness
 
-            # The readiness checks get a client of their own: they never wait behind the worker's pool.
-            health_client = make_client(
-                settings.redis_url,
-                max_connections=2,
-                socket_timeout_s=READY_TIMEOUT_S,
-                pool_timeout_s=READY_TIMEOUT_S,
-            )
+            health_client = _health_client(settings)
             readiness = Readiness(
                 AsyncCaptchaQueue(health_client, namespace=settings.namespace),
                 account_ref=[worker.solver.account_ref for _, worker in workers],
                 limit_known=lambda: metrics is not None and metrics.limit_known,
             )
-            metrics_server = metrics.serve(
-                settings.metrics_port or 0, settings.metrics_host, readiness=readiness.from_thread
-            )
-            log.info("metrics at %s (and /healthz, /readyz)", metrics_server.url)
+            metrics_server = _serve_metrics(metrics, settings, readiness)
             refresher = asyncio.create_task(metrics.run_refresher(queue, interval_s=5.0), name="metrics")
         log.info(
             "serving accounts %s (routing order)",
@@ -274,7 +278,6 @@ async def _serve_namespaces(settings: WorkerSettings) -> int:
     from ..solvers.base import account_ref
     from ..store.connection import make_client
     from .config import parse_namespaces
-    from .health import READY_TIMEOUT_S
     from .metrics import WorkerMetrics
     from .namespaces import (
         NamespaceEvents,
@@ -330,22 +333,13 @@ async def _serve_namespaces(settings: WorkerSettings) -> int:
 
             workers.append(Worker(queues[ns], solver, config, events=events.get(ns), limit_share=share))
         if metrics is not None and series is not None:
-            # The readiness checks get a client of their own: they never wait behind the workers' pool.
-            health_client = make_client(
-                settings.redis_url,
-                max_connections=2,
-                socket_timeout_s=READY_TIMEOUT_S,
-                pool_timeout_s=READY_TIMEOUT_S,
-            )
+            health_client = _health_client(settings)
             readiness = NamespacesReadiness(
                 {ns: AsyncCaptchaQueue(health_client, namespace=ns) for ns in names},
                 events,
                 account_ref=account_ref(solver.account, solver.key_fingerprint),
             )
-            metrics_server = metrics.serve(
-                settings.metrics_port or 0, settings.metrics_host, readiness=readiness.from_thread
-            )
-            log.info("metrics at %s (and /healthz, /readyz)", metrics_server.url)
+            metrics_server = _serve_metrics(metrics, settings, readiness)
             loops.append(asyncio.create_task(refresh_queued(series, queues, 5.0), name="metrics"))
         log.info(
             "serving namespaces %s (concurrency %s, fleet limit %s)",
