@@ -344,3 +344,40 @@ def test_the_blocking_queue_works_on_both(deployment: Deployment, ns: str) -> No
         task_id = q.submit("userrecaptcha", RC)
         assert q.stats().queued["normal"] == 1
         assert q.get_result(task_id) is None
+
+
+# -- the gateway ---------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+async def test_the_gateway_works_unchanged_on_a_sentinel_and_a_cluster_url(
+    deployment: Deployment, ns: str
+) -> None:
+    """A client key, an in.php submission, a worker's completion and a res.php poll, with the gateway
+    given only the deployment's URL (its client keys live under their own hash tag, the tasks under
+    the namespace's: two slots on a Cluster)."""
+    import aiohttp
+
+    from captcha_queue.gateway import GatewaySettings, create_key, run_gateway
+
+    client = make_client(deployment.url)
+    try:
+        key, _ = await create_key(client, namespace=ns)
+        settings = GatewaySettings(port=0, redis_url=deployment.url)
+        async with run_gateway(settings) as gateway, aiohttp.ClientSession() as http:
+            params = {"key": key, "method": "userrecaptcha", **RC}
+            async with http.get(f"{gateway.base_url}/in.php", params=params) as answer:
+                body = await answer.text()
+            assert body.startswith("OK|"), body
+            task_id = body[3:]
+            poll = {"key": key, "action": "get", "id": task_id}
+            async with http.get(f"{gateway.base_url}/res.php", params=poll) as answer:
+                assert await answer.text() == "CAPCHA_NOT_READY"
+            async with AsyncCaptchaQueue.from_url(deployment.url, namespace=ns) as q:
+                claims = await q.claim("w", 1, block_s=0)
+                assert [c.task_id for c in claims] == [task_id]
+                await q.complete(claims[0], "TOKEN-HA")
+            async with http.get(f"{gateway.base_url}/res.php", params=poll) as answer:
+                assert await answer.text() == "OK|TOKEN-HA"
+    finally:
+        await client.aclose()
