@@ -9,6 +9,7 @@ lists the code writes; the Dockerfile's RUN steps, run as a script, install a wo
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import json
 import os
 import re
@@ -26,9 +27,11 @@ import yaml
 
 from captcha_queue.cli import cli
 from captcha_queue.cli.dashboard_cmd import dashboard_cmd
+from captcha_queue.cli.gateway_cmd import gateway_cmd
 from captcha_queue.cli.worker_cmd import worker_cmd
 from captcha_queue.dashboard import DashboardConfig
 from captcha_queue.errors import ConfigError
+from captcha_queue.gateway import GatewaySettings, insecure_binding
 from captcha_queue.models import PRIORITIES
 from captcha_queue.store.keys import Keys
 from captcha_queue.worker.metrics import WorkerMetrics
@@ -111,7 +114,7 @@ def test_no_file_of_the_kit_writes_a_secret_out() -> None:
 def test_compose_stack_structure() -> None:
     compose = load(DEPLOY / "compose.yaml")
     services = compose["services"]
-    assert set(services) == {"redis", "worker", "dashboard", "prometheus", "grafana"}
+    assert set(services) == {"redis", "worker", "gateway", "dashboard", "prometheus", "grafana"}
     for name, service in services.items():
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
 
@@ -145,6 +148,7 @@ def test_compose_stack_structure() -> None:
             assert str(port).startswith("127.0.0.1:"), port  # published to the host's loopback only
 
     check_dashboard_service(services["dashboard"], compose["secrets"])
+    check_gateway_service(services["gateway"], compose["secrets"])
 
     prometheus = load(DEPLOY / "prometheus" / "prometheus.yml")
     (job,) = prometheus["scrape_configs"]
@@ -192,6 +196,35 @@ def check_dashboard_service(dashboard: dict[str, Any], secrets: dict[str, Any]) 
     assert f":{params['port']}/" in " ".join(dashboard["healthcheck"]["test"])
     assert "/run/secrets/redis_password" in " ".join(dashboard["entrypoint"])
     assert dashboard["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def check_gateway_service(gateway: dict[str, Any], secrets: dict[str, Any]) -> None:
+    """The compose gateway: its command line parses with the real CLI into settings the gateway
+    accepts, bound beyond loopback WITH TLS (clients send keys: no insecure-binding warning), the
+    certificate, key, Redis password and webhook secret from secret files, never on the command line."""
+    argv = list(gateway["command"])
+    assert argv[0] == "gateway"
+    with gateway_cmd.make_context("gateway", argv[1:]) as ctx:
+        params = dict(ctx.params)
+    assert params["host"] == "0.0.0.0"
+    for name in ("tls_cert", "tls_key"):
+        path = Path(params[name])
+        assert str(path).startswith("/run/secrets/"), path
+        assert path.name in gateway["secrets"]
+        assert secrets[path.name]["file"] == f"./secrets/{path.name}"
+    settings = GatewaySettings(
+        host=params["host"], port=params["port"], tls_cert=params["tls_cert"], tls_key=params["tls_key"]
+    )
+    assert insecure_binding(settings) is None
+    assert insecure_binding(dataclasses.replace(settings, tls_cert=None, tls_key=None)) is not None
+    assert gateway["ports"] == [f"127.0.0.1:{params['port']}:{params['port']}"]
+    test = " ".join(gateway["healthcheck"]["test"])
+    assert f"https://127.0.0.1:{params['port']}/readyz" in test
+    entry = " ".join(gateway["entrypoint"])
+    assert "/run/secrets/redis_password" in entry
+    assert "/run/secrets/webhook_secret" in entry
+    assert not any("secret" in arg.lower() and "=/run/secrets/" not in arg for arg in argv)
+    assert gateway["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
 # -- metrics used by the dashboard and the alerts ------------------------------------------------
