@@ -108,6 +108,20 @@ async def test_slot_usage_counts_live_slots_and_ghosts(queue: AsyncCaptchaQueue)
         await queue.slot_usage("a:b")
 
 
+async def test_slot_usage_and_stats_count_slots_in_use_alike(queue: AsyncCaptchaQueue) -> None:
+    """A live slot past its lease still counts (the acquire script's reap turns it into a ghost), a
+    ghost whose hold is over does not: slot_usage (the dashboard) and stats (the CLI) agree. Before,
+    stats counted 2 here and slot_usage 4 (the browser test saw "1 / 5" against stats' "0 / 5")."""
+    keys = queue.keys
+    far = 2**50
+    await queue.client.zadd(
+        keys.slots("acct"), {"task-1": far, "task-2": 1, "#task-3#tok": far, "#task-4#tok": 1}
+    )
+    usage = await queue.slot_usage("acct")
+    assert (usage.live, usage.ghosts, usage.used) == (2, 1, 3)
+    assert (await queue.stats("acct")).solver_slots_used == 3
+
+
 async def test_audit_entries_are_kept_newest_first_and_cut(queue: AsyncCaptchaQueue) -> None:
     first = await queue.record_audit(actor="local@127.0.0.1", role="operator", action="requeue", target="t1")
     await queue.record_audit(

@@ -365,21 +365,24 @@ class AdminAPI(QueueCore):
         return as_str(raw) if raw is not None else None
 
     async def slot_usage(self, account: str = "default") -> SlotUsage:
-        """One solver account's slot limits and its live and ghost slots, as stored (one round trip).
-        Members past their deadline still count until a fleet script reaps them (as they do for
-        acquiring)."""
+        """One solver account's slot limits and its live and ghost slots, as stored (one round trip),
+        counted as the acquire script counts them after reaping (and as ``stats`` does): a live slot
+        past its lease still counts (it turns into a ghost), a ghost whose hold is over does not."""
         async with redis_errors_async(self.client), self.client.pipeline(transaction=False) as pipe:
             pipe.hmget(self.keys.slot_limit(account), "configured", "effective", "changed_ms", "busy_answers")
-            pipe.zrange(self.keys.slots(account), 0, -1)
-            limits, members = await pipe.execute()
+            pipe.zrange(self.keys.slots(account), 0, -1, withscores=True)
+            pipe.time()
+            limits, members, clock = await pipe.execute()
         configured, effective, changed, busy = (_limit(v) for v in limits)
-        ghosts = sum(1 for m in members if as_str(m).startswith("#"))
+        now_ms = _time_ms(clock)
+        live = sum(1 for m, _ in members if not as_str(m).startswith("#"))
+        ghosts = sum(1 for m, score in members if as_str(m).startswith("#") and score >= now_ms)
         return SlotUsage(
             account=account,
             configured=configured,
             effective=effective,
             changed_ms=changed,
-            live=len(members) - ghosts,
+            live=live,
             ghosts=ghosts,
             busy_answers=busy or 0,
         )

@@ -54,7 +54,17 @@ for _, priority in ipairs(PRIORITIES) do
 end
 reply[#reply + 1] = oldest
 
-reply[#reply + 1] = read('ZCOUNT', K.slots, now, '+inf') or 0
+-- Slots in use, as the acquire script counts them after reaping: every member but a ghost whose hold
+-- is over (a live slot past its lease turns into a ghost and still counts). Admin slot_usage agrees.
+local slots_used = read('ZCARD', K.slots) or 0
+if slots_used > 0 then
+  for _, member in ipairs(read('ZRANGEBYSCORE', K.slots, '-inf', '(' .. now, 'LIMIT', 0, 1000) or {}) do
+    if string.sub(member, 1, 1) == '#' then
+      slots_used = slots_used - 1
+    end
+  end
+end
+reply[#reply + 1] = slots_used
 local limit = read('HMGET', K.slot_limit, 'effective', 'configured') or {}
 reply[#reply + 1] = limit[1] or limit[2] or false
 reply[#reply + 1] = read('HLEN', K.dead) or 0
