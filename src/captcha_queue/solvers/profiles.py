@@ -186,26 +186,8 @@ TWOCAPTCHA_VARIANTS = frozenset(
     }
 )
 #: The task types the JSON client maps (protocol/tasktypes.py), per dialect and service.
-TWOCAPTCHA_V2_VARIANTS = frozenset(
-    {
-        "image",
-        "grid",
-        "coordinates",
-        "rotate",
-        "textcaptcha",
-        *_RECAPTCHA,
-        "hcaptcha",
-        "funcaptcha",
-        "turnstile",
-        "geetest_v3",
-        "geetest_v4",
-        "amazon_waf",
-        "datadome",
-        "captchafox",
-        "friendly_captcha",
-        "lemin",
-    }
-)
+# 2captcha's JSON API takes the same kinds as its in.php, images as base64 only (no file uploads).
+TWOCAPTCHA_V2_VARIANTS = frozenset(v for v in TWOCAPTCHA_VARIANTS if not v.endswith("_file"))
 ANTICAPTCHA_VARIANTS = frozenset(
     {
         "image",
