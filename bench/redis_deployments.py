@@ -466,12 +466,33 @@ class SentinelDeployment(_Deployment):
         _wait(moved, timeout_s, "a new primary", 0.1)
         return found[0]
 
+    def wait_demoted(self, old_port: int, new_port: int, timeout_s: float = 60.0) -> float:
+        """Until the old primary (unless it is dead) follows ``new_port`` with its link up; the
+        seconds waited. Sentinel demotes a primary it failed over from when it next reads its INFO
+        (every 10 s): until then the old primary is a second primary that still takes writes."""
+        started = time.monotonic()
+
+        def follows() -> bool:
+            if not self.server(old_port).running:
+                return True
+            role: Any = self._command(old_port, "ROLE")
+            return bool(
+                _text(role[0]) == "slave" and int(role[2]) == new_port and _text(role[3]) == "connected"
+            )
+
+        _wait(follows, timeout_s, f"server {old_port} to follow {new_port}", 0.05)
+        return time.monotonic() - started
+
     def kill(self, port: int) -> None:
         self.server(port).kill()
 
     def restart(self, port: int) -> None:
         self.server(port).start()
         _wait(lambda: self._ping(port), 10.0, f"server {port} back")
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @contextlib.contextmanager

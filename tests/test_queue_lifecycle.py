@@ -330,3 +330,29 @@ async def test_a_data_set_that_vanished_is_reported_with_the_tasks_lost(
     assert "4 tasks that were queued or in flight are gone" in loss.describe()
     await q.submit("userrecaptcha", RC)  # a new data set begins
     assert await q.check_data_loss() is None
+
+
+async def test_a_rollback_that_loses_submissions_acknowledged_since_the_last_check_is_reported(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    """A split brain (a Sentinel failover that leaves the old primary taking writes): this producer's
+    3 submissions were acknowledged on the old primary after its last check, the new primary took
+    2 others meanwhile. Its counter (7) is above what the last check saw (5) but below the producer's
+    acknowledged watermark (8): the loss is reported."""
+    q = AsyncCaptchaQueue(redis_client, namespace=namespace)
+    other = AsyncCaptchaQueue(redis_client, namespace=namespace)
+    await q.submit_many([TaskSpec("userrecaptcha", RC)] * 5)
+    assert await q.check_data_loss() is None  # sees 5
+    gone = await q.submit_many([TaskSpec("userrecaptcha", RC)] * 3)  # acknowledged: counter 8
+    # What the new primary holds: the 3 never reached it ...
+    await redis_client.hdel(q.keys.tasks, *gone)
+    await redis_client.hdel(q.keys.state, *gone)
+    for task_id in gone:
+        await redis_client.lrem(q.keys.queue("normal"), 0, task_id)
+    await redis_client.hincrby(q.keys.counters, "submitted", -3)
+    await other.submit_many([TaskSpec("userrecaptcha", RC)] * 2)  # ... and it took 2 others: 7
+    loss = await q.check_data_loss()
+    assert loss is not None, "an acknowledged submission rolled back went unreported"
+    assert loss.rolled_back
+    assert (loss.submitted_before, loss.submitted_after) == (8, 7)
+    assert await q.check_data_loss() is None  # reported once

@@ -1,6 +1,6 @@
-"""Failover on real servers: a Sentinel failover (coordinated, and the primary killed) and a Cluster
-primary killed (its replica promoted), with a producer submitting and a worker process solving
-through it.
+"""Failover on real servers: a Sentinel switchover (``captcha-queue switchover``), the Sentinel primary
+killed, and a Cluster primary killed (its replica promoted), with a producer submitting and a worker
+process solving through it.
 
 ``durability=replica`` (WAIT 1 after each submission and finish): no acknowledged submission is
 lost, and a submission no replica could take is refused (WriteNotReplicated), not acknowledged.
@@ -24,6 +24,7 @@ from captcha_queue.errors import RedisUnavailable, WriteNotReplicated
 from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.simulator import RunningSimulator, SimulatorConfig, run_simulator
 from captcha_queue.store.keys import Keys
+from captcha_queue.store.switchover import switchover
 
 from .cluster_fixtures import RedisClusterDeployment, SentinelDeployment, command, needs_cluster_tools
 from .helpers import ProcessManager
@@ -95,11 +96,11 @@ async def ride_through(
         assert await q.check_data_loss() is None  # records the data set
         if isinstance(dep, SentinelDeployment):
             old = dep.primary_port()
-            if fault == "failover":
-                dep.failover()
+            if fault == "switchover":
+                await switchover(dep.url)
             else:
                 dep.kill(old)
-            dep.wait_new_primary(old)
+                dep.wait_new_primary(old)
         else:
             owner = dep.port_of_slot_owner(Keys(ns).prefix)
             dep.kill(owner)
@@ -133,12 +134,12 @@ async def _at_least(count: object, n: int) -> bool:
 
 
 @pytest.mark.timeout(150)
-async def test_a_sentinel_failover_mid_run_loses_nothing(
+async def test_a_sentinel_switchover_mid_run_loses_nothing(
     sim: RunningSimulator, processes: ProcessManager
 ) -> None:
     with SentinelDeployment() as dep:
         dep.start()
-        await ride_through(dep, sim, processes, "failover")
+        await ride_through(dep, sim, processes, "switchover")
 
 
 @pytest.mark.timeout(150)

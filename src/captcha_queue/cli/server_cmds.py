@@ -1,4 +1,5 @@
-"""Commands that run servers: ``redis`` (and, until it exists, the ``demo`` placeholder)."""
+"""Commands about the Redis servers: ``redis`` runs a private one, ``switchover`` moves a Sentinel
+service to a replica without losing a write."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import click
 
 from ..errors import ConfigError
 from ..store.server import EmbeddedRedis, Persistence, check_redis, state_dir
-from .app import cli
+from .app import FiniteFloat, cli, connection_options, get_settings, run
 
 
 @cli.command("redis")
@@ -49,3 +50,34 @@ def redis_cmd(port: int | None, appendonly: bool, appendfsync: str, directory: s
         pass
     finally:
         server.stop()
+
+
+@cli.command("switchover")
+@connection_options
+@click.option(
+    "--pause-ms",
+    type=click.IntRange(1_000, 600_000),
+    default=30_000,
+    show_default=True,
+    help="The longest writes stay held should this command die midway (a switch holds them 1-2 s).",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=FiniteFloat(min=0, max=600, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for each step (replicas caught up, the election, the old primary following).",
+)
+def switchover_cmd(pause_ms: int, timeout_s: float) -> None:
+    """Switch the Sentinel service of --redis-url to a replica, losing no acknowledged write.
+
+    Plain SENTINEL FAILOVER (Redis 7.0) leaves the old primary taking writes until Sentinel demotes it
+    (up to 10 s), and discards them then. This pauses writes on the primary, waits for the replicas to
+    have everything, runs SENTINEL FAILOVER, points the old primary at the new one (its held writes
+    fail, unapplied, and their clients reconnect) and unpauses it. Writes wait during the switch.
+    """
+    from ..store.switchover import switchover
+
+    result = run(switchover(get_settings().redis_url, pause_ms=pause_ms, timeout_s=timeout_s))
+    click.echo(result.describe())

@@ -134,6 +134,16 @@ class AdminAPI(QueueCore):
 
     #: (epoch, submitted watermark, finished) at the last check_data_loss call.
     _data_seen: tuple[str | None, int, int] | None = None
+    #: (epoch, submitted counter) after this object's latest acknowledged submission since that call.
+    _acknowledged: tuple[str, int] | None = None
+
+    def _note_acknowledged(self, epoch: str, submitted: int) -> None:
+        """Keep the watermark of an acknowledged submission: a failover that loses it takes the
+        counter back below it, which the next check_data_loss reports even if the submission came
+        after the previous check (as a second primary's writes do in a split brain)."""
+        known = self._acknowledged
+        if known is None or known[0] != epoch or submitted > known[1]:
+            self._acknowledged = (epoch, submitted)
 
     async def stats(self, account: str = "default") -> Stats:
         """A snapshot of the namespace in one round trip (``account``: whose solver slots to count).
@@ -184,12 +194,22 @@ class AdminAPI(QueueCore):
         flushed or failed over to an empty replica; or when, under the same epoch, the submitted or
         finished watermark went back (a failover to a replica that lacked the latest writes). The
         first call only records what it sees. Workers call this every renew period and log the loss
-        at CRITICAL; producers may too.
+        at CRITICAL; producers may too. This object's acknowledged submissions count as seen: each
+        answers the data set's submitted counter, so a rollback that loses one is reported even when
+        it came after the previous call (or before the first).
         """
         stats = await self.stats()
         finished = stats.completed + stats.failed + stats.cancelled + stats.expired
-        previous = self._data_seen
+        previous, acknowledged = self._data_seen, self._acknowledged
+        if acknowledged is not None:
+            # An acknowledged submission since: its watermark joins the one seen under its epoch (a
+            # different epoch at the previous call is itself the loss to report, so that one stands).
+            if previous is None or previous[0] is None:
+                previous = (acknowledged[0], acknowledged[1], 0)
+            elif previous[0] == acknowledged[0]:
+                previous = (previous[0], max(previous[1], acknowledged[1]), previous[2])
         self._data_seen = (stats.epoch, stats.submitted, finished)
+        self._acknowledged = None
         if previous is None or previous[0] is None:
             return None
         if previous[0] == stats.epoch:

@@ -217,7 +217,8 @@ class AsyncCaptchaQueue(WorkerAPI, AccountsAPI, AdminAPI, ReportAPI):
                 if not ids:
                     raise
                 raise SubmitRefused(str(exc), accepted=dict(enumerate(ids)), total=len(prepared)) from exc
-            ids.extend(as_str(task_id) for task_id in reply[1:])
+            self._note_acknowledged(as_str(reply[1]), int(reply[2]))
+            ids.extend(as_str(task_id) for task_id in reply[3:])
         return ids
 
     def _refusal(self, reply: Any, prepared: list[PreparedTask], first: int) -> CaptchaQueueError:

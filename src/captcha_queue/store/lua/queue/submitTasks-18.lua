@@ -28,7 +28,10 @@
 ---         id, priority, idempotency key ("" = none), digest of method, params and priority,
 ---         expires_in_ms ("" = none), task JSON without its closing brace, state JSON without its
 ---         closing brace (the script appends submitted_at / expires_at from Redis time and closes both).
---- Returns: {OK, id, id, ...} in input order (an idempotent duplicate answers the existing id),
+--- Returns: {OK, epoch, submitted, id, id, ...}: the data set's epoch and its submitted counter with
+---          this batch counted (the producer's watermark for check_data_loss: a failover that loses
+---          this acknowledged batch takes the counter back below it), then the ids in input order
+---          (an idempotent duplicate answers the existing id),
 ---          {QUEUE_FULL, tasks queued, max_queued} when the new tasks would not fit,
 ---          {IDEMPOTENCY_CONFLICT, index of the task in this call (0-based), existing id} when a key
 ---          names a task with another digest, or {WRONG_TYPE, message}. Nothing is written but on OK.
@@ -72,7 +75,8 @@ local function named_by(key)
 end
 
 -- Read and check every task first.
-local reply = { OK }
+-- reply[2], reply[3]: the epoch and the submitted counter, filled in once the batch is written.
+local reply = { OK, '', 0 }
 local fresh = {} -- ARGV offsets of the tasks to write
 local created = {} -- idempotency key -> { id, digest } of a task created by this call
 for i = 0, n - 1 do
@@ -160,5 +164,6 @@ if #fresh > 0 then
   redis.call('HINCRBY', K.counters, 'submitted', #fresh)
   arm_wake()
 end
-redis.call('SET', K.epoch, ARGV[A], 'NX')
+reply[2] = redis.call('SET', K.epoch, ARGV[A], 'NX', 'GET') or ARGV[A]
+reply[3] = tonumber(redis.call('HGET', K.counters, 'submitted') or '0') or 0
 return reply
