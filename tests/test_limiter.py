@@ -421,3 +421,70 @@ async def test_after_a_redis_failure_held_slots_are_registered_again_before_any_
     found = await members(pumps)
     assert "b0" in found
     assert len(found) == 3  # a1 and a2 (live, or ghosts once their unrenewed lease ran out) and b0
+
+
+async def test_a_solve_whose_slot_a_failover_lost_stays_counted_when_a_fresh_submit_took_it(
+    pumps: Pumps,
+) -> None:
+    """A failover without WAIT lost a claim and its slot; the task's next owner submitted anew and
+    took a fresh slot before the old owner re-registered. The old solve runs on at the service, so
+    the old owner's renewal, told the slot is another claim's now, leaves it counted as a ghost
+    (it was dropped: CI saw 46 solves in flight for N = 30)."""
+    first = pumps.start(limit=1)
+    second = pumps.start(limit=1)
+    await first.acquire("a", "ta")
+    await pumps.client.delete(pumps.keys.slots("acct"), pumps.keys.slot_owners("acct"))
+    await asyncio.wait_for(second.acquire("a", "tb"), 2.0)  # no remote id on record: submits anew
+    assert await first.renew() == ["a"]
+    assert await members(pumps) == {"a", "#a#ta"}
+    second.release("a", "tb", outcome="ok")
+    blocked = spawn(second.acquire("c", "tc"))
+    await wait_for_async(lambda: members(pumps), lambda m: m == {"#a#ta"})
+    await asyncio.sleep(0.1)
+    assert not blocked.done()  # N = 1 is the old solve's, still running
+    blocked.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await blocked
+
+
+async def test_a_solve_given_up_after_a_failover_lost_its_slot_stays_counted(pumps: Pumps) -> None:
+    """The same, given up instead of renewed: the old owner learns its lease is lost and abandons
+    the task (its solve runs on). Whether another claim took a fresh slot or nobody did, the solve is
+    counted as a ghost; a release queued before the failure was noticed counts it again too."""
+    first = pumps.start(limit=3)
+    second = pumps.start(limit=3)
+    await first.acquire("a", "ta")
+    await first.acquire("b", "tb")
+    await pumps.client.delete(pumps.keys.slots("acct"), pumps.keys.slot_owners("acct"))
+    await asyncio.wait_for(second.acquire("a", "ta2"), 2.0)
+    first.note_redis_failure()
+    first.release("a", "ta", outcome="abandon")  # another claim owns its slot now
+    first.release("b", "tb", outcome="abandon")  # Redis lost it, nobody took it
+    await wait_for_async(lambda: members(pumps), lambda m: m == {"a", "#a#ta", "#b#tb"})
+
+
+async def test_a_resumed_solve_is_not_counted_twice_when_its_old_owner_gives_it_up(pumps: Pumps) -> None:
+    stale = pumps.start(limit=2)
+    fresh = pumps.start(limit=2)
+    await stale.acquire("a", "old")
+    await asyncio.wait_for(fresh.acquire("a", "new", resume=True), 2.0)  # the same solve, adopted
+    assert await stale.renew() == ["a"]
+    stale.release("a", "old", outcome="abandon")
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(fresh.acquire("b", "tb"), 2.0)  # N = 2: one solve of "a", one of "b"
+    assert await members(pumps) == {"a", "b"}
+
+
+async def test_a_lease_lost_after_a_failover_was_ridden_through_leaves_its_solve_counted(
+    pumps: Pumps,
+) -> None:
+    """The order a worker sees: Redis fails, the limiter re-registers what it holds, and only at the
+    next lease renewal does the worker learn that the failover lost one claim; it gives that task up
+    (its solve runs on). Redis lost that slot too (granted after the claim): counted again."""
+    limiter = pumps.start(limit=3)
+    await limiter.acquire("a", "ta")
+    limiter.note_redis_failure()
+    await wait_for(lambda: not limiter._suspect)  # the failure handled: slots re-registered
+    await pumps.client.delete(pumps.keys.slots("acct"), pumps.keys.slot_owners("acct"))
+    limiter.release("a", "ta", outcome="abandon")  # the lease renewal said: lost
+    await wait_for_async(lambda: members(pumps), lambda m: m == {"#a#ta"})

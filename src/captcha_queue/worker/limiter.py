@@ -53,9 +53,10 @@ log = logging.getLogger("captcha_queue.worker.limiter")
 #: ``abandon_lost`` (as ``abandon``, Redis lost its data: a slot it no longer has is counted again).
 Outcome = Literal["ok", "busy", "error", "abandon", "abandon_lost"]
 #: After Redis failed under a worker, it grants nothing new for this long once Redis answers again:
-#: longer than the pump's longest retry delay (2 s), so every worker that saw the same failure (a
-#: failover: every connection breaks) re-registers its held slots before anyone is granted one.
-REBUILD_QUIET_S = 2.5
+#: the pump's longest retry delay (2 s) and 1.5 s for a loaded machine's slow event loops, so every
+#: worker that saw the same failure (a failover: every connection breaks) re-registers its held
+#: slots before anyone is granted one. (2.5 s left 0.5 s: too little on a machine running CI.)
+REBUILD_QUIET_S = 3.5
 _HOW = {"ok": "0", "busy": "0", "error": "0", "abandon": "1", "abandon_lost": "2"}
 
 
@@ -170,6 +171,7 @@ class SlotLimiter:
         # saw the same failure, to re-register theirs first.
         self._suspect = False
         self._quiet_until = 0.0
+        self._lost_until = 0.0
         self.effective: int = limit
         self.used: int = 0
 
@@ -237,7 +239,12 @@ class SlotLimiter:
             self._successes += 1
         if self._held.get(holder) == token:
             del self._held[holder]
-            self._releases[holder] = (token, _HOW[outcome])
+            how = _HOW[outcome]
+            if how == _HOW["abandon"] and (self._suspect or time.monotonic() < self._lost_until):
+                # Given up (a lease lost) around a Redis failure: the failure may have lost this slot,
+                # and the solve runs on at the service. Counted again if Redis no longer has it.
+                how = _HOW["abandon_lost"]
+            self._releases[holder] = (token, how)
         self._wake.set()
 
     def note_redis_failure(self) -> None:
@@ -320,9 +327,17 @@ class SlotLimiter:
     async def _cycle(self) -> bool:
         """One release call and one acquire call. Returns True if waiters remain ungranted."""
         if self._suspect:
+            # A slot given up with its solve still running may be one the failure lost (released
+            # before this renewal could name it): count it again if Redis no longer has it.
+            for holder, (token, how) in self._releases.items():
+                if how == _HOW["abandon"]:
+                    self._releases[holder] = (token, _HOW["abandon_lost"])
             await self._renew_locked()  # the held slots first: Redis may have lost them
             self._suspect = False
             self._quiet_until = time.monotonic() + REBUILD_QUIET_S
+            # The runs whose claims the failure lost learn it at their next lease renewal (within a
+            # renew period, a third of a lease): their slots are given up as possibly lost until then.
+            self._lost_until = time.monotonic() + 2 * self.config.lease_s
         if self._releases or self._busy or self._successes:
             await self._flush_releases()
         for holder in [h for h, w in self._waiters.items() if w.future.done()]:

@@ -46,11 +46,20 @@ for i = 4, #ARGV, 3 do
   if live and (owner == token or resume) then
     redis.call('ZADD', SLOTS, now + lease_ms, holder)
     redis.call('HSET', OWNERS, holder, token)
+    if owner and owner ~= token then
+      note_adopted(holder, owner)
+    end
     grant = true
   else
-    local since = resume and take_ghost(holder, hold_ms)
+    local since, left_by = nil, nil
+    if resume then
+      since, left_by = take_ghost(holder, hold_ms)
+    end
     if since then
       set_live(holder, token, now + lease_ms, since)
+      if left_by and left_by ~= token then
+        note_adopted(holder, left_by)
+      end
       grant = true
     else
       if live and not ghost_live(holder, owner, hold_ms, now) then

@@ -14,7 +14,8 @@ ARGV[8..] triples: holder, token, how. Only a slot still owned by that token is 
           how '0': the solve is over (answered, refused, never sent): the slot is freed.
           how '1': the holder gives the task up while its solve may still run at the service (lease
           lost, cancelled, shutdown): the slot becomes a ghost, counted until the solve must be over
-          or adopted by the task's next owner.
+          or adopted by the task's next owner. A slot another claim owns now stays with it; this
+          solve is counted as a ghost unless that claim resumed it or it is counted already.
           how '2': as '1', because Redis lost its data (the caller saw the data set's epoch change):
           a slot Redis no longer has is counted again, as a ghost from now.
 
@@ -37,6 +38,8 @@ for i = 8, #ARGV, 3 do
     end
   elseif how == '2' and not owner and not redis.call('ZSCORE', SLOTS, ghost_member(holder, token)) then
     add_ghost(holder, token, now, hold_ms, now)
+  elseif how ~= '0' and owner then
+    keep_counted(holder, token, hold_ms, now)
   end
 end
 

@@ -12,7 +12,8 @@ ghost of this token (the worker was stalled past the lease) is taken back live. 
 altogether (Redis lost it: restarted empty, or an fsync window) is registered again, even over the
 limit, and no new slot is granted for one lease (rebuild_until_ms) so the other workers' solves are
 re-registered too. Only a slot that another claim of the task now owns is reported lost: that owner
-resumed the solve or left it counted as a ghost.
+resumed this solve, or this solve is counted as a ghost (left so by that owner's fresh submit, or, when
+Redis lost this slot before that owner took a fresh one, from now: both solves run).
 
 Returns { effective, used, lost holder, ... }
 ]]
@@ -32,6 +33,7 @@ for i = 3, #ARGV, 2 do
     redis.call('ZADD', SLOTS, deadline, holder)
   elseif owner then
     lost[#lost + 1] = holder
+    keep_counted(holder, token, hold_ms, now)
   else
     local since
     if redis.call('HGET', OWNERS, '#' .. holder) == ghost_member(holder, token) then

@@ -6,6 +6,8 @@
 --   KEYS[3] owners HASH  <task id> -> lease token of the claim holding the live slot
 --                        '@' .. <task id> -> when the live slot's solve may have started (ms)
 --                        '#' .. <task id> -> the task's newest ghost member
+--                        '^' .. <task id> -> the lease token whose solve the live slot's owner adopted
+--                                            (resumed by its remote id): that solve is this slot's
 --
 -- A ghost is the solve a holder left running at the service: its worker was killed or stalled past the
 -- slot lease, lost the task's lease, or gave the task up. The service keeps solving it, so it keeps
@@ -23,11 +25,17 @@ end
 local function set_live(holder, token, deadline, since)
   redis.call('ZADD', SLOTS, deadline, holder)
   redis.call('HSET', OWNERS, holder, token, '@' .. holder, since)
+  redis.call('HDEL', OWNERS, '^' .. holder)
 end
 
 local function drop_live(holder)
   redis.call('ZREM', SLOTS, holder)
-  redis.call('HDEL', OWNERS, holder, '@' .. holder)
+  redis.call('HDEL', OWNERS, holder, '@' .. holder, '^' .. holder)
+end
+
+-- The live slot's owner resumed the solve of ``token`` (it adopted that claim's slot or ghost).
+local function note_adopted(holder, token)
+  redis.call('HSET', OWNERS, '^' .. holder, token)
 end
 
 local function since_of(holder, now)
@@ -53,7 +61,8 @@ local function ghost_live(holder, token, hold_ms, now)
   return add_ghost(holder, token or '?', since, hold_ms, now)
 end
 
--- Adopt the task's newest ghost (the same solve, resumed by its remote id). Returns its since, or nil.
+-- Adopt the task's newest ghost (the same solve, resumed by its remote id). Returns its since and the
+-- lease token of the claim that left it, or nil.
 local function take_ghost(holder, hold_ms)
   local member = redis.call('HGET', OWNERS, '#' .. holder)
   if not member then
@@ -65,7 +74,22 @@ local function take_ghost(holder, hold_ms)
     return nil
   end
   redis.call('ZREM', SLOTS, member)
-  return until_ms - hold_ms
+  return until_ms - hold_ms, string.match(member, '#([^#]*)$')
+end
+
+-- A claim (holder, token) whose solve runs on at the service no longer owns the task's live slot:
+-- another claim does. Unless that owner resumed this very solve, or it is counted as a ghost
+-- already, it is counted as a ghost from now. (A failover without WAIT lost the claim and its slot;
+-- the task's next owner submitted anew and took a fresh slot before this owner re-registered: two
+-- solves run, and both count.) Returns true if a ghost was added.
+local function keep_counted(holder, token, hold_ms, now)
+  if redis.call('HGET', OWNERS, '^' .. holder) == token then
+    return false
+  end
+  if redis.call('ZSCORE', SLOTS, ghost_member(holder, token)) then
+    return false
+  end
+  return add_ghost(holder, token, now, hold_ms, now)
 end
 
 -- Expired members: a live slot whose holder stopped renewing becomes a ghost; a ghost past its time goes.
