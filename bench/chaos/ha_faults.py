@@ -10,6 +10,8 @@ the loss detected and counted (``check_data_loss``); one final result per task; 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from typing import Any, cast
 
@@ -18,7 +20,7 @@ from captcha_queue.models import DataLoss
 from captcha_queue.store.server import EmbeddedRedis
 from captcha_queue.store.switchover import switchover
 
-from ..redis_deployments import RedisClusterDeployment, SentinelDeployment
+from ..redis_deployments import RedisClusterDeployment, SentinelDeployment, command
 from .checker import Expect
 from .harness import Rig, RigConfig, stop_task
 from .outcome import Row, conclude, config_for, events_per_task, fraction_final, summary
@@ -173,7 +175,10 @@ async def _acked_all(acked: list[str], count: int) -> bool:
 #: How scenario 17 moves the primary: ``captcha-queue switchover`` (fenced: writes held, none lost),
 #: plain ``SENTINEL FAILOVER`` (Redis 7.0 leaves the old primary a second primary until it demotes it,
 #: about 10 s later: what it acknowledged meanwhile is lost, and must be reported), or kill -9.
-SENTINEL_FAULTS = ("switchover", "failover", "kill")
+SENTINEL_FAULTS = ("switchover", "failover", "kill", "kill_lagging")
+#: ``kill_lagging``: the replicas are stopped (SIGSTOP, their links cut) this long before the primary is
+#: killed, so the one promoted lacks that much of the fleet's writes: claims, slots, results, remote ids.
+LAG_S = 0.8
 
 
 async def sentinel_failover(
@@ -201,11 +206,15 @@ async def sentinel_failover(
             done = await switchover(dep.url, timeout_s=60.0)
             new_port, held_ms = done.new_primary[1], done.paused_ms
             return f"captcha-queue switchover: {old} -> {new_port}, writes held {held_ms} ms"
-        if how == "kill":
+        if how == "kill_lagging":
+            await _lag_replicas(dep, old, LAG_S)
+        elif how == "kill":
             dep.kill(old)
         else:
             await asyncio.to_thread(dep.failover)
         new = await asyncio.to_thread(dep.wait_new_primary, old, 60.0)
+        if how == "kill_lagging":
+            return f"primary killed with its replicas {LAG_S:.1f} s behind: {old} -> {new}"
         if how == "kill":
             return f"primary killed: {old} -> {new}"
         demoted_s = await asyncio.to_thread(dep.wait_demoted, old, new, 60.0)
@@ -215,6 +224,7 @@ async def sentinel_failover(
         "switchover": "captcha-queue switchover",
         "failover": "plain SENTINEL FAILOVER",
         "kill": "kill -9 the primary",
+        "kill_lagging": f"kill -9 the primary, replicas {LAG_S:.1f} s behind",
     }
     return await _run(
         17,
@@ -228,6 +238,29 @@ async def sentinel_failover(
         durable=durable,
         loses_acknowledged=how == "failover",
     )
+
+
+async def _lag_replicas(dep: SentinelDeployment, primary: int, lag_s: float) -> None:
+    """Stop the replicas and cut their links (a stopped replica would still find what the primary sent
+    in its socket buffer), let the fleet write to the primary alone for ``lag_s``, kill the primary,
+    then let the replicas go on: the one promoted lacks those writes."""
+    replicas = [p for p in dep.data_ports if p != primary]
+    pids = [dep.server(p).pid for p in replicas]
+    for pid in pids:
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        admin = dep.client(primary)
+        try:
+            command(admin, "CLIENT", "KILL", "TYPE", "replica")
+        finally:
+            admin.close()
+        await asyncio.sleep(lag_s)
+        dep.kill(primary)
+    finally:
+        for pid in pids:
+            assert pid is not None
+            os.kill(pid, signal.SIGCONT)
 
 
 # -- 18. Cluster primary killed mid-run -----------------------------------------------------------

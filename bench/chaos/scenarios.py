@@ -614,6 +614,11 @@ SCENARIOS: dict[str, tuple[Any, dict[str, Any], dict[str, Any]]] = {
         {"how": "kill", "durable": False},
         {"how": "kill", "durable": False, "tasks": 1000},
     ),
+    "sentinel_killed_lagging_no_wait": (
+        sentinel_failover,
+        {"how": "kill_lagging", "durable": False},
+        {"how": "kill_lagging", "durable": False, "tasks": 1000},
+    ),
     "cluster_primary_killed": (cluster_primary_killed, {}, {"tasks": 1000}),
     "slot_migration": (slot_migration, {}, {"tasks": 1000}),
 }
