@@ -407,6 +407,24 @@ async def test_stats_and_reset(http: aiohttp.ClientSession, sim: RunningSimulato
         stats = await resp.json()
     assert (stats["submits"], stats["submits_by_task"], stats["codes"]) == (0, {}, {})
     assert stats["max_in_flight"] == stats["in_flight"] == 2  # the maxima restart from what is in flight
+    assert stats["peak"]["in_flight"] == 2
+    assert [t["key"] for t in stats["peak"]["tasks"]] == ["t-1", "t-1"]
+
+
+async def test_stats_name_what_was_in_flight_at_the_maximum(
+    http: aiohttp.ClientSession, sim: RunningSimulator
+) -> None:
+    """The chaos checker names the solves behind a maximum over the fleet limit from this."""
+    await submit_json(http, sim, "turnstile", x_task="slow", x_sim_solve_s=60)
+    await submit_json(http, sim, "turnstile", x_task="quick", x_sim_solve_s=0.05)
+    await until(lambda: sim.stats()["in_flight"] == 1)  # "quick" done: the peak (2) stays recorded
+    await submit_json(http, sim, "turnstile", x_task="later", x_sim_solve_s=60)
+    stats = sim.stats()
+    assert stats["max_in_flight"] == 2
+    peak = stats["peak"]
+    assert peak["in_flight"] == 2
+    assert sorted(t["key"] for t in peak["tasks"]) == ["quick", "slow"]
+    assert all(t["accepted_s_ago"] >= 0 for t in peak["tasks"])
 
 
 def control_auth(sim: RunningSimulator) -> dict[str, str]:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
-from .checker import CheckReport, Expect, KillRecovery, check
+from .checker import CheckReport, Expect, FinalState, KillRecovery, check
 from .harness import Rig, RigConfig
 from .secrets import scan_files, scan_metrics, scan_redis
 
@@ -91,6 +91,8 @@ async def conclude(
         kills=sum(1 for _, event in rig.events if event.startswith(f"signal {int(signal.SIGKILL)} ")),
     )
     violations = report.violations(expect) + list(extra_violations)
+    over = (report.max_solver_in_flight or 0) > rig.config.solver_limit
+    peak = _peak(rig, sim, finals) if over else None
     crashes = rig.check_crashes()
     if crashes:
         violations.append(f"{len(crashes)} worker crashes: {crashes[0].tail[-300:]!r}")
@@ -127,6 +129,7 @@ async def conclude(
             "events": [f"{t:.1f}s {e}" for t, e in rig.events[:40]],
             **(details or {}),
             **({"diagnosis": diagnosis} if diagnosis else {}),
+            **({"peak": peak} if peak else {}),
         },
     )
     return row, report
@@ -225,3 +228,28 @@ async def read_zset(client: Any, key: str) -> dict[str, float]:
 
 def text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _peak(rig: Rig, sim: Mapping[str, Any], finals: Mapping[str, FinalState]) -> dict[str, Any]:
+    """The solves the simulator had in flight at its maximum, when that was over the fleet limit: each
+    named by task id, with how long before the peak it was submitted, how many submits its task had,
+    and the task's final state and attempts (what a diagnosis of the extra solves starts from)."""
+    by_key = {key: task_id for task_id, key in rig.submitted.items()}
+    submits: Mapping[str, int] = sim.get("submits_by_task", {})
+    peak: Mapping[str, Any] = sim.get("peak", {})
+    tasks = []
+    for entry in peak.get("tasks", []):
+        task_id = by_key.get(entry.get("key") or "")
+        final = finals.get(task_id) if task_id else None
+        tasks.append(
+            {
+                "task": task_id,
+                "accepted_s_ago": entry.get("accepted_s_ago"),
+                "state": entry.get("state"),
+                "submits": submits.get(entry.get("key") or "", 0),
+                "final": final.status if final else None,
+                "attempts": final.attempts if final else None,
+            }
+        )
+    twice = sum(1 for t in tasks if t["submits"] > 1)
+    return {"in_flight": peak.get("in_flight"), "submitted_more_than_once": twice, "tasks": tasks}

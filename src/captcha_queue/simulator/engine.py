@@ -42,11 +42,13 @@ _USER_AGENT = (
 
 class SimTask:
     __slots__ = (
+        "accepted_at",
         "account",
         "answer",
         "code",
         "done_at",
         "id",
+        "key",
         "last_poll",
         "params",
         "price",
@@ -73,6 +75,8 @@ class SimTask:
         self.price = 0.0
         self.reported = False
         self.timer: asyncio.TimerHandle | None = None
+        self.key: str | None = None  # the task key the submit counts go by (stats.task_key_of)
+        self.accepted_at = 0.0
 
 
 class Simulator:
@@ -99,6 +103,7 @@ class Simulator:
         self.on_done: Callable[[SimTask], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._prune_timer: asyncio.TimerHandle | None = None
+        self._unfinished: dict[int, SimTask] = {}  # accepted, not finished: in flight
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -127,6 +132,7 @@ class Simulator:
     def reset_stats(self) -> None:
         self.stats.reset()
         self.stats.max_in_flight = self.in_flight
+        self._note_peak(self.clock())
         for account in self.accounts.accounts:
             account.reset_stats()
 
@@ -190,9 +196,15 @@ class Simulator:
         account.balance -= price
         account.spent += price
         self.tasks[task.id] = task
+        task.key = task_key_of(params)
+        task.accepted_at = self.clock()
         account.accept()
-        self.stats.accepted(spec.name, task_key_of(params))
-        self.stats.max_in_flight = max(self.stats.max_in_flight, self.in_flight)
+        self.stats.accepted(spec.name, task.key)
+        self._unfinished[task.id] = task
+        in_flight = self.in_flight
+        if in_flight > self.stats.max_in_flight:
+            self.stats.max_in_flight = in_flight
+            self._note_peak(task.accepted_at)
         if account.has_free_thread():
             self._start(task)
         else:
@@ -216,7 +228,19 @@ class Simulator:
             return
         task.timer = self._loop.call_later(delay, self._finish, task)
 
+    def _note_peak(self, now: float) -> None:
+        """What was in flight at the newest maximum (the chaos checker names those tasks when the
+        maximum is over the fleet limit): each task's key, how long ago it was accepted, its state."""
+        self.stats.peak = {
+            "in_flight": len(self._unfinished),
+            "tasks": [
+                {"key": t.key, "accepted_s_ago": round(now - t.accepted_at, 3), "state": t.state}
+                for t in self._unfinished.values()
+            ],
+        }
+
     def _finish(self, task: SimTask) -> None:
+        self._unfinished.pop(task.id, None)
         task.timer = None
         task.state = "done"
         task.done_at = self.clock()

@@ -37,6 +37,8 @@ class SimStats:
         self.refunds = 0  # tasks whose price came back (bad reports, unsolvable)
         self.pingbacks: Counter[str] = Counter()
         self.max_in_flight = 0
+        #: What was in flight at the newest maximum (engine._note_peak), for a checker to name.
+        self.peak: dict[str, Any] = {}
 
     def accepted(self, variant: str, task_key: str | None) -> None:
         self.submits += 1
@@ -63,6 +65,7 @@ class SimStats:
             "pingbacks": dict(self.pingbacks),
             "in_flight": in_flight,
             "max_in_flight": self.max_in_flight,
+            "peak": self.peak,
             "accounts": accounts,
             "banned_ips": banned_ips,
         }
