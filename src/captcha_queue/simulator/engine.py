@@ -232,6 +232,7 @@ class Simulator:
         """What was in flight at the newest maximum (the chaos checker names those tasks when the
         maximum is over the fleet limit): each task's key, how long ago it was accepted, its state."""
         self.stats.peak = {
+            "at_unix_s": round(time.time(), 3),
             "in_flight": len(self._unfinished),
             "tasks": [
                 {"key": t.key, "accepted_s_ago": round(now - t.accepted_at, 3), "state": t.state}
