@@ -31,7 +31,8 @@ async def test_sentinel_switchover_mid_run_loses_nothing() -> None:
 @pytest.mark.timeout(150)
 async def test_plain_sentinel_failover_mid_run_reports_what_the_second_primary_lost() -> None:
     """Measured once the old primary is demoted (it is a second primary for ~10 s): whatever it
-    acknowledged meanwhile is gone, and check_data_loss reports at least as many."""
+    acknowledged meanwhile is gone, and check_data_loss reports at least as many. The fleet limit is
+    not among the verdicts here: each primary grants its own N slots (39 of 30 in one CI run)."""
     row = await sentinel_failover(tasks=200, solver_limit=30, how="failover", timeout_s=60.0)
     assert row.passed, _explain(row)
     assert row.details["loss_reported"] >= row.details["acknowledged_lost"]
