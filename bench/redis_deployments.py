@@ -490,6 +490,26 @@ class SentinelDeployment(_Deployment):
         self.server(port).start()
         _wait(lambda: self._ping(port), 10.0, f"server {port} back")
 
+    @contextlib.contextmanager
+    def replicas_cut_off(self, primary: int) -> Iterator[None]:
+        """Within the block, ``primary``'s writes reach no replica: the replicas are stopped (SIGSTOP)
+        and their links cut (a stopped replica would still find what the primary sent in its socket
+        buffer when it resumes); they go on (SIGCONT) at the end. Kill the primary inside the block and
+        the replica promoted lacks what was written meanwhile."""
+        pids = []
+        for port in self.data_ports:
+            pid = self.server(port).pid
+            if port != primary and pid is not None:
+                pids.append(pid)
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            self._command(primary, "CLIENT", "KILL", "TYPE", "replica")
+            yield
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

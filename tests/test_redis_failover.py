@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -26,7 +25,7 @@ from captcha_queue.simulator import RunningSimulator, SimulatorConfig, run_simul
 from captcha_queue.store.keys import Keys
 from captcha_queue.store.switchover import switchover
 
-from .cluster_fixtures import RedisClusterDeployment, SentinelDeployment, command, needs_cluster_tools
+from .cluster_fixtures import RedisClusterDeployment, SentinelDeployment, needs_cluster_tools
 from .helpers import ProcessManager
 from .test_worker_processes import eventually, specs, start_worker, turnstile, worker_env
 
@@ -122,12 +121,6 @@ async def ride_through(
         assert len(await q.workers()) >= 1  # the worker registered again on the new primary
 
 
-def _pid(dep: Deployment, port: int) -> int:
-    pid = dep.server(port).pid
-    assert pid is not None
-    return pid
-
-
 async def _at_least(count: object, n: int) -> bool:
     assert asyncio.iscoroutine(count)
     return int(await count) >= n
@@ -176,24 +169,13 @@ async def test_replica_durability_refuses_what_no_replica_took_and_loss_without_
             kept = await durable.submit_many(specs(5))
             assert await plain.check_data_loss() is None
             primary = dep.primary_port()
-            replicas = [p for p in dep.data_ports if p != primary]
-            for port in replicas:
-                os.kill(_pid(dep, port), signal.SIGSTOP)
-            # Cut the replication links (a stopped replica would still find what the primary sent
-            # in its socket buffer when it resumes): the writes below reach no replica.
-            admin = dep.client(primary)
-            command(admin, "CLIENT", "KILL", "TYPE", "replica")
-            admin.close()
-            try:
+            with dep.replicas_cut_off(primary):
                 with pytest.raises(WriteNotReplicated):
                     await durable.submit("turnstile", turnstile(100))
                 acknowledged = await plain.submit_many(specs(7, start=200))
                 assert len(acknowledged) == 7
                 assert await plain.check_data_loss() is None  # a periodic check saw the 13 written
                 dep.kill(primary)  # before the replicas get the writes
-            finally:
-                for port in replicas:
-                    os.kill(_pid(dep, port), signal.SIGCONT)
             dep.wait_new_primary(primary, timeout_s=60)
             deadline = time.monotonic() + 30
             while True:

@@ -10,8 +10,6 @@ the loss detected and counted (``check_data_loss``); one final result per task; 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import time
 from typing import Any, cast
 
@@ -20,7 +18,7 @@ from captcha_queue.models import DataLoss
 from captcha_queue.store.server import EmbeddedRedis
 from captcha_queue.store.switchover import switchover
 
-from ..redis_deployments import RedisClusterDeployment, SentinelDeployment, command
+from ..redis_deployments import RedisClusterDeployment, SentinelDeployment
 from .checker import Expect
 from .harness import Rig, RigConfig, stop_task
 from .outcome import Row, conclude, config_for, events_per_task, fraction_final, summary
@@ -243,26 +241,11 @@ async def sentinel_failover(
 
 
 async def _lag_replicas(dep: SentinelDeployment, primary: int, lag_s: float) -> None:
-    """Stop the replicas and cut their links (a stopped replica would still find what the primary sent
-    in its socket buffer), let the fleet write to the primary alone for ``lag_s``, kill the primary,
-    then let the replicas go on: the one promoted lacks those writes."""
-    replicas = [p for p in dep.data_ports if p != primary]
-    pids = [dep.server(p).pid for p in replicas]
-    for pid in pids:
-        assert pid is not None
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        admin = dep.client(primary)
-        try:
-            command(admin, "CLIENT", "KILL", "TYPE", "replica")
-        finally:
-            admin.close()
+    """Let the fleet write to the primary alone for ``lag_s``, then kill it: the replica promoted
+    lacks those writes."""
+    with dep.replicas_cut_off(primary):
         await asyncio.sleep(lag_s)
         dep.kill(primary)
-    finally:
-        for pid in pids:
-            assert pid is not None
-            os.kill(pid, signal.SIGCONT)
 
 
 # -- 18. Cluster primary killed mid-run -----------------------------------------------------------
