@@ -26,6 +26,7 @@ from captcha_queue.worker.namespaces import (
     NamespaceSeries,
     NamespacesReadiness,
     NamespacesState,
+    knows_limit,
     weighted_shares,
 )
 
@@ -119,8 +120,8 @@ def test_namespaces_setting_refuses_bad_input_naming_it() -> None:
         WorkerSettings(namespaces="a:1,b:1,c:1", solver="instant", solver_limit=2)
     with pytest.raises(InvalidArgument, match="need --concurrency 2 at least"):
         WorkerSettings(namespaces="a:1,b:1", solver="instant", concurrency=1)
-    with pytest.raises(InvalidArgument, match="does not combine with --accounts"):
-        WorkerSettings(namespaces="a:1", solver="instant", accounts="all")
+    # With --accounts, each account's registered limit is split (test_namespace_accounts.py).
+    assert WorkerSettings(namespaces="a:1,b:1,c:1", solver="instant", accounts="all", solver_limit=2).accounts
 
 
 @pytest.mark.parametrize("value", ["a:3,a:1", "a:0", "a:x"])
@@ -321,7 +322,9 @@ async def test_readyz_checks_the_limit_and_the_pause_of_each_namespace(
         AsyncCaptchaQueue.from_url(redis_url, namespace=first) as qa,
         AsyncCaptchaQueue.from_url(redis_url, namespace=second) as qb,
     ):
-        ready = NamespacesReadiness({first: qa, second: qb}, events, account_ref="acct")
+        ready = NamespacesReadiness(
+            {first: qa, second: qb}, {ns: knows_limit(e) for ns, e in events.items()}, account_ref="acct"
+        )
         checks = await ready.check()
         assert [name for name, check in checks.items() if not check.ok] == [
             f"limit:{first}",

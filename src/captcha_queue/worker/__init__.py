@@ -11,7 +11,9 @@ Rooms: ``runtime`` (``Worker``, composing ``_claiming``, ``_attempt`` and ``_lea
 ``breaker`` (account pause shared by the fleet), ``retry`` (the error policy), ``registry`` (live
 workers), ``supervisor`` (P processes), ``multi`` (several accounts in one process: routing, failover),
 ``accounts`` (registered accounts: keys by reference, solvers, per-account metrics), ``namespaces``
-(several namespaces in one process: weighted static shares of the limit, per-namespace metrics), ``events``
+(several namespaces in one process: weighted static shares of the limit, per-namespace metrics),
+``namespace_accounts`` (several namespaces with their registered accounts: accounts shared by namespaces split
+by weight, metrics summed both ways), ``events``
 (observer hooks), ``config`` (every setting, declared once), ``process`` (``run_worker``: one process).
 """
 

@@ -234,7 +234,8 @@ class WorkerSettings(WorkerConfig):
         help="Serve these namespaces with weights, NAME:WEIGHT,... (e.g. a:3,b:1): one Worker per "
         "namespace on the same account; each gets a static share of the account's fleet limit N and "
         "of --concurrency proportional to its weight (at least 1 each, the shares sum to N). Replaces "
-        "--namespace; not with --accounts.",
+        "--namespace. With --accounts, each namespace serves the accounts registered in it, and an "
+        "account registered in several is split between them the same way.",
         check=_check_namespaces,
         default_text="one namespace: --namespace",
     )
@@ -312,15 +313,13 @@ class WorkerSettings(WorkerConfig):
     def _check_namespace_shares(self) -> None:
         """Each namespace needs at least one task in flight and, with a given N, one fleet slot."""
         count = len(parse_namespaces(self.namespaces or ""))
-        if self.accounts is not None:
-            raise InvalidArgument("--namespaces does not combine with --accounts", field="namespaces")
         if self.concurrency < count:
             raise InvalidArgument(
                 f"--namespaces: {count} namespaces need --concurrency {count} at least (one task each), "
                 f"not {self.concurrency}",
                 field="namespaces",
             )
-        if self.solver_limit is not None and self.solver_limit < count:
+        if self.accounts is None and self.solver_limit is not None and self.solver_limit < count:
             raise InvalidArgument(
                 f"--namespaces: {count} namespaces need --solver-limit {count} at least (one slot each), "
                 f"not {self.solver_limit}",

@@ -24,7 +24,7 @@ import asyncio
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -43,6 +43,7 @@ __all__ = [
     "NamespaceSeries",
     "NamespacesReadiness",
     "NamespacesState",
+    "knows_limit",
     "refresh_queued",
     "weighted_shares",
 ]
@@ -190,20 +191,26 @@ class NamespacesState:
 
 class NamespacesReadiness(Readiness):
     """``/readyz`` of a ``--namespaces`` process: ``redis`` and ``scripts`` once, then ``limit:<ns>``
-    and ``account:<ns>`` (its pause there) for each namespace; ready when every check passes."""
+    and ``account:<ns>`` (its pause there; with ``--accounts``, ready while one account is not
+    paused) for each namespace; ready when every check passes.
+
+    ``limit_known``: by namespace, whether its fleet limit is known now; ``account_ref``: the account
+    every namespace serves, or by namespace the accounts it serves."""
 
     def __init__(
         self,
-        queues: dict[str, AsyncCaptchaQueue],
-        events: dict[str, NamespaceEvents],
+        queues: Mapping[str, AsyncCaptchaQueue],
+        limit_known: Mapping[str, Callable[[], bool]],
         *,
-        account_ref: str,
+        account_ref: str | Mapping[str, Sequence[str]],
     ) -> None:
-        first = next(iter(queues.values()))
-        super().__init__(first, account_ref=account_ref, limit_known=lambda: True)
+        def refs(ns: str) -> str | Sequence[str]:
+            return account_ref if isinstance(account_ref, str) else account_ref[ns]
+
+        first = next(iter(queues))
+        super().__init__(queues[first], account_ref=refs(first), limit_known=lambda: True)
         self._each = {
-            ns: Readiness(q, account_ref=account_ref, limit_known=_known(events[ns]))
-            for ns, q in queues.items()
+            ns: Readiness(q, account_ref=refs(ns), limit_known=limit_known[ns]) for ns, q in queues.items()
         }
 
     async def check(self) -> dict[str, Check]:
@@ -221,7 +228,8 @@ class NamespacesReadiness(Readiness):
         return checks
 
 
-def _known(events: NamespaceEvents) -> Callable[[], bool]:
+def knows_limit(events: NamespaceEvents) -> Callable[[], bool]:
+    """Whether ``events``' namespace knows its fleet limit now (for ``NamespacesReadiness``)."""
     return lambda: events.limit_known
 
 

@@ -50,6 +50,8 @@ def run_worker(settings: WorkerSettings) -> int:
 
     if settings.accounts is not None:
         configure_logging(settings.log_format, getattr(logging, settings.log_level.upper()))
+        if settings.namespaces is not None:
+            return run_loop(_serve_namespaces_accounts(settings))
         return run_loop(_serve_accounts(settings))
     if settings.solver != "instant" and not settings.api_key:
         from ..errors import ConfigError
@@ -284,6 +286,7 @@ async def _serve_namespaces(settings: WorkerSettings) -> int:
         NamespaceSeries,
         NamespacesReadiness,
         NamespacesState,
+        knows_limit,
         refresh_queued,
         weighted_shares,
     )
@@ -336,7 +339,7 @@ async def _serve_namespaces(settings: WorkerSettings) -> int:
             health_client = _health_client(settings)
             readiness = NamespacesReadiness(
                 {ns: AsyncCaptchaQueue(health_client, namespace=ns) for ns in names},
-                events,
+                {ns: knows_limit(events[ns]) for ns in names},
                 account_ref=account_ref(solver.account, solver.key_fingerprint),
             )
             metrics_server = _serve_metrics(metrics, settings, readiness)
@@ -383,5 +386,126 @@ async def _serve_namespaces(settings: WorkerSettings) -> int:
         if health_client is not None:
             await health_client.aclose()
         await solver.aclose()
+        await client.aclose()
+    return 0
+
+
+async def _serve_namespaces_accounts(settings: WorkerSettings) -> int:
+    """``--namespaces`` with ``--accounts``: per namespace, a MultiWorker over the accounts registered
+    there, with its weighted share of the concurrency and of each account it shares with other
+    namespaces (namespace_accounts.py), until SIGTERM/SIGINT; 0 after a graceful stop."""
+    from ..models import AccountSpec
+    from ..queue._producer import AsyncCaptchaQueue
+    from ..solvers.base import Solver, account_ref
+    from ..store.connection import make_client
+    from .accounts import resolve_key, solver_for_account
+    from .config import account_names, parse_namespaces
+    from .logs import configure_logging
+    from .metrics import WorkerMetrics
+    from .multi import MultiWorker
+    from .namespace_accounts import MixedEvents, MixedState, share_accounts
+    from .namespaces import NamespaceSeries, NamespacesReadiness, refresh_queued, weighted_shares
+    from .runtime import Worker
+    from .supervisor import install_worker_signals, report_drained
+
+    pairs = parse_namespaces(settings.namespaces or "")
+    names = [ns for ns, _ in pairs]
+    concurrency = dict(zip(names, weighted_shares(settings.concurrency, [w for _, w in pairs]), strict=True))
+    client = make_client(settings.redis_url, max_connections=max(16, min(128, settings.concurrency // 8)))
+    solvers: list[Solver] = []
+    loops: list[asyncio.Task[None]] = []
+    metrics_server = None
+    health_client: aioredis.Redis | None = None
+    queues: dict[str, AsyncCaptchaQueue] = {}
+    try:
+        await reach_redis(settings.redis_url, settings.startup_timeout_s, client)
+        queues = {ns: AsyncCaptchaQueue(client, namespace=ns) for ns in names}
+        registered = {ns: await queue.accounts() for ns, queue in queues.items()}
+        plan = share_accounts(registered, dict(pairs), account_names(settings.accounts))
+        keys = {share.spec.name: resolve_key(share.spec) for shares in plan.values() for share in shares}
+        configure_logging(
+            settings.log_format, getattr(logging, settings.log_level.upper()), secrets=list(keys.values())
+        )
+        metrics = WorkerMetrics() if settings.metrics_port is not None else None
+        series = NamespaceSeries(metrics.registry) if metrics is not None else None
+        state = MixedState()
+        multis: dict[str, MultiWorker] = {}
+        refs: dict[str, list[str]] = {}
+        for ns, shares in plan.items():
+            config = dataclasses.replace(settings, namespaces=None, namespace=ns, concurrency=concurrency[ns])
+            workers: list[tuple[AccountSpec, Worker]] = []
+            for share in shares:
+                spec = share.spec
+                solver = solver_for_account(
+                    spec,
+                    keys[spec.name],
+                    time_scale=settings.time_scale,
+                    request_timeout_s=settings.request_timeout_s,
+                )
+                solvers.append(solver)
+                events = (
+                    MixedEvents(metrics, series, ns, spec.name, state)
+                    if metrics is not None and series is not None
+                    else None
+                )
+                worker_config = dataclasses.replace(config, solver_limit=share.limit)
+                workers.append(
+                    (
+                        spec,
+                        Worker(
+                            queues[ns], solver, worker_config, events=events, limit_share=share.of_threads
+                        ),
+                    )
+                )
+            refs[ns] = [account_ref(w.solver.account, w.solver.key_fingerprint) for _, w in workers]
+            multis[ns] = MultiWorker(queues[ns], workers, config)
+        if metrics is not None and series is not None:
+            health_client = _health_client(settings)
+            readiness = NamespacesReadiness(
+                {ns: AsyncCaptchaQueue(health_client, namespace=ns) for ns in names},
+                {ns: state.namespace_known(ns) for ns in names},
+                account_ref=refs,
+            )
+            metrics_server = _serve_metrics(metrics, settings, readiness)
+            loops.append(asyncio.create_task(refresh_queued(series, queues, 5.0), name="metrics"))
+        for ns, shares in plan.items():
+            log.info(
+                "namespace %s (concurrency %d) serves accounts %s (routing order)",
+                ns,
+                concurrency[ns],
+                ", ".join(f"{s.spec.name} (limit {s.limit or 'a share of its threads'})" for s in shares),
+            )
+
+        def stop() -> None:
+            for multi in multis.values():
+                multi.stop()
+
+        for multi in multis.values():
+            for _, account_worker in multi.accounts:
+                account_worker.on_drain = stop  # a drain request for any of them drains the process
+        install_worker_signals(asyncio.get_running_loop(), stop)
+        runs = [asyncio.create_task(m.run(), name=f"namespace:{ns}") for ns, m in multis.items()]
+        try:
+            await asyncio.wait(runs, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            stop()
+            outcomes = await asyncio.gather(*runs, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        if any(w.drain is not None for m in multis.values() for _, w in m.accounts):
+            report_drained()
+    finally:
+        for loop in loops:
+            loop.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        if metrics_server is not None:
+            metrics_server.close()
+        for queue in queues.values():
+            await queue.aclose()
+        if health_client is not None:
+            await health_client.aclose()
+        for solver in solvers:
+            await solver.aclose()
         await client.aclose()
     return 0
