@@ -369,8 +369,14 @@ class SentinelDeployment(_Deployment):
     """A primary, ``replicas`` replicas and ``sentinels`` sentinels (quorum 2) monitoring it as
     ``mymaster``. The sentinels require no password (they listen on loopback only)."""
 
-    def __init__(self, replicas: int = 2, sentinels: int = 3, down_after_ms: int = 1000) -> None:
+    def __init__(
+        self, replicas: int = 2, sentinels: int = 3, down_after_ms: int = 1000, min_replicas_to_write: int = 1
+    ) -> None:
         super().__init__()
+        #: ``min-replicas-to-write`` of every data server (docs/redis.md): 1, a primary with no replica
+        #: in sync refuses writes, so one failed over from (it answers on until Sentinel demotes it) is
+        #: no second primary; 0 (Redis's default), it takes them, and loses them when demoted.
+        self.min_replicas_to_write = min_replicas_to_write
         self.n_replicas = replicas
         self.n_sentinels = sentinels
         self.down_after_ms = down_after_ms
@@ -384,6 +390,7 @@ class SentinelDeployment(_Deployment):
         primary = self.data_ports[0]
         for i, port in enumerate(self.data_ports):
             config = _common(port, self.password) + (f"replicaof 127.0.0.1 {primary}\n" if i else "")
+            config += f"min-replicas-to-write {self.min_replicas_to_write}\nmin-replicas-max-lag 10\n"
             server = ServerProcess(port, self.root / str(port), config)
             server.start()
             self.servers.append(server)

@@ -22,10 +22,11 @@ import pytest
 from captcha_queue.errors import RedisUnavailable, WriteNotReplicated
 from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.simulator import RunningSimulator, SimulatorConfig, run_simulator
+from captcha_queue.store.connection import PRIMARY_CHECK_S, make_client
 from captcha_queue.store.keys import Keys
 from captcha_queue.store.switchover import switchover
 
-from .cluster_fixtures import RedisClusterDeployment, SentinelDeployment, needs_cluster_tools
+from .cluster_fixtures import RedisClusterDeployment, SentinelDeployment, command, needs_cluster_tools
 from .helpers import ProcessManager
 from .test_worker_processes import eventually, specs, start_worker, turnstile, worker_env
 
@@ -158,7 +159,7 @@ async def test_replica_durability_refuses_what_no_replica_took_and_loss_without_
     """The replicas stop (SIGSTOP, links cut) and the primary is killed: with durability=replica the
     submissions meanwhile are refused (nothing acknowledged is lost); without it they are
     acknowledged, lost in the failover, and check_data_loss reports them (same epoch, watermark back)."""
-    with SentinelDeployment() as dep:
+    with SentinelDeployment(min_replicas_to_write=0) as dep:  # the primary writes with no replica
         dep.start()
         ns = f"t-{uuid.uuid4().hex[:10]}"
         durable = AsyncCaptchaQueue.from_url(
@@ -196,6 +197,65 @@ async def test_replica_durability_refuses_what_no_replica_took_and_loss_without_
         finally:
             await durable.aclose()
             await plain.aclose()
+
+
+@pytest.mark.timeout(120)
+async def test_a_client_follows_the_new_primary_while_the_old_one_still_answers() -> None:
+    """A plain SENTINEL FAILOVER (and a second failover after a kill) leaves the old primary taking
+    writes until Sentinel demotes it, ~10 s later. redis-py asked the sentinels only for a new
+    connection, so a pooled connection kept writing there: two primaries for one fleet (150-170
+    solves for N = 100 in the chaos run that found it). The client now follows the sentinels' newest
+    configuration within about PRIMARY_CHECK_S."""
+    with SentinelDeployment(min_replicas_to_write=0) as dep:  # unfenced: the old primary writes on
+        dep.start()
+        client = make_client(dep.url, max_connections=4)
+        try:
+            await client.set("where", "before")
+            old = dep.primary_port()
+            await asyncio.to_thread(dep.failover)
+            new = await asyncio.to_thread(dep.wait_new_primary, old, 60.0)
+            old_admin, new_admin = dep.client(old), dep.client(new)
+            try:
+                moved_in_s = None
+                started = time.monotonic()
+                for i in range(80):  # ~8 s, well inside the ~10 s before Sentinel demotes the old one
+                    await client.set("where", f"write-{i}")
+                    if new_admin.get("where") == f"write-{i}".encode():
+                        moved_in_s = time.monotonic() - started
+                        break
+                    await asyncio.sleep(0.1)
+                assert moved_in_s is not None, "the client kept writing to the old primary"
+                assert moved_in_s < PRIMARY_CHECK_S + 2.0
+                # The race was real: the old primary still took writes meanwhile.
+                assert _text(command(old_admin, "ROLE")[0]) == "master"
+            finally:
+                old_admin.close()
+                new_admin.close()
+        finally:
+            await client.aclose()
+
+
+@pytest.mark.timeout(120)
+async def test_a_primary_with_no_replica_in_sync_refuses_writes_as_a_transient_error() -> None:
+    """With ``min-replicas-to-write 1`` (the recommended fence) a primary left without replicas (its
+    replicas stopped here; in production: it was failed over from) refuses writes. The caller gets
+    RedisUnavailable (transient: retried like a lost connection), and nothing was applied."""
+    with SentinelDeployment() as dep:
+        dep.start()
+        ns = f"t-{uuid.uuid4().hex[:10]}"
+        async with AsyncCaptchaQueue.from_url(dep.url, namespace=ns) as q:
+            kept = await q.submit("turnstile", turnstile(1))
+            primary = dep.primary_port()
+            with dep.replicas_cut_off(primary):
+                with pytest.raises(
+                    RedisUnavailable, match="refused a write for want of replicas: NOREPLICAS"
+                ):
+                    await q.submit("turnstile", turnstile(2), idempotency_key="refused")
+                assert (await q.stats()).submitted == 1
+            # Once a replica is back in sync, writes are taken again.
+            ids = await submit_through(q, 1, "refused-again", give_up_s=30.0)
+            assert ids[0] != kept
+            assert (await q.stats()).submitted == 2
 
 
 @pytest.mark.timeout(120)
@@ -240,3 +300,7 @@ async def test_a_waiter_gets_its_result_pushed_across_a_failover(kind: str) -> N
             assert result is not None
             assert result.solution is not None
             assert result.solution.text == "after-failover"
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

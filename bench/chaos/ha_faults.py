@@ -85,11 +85,13 @@ async def _run(
     timeout_s: float,
     durable: bool = True,
     loses_acknowledged: bool = False,
+    limit_holds: bool = True,
 ) -> Row:
     """Submit half, start the trickle of the other half, inject ``fault`` (a coroutine function of the
     rig returning a description), then check every acknowledged task's one final result.
     ``loses_acknowledged``: the fault may lose acknowledged submissions even with WAIT (a second
-    primary): then, as without WAIT, the verdict is that check_data_loss reports every one."""
+    primary): then, as without WAIT, the verdict is that check_data_loss reports every one.
+    ``limit_holds``: the fleet limit is a verdict (not where the deployment can have two primaries)."""
     started = time.monotonic()
     config = config_for(solver_limit, workers=2, concurrency=solver_limit, time_scale=time_scale, lease_s=2.0)
     async with HaRig(config, deployment, DURABLE if durable else "") as rig:
@@ -134,9 +136,9 @@ async def _run(
             f"{tasks:,} tasks, {'durability=replica' if durable else 'no WAIT'}",
             # Writes the old primary took after its replica was promoted (claims, remote ids) are gone:
             # those tasks are claimed and solved again (one final result still). Counted, not failed.
-            # With two primaries (a plain SENTINEL FAILOVER) each grants its own N slots: the fleet limit
-            # cannot hold there (the switchover is the answer); the maximum is still reported.
-            Expect(max_unexplained=None, limit_holds=not loses_acknowledged),
+            # With two primaries (an unfenced deployment) each grants its own N slots: the fleet limit
+            # cannot hold there; the maximum is still reported.
+            Expect(max_unexplained=None, limit_holds=limit_holds),
             started=started,
             extra_violations=extra,
             details={
@@ -188,13 +190,20 @@ async def sentinel_failover(
     solver_limit: int = 100,
     how: str = "switchover",
     durable: bool = True,
+    fenced: bool = True,
     timeout_s: float = 300.0,
 ) -> Row:
     """Move the Sentinel primary (``how``: one of SENTINEL_FAULTS) while workers solve and a producer
     submits. Verdicts: with ``durable`` (WAIT 1) after a switchover or a kill, no acknowledged
     submission lost; after a plain SENTINEL FAILOVER, or without WAIT, every lost one reported by
     check_data_loss. Measured once the old primary follows the new one (or is dead): before that it
-    still answers, with what it is about to discard."""
+    still answers, with what it is about to discard.
+
+    ``fenced``: the data servers run ``min-replicas-to-write 1`` (docs/redis.md), so a primary failed
+    over from refuses writes instead of being a second primary until Sentinel demotes it; the fleet
+    limit is a verdict. Unfenced (Redis's default), a second failover (one found in a chaos run after
+    a kill) or a plain SENTINEL FAILOVER leaves two primaries, each granting its own N: the maximum
+    in flight is reported, not judged."""
     if how not in SENTINEL_FAULTS:
         raise ValueError(f"how must be one of {SENTINEL_FAULTS}, not {how!r}")
 
@@ -228,8 +237,8 @@ async def sentinel_failover(
     }
     return await _run(
         17,
-        f"Sentinel failover mid-run ({names[how]})",
-        SentinelDeployment(),
+        f"Sentinel failover mid-run ({names[how]}{'' if fenced else ', unfenced'})",
+        SentinelDeployment(min_replicas_to_write=1 if fenced else 0),
         fault,
         tasks=tasks,
         time_scale=time_scale,
@@ -237,6 +246,7 @@ async def sentinel_failover(
         timeout_s=timeout_s,
         durable=durable,
         loses_acknowledged=how == "failover",
+        limit_holds=fenced,
     )
 
 

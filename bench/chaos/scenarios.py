@@ -614,10 +614,10 @@ SCENARIOS: dict[str, tuple[Any, dict[str, Any], dict[str, Any]]] = {
         {"how": "kill", "durable": False},
         {"how": "kill", "durable": False, "tasks": 1000},
     ),
-    "sentinel_killed_lagging_no_wait": (
+    "sentinel_killed_lagging_no_wait": (  # unfenced: the primary must take writes no replica has
         sentinel_failover,
-        {"how": "kill_lagging", "durable": False},
-        {"how": "kill_lagging", "durable": False, "tasks": 1000},
+        {"how": "kill_lagging", "durable": False, "fenced": False},
+        {"how": "kill_lagging", "durable": False, "fenced": False, "tasks": 1000},
     ),
     "cluster_primary_killed": (cluster_primary_killed, {}, {"tasks": 1000}),
     "slot_migration": (slot_migration, {}, {"tasks": 1000}),

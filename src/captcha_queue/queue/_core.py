@@ -22,7 +22,7 @@ from redis.exceptions import OutOfMemoryError, ResponseError
 from ..errors import CaptchaQueueError, InvalidArgument, RedisOutOfMemory, ScriptError
 from ..models import Attempt, DeadLetter, Result, Task
 from ..options import check_settings, setting
-from ..store.connection import client_profile, redis_errors_async
+from ..store.connection import client_profile, redis_errors_async, refused_for_replicas
 from ..store.keys import Keys
 from ..store.scripts import Code, Scripts, load_scripts, raise_for_code
 
@@ -223,6 +223,8 @@ class QueueCore:
                     self.client, self._keys_of(name) if keys is None else keys, (*self._conf_args, *args)
                 )
             except ResponseError as exc:
+                if refused_for_replicas(exc):
+                    raise  # transient: redis_errors_async says so
                 raise _script_failure(name, exc) from exc
 
     @staticmethod

@@ -29,7 +29,14 @@ from redis.exceptions import ResponseError
 
 from ..errors import InvalidArgument, RedisUnavailable
 from ..models import Result
-from ..store.connection import BLOCK_MAX_S, client_profile, redis_errors_async, refresh_topology
+from ..store.connection import (
+    BLOCK_MAX_S,
+    PRIMARY_CHECK_S,
+    client_profile,
+    primary_moved,
+    redis_errors_async,
+    refresh_topology,
+)
 from ..store.keys import Keys
 from ._core import decode_result
 
@@ -102,7 +109,13 @@ class ResultWaiter:
                     if sharded:
                         message = await pubsub.get_sharded_message(timeout=BLOCK_MAX_S)
                     else:
-                        message = await pubsub.get_message(timeout=BLOCK_MAX_S)
+                        message = await pubsub.get_message(timeout=PRIMARY_CHECK_S)
+                        if await primary_moved(self._client, pubsub.connection):
+                            # The primary was failed over while this one still answers (it is
+                            # demoted up to ~10 s later): completions are published on the new one.
+                            log.info("result subscription: following the new primary")
+                            backoff_s = 0.0
+                            break
                     if message is None:
                         continue
                     if message["type"] in ("subscribe", "ssubscribe"):
@@ -132,7 +145,7 @@ class ResultWaiter:
                     await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis-py 8.2
             if not self._closing:
                 await asyncio.sleep(backoff_s)
-                backoff_s = min(backoff_s * 2, 2.0)
+                backoff_s = min(max(backoff_s * 2, 0.05), 2.0)
                 if sharded:  # the slot may have a new primary (failover, migration): look again
                     await refresh_topology(self._client)
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
@@ -36,7 +37,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool, parse_url
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from ..errors import CaptchaQueueError, ConfigError, RedisCommandError, RedisUnavailable
@@ -45,6 +46,7 @@ from .server import check_version, redact_url
 __all__ = [
     "BLOCK_MAX_S",
     "DURABILITY_LEVELS",
+    "PRIMARY_CHECK_S",
     "REDIS_SCHEMES",
     "SOCKET_TIMEOUT_S",
     "ClientProfile",
@@ -56,9 +58,11 @@ __all__ = [
     "make_client",
     "node_info",
     "parse_redis_url",
+    "primary_moved",
     "redis_errors",
     "redis_errors_async",
     "refresh_topology",
+    "refused_for_replicas",
 ]
 
 #: Read timeout for every socket. Blocking commands never wait longer than BLOCK_MAX_S.
@@ -222,9 +226,89 @@ def client_username(client: Any) -> str | None:
     return str(user) if user else None
 
 
+#: How often a Sentinel client asks the sentinels which server is the primary, while it is used.
+PRIMARY_CHECK_S = 1.0
+
+
 class _SentinelBlockingPool(SentinelConnectionPool, BlockingConnectionPool):
-    """Sentinel's pool (the primary looked up on every new connection) with the bounded blocking
-    checkout of ``BlockingConnectionPool``."""
+    """Sentinel's pool with the bounded blocking checkout of ``BlockingConnectionPool``, that follows
+    the primary even when the old one still answers.
+
+    redis-py asks the sentinels only when a connection is made, so a connection to a primary that was
+    failed over from but still takes writes (until Sentinel demotes it, up to ~10 s later: a second
+    failover without WAIT, or a plain SENTINEL FAILOVER) is used on and on: two primaries for the same
+    fleet. So while the pool is used it asks every sentinel at most every PRIMARY_CHECK_S (in the
+    background) and believes the one with the newest configuration epoch; a connection to any other
+    server is closed when it is next checked out and made again to the primary. A write the old
+    primary refuses for want of replicas (NOREPLICAS: ``min-replicas-to-write``) asks again at once.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._checked_at = 0.0
+        self._check: asyncio.Task[None] | None = None
+
+    def recheck_soon(self) -> None:
+        """Ask the sentinels again at the next checkout (a write was refused: maybe a stale primary)."""
+        self._checked_at = 0.0
+
+    async def get_master_address(self) -> Any:
+        """The primary the sentinels name in their newest configuration epoch (redis-py takes the
+        first sentinel that answers, which may not have heard of a failover yet)."""
+        found: list[tuple[int, tuple[str, int]]] = []
+        errors: list[str] = []
+        manager = self.sentinel_manager
+        replies = await asyncio.gather(
+            *(sentinel.sentinel_master(self.service_name) for sentinel in manager.sentinels),
+            return_exceptions=True,
+        )
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                errors.append(f"{type(reply).__name__}: {reply}")
+                continue
+            state = cast(dict[str, Any], reply)
+            if manager.check_master_state(state, self.service_name):
+                found.append((int(state.get("config-epoch", 0)), (str(state["ip"]), int(state["port"]))))
+        if not found:
+            raise MasterNotFoundError(
+                f"No master found for {self.service_name!r}" + (f": {'; '.join(errors)}" if errors else "")
+            )
+        address = max(found)[1]
+        self._checked_at = time.monotonic()
+        if self.master_address != address:
+            self.master_address = address
+            # Idle connections reconnect now; those in use when they are next checked out.
+            await self.disconnect(inuse_connections=False)
+        return address
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if time.monotonic() - self._checked_at >= PRIMARY_CHECK_S and (
+            self._check is None or self._check.done()
+        ):
+            self._checked_at = time.monotonic()
+            self._check = asyncio.create_task(self._recheck())
+        return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    async def ensure_connection(self, connection: Any) -> None:
+        if connection.is_connected and self.master_address not in (None, (connection.host, connection.port)):
+            await connection.disconnect()  # to a server that is no longer the primary
+        await super().ensure_connection(connection)
+
+    async def _recheck(self) -> None:
+        with contextlib.suppress(redis.RedisError, OSError):  # the next check tries again
+            await self.get_master_address()
+
+    async def check_if_due(self) -> None:
+        """Ask the sentinels now if PRIMARY_CHECK_S passed since the last time (for a connection held
+        long, such as a subscription, that no checkout rechecks)."""
+        if time.monotonic() - self._checked_at >= PRIMARY_CHECK_S:
+            self._checked_at = time.monotonic()
+            await self._recheck()
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        if inuse_connections and self._check is not None and not self._check.done():
+            self._check.cancel()  # closing the pool: no check outlives it
+        await super().disconnect(inuse_connections)
 
 
 class SentinelClient(aioredis.Redis):
@@ -237,6 +321,18 @@ class SentinelClient(aioredis.Redis):
             await super().aclose(close_connection_pool)
         finally:
             await self._sentinel.aclose()
+
+
+async def primary_moved(client: aioredis.Redis, connection: Any) -> bool:
+    """Whether ``connection``, held long by ``client`` (a subscription), is to a server that is no
+    longer the primary the sentinels name (asked at most every PRIMARY_CHECK_S). Always False but on
+    a Sentinel client: a single server has one address, and a Cluster follows its slots itself."""
+    pool = getattr(client, "connection_pool", None)
+    if not isinstance(pool, _SentinelBlockingPool) or connection is None:
+        return False
+    await pool.check_if_due()
+    address = pool.master_address
+    return address is not None and (connection.host, connection.port) != address
 
 
 def _first_key(args: tuple[Any, ...]) -> Any:
@@ -333,7 +429,7 @@ def make_client(
             **target.sentinel_options,
         }
         sentinel = Sentinel(list(target.hosts), sentinel_kwargs=sentinel_kwargs)
-        pool = _SentinelBlockingPool(  # type: ignore[no-untyped-call]
+        pool = _SentinelBlockingPool(
             target.service,
             sentinel,
             is_master=True,
@@ -418,6 +514,22 @@ def _closed_transport(exc: RuntimeError) -> bool:
     return "handler is closed" in text or "closed=True" in text
 
 
+def refused_for_replicas(exc: BaseException) -> bool:
+    """Whether Redis refused a write with NOREPLICAS (see ``_no_replicas``): a caller that turns script
+    failures into its own errors lets this one through to ``redis_errors``, which makes it transient."""
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith("NOREPLICAS")
+
+
+def _no_replicas(exc: redis.ResponseError, client: aioredis.Redis | None) -> RedisUnavailable:
+    """NOREPLICAS: the primary has no replica in sync (``min-replicas-to-write``), so it refuses
+    writes: a replica being failed over, or a primary that was failed over from and is about to be
+    demoted. Transient; a Sentinel client asks the sentinels again at once."""
+    if client is not None and isinstance(client.connection_pool, _SentinelBlockingPool):
+        client.connection_pool.recheck_soon()
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return RedisUnavailable(f"{_describe(client)} refused a write for want of replicas: {first}")
+
+
 def _refused(exc: redis.ResponseError) -> RedisCommandError:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if first.startswith("WRONGTYPE"):
@@ -431,6 +543,8 @@ def _ours(exc: BaseException, client: aioredis.Redis | None) -> CaptchaQueueErro
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
         return _translate(exc, client)
     if isinstance(exc, redis.ResponseError):
+        if refused_for_replicas(exc):
+            return _no_replicas(exc, client)
         return _refused(exc)
     if isinstance(exc, RuntimeError) and _closed_transport(exc):
         return _translate(exc, client)

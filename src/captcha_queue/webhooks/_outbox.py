@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from ..errors import InvalidArgument, ScriptError
-from ..store.connection import redis_errors_async
+from ..store.connection import redis_errors_async, refused_for_replicas
 from ..store.keys import Keys
 from ..store.scripts import Code, load_scripts, raise_for_code
 
@@ -95,6 +95,8 @@ class Outbox:
             try:
                 return await self._scripts[name](self.client, self._key_args, args)
             except ResponseError as exc:
+                if refused_for_replicas(exc):
+                    raise  # transient: redis_errors_async says so
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise ScriptError(f"script {name} failed: {first}") from exc
 
