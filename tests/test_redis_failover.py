@@ -11,6 +11,7 @@ counted by ``check_data_loss``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 import uuid
@@ -22,9 +23,10 @@ import pytest
 from captcha_queue.errors import RedisUnavailable, WriteNotReplicated
 from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.simulator import RunningSimulator, SimulatorConfig, run_simulator
-from captcha_queue.store.connection import PRIMARY_CHECK_S, make_client
+from captcha_queue.store.connection import PRIMARY_CHECK_S, make_client, unfenced_primary
 from captcha_queue.store.keys import Keys
 from captcha_queue.store.switchover import switchover
+from captcha_queue.worker.process import reach_redis
 
 from .cluster_fixtures import RedisClusterDeployment, SentinelDeployment, command, needs_cluster_tools
 from .helpers import ProcessManager
@@ -233,6 +235,32 @@ async def test_a_client_follows_the_new_primary_while_the_old_one_still_answers(
                 new_admin.close()
         finally:
             await client.aclose()
+
+
+@pytest.mark.timeout(60)
+async def test_a_worker_warns_at_start_when_the_sentinel_primary_is_unfenced(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with SentinelDeployment(min_replicas_to_write=0) as dep:
+        dep.start()
+        with caplog.at_level(logging.WARNING, logger="captcha_queue.worker"):
+            await reach_redis(dep.url, 10.0)
+        assert "min-replicas-to-write 0" in caplog.text
+        assert dep.password not in caplog.text
+        primary = dep.primary_port()
+        admin = dep.client(primary)
+        try:
+            command(admin, "CONFIG", "SET", "min-replicas-to-write", "1")
+        finally:
+            admin.close()
+        fenced = make_client(dep.url)
+        single = make_client(f"redis://:{dep.password}@127.0.0.1:{primary}/0")
+        try:
+            assert await unfenced_primary(fenced) is None
+            assert await unfenced_primary(single) is None  # one server: no failover to fence against
+        finally:
+            await fenced.aclose()
+            await single.aclose()
 
 
 @pytest.mark.timeout(120)

@@ -63,6 +63,7 @@ __all__ = [
     "redis_errors_async",
     "refresh_topology",
     "refused_for_replicas",
+    "unfenced_primary",
 ]
 
 #: Read timeout for every socket. Blocking commands never wait longer than BLOCK_MAX_S.
@@ -486,6 +487,27 @@ async def check_server(client: aioredis.Redis) -> None:
     async with redis_errors_async(client):
         info = await client.info("server")
     check_version(info)
+
+
+async def unfenced_primary(client: aioredis.Redis) -> str | None:
+    """On a Sentinel client, a warning when the primary takes writes with no replica in sync
+    (``min-replicas-to-write 0``, Redis's default): a failover can then leave two primaries, and the
+    fleet limit can be exceeded until Sentinel demotes the old one (docs/redis.md). None otherwise,
+    and when the setting cannot be read (CONFIG disabled or not allowed to this user)."""
+    if not isinstance(client, SentinelClient):
+        return None
+    try:
+        reply = await client.config_get("min-replicas-to-write")
+    except (redis.RedisError, OSError):
+        return None
+    value = reply.get("min-replicas-to-write")
+    if value is None or str(value) != "0":
+        return None
+    return (
+        "the Redis primary takes writes with no replica in sync (min-replicas-to-write 0): a failover "
+        "can leave a second primary for ~10 s, losing its writes and letting the fleet exceed its solver "
+        "limits; set min-replicas-to-write 1 on every data server (docs/redis.md)"
+    )
 
 
 def _describe(client: aioredis.Redis | None) -> str:

@@ -79,7 +79,7 @@ async def reach_redis(url: str, timeout_s: float, client: aioredis.Redis | None 
     StartupFailed. A fleet may start before its Redis; it must not wait forever either."""
     import redis
 
-    from ..store.connection import check_server, make_client
+    from ..store.connection import check_server, make_client, unfenced_primary
 
     own = client is None
     if client is None:
@@ -91,6 +91,9 @@ async def reach_redis(url: str, timeout_s: float, client: aioredis.Redis | None 
         while True:
             try:
                 await check_server(client)
+                warning = await unfenced_primary(client)
+                if warning is not None:
+                    log.warning("%s", warning)
                 return
             except RedisUnavailable as exc:
                 if isinstance(exc.__cause__, redis.AuthenticationError):
