@@ -27,7 +27,7 @@ from captcha_queue import AsyncCaptchaQueue, CaptchaQueue
 from captcha_queue.store.connection import make_client
 from captcha_queue.store.server import EmbeddedRedis, check_redis, redis_url_from_env
 
-from .helpers import CliEnv, ProcessManager
+from .helpers import CliEnv, ProcessManager, drop_namespaces
 
 
 def _printable_utf8(text: str) -> str:
@@ -58,13 +58,15 @@ def redis_url() -> Iterator[str]:
 def namespace(redis_url: str) -> Iterator[str]:
     ns = f"t-{uuid.uuid4().hex[:12]}"
     yield ns
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match="{" + ns + "}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    drop_namespaces(redis_url, ns)
+
+
+@pytest.fixture
+def two_namespaces(redis_url: str, namespace: str) -> Iterator[tuple[str, str]]:
+    """Two more fresh namespaces of this test (their keys deleted at teardown)."""
+    names = (f"{namespace}-a", f"{namespace}-b")
+    yield names
+    drop_namespaces(redis_url, *names)
 
 
 @pytest.fixture

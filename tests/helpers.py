@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
+import redis
 from bench.ports import free_port as free_port  # re-exported: the tests import it from here
 
 from captcha_queue.models import Claim, ParamValue
@@ -57,3 +58,15 @@ class ProcessManager(Processes):
         stderr: Target = subprocess.STDOUT,
     ) -> subprocess.Popen[bytes]:
         return super().spawn(argv, env, capture=capture, stdout=stdout, stderr=stderr)
+
+
+def drop_namespaces(redis_url: str, *names: str) -> None:
+    """Delete every key of these namespaces (a test's teardown)."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for ns in names:
+            keys = list(client.scan_iter(match="{" + ns + "}*", count=1000))
+            if keys:
+                client.delete(*keys)
+    finally:
+        client.close()

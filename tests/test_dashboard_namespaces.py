@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
-import redis
 import redis.asyncio as aioredis
 
 from captcha_queue.dashboard import DashboardConfig, serve
@@ -22,7 +21,7 @@ from captcha_queue.models import AccountSpec, Solution
 from captcha_queue.queue._producer import AsyncCaptchaQueue
 from captcha_queue.webhooks import Outbox
 
-from .helpers import RC, claim_all
+from .helpers import RC, claim_all, drop_namespaces
 from .test_dashboard import csrf_of, post
 
 
@@ -30,13 +29,7 @@ from .test_dashboard import csrf_of, post
 def other_namespace(redis_url: str) -> Iterator[str]:
     ns = f"t-{uuid.uuid4().hex[:12]}"
     yield ns
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match="{" + ns + "}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    drop_namespaces(redis_url, ns)
 
 
 @pytest.fixture

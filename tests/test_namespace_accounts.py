@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
-import redis
 from click.testing import CliRunner
 
 from captcha_queue.cli import cli
@@ -42,20 +41,6 @@ async def simulator() -> AsyncIterator[RunningSimulator]:
     )
     async with run_simulator(config) as sim:
         yield sim
-
-
-@pytest.fixture
-def two_namespaces(redis_url: str, namespace: str) -> Iterator[tuple[str, str]]:
-    names = (f"{namespace}-h", f"{namespace}-l")
-    yield names
-    client = redis.Redis.from_url(redis_url)
-    try:
-        for ns in names:
-            keys = list(client.scan_iter(match="{" + ns + "}*", count=1000))
-            if keys:
-                client.delete(*keys)
-    finally:
-        client.close()
 
 
 def spec(name: str, **fields: object) -> AccountSpec:

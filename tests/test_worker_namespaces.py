@@ -8,10 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
-import redis
 from click.testing import CliRunner
 
 from captcha_queue.cli import cli
@@ -49,21 +48,6 @@ async def simulator() -> AsyncIterator[RunningSimulator]:
     )
     async with run_simulator(config) as sim:
         yield sim
-
-
-@pytest.fixture
-def two_namespaces(redis_url: str, namespace: str) -> Iterator[tuple[str, str]]:
-    """Two fresh namespaces of this test (their keys deleted at teardown)."""
-    names = (f"{namespace}-a", f"{namespace}-b")
-    yield names
-    client = redis.Redis.from_url(redis_url)
-    try:
-        for ns in names:
-            keys = list(client.scan_iter(match="{" + ns + "}*", count=1000))
-            if keys:
-                client.delete(*keys)
-    finally:
-        client.close()
 
 
 # -- the split ---------------------------------------------------------------------------------------

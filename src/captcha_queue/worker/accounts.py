@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from ..models import AccountSpec, Claim, Result
+from ..models import AccountSpec, Result
+from .metrics import ForwardingEvents
 
 if TYPE_CHECKING:
     from ..queue._producer import AsyncCaptchaQueue
@@ -95,27 +96,18 @@ def account_workers(
     return built
 
 
-class AccountEvents:
+class AccountEvents(ForwardingEvents):
     """One account's worker events: the process's series as before, plus the per-account ones
     (``captcha_queue_account_*{account=...}``) that ``WorkerMetrics.account_series`` keeps."""
 
     def __init__(self, metrics: WorkerMetrics, account: str) -> None:
-        self._m = metrics
+        super().__init__(metrics)
         self.account = account
         metrics.account_series(account)
-
-    def task_started(self, claim: Claim | None = None) -> None:
-        self._m.task_started(claim)
 
     def task_finished(self, result: Result) -> None:
         self._m.task_finished(result)
         self._m.account_finished(self.account, result.status)
-
-    def retry(self, reason: str | BaseException = "transient") -> None:
-        self._m.retry(reason)
-
-    def solver_request(self, endpoint: str, code: str = "OK") -> None:
-        self._m.solver_request(endpoint, code)
 
     def set_in_flight(self, n: int) -> None:
         self._m.account_in_flight(self.account, n)
@@ -123,17 +115,8 @@ class AccountEvents:
     def set_slots(self, used: int, limit: int | None) -> None:
         self._m.account_slots(self.account, used, limit)
 
-    def set_paused(self, paused: bool) -> None:
-        self._m.set_paused(paused)
-
     def set_account_paused(self, paused: bool) -> None:
         self._m.account_pause_state(self.account, paused)
 
-    def account_paused(self, code: str) -> None:
-        self._m.account_paused(code)
-
     def set_limit_unknown(self, unknown: bool) -> None:
         self._m.account_limit_unknown(self.account, unknown)
-
-    def report(self, account: str, verdict: str, outcome: str) -> None:
-        self._m.report(account, verdict, outcome)

@@ -64,6 +64,7 @@ __all__ = [
     "ENDPOINTS",
     "RETRY_REASONS",
     "STATUSES",
+    "ForwardingEvents",
     "MetricsServer",
     "ReadyCheck",
     "WorkerMetrics",
@@ -458,6 +459,32 @@ def _retry_reason(exc: BaseException) -> str:
     if isinstance(exc, TransientError):
         return "transient"
     return OTHER
+
+
+class ForwardingEvents:
+    """The worker events that one part of a process (a namespace, an account) passes to the process's
+    ``WorkerMetrics`` as they are; a subclass adds what it labels or sums on its own."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self._m = metrics
+
+    def task_started(self, claim: Claim | None = None) -> None:
+        self._m.task_started(claim)
+
+    def retry(self, reason: str | BaseException = "transient") -> None:
+        self._m.retry(reason)
+
+    def solver_request(self, endpoint: str, code: str = "OK") -> None:
+        self._m.solver_request(endpoint, code)
+
+    def set_paused(self, paused: bool) -> None:
+        self._m.set_paused(paused)
+
+    def account_paused(self, code: str) -> None:
+        self._m.account_paused(code)
+
+    def report(self, account: str, verdict: str, outcome: str) -> None:
+        self._m.report(account, verdict, outcome)
 
 
 class MetricsServer:

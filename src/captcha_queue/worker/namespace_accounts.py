@@ -28,8 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from ..errors import ConfigError
-from ..models import AccountSpec, Claim, Result
-from .metrics import STATUSES
+from ..models import AccountSpec, Result
+from .metrics import STATUSES, ForwardingEvents
 from .namespaces import NamespaceSeries, weighted_shares
 
 if TYPE_CHECKING:
@@ -137,13 +137,13 @@ def _total(limits: list[int | None]) -> int | None:
     return None if any(lim is None for lim in limits) else sum(lim for lim in limits if lim is not None)
 
 
-class MixedEvents:
+class MixedEvents(ForwardingEvents):
     """The worker events of one account in one namespace (see the module docstring for the sums)."""
 
     def __init__(
         self, metrics: WorkerMetrics, series: NamespaceSeries, namespace: str, account: str, state: MixedState
     ) -> None:
-        self._m = metrics
+        super().__init__(metrics)
         self._series = series
         self.namespace = namespace
         self.account = account
@@ -162,20 +162,11 @@ class MixedEvents:
         at = 0 if namespace else 1
         return [v for k, v in values.items() if k[at] == self._key[at]]
 
-    def task_started(self, claim: Claim | None = None) -> None:
-        self._m.task_started(claim)
-
     def task_finished(self, result: Result) -> None:
         self._m.task_finished(result)
         status = result.status if result.status in STATUSES else "error"
         self._series.finished.labels(self.namespace, status).inc()
         self._m.account_finished(self.account, status)
-
-    def retry(self, reason: str | BaseException = "transient") -> None:
-        self._m.retry(reason)
-
-    def solver_request(self, endpoint: str, code: str = "OK") -> None:
-        self._m.solver_request(endpoint, code)
 
     def set_in_flight(self, n: int) -> None:
         self._state.in_flight[self._key] = n
@@ -198,19 +189,10 @@ class MixedEvents:
         )
         self._m.set_slots(sum(u for u, _ in state.values()), _total([lim for _, lim in state.values()]))
 
-    def set_paused(self, paused: bool) -> None:
-        self._m.set_paused(paused)
-
     def set_account_paused(self, paused: bool) -> None:
         self._state.paused[self._key] = paused
         self._m.account_pause_state(self.account, all(self._of(self._state.paused, namespace=False)))
 
-    def account_paused(self, code: str) -> None:
-        self._m.account_paused(code)
-
     def set_limit_unknown(self, unknown: bool) -> None:
         self._state.unknown[self._key] = unknown
         self._m.account_limit_unknown(self.account, all(self._of(self._state.unknown, namespace=False)))
-
-    def report(self, account: str, verdict: str, outcome: str) -> None:
-        self._m.report(account, verdict, outcome)

@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..errors import CaptchaQueueError
-from ..models import Claim, Result
+from ..models import Result
 from .health import Check, Readiness
-from .metrics import STATUSES
+from .metrics import STATUSES, ForwardingEvents
 
 if TYPE_CHECKING:
     from ..queue._producer import AsyncCaptchaQueue
@@ -118,14 +118,14 @@ class NamespaceSeries:
         self.queued.labels(namespace).set(0)
 
 
-class NamespaceEvents:
+class NamespaceEvents(ForwardingEvents):
     """One namespace's worker events: the process's series (summed over namespaces where a worker
     sets a value of its own) plus the ``namespace``-labelled ones."""
 
     def __init__(
         self, metrics: WorkerMetrics, series: NamespaceSeries, namespace: str, state: NamespacesState
     ) -> None:
-        self._m = metrics
+        super().__init__(metrics)
         self._series = series
         self.namespace = namespace
         self._state = state
@@ -138,19 +138,10 @@ class NamespaceEvents:
     def limit_known(self) -> bool:
         return not self._state.unknown[self.namespace]
 
-    def task_started(self, claim: Claim | None = None) -> None:
-        self._m.task_started(claim)
-
     def task_finished(self, result: Result) -> None:
         self._m.task_finished(result)
         status = result.status if result.status in STATUSES else "error"
         self._series.finished.labels(self.namespace, status).inc()
-
-    def retry(self, reason: str | BaseException = "transient") -> None:
-        self._m.retry(reason)
-
-    def solver_request(self, endpoint: str, code: str = "OK") -> None:
-        self._m.solver_request(endpoint, code)
 
     def set_in_flight(self, n: int) -> None:
         self._series.in_flight.labels(self.namespace).set(n)
@@ -165,21 +156,12 @@ class NamespaceEvents:
         total = None if any(lim is None for lim in limits) else sum(lim for lim in limits if lim is not None)
         self._m.set_slots(sum(u for u, _ in self._state.slots.values()), total)
 
-    def set_paused(self, paused: bool) -> None:
-        self._m.set_paused(paused)
-
     def set_account_paused(self, paused: bool) -> None:
         self._m.set_account_paused(paused)
-
-    def account_paused(self, code: str) -> None:
-        self._m.account_paused(code)
 
     def set_limit_unknown(self, unknown: bool) -> None:
         self._state.unknown[self.namespace] = unknown
         self._m.set_limit_unknown(any(self._state.unknown.values()))
-
-    def report(self, account: str, verdict: str, outcome: str) -> None:
-        self._m.report(account, verdict, outcome)
 
 
 @dataclasses.dataclass

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ..errors import RedisUnavailable
@@ -26,6 +26,8 @@ from .config import WorkerSettings
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
+    from ..queue._producer import AsyncCaptchaQueue
+    from ..solvers.base import Solver
     from .metrics import MetricsServer, WorkerMetrics
 
 __all__ = ["EXIT_STARTUP_FAILED", "StartupFailed", "reach_redis", "run_loop", "run_worker"]
@@ -194,7 +196,6 @@ async def _serve_accounts(settings: WorkerSettings) -> int:
     """``--accounts``: one Worker per registered account under one routing claim loop (multi.py)."""
     from ..errors import ConfigError
     from ..queue._producer import AsyncCaptchaQueue
-    from ..solvers.base import Solver
     from ..store.connection import make_client
     from .accounts import account_workers, resolve_key
     from .config import account_names
@@ -367,29 +368,11 @@ async def _serve_namespaces(settings: WorkerSettings) -> int:
         runs = [
             asyncio.create_task(w.run(), name=f"namespace:{ns}") for ns, w in zip(names, workers, strict=True)
         ]
-        try:
-            # One namespace's worker failing (a bug, a start-up error) stops the others: one process.
-            await asyncio.wait(runs, return_when=asyncio.FIRST_EXCEPTION)
-        finally:
-            stop()
-            outcomes = await asyncio.gather(*runs, return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        await _run_together(runs, stop)
         if any(w.drain is not None for w in workers):
             report_drained()
     finally:
-        for loop in loops:
-            loop.cancel()
-        await asyncio.gather(*loops, return_exceptions=True)
-        if metrics_server is not None:
-            metrics_server.close()
-        for queue in queues.values():
-            await queue.aclose()
-        if health_client is not None:
-            await health_client.aclose()
-        await solver.aclose()
-        await client.aclose()
+        await _close_namespaces(loops, metrics_server, queues, health_client, [solver], client)
     return 0
 
 
@@ -399,7 +382,7 @@ async def _serve_namespaces_accounts(settings: WorkerSettings) -> int:
     namespaces (namespace_accounts.py), until SIGTERM/SIGINT; 0 after a graceful stop."""
     from ..models import AccountSpec
     from ..queue._producer import AsyncCaptchaQueue
-    from ..solvers.base import Solver, account_ref
+    from ..solvers.base import account_ref
     from ..store.connection import make_client
     from .accounts import resolve_key, solver_for_account
     from .config import account_names, parse_namespaces
@@ -488,27 +471,45 @@ async def _serve_namespaces_accounts(settings: WorkerSettings) -> int:
                 account_worker.on_drain = stop  # a drain request for any of them drains the process
         install_worker_signals(asyncio.get_running_loop(), stop)
         runs = [asyncio.create_task(m.run(), name=f"namespace:{ns}") for ns, m in multis.items()]
-        try:
-            await asyncio.wait(runs, return_when=asyncio.FIRST_EXCEPTION)
-        finally:
-            stop()
-            outcomes = await asyncio.gather(*runs, return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        await _run_together(runs, stop)
         if any(w.drain is not None for m in multis.values() for _, w in m.accounts):
             report_drained()
     finally:
-        for loop in loops:
-            loop.cancel()
-        await asyncio.gather(*loops, return_exceptions=True)
-        if metrics_server is not None:
-            metrics_server.close()
-        for queue in queues.values():
-            await queue.aclose()
-        if health_client is not None:
-            await health_client.aclose()
-        for solver in solvers:
-            await solver.aclose()
-        await client.aclose()
+        await _close_namespaces(loops, metrics_server, queues, health_client, solvers, client)
     return 0
+
+
+async def _run_together(runs: list[asyncio.Task[None]], stop: Callable[[], None]) -> None:
+    """Until every run ends; one failing (a bug, a start-up error) stops the others: one process.
+    Re-raises the first failure."""
+    try:
+        await asyncio.wait(runs, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        stop()
+        outcomes = await asyncio.gather(*runs, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+async def _close_namespaces(
+    loops: list[asyncio.Task[None]],
+    metrics_server: MetricsServer | None,
+    queues: dict[str, AsyncCaptchaQueue],
+    health_client: aioredis.Redis | None,
+    solvers: list[Solver],
+    client: aioredis.Redis,
+) -> None:
+    """Close what a process serving several namespaces opened, in the reverse order."""
+    for loop in loops:
+        loop.cancel()
+    await asyncio.gather(*loops, return_exceptions=True)
+    if metrics_server is not None:
+        metrics_server.close()
+    for queue in queues.values():
+        await queue.aclose()
+    if health_client is not None:
+        await health_client.aclose()
+    for solver in solvers:
+        await solver.aclose()
+    await client.aclose()
