@@ -381,3 +381,45 @@ async def test_the_gateway_works_unchanged_on_a_sentinel_and_a_cluster_url(
                 assert await answer.text() == "OK|TOKEN-HA"
     finally:
         await client.aclose()
+
+
+# -- the dashboard -------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+async def test_the_dashboard_works_unchanged_on_a_sentinel_and_a_cluster_url(
+    deployment: Deployment, ns: str
+) -> None:
+    """Every screen, /readyz and a finished task's event pushed to the live feed, with the dashboard
+    given only the deployment's URL; its password on no page."""
+    import aiohttp
+
+    from captcha_queue.dashboard import DashboardConfig, serve
+
+    from .test_dashboard import SCREENS
+
+    async with (
+        AsyncCaptchaQueue.from_url(deployment.url, namespace=ns) as q,
+        serve(DashboardConfig(port=0, refresh_s=0.5), deployment.url, ns) as base,
+        aiohttp.ClientSession() as http,
+    ):
+        (task_id,) = await q.submit_many([{"method": "userrecaptcha", "params": RC}])
+        for path in [*SCREENS, "/readyz"]:
+            async with http.get(base + path) as reply:
+                body = await reply.text()
+            assert reply.status == 200, (path, body[:300])
+            assert deployment.password not in body, path
+        async with http.get(base + f"/tasks?q={task_id}") as reply:
+            assert reply.status == 200
+            assert task_id in await reply.text()
+        # The live feed reads the namespace's event stream (on a Cluster: its slot's primary).
+        async with http.get(base + "/events/stream", timeout=aiohttp.ClientTimeout(total=30)) as stream:
+            assert stream.status == 200
+            (claim,) = await q.claim("w", 1, block_s=0)
+            await q.complete(claim, "TOKEN-DASH")
+            seen = b""
+            async for chunk in stream.content.iter_any():
+                seen += chunk
+                if task_id.encode() in seen:
+                    break
+            assert task_id.encode() in seen
