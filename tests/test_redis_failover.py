@@ -26,6 +26,7 @@ from captcha_queue.simulator import RunningSimulator, SimulatorConfig, run_simul
 from captcha_queue.store.connection import PRIMARY_CHECK_S, make_client, unfenced_primary
 from captcha_queue.store.keys import Keys
 from captcha_queue.store.switchover import switchover
+from captcha_queue.worker.limiter import SlotLimiter
 from captcha_queue.worker.process import reach_redis
 
 from .cluster_fixtures import RedisClusterDeployment, SentinelDeployment, command, needs_cluster_tools
@@ -211,8 +212,10 @@ async def test_a_client_follows_the_new_primary_while_the_old_one_still_answers(
     with SentinelDeployment(min_replicas_to_write=0) as dep:  # unfenced: the old primary writes on
         dep.start()
         client = make_client(dep.url, max_connections=4)
+        limiter = SlotLimiter(client, Keys("follow"), limit=5)
         try:
             await client.set("where", "before")
+            assert not limiter.suspect
             old = dep.primary_port()
             await asyncio.to_thread(dep.failover)
             new = await asyncio.to_thread(dep.wait_new_primary, old, 60.0)
@@ -230,6 +233,8 @@ async def test_a_client_follows_the_new_primary_while_the_old_one_still_answers(
                 assert moved_in_s < PRIMARY_CHECK_S + 2.0
                 # The race was real: the old primary still took writes meanwhile.
                 assert _text(command(old_admin, "ROLE")[0]) == "master"
+                # No error told of the switch: the limiter is told, to write its slots again.
+                assert limiter.suspect
             finally:
                 old_admin.close()
                 new_admin.close()

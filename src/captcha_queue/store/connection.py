@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 from urllib.parse import parse_qsl, unquote, urlencode
@@ -57,6 +57,7 @@ __all__ = [
     "is_cluster",
     "make_client",
     "node_info",
+    "on_primary_change",
     "parse_redis_url",
     "primary_moved",
     "redis_errors",
@@ -248,6 +249,8 @@ class _SentinelBlockingPool(SentinelConnectionPool, BlockingConnectionPool):
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         self._checked_at = 0.0
         self._check: asyncio.Task[None] | None = None
+        #: Called when the primary moved under this pool (``on_primary_change``).
+        self.listeners: list[Callable[[], None]] = []
 
     def recheck_soon(self) -> None:
         """Ask the sentinels again at the next checkout (a write was refused: maybe a stale primary)."""
@@ -277,9 +280,12 @@ class _SentinelBlockingPool(SentinelConnectionPool, BlockingConnectionPool):
         address = max(found)[1]
         self._checked_at = time.monotonic()
         if self.master_address != address:
-            self.master_address = address
+            previous, self.master_address = self.master_address, address
             # Idle connections reconnect now; those in use when they are next checked out.
             await self.disconnect(inuse_connections=False)
+            if previous is not None:
+                for listener in list(self.listeners):
+                    listener()
         return address
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
@@ -322,6 +328,16 @@ class SentinelClient(aioredis.Redis):
             await super().aclose(close_connection_pool)
         finally:
             await self._sentinel.aclose()
+
+
+def on_primary_change(client: aioredis.Redis, listener: Callable[[], None]) -> None:
+    """Call ``listener`` (on the loop, synchronously) whenever a Sentinel client finds that the primary
+    moved: a switch no connection error told of (the old primary still answered), after which what the
+    new primary lacks must be written again (the fleet slots: ``SlotLimiter.note_redis_failure``).
+    Nothing for other clients (a failure of theirs raises)."""
+    pool = getattr(client, "connection_pool", None)
+    if isinstance(pool, _SentinelBlockingPool):
+        pool.listeners.append(listener)
 
 
 async def primary_moved(client: aioredis.Redis, connection: Any) -> bool:

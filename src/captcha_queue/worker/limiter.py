@@ -39,7 +39,7 @@ import redis.asyncio as aioredis
 
 from ..errors import RedisUnavailable
 from ..options import check_settings, setting
-from ..store.connection import redis_errors_async
+from ..store.connection import on_primary_change, redis_errors_async
 from ..store.keys import Keys
 from ..store.scripts import load_scripts
 from .retry import Backoff
@@ -174,11 +174,19 @@ class SlotLimiter:
         self._lost_until = 0.0
         self.effective: int = limit
         self.used: int = 0
+        # A Sentinel client that follows a failover without any error (the old primary still
+        # answered) must rebuild as after one: the new primary may lack slots granted on the old.
+        on_primary_change(client, self.note_redis_failure)
 
     # -- what the runtime calls ------------------------------------------------------------------
     @property
     def limit(self) -> int:
         return self._limit
+
+    @property
+    def suspect(self) -> bool:
+        """Whether Redis failed (or the primary moved) since the held slots were last re-registered."""
+        return self._suspect
 
     @property
     def holding(self) -> int:
