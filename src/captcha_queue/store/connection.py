@@ -313,8 +313,15 @@ class _SentinelBlockingPool(SentinelConnectionPool, BlockingConnectionPool):
             await self._recheck()
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
-        if inuse_connections and self._check is not None and not self._check.done():
-            self._check.cancel()  # closing the pool: no check outlives it
+        check = self._check
+        if (
+            inuse_connections
+            and check is not None
+            and not check.done()
+            and check is not asyncio.current_task()
+        ):
+            check.cancel()  # closing the pool: no check outlives it
+            await asyncio.wait([check], timeout=1.0)
         await super().disconnect(inuse_connections)
 
 
