@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from typing import Any
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from captcha_queue import AsyncCaptchaQueue, CaptchaQueue, InvalidArgument, Result, TaskSpec
 from captcha_queue.queue._waiting import check_event_id, listen_events
+from captcha_queue.store.keys import Keys
 
 from .helpers import RC
 
@@ -236,3 +239,47 @@ async def test_listen_from_a_valid_id_still_replays(queue: AsyncCaptchaQueue) ->
         await events.aclose()
     assert result.id == task_id
     assert check_event_id(event_id) == event_id
+
+
+class _CancelBecomesConnectionError(aioredis.Redis):
+    """A client whose XREAD, cancelled, raises a connection error instead: what redis-py does at times
+    under load (it closes the connection on the way out), which a retry loop would take for a lost
+    connection and read on, never ending (a dashboard's shutdown hung on its event feed that way)."""
+
+    reading: asyncio.Event
+
+    async def xread(self, *args: Any, **kwargs: Any) -> Any:
+        self.reading.set()
+        try:
+            return await super().xread(*args, **kwargs)
+        except asyncio.CancelledError:
+            raise redis.ConnectionError("Connection closed by server.") from None
+
+
+@pytest.mark.timeout(30)
+async def test_a_cancel_a_read_turns_into_a_connection_error_still_ends_listen_events(
+    redis_url: str, namespace: str
+) -> None:
+    client = _CancelBecomesConnectionError(
+        connection_pool=aioredis.BlockingConnectionPool.from_url(redis_url)
+    )
+    client.auto_close_connection_pool = True
+    client.reading = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in listen_events(client, Keys(namespace)):
+            pass
+
+    task = asyncio.create_task(consume())
+    try:
+        await asyncio.wait_for(client.reading.wait(), 10)  # blocked in XREAD
+        task.cancel()
+        # Within a block of XREAD (5 s) whatever redis-py made of the cancel.
+        done, _ = await asyncio.wait([task], timeout=8.0)
+        assert done, "listen_events read on after its cancel"
+        assert task.cancelled()
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=5.0)
+        await client.aclose()

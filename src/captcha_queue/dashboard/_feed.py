@@ -61,10 +61,19 @@ class EventFeed:
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        # Cancelled again while it runs on: a library may have turned the first cancel into an error
+        # its retry loop took (see listen_events); a dashboard's shutdown must not hang on it.
+        for _ in range(20):
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            done, _pending = await asyncio.wait([task], timeout=0.5)
+            if done:
+                break
+        else:
+            log.warning("event feed did not stop within 10 s of being cancelled")
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.warning("event feed ended with %r", task.exception())
 
     @contextlib.contextmanager
     def subscribe(self) -> Iterator[Subscription]:

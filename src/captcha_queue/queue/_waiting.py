@@ -116,6 +116,7 @@ class ResultWaiter:
                             log.info("result subscription: following the new primary")
                             backoff_s = 0.0
                             break
+                    _raise_if_cancelling(None)  # a cancel swallowed in the read (see there)
                     if message is None:
                         continue
                     if message["type"] in ("subscribe", "ssubscribe"):
@@ -129,6 +130,7 @@ class ResultWaiter:
                     elif message["type"] in ("message", "smessage"):
                         self._dispatch(message["data"])
             except _CONNECTION_ERRORS as exc:
+                _raise_if_cancelling(exc)
                 self._subscribed.clear()
                 self._last_error = exc
                 self._failed.set()
@@ -300,6 +302,16 @@ class ResultWaiter:
         self._subscribed.clear()
 
 
+def _raise_if_cancelling(exc: BaseException | None) -> None:
+    """A cancelled read does not always raise CancelledError: redis-py (8.2) at times swallows the
+    cancel of a blocking XREAD and returns its reply when the block ends, or the cancel surfaces as a
+    connection error. A loop that reads on would never end (a dashboard's shutdown hung on its event
+    feed under load). Raise the cancellation the task is still under."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
+
+
 async def _last_event_id(client: aioredis.Redis, stream: str) -> str:
     async with redis_errors_async(client):
         newest = await client.xrevrange(stream, count=1)
@@ -341,6 +353,7 @@ async def listen_events(
         try:
             reply: Any = await client.xread({keys.events: last_id}, count=100, block=int(BLOCK_MAX_S * 1000))
         except _CONNECTION_ERRORS as exc:
+            _raise_if_cancelling(exc)
             now = time.monotonic()
             down_since = down_since if down_since is not None else now
             if now - down_since > RECONNECT_GIVE_UP_S:
@@ -351,9 +364,11 @@ async def listen_events(
             backoff_s = min(backoff_s * 2, 2.0)
             continue
         except ResponseError as exc:
+            _raise_if_cancelling(exc)
             log.error("cannot read %s: %s", keys.events, exc)
             await asyncio.sleep(BLOCK_MAX_S)
             continue
+        _raise_if_cancelling(None)  # a cancel redis-py swallowed in the read: it returned as if not
         down_since, backoff_s = None, 0.05
         for _stream, entries in reply or ():
             for raw_id, fields in entries:
