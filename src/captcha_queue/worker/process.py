@@ -398,7 +398,7 @@ async def _serve_namespaces_accounts(settings: WorkerSettings) -> int:
     names = [ns for ns, _ in pairs]
     concurrency = dict(zip(names, weighted_shares(settings.concurrency, [w for _, w in pairs]), strict=True))
     client = make_client(settings.redis_url, max_connections=max(16, min(128, settings.concurrency // 8)))
-    solvers: list[Solver] = []
+    solvers: dict[str, Solver] = {}
     loops: list[asyncio.Task[None]] = []
     metrics_server = None
     health_client: aioredis.Redis | None = None
@@ -422,13 +422,14 @@ async def _serve_namespaces_accounts(settings: WorkerSettings) -> int:
             workers: list[tuple[AccountSpec, Worker]] = []
             for share in shares:
                 spec = share.spec
-                solver = solver_for_account(
-                    spec,
-                    keys[spec.name],
-                    time_scale=settings.time_scale,
-                    request_timeout_s=settings.request_timeout_s,
-                )
-                solvers.append(solver)
+                solver = solvers.get(spec.name)
+                if solver is None:  # one client per account, whichever namespaces share it (alike)
+                    solver = solvers[spec.name] = solver_for_account(
+                        spec,
+                        keys[spec.name],
+                        time_scale=settings.time_scale,
+                        request_timeout_s=settings.request_timeout_s,
+                    )
                 events = (
                     MixedEvents(metrics, series, ns, spec.name, state)
                     if metrics is not None and series is not None
@@ -475,7 +476,7 @@ async def _serve_namespaces_accounts(settings: WorkerSettings) -> int:
         if any(w.drain is not None for m in multis.values() for _, w in m.accounts):
             report_drained()
     finally:
-        await _close_namespaces(loops, metrics_server, queues, health_client, solvers, client)
+        await _close_namespaces(loops, metrics_server, queues, health_client, list(solvers.values()), client)
     return 0
 
 
